@@ -1,0 +1,81 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/alecthomas/kong"
+
+	"ronly.dev/ronly/go/policy"
+)
+
+const description = `Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
+
+Everything on the host stays readable: files, logs, ps and top, docker ps,
+kubectl get. Nothing outside the scratch space can be changed: every mount is
+read-only (recursively, and root inside cannot make it writable again), host
+processes cannot be signalled or traced, API sockets such as docker.sock are
+hidden, and a seccomp filter refuses the kernel's dangerous calls.
+
+Writable inside: a fresh tmpfs on /tmp, each --writable PATH (an empty
+tmpfs), each --rw PATH (the host's directory, so changes persist there),
+and a private /dev/shm. The exit status is the command's, 128+N if signal N
+killed it, 125 if ronly failed, 126 if the command cannot run, 127 if it was
+not found.
+
+Examples:
+  ronly                              an interactive read-only shell
+  ronly ps aux                       host processes, seen from inside
+  ronly --rw "$PWD" make test        a build that may write only here
+  ronly --no-network -- probe        run a program named like a subcommand`
+
+// CLI is the whole command line. The sandbox flags are global so that
+// `ronly --help` shows them first, as the man page of the default command.
+type CLI struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+
+	TmpfsSize      string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes)."`
+	Writable       []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
+	RW             []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
+	ExtraShims     []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
+	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
+	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
+	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
+	Privileged     bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
+	LandlockMinABI int      `name:"landlock-min-abi" default:"6" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (6 scopes signals; 0 accepts no Landlock)."`
+	Verbose        bool     `short:"v" help:"Say which isolation layers are in effect."`
+
+	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
+}
+
+// RunCmd runs a command in the sandbox.
+type RunCmd struct {
+	Command []string `arg:"" optional:"" passthrough:"" help:"The command and its arguments."`
+}
+
+// policy turns the flags into a validated Policy.
+func (c *CLI) policy(command []string) (*policy.Policy, error) {
+	size, err := policy.ParseSize(c.TmpfsSize)
+	if err != nil {
+		return nil, &policy.FlagError{Flag: "--tmpfs-size", Value: c.TmpfsSize, Reason: err.Error()}
+	}
+	if len(command) > 0 && command[0] == "--" {
+		command = command[1:]
+	}
+	p := &policy.Policy{
+		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
+		ExtraShims: c.ExtraShims, NoShims: c.NoShims, NoNetwork: c.NoNetwork,
+		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, Verbose: c.Verbose,
+	}
+	switch {
+	case c.Privileged:
+		p.Mode = policy.ModePrivileged
+	case c.Rootless:
+		p.Mode = policy.ModeRootless
+	}
+	for _, s := range c.ExtraShims {
+		if strings.Contains(s, ":") {
+			return nil, &policy.FlagError{Flag: "--extra-shims", Value: s, Reason: "a directory on PATH cannot contain ':'"}
+		}
+	}
+	return p, p.Validate()
+}

@@ -1,0 +1,168 @@
+// Package policy holds the one struct that describes a ronly session. The
+// command line fills it, Validate checks it once, and everything after only
+// reads it.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Mode says how ronly gets the privileges to build the sandbox.
+type Mode string
+
+// Modes.
+const (
+	// ModeAuto picks the strongest mode that works: a user namespace
+	// (identity-mapped for root), else privileged when ronly runs as root.
+	ModeAuto Mode = "auto"
+	// ModeRootless uses a user namespace that maps only the caller's own ids.
+	ModeRootless Mode = "rootless"
+	// ModePrivileged uses no user namespace: real root, capabilities dropped.
+	ModePrivileged Mode = "privileged"
+)
+
+// Policy is a whole ronly session.
+type Policy struct {
+	Command    []string // empty: $SHELL, else /bin/bash
+	TmpfsSize  uint64   // bytes of the scratch tmpfs on /tmp
+	Writable   []string // empty tmpfs mounted at each
+	RW         []string // host directories bound writable
+	ExtraShims []string // prepended to PATH inside
+	NoShims    bool
+	NoNetwork  bool
+	Mode       Mode
+	// LandlockMinABI is the floor: ronly refuses to start on a kernel whose
+	// Landlock ABI is lower. 6 is the first that scopes signals.
+	LandlockMinABI int
+	Verbose        bool
+}
+
+// DefaultTmpfsSize is ronly's historical /tmp size.
+const DefaultTmpfsSize = 64 << 20
+
+// FlagError is a bad value for one flag. Its text names the flag and the value.
+type FlagError struct {
+	Flag, Value, Reason string
+}
+
+func (e *FlagError) Error() string {
+	if e.Value == "" {
+		return e.Flag + ": " + e.Reason
+	}
+	return fmt.Sprintf("%s %q: %s", e.Flag, e.Value, e.Reason)
+}
+
+// ParseSize reads a size such as 64M, 1G, 512k or 1048576 (bytes).
+func ParseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	mult := uint64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || v == 0 {
+		return 0, errors.New("not a size: use a positive number with an optional k, M, G or T suffix, e.g. 64M")
+	}
+	if v > (1<<50)/mult {
+		return 0, errors.New("too large")
+	}
+	return v * mult, nil
+}
+
+// Validate checks every field and resolves paths in place. It changes
+// nothing on the host.
+func (p *Policy) Validate() error {
+	if p.TmpfsSize < 4096 {
+		return &FlagError{"--tmpfs-size", strconv.FormatUint(p.TmpfsSize, 10), "must be at least 4k"}
+	}
+	var err error
+	if p.Writable, err = dirs("--writable", p.Writable, false); err != nil {
+		return err
+	}
+	if p.RW, err = dirs("--rw", p.RW, true); err != nil {
+		return err
+	}
+	for _, rw := range p.RW {
+		for _, w := range p.Writable {
+			if within(rw, w) {
+				return &FlagError{"--rw", rw, fmt.Sprintf("is inside --writable %s, which starts empty", w)}
+			}
+		}
+	}
+	for _, d := range p.ExtraShims {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return &FlagError{"--extra-shims", d, "not a directory"}
+		}
+	}
+	switch p.Mode {
+	case ModeAuto, ModeRootless:
+	case ModePrivileged:
+		if os.Geteuid() != 0 {
+			return &FlagError{"--privileged", "", "needs root (run with sudo, or use --rootless)"}
+		}
+	default:
+		return &FlagError{"--mode", string(p.Mode), "unknown mode"}
+	}
+	if p.LandlockMinABI < 0 || p.LandlockMinABI > 64 {
+		return &FlagError{"--landlock-min-abi", strconv.Itoa(p.LandlockMinABI), "must be between 0 and 64"}
+	}
+	return nil
+}
+
+// dirs resolves each path to an absolute, symlink-free directory that ronly
+// may mount on. The init joins paths onto the new root, so a symlink left
+// in one would be followed on the host side.
+func dirs(flag string, paths []string, mustExist bool) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, &FlagError{flag, p, "must be an absolute path"}
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			if mustExist {
+				return nil, &FlagError{flag, p, "no such directory"}
+			}
+			return nil, &FlagError{flag, p, "no such directory on the host (the root is read-only, so ronly cannot create it)"}
+		}
+		if err != nil {
+			return nil, &FlagError{flag, p, err.Error()}
+		}
+		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
+			return nil, &FlagError{flag, p, "not a directory"}
+		}
+		for _, bad := range []string{"/", "/proc", "/sys", "/dev"} {
+			if real == bad || (bad != "/" && within(real, bad)) {
+				return nil, &FlagError{flag, p, "ronly cannot make " + bad + " writable"}
+			}
+		}
+		if !seen[real] {
+			seen[real] = true
+			out = append(out, real)
+		}
+	}
+	return out, nil
+}
+
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}

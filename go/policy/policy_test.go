@@ -1,0 +1,74 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	good := map[string]uint64{"64M": 64 << 20, "1G": 1 << 30, "512k": 512 << 10, "4096": 4096, "2T": 2 << 40}
+	for in, want := range good {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1M", "abc", "1.5G", "64MB", "99999999999T"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted a bad size", in)
+		}
+	}
+}
+
+func valid() Policy {
+	return Policy{TmpfsSize: DefaultTmpfsSize, Mode: ModeAuto, LandlockMinABI: 6}
+}
+
+func TestValidateNamesFlagAndValue(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	os.WriteFile(file, nil, 0o644)
+	cases := []struct {
+		edit      func(*Policy)
+		flag, val string
+	}{
+		{func(p *Policy) { p.Writable = []string{"rel/path"} }, "--writable", "rel/path"},
+		{func(p *Policy) { p.Writable = []string{dir + "/missing"} }, "--writable", dir + "/missing"},
+		{func(p *Policy) { p.RW = []string{file} }, "--rw", file},
+		{func(p *Policy) { p.RW = []string{"/"} }, "--rw", "/"},
+		{func(p *Policy) { p.Writable = []string{"/proc/sys"} }, "--writable", "/proc/sys"},
+		{func(p *Policy) { p.ExtraShims = []string{dir + "/nope"} }, "--extra-shims", dir + "/nope"},
+		{func(p *Policy) { p.TmpfsSize = 1 }, "--tmpfs-size", "1"},
+		{func(p *Policy) { p.LandlockMinABI = 99 }, "--landlock-min-abi", "99"},
+		{func(p *Policy) { p.Writable = []string{dir}; p.RW = []string{dir} }, "--rw", dir},
+	}
+	for _, c := range cases {
+		p := valid()
+		c.edit(&p)
+		err := p.Validate()
+		var fe *FlagError
+		if !errors.As(err, &fe) || fe.Flag != c.flag || fe.Value != c.val {
+			t.Errorf("want a FlagError for %s %q, got %v", c.flag, c.val, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("error is not one line: %q", err)
+		}
+	}
+}
+
+func TestValidateResolvesSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(dir, link)
+	p := valid()
+	p.RW = []string{link, dir}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.RW) != 1 || p.RW[0] != dir {
+		t.Fatalf("RW = %v, want [%s] (resolved, deduplicated)", p.RW, dir)
+	}
+}

@@ -1,0 +1,54 @@
+package sandbox
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// killDescendants kills everything the command left running. ronly is a
+// child subreaper, so every orphan of the session is (or becomes, once its
+// parent dies) our child. Each round kills our current children and reaps
+// them; their own children then reparent to us for the next round. It never
+// uses kill(-1), which would reach far beyond the session.
+func killDescendants() {
+	for round := 0; round < 10000; round++ {
+		kids := children()
+		if len(kids) == 0 {
+			return
+		}
+		for _, pid := range kids {
+			// Our unreaped child: its pid cannot be reused under us.
+			unix.Kill(pid, unix.SIGKILL)
+		}
+		for _, pid := range kids {
+			var ws unix.WaitStatus
+			for {
+				_, err := unix.Wait4(pid, &ws, 0, nil)
+				if err != unix.EINTR {
+					break
+				}
+			}
+		}
+	}
+}
+
+// children lists this process's child pids from /proc/self/task/*/children.
+func children() []int {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,257 @@
+// Package sandbox runs a command in ronly's sandbox and supervises it. It
+// re-executes this binary with an invitation for the C init (package
+// cinit), sends the init its records, answers it (id maps), waits for the
+// command, and kills whatever the command left running.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/policy"
+	cinit "ronly.dev/ronly/init"
+)
+
+// EnvShims carries the shim directories to the front-end inside.
+const EnvShims = "_RONLY_SHIMS"
+
+// Layers is what a session actually got, for --verbose, reports and metrics.
+type Layers struct {
+	// Mode is "userns" (root mapped to root), "rootless" (only the caller's
+	// own ids mapped) or "privileged" (no user namespace).
+	Mode        string
+	UserNS      bool
+	LandlockABI int
+	Seccomp     string // "errno"
+	Network     string // "host" or "none"
+	HiddenSocks int
+}
+
+func (l Layers) String() string {
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d seccomp=%s network=%s hidden_sockets=%d",
+		l.Mode, l.UserNS, l.LandlockABI, l.Seccomp, l.Network, l.HiddenSocks)
+}
+
+// HintError is an error with advice on how to fix it.
+type HintError struct {
+	Err  error
+	Hint string
+}
+
+func (e *HintError) Error() string { return e.Err.Error() + " (hint: " + e.Hint + ")" }
+func (e *HintError) Unwrap() error { return e.Err }
+
+// Run runs p.Command in the sandbox and returns its exit code (128+N when
+// killed by signal N). An error means the sandbox could not be built; the
+// command did not run.
+func Run(p *policy.Policy) (int, Layers, error) {
+	l := Layers{Seccomp: "errno", Network: "host"}
+	if p.NoNetwork {
+		l.Network = "none"
+	}
+	l.LandlockABI = LandlockABI()
+	if l.LandlockABI < p.LandlockMinABI {
+		return 0, l, &HintError{
+			Err: fmt.Errorf("Landlock ABI %d on this kernel is below the floor %d: %s",
+				l.LandlockABI, p.LandlockMinABI, landlockMissing(l.LandlockABI, p.LandlockMinABI)),
+			Hint: fmt.Sprintf("use a newer kernel, or accept less with --landlock-min-abi=%d", l.LandlockABI),
+		}
+	}
+	prog, err := bpf.Program(bpf.ModeErrno)
+	if err != nil {
+		return 0, l, fmt.Errorf("compile seccomp policy: %w", err)
+	}
+	cfg := cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: prog}
+	socks := findSockets()
+	l.HiddenSocks = len(socks)
+	for _, s := range socks {
+		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountHide, Path: s})
+	}
+	cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777})
+	for _, w := range p.Writable {
+		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
+	}
+	for _, rw := range p.RW {
+		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw})
+	}
+	if p.NoNetwork {
+		cfg.Flags |= cinit.FlagNetNS
+	}
+
+	switch {
+	case p.Mode == policy.ModePrivileged:
+		l.Mode = "privileged"
+	case p.Mode == policy.ModeAuto && os.Geteuid() == 0:
+		l.Mode = "userns"
+	default:
+		l.Mode = "rootless"
+	}
+	code, err := start(p, cfg, &l)
+	var ie *cinit.Error
+	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) && ie.Step == "unshare(CLONE_NEWUSER)" {
+		// Nested in a container whose seccomp or AppArmor profile
+		// refuses user namespaces: as root, fall back to privileged.
+		l.Mode = "privileged"
+		code, err = start(p, cfg, &l)
+	}
+	return code, l, err
+}
+
+func start(p *policy.Policy, cfg cinit.Config, l *Layers) (int, error) {
+	l.UserNS = l.Mode != "privileged"
+	if l.UserNS {
+		cfg.Flags |= cinit.FlagUserNS
+	}
+	if os.Geteuid() == 0 {
+		cfg.Flags |= cinit.FlagKeepDACRead
+	}
+	records, err := cfg.MarshalBinary()
+	if err != nil {
+		return 0, err
+	}
+
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("socketpair: %w", err)
+	}
+	parent, child := pair[0], os.NewFile(uintptr(pair[1]), "ronly-init")
+	defer unix.Close(parent)
+
+	// Orphans of the command reparent to us, so we can kill them at the end.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		child.Close()
+		return 0, fmt.Errorf("become subreaper: %w", err)
+	}
+	cmd := exec.Command("/proc/self/exe", p.Command...)
+	cmd.Args[0] = "ronly"
+	cmd.Env = append(os.Environ(), cinit.EnvFD+"=3")
+	if !p.NoShims && len(p.ExtraShims) > 0 {
+		cmd.Env = append(cmd.Env, EnvShims+"="+strings.Join(p.ExtraShims, ":"))
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{child}
+	// If the supervisor dies, the sandbox dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	// Ctrl-C reaches the command through the terminal; the supervisor
+	// must survive it to report the exit status. TERM and HUP are passed on.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+
+	if err := cmd.Start(); err != nil {
+		child.Close()
+		return 0, fmt.Errorf("start init: %w", err)
+	}
+	child.Close()
+	go func() {
+		for s := range sigs {
+			if s == unix.SIGTERM || s == unix.SIGHUP {
+				cmd.Process.Signal(s)
+			}
+		}
+	}()
+
+	initErr := converse(parent, cmd.Process.Pid, records, l)
+	werr := cmd.Wait()
+	killDescendants()
+	if initErr != nil {
+		return 0, initErr
+	}
+	return exitCode(cmd, werr)
+}
+
+// converse sends the records and answers the init until it is ready.
+func converse(fd, pid int, records []byte, l *Layers) error {
+	if err := writeAll(fd, records); err != nil {
+		return fmt.Errorf("send records to init: %w", err)
+	}
+	buf := make([]byte, cinit.MsgSize)
+	for {
+		if err := readFull(fd, buf); err != nil {
+			return fmt.Errorf("init exited before the sandbox was ready: %w", err)
+		}
+		m, err := cinit.DecodeMsg(buf)
+		if err != nil {
+			return err
+		}
+		switch m.Type {
+		case cinit.MsgNeedIDMap:
+			reply := cinit.Msg{Type: cinit.MsgIDMapDone}
+			if err := writeIDMaps(pid, l.Mode == "userns"); err != nil {
+				reply.Err, reply.Detail = errnoOf(err), err.Error()
+			}
+			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
+				return fmt.Errorf("answer init: %w", err)
+			}
+		case cinit.MsgError:
+			return withHint(&cinit.Error{Step: m.Step, Detail: m.Detail, Errno: m.Err})
+		case cinit.MsgReady:
+			l.LandlockABI = int(m.Value)
+			return nil
+		default:
+			return fmt.Errorf("unexpected message %d from init", m.Type)
+		}
+	}
+}
+
+// writeIDMaps maps every id to itself (files keep their owners) when all
+// is set, which needs root; otherwise only the caller's own ids.
+func writeIDMaps(pid int, all bool) error {
+	uid, gid := os.Geteuid(), os.Getegid()
+	uidMap, gidMap := fmt.Sprintf("%d %d 1\n", uid, uid), fmt.Sprintf("%d %d 1\n", gid, gid)
+	if all {
+		uidMap, gidMap = "0 0 4294967295\n", "0 0 4294967295\n"
+	} else if err := os.WriteFile(fmt.Sprintf("/proc/%d/setgroups", pid), []byte("deny"), 0); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/uid_map", pid), []byte(uidMap), 0); err != nil {
+		return fmt.Errorf("uid_map: %w", err)
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/gid_map", pid), []byte(gidMap), 0); err != nil {
+		return fmt.Errorf("gid_map: %w", err)
+	}
+	return nil
+}
+
+func withHint(e *cinit.Error) error {
+	switch {
+	case e.Step == "unshare(CLONE_NEWUSER)":
+		return &HintError{e, "user namespaces are refused here: check sysctl user.max_user_namespaces, " +
+			"kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu, or the container's seccomp profile; as root, --privileged works without them"}
+	case strings.HasPrefix(e.Step, "mount_setattr") || strings.HasPrefix(e.Step, "open_tree"):
+		if e.Errno == unix.ENOSYS {
+			return &HintError{e, "ronly needs Linux 5.12 or newer for recursive read-only mounts"}
+		}
+	case e.Step == "write id maps":
+		return &HintError{e, "the supervisor could not map ids into the user namespace"}
+	}
+	return e
+}
+
+func errnoOf(err error) syscall.Errno {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en
+	}
+	return unix.EIO
+}
+
+func exitCode(cmd *exec.Cmd, werr error) (int, error) {
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return 0, fmt.Errorf("wait: %w", werr)
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ws.ExitStatus(), nil
+}

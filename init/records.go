@@ -1,0 +1,159 @@
+package cinit
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"syscall"
+)
+
+// These mirror records.h.
+const (
+	magic          = 0x594c4e52
+	recordsVersion = 1
+	pathMax        = 4096
+)
+
+// Flags of Config.
+const (
+	FlagUserNS        uint32 = 0x1 // create a user namespace; the parent writes the id maps
+	FlagNetNS         uint32 = 0x2 // private network namespace with lo up
+	FlagKeepDACRead   uint32 = 0x4 // keep CAP_DAC_READ_SEARCH inside
+	FlagSeccompNotify uint32 = 0x8 // load the filter with a user-notification listener
+)
+
+// MountKind says what the init does with a Mount.
+type MountKind uint32
+
+// Mount kinds, applied in record order.
+const (
+	MountHide   MountKind = 1 // cover the path with an empty, mode-0 file or directory
+	MountTmpfs  MountKind = 2 // fresh writable tmpfs
+	MountBindRW MountKind = 3 // host directory bound writable at the same path
+)
+
+// Mount is one mount step for the init.
+type Mount struct {
+	Kind MountKind
+	Path string
+	Size uint64 // tmpfs bytes
+	Mode uint32 // tmpfs root mode
+}
+
+// Config is everything the init needs, sent once as fixed records.
+type Config struct {
+	Flags       uint32
+	LandlockABI uint32 // ABI to enforce; 0 for none
+	Mounts      []Mount
+	BPF         []byte // struct sock_filter[]; empty for no filter
+}
+
+type header struct {
+	Magic, Version, Flags, NMounts, BPFLen, LandlockABI uint32
+	Reserved                                            [2]uint32
+}
+
+type mountRecord struct {
+	Kind, Mode uint32
+	Size       uint64
+	Path       [pathMax]byte
+}
+
+// MarshalBinary encodes c as records.h lays it out.
+func (c *Config) MarshalBinary() ([]byte, error) {
+	if len(c.BPF)%8 != 0 {
+		return nil, fmt.Errorf("BPF program of %d bytes is not a whole number of instructions", len(c.BPF))
+	}
+	var b bytes.Buffer
+	h := header{Magic: magic, Version: recordsVersion, Flags: c.Flags, NMounts: uint32(len(c.Mounts)),
+		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI}
+	binary.Write(&b, binary.LittleEndian, &h)
+	for _, m := range c.Mounts {
+		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax {
+			return nil, fmt.Errorf("mount path %q: must be absolute and shorter than %d bytes", m.Path, pathMax)
+		}
+		r := mountRecord{Kind: uint32(m.Kind), Mode: m.Mode, Size: m.Size}
+		copy(r.Path[:], m.Path)
+		binary.Write(&b, binary.LittleEndian, &r)
+	}
+	b.Write(c.BPF)
+	return b.Bytes(), nil
+}
+
+// MsgType is the type of a message from the init.
+type MsgType uint32
+
+// Message types.
+const (
+	MsgNeedIDMap MsgType = 1 // init is in its user namespace; write its id maps
+	MsgIDMapDone MsgType = 2 // parent → init
+	MsgError     MsgType = 3 // a step failed
+	MsgReady     MsgType = 4 // sandbox built; Value is the Landlock ABI enforced
+	MsgWarn      MsgType = 5 // non-fatal degradation
+)
+
+// Msg is one message between the init and the supervisor.
+type Msg struct {
+	Type   MsgType
+	Err    syscall.Errno
+	Value  int32
+	Step   string
+	Detail string
+}
+
+type msgRecord struct {
+	Type     uint32
+	Err      int32
+	Value    int32
+	Reserved uint32
+	Step     [64]byte
+	Detail   [256]byte
+}
+
+// MsgSize is the size of one message record.
+const MsgSize = 4*4 + 64 + 256
+
+// DecodeMsg decodes one message record.
+func DecodeMsg(b []byte) (Msg, error) {
+	var r msgRecord
+	if err := binary.Read(bytes.NewReader(b), binary.LittleEndian, &r); err != nil {
+		return Msg{}, fmt.Errorf("short message from init: %w", err)
+	}
+	return Msg{Type: MsgType(r.Type), Err: syscall.Errno(r.Err), Value: r.Value,
+		Step: cstring(r.Step[:]), Detail: cstring(r.Detail[:])}, nil
+}
+
+// WriteMsg encodes m to w.
+func WriteMsg(w io.Writer, m Msg) error {
+	r := msgRecord{Type: uint32(m.Type), Err: int32(m.Err), Value: m.Value}
+	copy(r.Step[:len(r.Step)-1], m.Step)
+	copy(r.Detail[:len(r.Detail)-1], m.Detail)
+	return binary.Write(w, binary.LittleEndian, &r)
+}
+
+func cstring(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// Error is a failed init step, as the init reported it.
+type Error struct {
+	Step, Detail string
+	Errno        syscall.Errno
+}
+
+func (e *Error) Error() string {
+	s := e.Step
+	if e.Detail != "" {
+		s += " " + e.Detail
+	}
+	if e.Errno != 0 {
+		s += ": " + e.Errno.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Errno }

@@ -1,0 +1,63 @@
+/*
+ * The hand-off between the supervisor (Go, outside) and the init (C, inside).
+ *
+ * The supervisor writes one ronly_header, header.n_mounts ronly_mount records
+ * and header.bpf_len bytes of a classic BPF program (struct sock_filter[])
+ * on the init socket. The init answers with ronly_msg records. Everything is
+ * fixed-size so the C side never parses text. records.go mirrors this file;
+ * a test checks the sizes agree. Bump RONLY_RECORDS_VERSION on any change.
+ */
+#ifndef RONLY_RECORDS_H
+#define RONLY_RECORDS_H
+
+#include <stdint.h>
+
+#define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
+#define RONLY_RECORDS_VERSION 1u
+#define RONLY_PATH_MAX 4096
+
+/* ronly_header.flags */
+#define RONLY_F_USERNS 0x1u   /* create a user namespace; the parent writes the id maps */
+#define RONLY_F_NETNS 0x2u    /* private network namespace with lo up */
+#define RONLY_F_KEEP_DAC_READ 0x4u /* keep CAP_DAC_READ_SEARCH: root inside still reads root-only files */
+#define RONLY_F_SECCOMP_NOTIFY 0x8u /* load the filter with a user-notification listener */
+
+struct ronly_header {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t flags;
+	uint32_t n_mounts;
+	uint32_t bpf_len;     /* bytes; a multiple of 8 (struct sock_filter) */
+	uint32_t landlock_abi; /* the ABI the supervisor probed and wants enforced; 0 = none */
+	uint32_t reserved[2];
+};
+
+/* ronly_mount.kind, applied in this order of the records */
+#define RONLY_M_HIDE 1   /* cover path with an empty, mode-0 file or directory */
+#define RONLY_M_TMPFS 2  /* fresh tmpfs at path, size bytes, writable */
+#define RONLY_M_BIND_RW 3 /* host directory path bound writable at the same path */
+
+struct ronly_mount {
+	uint32_t kind;
+	uint32_t mode; /* tmpfs root mode */
+	uint64_t size; /* tmpfs size in bytes */
+	char path[RONLY_PATH_MAX]; /* absolute, NUL-terminated */
+};
+
+/* ronly_msg.type */
+#define RONLY_MSG_NEED_IDMAP 1 /* init -> parent: I am in a new user ns, write my maps */
+#define RONLY_MSG_IDMAP_DONE 2 /* parent -> init */
+#define RONLY_MSG_ERROR 3      /* init -> parent: step failed with err (errno) */
+#define RONLY_MSG_READY 4      /* init -> parent: about to run the front-end; value = landlock ABI enforced */
+#define RONLY_MSG_WARN 5       /* init -> parent: a non-fatal degradation */
+
+struct ronly_msg {
+	uint32_t type;
+	int32_t err;
+	int32_t value;
+	uint32_t reserved;
+	char step[64];
+	char detail[256];
+};
+
+#endif

@@ -1,0 +1,499 @@
+/*
+ * ronly's init: the part of sandbox setup that needs a single-threaded
+ * process. unshare(CLONE_NEWUSER) fails with EINVAL once a process has more
+ * than one thread, and the Go runtime starts threads before main, so this
+ * runs as an ELF constructor, before the Go runtime. It does nothing unless
+ * the supervisor invited it by naming an inherited socket in _RONLY_INIT_FD.
+ *
+ * The steps, in the order the kernel needs them:
+ *   read_config      fixed-size records and a BPF program from the socket
+ *   enter_userns     unshare(CLONE_NEWUSER); the parent writes our id maps
+ *   enter_namespaces mount, IPC, UTS [, network] namespaces
+ *   build_root       recursive read-only clone of /, hidden sockets, scratch
+ *                    mounts, a private /dev
+ *   enter_root       pivot_root into it and drop the old root
+ *   drop_privileges  capabilities, securebits, no_new_privs
+ *   restrict_fs      Landlock: writes only where writable; signals scoped
+ *   close_fds        nothing inherited by accident reaches the command
+ *   load_seccomp     last, because it forbids the calls the steps above use
+ * then it returns and the Go runtime starts as the sandbox's front-end.
+ *
+ * Any failure is sent to the supervisor as one ronly_msg (step, detail,
+ * errno) and the process exits 125; the supervisor prints it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/mount.h>
+#include <linux/seccomp.h>
+#include <linux/securebits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "records.h"
+
+/* Read by the Go side: 1 once this process is inside a finished sandbox. */
+int ronly_init_ran;
+
+/* The holder is a tmpfs over the host's /tmp in our private mount namespace;
+ * the new root is assembled under it and /tmp is replaced by scratch anyway. */
+#define HOLDER "/tmp"
+#define NEWROOT HOLDER "/root"
+
+static int sock = -1;
+static struct ronly_header hdr;
+static struct ronly_mount *mounts;
+static struct sock_filter *bpf;
+
+static void send_msg(uint32_t type, int err, int value, const char *step, const char *detail, int pass_fd)
+{
+	struct ronly_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = type;
+	m.err = err;
+	m.value = value;
+	snprintf(m.step, sizeof m.step, "%s", step ? step : "");
+	snprintf(m.detail, sizeof m.detail, "%s", detail ? detail : "");
+
+	struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (pass_fd >= 0) {
+		memset(&control, 0, sizeof control);
+		mh.msg_control = control.buf;
+		mh.msg_controllen = sizeof control.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+static void __attribute__((noreturn)) die(const char *step, const char *detail)
+{
+	send_msg(RONLY_MSG_ERROR, errno, 0, step, detail, -1);
+	_exit(125);
+}
+
+static void read_full(void *buf, size_t n, const char *what)
+{
+	char *p = buf;
+	while (n > 0) {
+		ssize_t r = read(sock, p, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = EPIPE;
+			die("read records", what);
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+/* NEWROOT + host path, or die: a silently truncated path would mount elsewhere. */
+static const char *in_root(const char *path)
+{
+	static char buf[sizeof NEWROOT + RONLY_PATH_MAX];
+	if ((size_t)snprintf(buf, sizeof buf, "%s%s", NEWROOT, path) >= sizeof buf) {
+		errno = ENAMETOOLONG;
+		die("path", path);
+	}
+	return buf;
+}
+
+static void set_attr(int dfd, const char *path, unsigned int at_flags, uint64_t set, const char *step)
+{
+	struct mount_attr a;
+	memset(&a, 0, sizeof a);
+	a.attr_set = set;
+	if (syscall(SYS_mount_setattr, dfd, path, at_flags, &a, sizeof a) < 0)
+		die(step, path);
+}
+
+static void read_config(void)
+{
+	read_full(&hdr, sizeof hdr, "header");
+	if (hdr.magic != RONLY_MAGIC || hdr.version != RONLY_RECORDS_VERSION) {
+		errno = EPROTO;
+		die("read records", "record version mismatch between supervisor and init");
+	}
+	if (hdr.n_mounts > 1024 || hdr.bpf_len % sizeof(struct sock_filter) ||
+	    hdr.bpf_len > BPF_MAXINSNS * sizeof(struct sock_filter)) {
+		errno = E2BIG;
+		die("read records", "mount count or BPF length out of range");
+	}
+	mounts = calloc(hdr.n_mounts + 1, sizeof *mounts);
+	bpf = malloc(hdr.bpf_len + 1);
+	if (!mounts || !bpf)
+		die("read records", "allocation");
+	read_full(mounts, hdr.n_mounts * sizeof *mounts, "mounts");
+	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
+		mounts[i].path[RONLY_PATH_MAX - 1] = 0;
+		if (mounts[i].path[0] != '/') {
+			errno = EINVAL;
+			die("read records", "mount path is not absolute");
+		}
+	}
+	read_full(bpf, hdr.bpf_len, "bpf");
+}
+
+static void enter_userns(void)
+{
+	if (unshare(CLONE_NEWUSER) < 0)
+		die("unshare(CLONE_NEWUSER)", "");
+	/* Only a process outside may write a full identity map for us. */
+	send_msg(RONLY_MSG_NEED_IDMAP, 0, 0, "", "", -1);
+	struct ronly_msg m;
+	read_full(&m, sizeof m, "id map answer");
+	if (m.type != RONLY_MSG_IDMAP_DONE || m.err) {
+		errno = m.err ? m.err : EPROTO;
+		m.detail[sizeof m.detail - 1] = 0;
+		die("write id maps", m.detail);
+	}
+}
+
+static void loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		die("bring up lo", "SIOCGIFFLAGS");
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		die("bring up lo", "SIOCSIFFLAGS");
+	close(s);
+}
+
+static void enter_namespaces(void)
+{
+	int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+	if (hdr.flags & RONLY_F_NETNS)
+		flags |= CLONE_NEWNET;
+	if (unshare(flags) < 0)
+		die("unshare", "mount, IPC, UTS and network namespaces");
+	if (hdr.flags & RONLY_F_NETNS)
+		loopback_up();
+}
+
+static void make_node(const char *path, mode_t mode, int dir)
+{
+	int r = dir ? mkdir(path, mode) : open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode);
+	if (r < 0)
+		die(dir ? "mkdir" : "create", path);
+	if (!dir)
+		close(r);
+}
+
+/*
+ * A private /dev: only harmless character devices, each a read-only bind of
+ * the host's node (writing *to* the device still works, but touch or chmod
+ * on it no longer reaches the host's inode), a fresh devpts, shm and mqueue.
+ * Device nodes ignore a read-only mount, so the host's disks must simply not
+ * be here.
+ */
+static void build_dev(void)
+{
+	static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+	static const char dev[] = NEWROOT "/dev";
+	char p[sizeof dev + 32], host[64];
+
+	if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0)
+		die("mount tmpfs", "/dev");
+	for (size_t i = 0; i < sizeof devices / sizeof *devices; i++) {
+		snprintf(host, sizeof host, "/dev/%s", devices[i]);
+		snprintf(p, sizeof p, "%s/%s", dev, devices[i]);
+		if (access(host, F_OK) < 0)
+			continue; /* a host without /dev/tty (no controlling terminal) */
+		make_node(p, 0, 0);
+		if (mount(host, p, NULL, MS_BIND, NULL) < 0)
+			die("bind device", host);
+		set_attr(AT_FDCWD, p, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "read-only device");
+	}
+	static const char *const dirs[] = {"pts", "shm", "mqueue"};
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof p, "%s/%s", dev, dirs[i]);
+		make_node(p, 0755, 1);
+	}
+	snprintf(p, sizeof p, "%s/pts", dev);
+	if (mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+		die("mount devpts", "/dev/pts");
+	snprintf(p, sizeof p, "%s/shm", dev);
+	if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+		die("mount tmpfs", "/dev/shm");
+	snprintf(p, sizeof p, "%s/mqueue", dev);
+	if (mount("mqueue", p, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		die("mount mqueue", "/dev/mqueue");
+
+	static const char *const links[][2] = {
+	    {"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+	    {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+	};
+	for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
+		snprintf(p, sizeof p, "%s/%s", dev, links[i][1]);
+		if (symlink(links[i][0], p) < 0)
+			die("symlink", p);
+	}
+	/* Nothing new can be created in /dev itself; its submounts stay as made. */
+	set_attr(AT_FDCWD, dev, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "read-only /dev");
+}
+
+static void build_root(void)
+{
+	/* Private, not slave: with slave propagation, mounts the host makes
+	 * later (Docker's new container layers under /var/lib/docker) would
+	 * appear in here writable; with shared, ours would appear on the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		die("make mounts private", "/");
+
+	/* Clone the whole tree before the holder covers /tmp, and make every
+	 * mount in it read-only in one recursive call: a plain
+	 * MS_REMOUNT|MS_RDONLY of / is not recursive and leaves /dev/shm,
+	 * /sys/fs/cgroup, /proc/sys, a separate /home... writable. */
+	int tree = (int)syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (tree < 0)
+		die("open_tree(OPEN_TREE_CLONE)", "/");
+	set_attr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
+	         MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "mount_setattr(AT_RECURSIVE, RDONLY)");
+
+	if (access(HOLDER, F_OK) < 0)
+		die("holder", "the host has no " HOLDER " directory to assemble the root on");
+	if (mount("tmpfs", HOLDER, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=1m") < 0)
+		die("mount tmpfs", HOLDER);
+	make_node(NEWROOT, 0755, 1);
+	make_node(HOLDER "/empty-file", 0, 0);
+	make_node(HOLDER "/empty-dir", 0, 1);
+	if (syscall(SYS_move_mount, tree, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		die("move_mount", NEWROOT);
+	close(tree);
+
+	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
+		const struct ronly_mount *m = &mounts[i];
+		const char *target = in_root(m->path);
+		struct stat st;
+		char opts[64];
+
+		switch (m->kind) {
+		case RONLY_M_HIDE:
+			if (lstat(target, &st) < 0)
+				continue; /* gone since the supervisor looked */
+			if (mount(S_ISDIR(st.st_mode) ? HOLDER "/empty-dir" : HOLDER "/empty-file", target, NULL, MS_BIND, NULL) < 0)
+				die("hide", m->path);
+			set_attr(AT_FDCWD, target, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only cover");
+			break;
+		case RONLY_M_TMPFS:
+			snprintf(opts, sizeof opts, "size=%llu,mode=%o", (unsigned long long)m->size, m->mode & 07777);
+			if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+				die("mount tmpfs", m->path);
+			break;
+		case RONLY_M_BIND_RW:
+			/* The source is the host's own path, still writable in the
+			 * original tree we stand in; the target is in the clone. */
+			if (mount(m->path, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+				die("bind writable", m->path);
+			set_attr(AT_FDCWD, target, AT_RECURSIVE, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "nosuid,nodev");
+			break;
+		default:
+			errno = EINVAL;
+			die("read records", "unknown mount kind");
+		}
+	}
+	build_dev();
+}
+
+static void enter_root(void)
+{
+	char cwd[RONLY_PATH_MAX];
+	if (!getcwd(cwd, sizeof cwd))
+		strcpy(cwd, "/");
+	if (chdir(NEWROOT) < 0)
+		die("chdir", NEWROOT);
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching
+	 * "." then drops the old root, holder and all, without a put_old
+	 * directory (which a read-only root could not hold). */
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		die("pivot_root", NEWROOT);
+	if (umount2(".", MNT_DETACH) < 0)
+		die("detach old root", "/");
+	if (chdir("/") < 0 || (chdir(cwd) < 0 && chdir("/") < 0))
+		die("chdir", cwd);
+}
+
+static void drop_privileges(void)
+{
+	const int keep = (hdr.flags & RONLY_F_KEEP_DAC_READ) ? CAP_DAC_READ_SEARCH : -1;
+	/* The bounding set first: dropping from it needs CAP_SETPCAP. It is
+	 * what a later execve as root draws its capabilities from. */
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (cap != keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+			die("drop capability bounding set", "");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		die("clear ambient capabilities", "");
+	if (prctl(PR_SET_SECUREBITS, SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_NOROOT_LOCKED |
+	                                 SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+	          0, 0, 0) < 0)
+		die("lock securebits", "");
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2];
+	memset(d, 0, sizeof d);
+	if (keep >= 0)
+		d[0].effective = d[0].permitted = d[0].inheritable = 1u << keep;
+	if (syscall(SYS_capset, &h, d) < 0)
+		die("capset", "");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		die("no_new_privs", "");
+}
+
+/* Landlock UAPI, spelled out: the build host's headers may predate ABI 6. */
+struct ll_ruleset_attr {
+	uint64_t handled_access_fs, handled_access_net, scoped;
+};
+struct ll_path_beneath {
+	uint64_t allowed_access;
+	int32_t parent_fd;
+} __attribute__((packed));
+#define LL_RULE_PATH_BENEATH 1
+#define LL_FS_WRITE_FILE (1ull << 1)
+#define LL_FS_ABI1_WRITES 0x1ff2ull /* WRITE_FILE, REMOVE_DIR/FILE, MAKE_CHAR..MAKE_SYM */
+#define LL_FS_REFER (1ull << 13)
+#define LL_FS_TRUNCATE (1ull << 14)
+#define LL_FS_IOCTL_DEV (1ull << 15)
+#define LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ull << 0)
+#define LL_SCOPE_SIGNAL (1ull << 1)
+
+static void allow_path(int ruleset, const char *path, uint64_t access)
+{
+	struct ll_path_beneath pb = {.allowed_access = access};
+	pb.parent_fd = open(path, O_PATH | O_CLOEXEC);
+	if (pb.parent_fd < 0)
+		die("landlock rule", path);
+	if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &pb, 0) < 0)
+		die("landlock_add_rule", path);
+	close(pb.parent_fd);
+}
+
+/*
+ * Only write-type rights are handled, so reading stays governed by the
+ * read-only mounts and ordinary permissions. Landlock judges the resolved
+ * file, so it also refuses writes through /proc/<pid>/root, inherited dirfds
+ * and open_by_handle_at, and (ABI 6) signals and abstract sockets that would
+ * leave the sandbox.
+ */
+static void restrict_fs(void)
+{
+	const uint32_t abi = hdr.landlock_abi;
+	if (abi == 0)
+		return;
+	uint64_t fs = LL_FS_ABI1_WRITES;
+	if (abi >= 2)
+		fs |= LL_FS_REFER;
+	if (abi >= 3)
+		fs |= LL_FS_TRUNCATE;
+	if (abi >= 5)
+		fs |= LL_FS_IOCTL_DEV;
+	struct ll_ruleset_attr attr = {.handled_access_fs = fs};
+	size_t size = sizeof attr.handled_access_fs;
+	if (abi >= 6) {
+		attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;
+		size = sizeof attr;
+	}
+	int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+	if (ruleset < 0)
+		die("landlock_create_ruleset", "");
+
+	for (uint32_t i = 0; i < hdr.n_mounts; i++)
+		if (mounts[i].kind == RONLY_M_TMPFS || mounts[i].kind == RONLY_M_BIND_RW)
+			allow_path(ruleset, mounts[i].path, fs);
+	allow_path(ruleset, "/dev/shm", fs);
+	/* Writing to null, tty and ptys (and their ioctls) is normal work. */
+	const uint64_t file_rights = (LL_FS_WRITE_FILE | LL_FS_TRUNCATE | LL_FS_IOCTL_DEV) & fs;
+	allow_path(ruleset, "/dev", file_rights);
+	/* The terminal, pipe or file ronly's caller handed it as stdio lives
+	 * outside every rule; without this, `echo x > /dev/stdout` would be
+	 * refused although the descriptor itself is writable. */
+	for (int fd = 0; fd <= 2; fd++) {
+		struct stat st;
+		char p[32];
+		if (fstat(fd, &st) < 0 || !(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode)))
+			continue;
+		snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+		allow_path(ruleset, p, file_rights);
+	}
+	if (syscall(SYS_landlock_restrict_self, ruleset, 0) < 0)
+		die("landlock_restrict_self", "");
+	close(ruleset);
+}
+
+static void close_fds(void)
+{
+	/* Inherited descriptors bypass every mount flag: a rw fd to a host
+	 * file stays writable. Keep only stdio and our socket. */
+	if (sock > 3 && syscall(SYS_close_range, 3, sock - 1, 0) < 0)
+		die("close_range", "");
+	if (syscall(SYS_close_range, sock + 1, ~0u, 0) < 0)
+		die("close_range", "");
+}
+
+static void load_seccomp(void)
+{
+	struct sock_fprog prog = {.len = (unsigned short)(hdr.bpf_len / sizeof(struct sock_filter)), .filter = bpf};
+	unsigned int flags = (hdr.flags & RONLY_F_SECCOMP_NOTIFY) ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
+	int fd = -1;
+	if (prog.len > 0) {
+		fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+		if (fd < 0)
+			die("seccomp(SECCOMP_SET_MODE_FILTER)", "");
+	}
+	send_msg(RONLY_MSG_READY, 0, (int)hdr.landlock_abi, "", "", flags ? fd : -1);
+	if (flags)
+		close(fd);
+}
+
+__attribute__((constructor)) static void ronly_init(void)
+{
+	const char *env = getenv("_RONLY_INIT_FD");
+	if (!env)
+		return; /* not invited: `ronly --help`, shims, test binaries */
+	char *end;
+	long fd = strtol(env, &end, 10);
+	if (*env == 0 || *end != 0 || fd < 3 || fd > 1024)
+		_exit(125); /* no socket to report on */
+	sock = (int)fd;
+
+	read_config();
+	if (hdr.flags & RONLY_F_USERNS)
+		enter_userns();
+	enter_namespaces();
+	build_root();
+	enter_root();
+	drop_privileges();
+	restrict_fs();
+	close_fds();
+	load_seccomp();
+	close(sock);
+	free(mounts);
+	free(bpf);
+	ronly_init_ran = 1;
+}
