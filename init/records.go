@@ -17,10 +17,11 @@ const (
 
 // Flags of Config.
 const (
-	FlagUserNS        uint32 = 0x1 // create a user namespace; the parent writes the id maps
-	FlagNetNS         uint32 = 0x2 // private network namespace with lo up
-	FlagKeepDACRead   uint32 = 0x4 // keep CAP_DAC_READ_SEARCH inside
-	FlagSeccompNotify uint32 = 0x8 // load the filter with a user-notification listener
+	FlagUserNS        uint32 = 0x1  // create a user namespace; the parent writes the id maps
+	FlagNetNS         uint32 = 0x2  // private network namespace with lo up
+	FlagKeepDACRead   uint32 = 0x4  // keep CAP_DAC_READ_SEARCH inside
+	FlagSeccompNotify uint32 = 0x8  // load the filter with a user-notification listener
+	FlagPIDNS         uint32 = 0x10 // private PID namespace with its own /proc and a tiny PID 1
 )
 
 // MountKind says what the init does with a Mount.

@@ -21,6 +21,7 @@
 #define RONLY_F_NETNS 0x2u    /* private network namespace with lo up */
 #define RONLY_F_KEEP_DAC_READ 0x4u /* keep CAP_DAC_READ_SEARCH: root inside still reads root-only files */
 #define RONLY_F_SECCOMP_NOTIFY 0x8u /* load the filter with a user-notification listener */
+#define RONLY_F_PIDNS 0x10u /* private PID namespace with its own /proc and a tiny PID 1 */
 
 struct ronly_header {
 	uint32_t magic;

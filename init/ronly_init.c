@@ -9,6 +9,7 @@
  *   read_config      fixed-size records and a BPF program from the socket
  *   enter_userns     unshare(CLONE_NEWUSER); the parent writes our id maps
  *   enter_namespaces mount, IPC, UTS [, network] namespaces
+ *   enter_pidns      [optional] a PID namespace: fork, the child is its PID 1
  *   build_root       recursive read-only clone of /, hidden sockets, scratch
  *                    mounts, a private /dev
  *   enter_root       pivot_root into it and drop the old root
@@ -16,6 +17,7 @@
  *   restrict_fs      Landlock: writes only where writable; signals scoped
  *   close_fds        nothing inherited by accident reaches the command
  *   load_seccomp     last, because it forbids the calls the steps above use
+ *   [pidns] fork once more: PID 1 stays here forwarding signals and reaping
  * then it returns and the Go runtime starts as the sandbox's front-end.
  *
  * Any failure is sent to the supervisor as one ronly_msg (step, detail,
@@ -40,7 +42,9 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "records.h"
@@ -198,6 +202,85 @@ static void enter_namespaces(void)
 		loopback_up();
 }
 
+/* Exit as the child did: its code, or 128+N for signal N, the shell's way. */
+static void __attribute__((noreturn)) exit_like(int status)
+{
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+static pid_t forward_to = -1;
+static void forward_signal(int sig) { kill(forward_to, sig); }
+
+/*
+ * A new PID namespace applies to children only, so fork: the child becomes
+ * its PID 1 and goes on building the sandbox; this process stays outside
+ * and only relays the supervisor's signals and the exit status.
+ */
+static void enter_pidns(void)
+{
+	if (unshare(CLONE_NEWPID) < 0)
+		die("unshare(CLONE_NEWPID)", "");
+	pid_t child = fork();
+	if (child < 0)
+		die("fork", "PID 1 of the new PID namespace");
+	if (child == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+			die("prctl(PR_SET_PDEATHSIG)", "");
+		return;
+	}
+	close(sock);
+	forward_to = child;
+	signal(SIGTERM, forward_signal);
+	signal(SIGHUP, forward_signal);
+	signal(SIGINT, SIG_IGN); /* the terminal sends Ctrl-C to the command itself */
+	signal(SIGQUIT, SIG_IGN);
+	int status;
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(125);
+	exit_like(status);
+}
+
+/*
+ * PID 1 of the namespace, after the sandbox is sealed. PID 1 ignores every
+ * signal it has no handler for, even Ctrl-C's SIGINT, so the command must
+ * not be PID 1: it runs as PID 2, PID 1 passes signals on to it, reaps
+ * orphans, and leaves with the command's status (which kills the rest of
+ * the namespace).
+ */
+static void become_pid1(void)
+{
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	pid_t cmd = fork();
+	if (cmd < 0)
+		die("fork", "the command under PID 1");
+	if (cmd == 0) {
+		sigprocmask(SIG_UNBLOCK, &all, NULL);
+		return;
+	}
+	close(sock);
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&all, &si);
+		if (sig < 0)
+			continue;
+		if (sig != SIGCHLD) {
+			/* The terminal already sent its signals (SI_KERNEL) to
+			 * the whole foreground group, the command included. */
+			if (si.si_code != SI_KERNEL)
+				kill(cmd, sig);
+			continue;
+		}
+		int status;
+		pid_t p;
+		while ((p = waitpid(-1, &status, WNOHANG)) > 0)
+			if (p == cmd)
+				exit_like(status);
+	}
+}
+
 static void make_node(const char *path, mode_t mode, int dir)
 {
 	int r = dir ? mkdir(path, mode) : open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode);
@@ -320,6 +403,12 @@ static void build_root(void)
 			die("read records", "unknown mount kind");
 		}
 	}
+	if (hdr.flags & RONLY_F_PIDNS) {
+		/* Our own /proc: the host's would describe another PID
+		 * namespace, so getpid() and /proc/self would disagree. */
+		if (mount("proc", in_root("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+			die("mount proc", "/proc");
+	}
 	build_dev();
 }
 
@@ -383,15 +472,23 @@ struct ll_path_beneath {
 #define LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ull << 0)
 #define LL_SCOPE_SIGNAL (1ull << 1)
 
-static void allow_path(int ruleset, const char *path, uint64_t access)
+static int add_path_rule(int ruleset, const char *path, uint64_t access)
 {
 	struct ll_path_beneath pb = {.allowed_access = access};
 	pb.parent_fd = open(path, O_PATH | O_CLOEXEC);
 	if (pb.parent_fd < 0)
 		die("landlock rule", path);
-	if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &pb, 0) < 0)
-		die("landlock_add_rule", path);
+	int r = (int)syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &pb, 0);
+	int saved = errno;
 	close(pb.parent_fd);
+	errno = saved;
+	return r;
+}
+
+static void allow_path(int ruleset, const char *path, uint64_t access)
+{
+	if (add_path_rule(ruleset, path, access) < 0)
+		die("landlock_add_rule", path);
 }
 
 /*
@@ -439,7 +536,10 @@ static void restrict_fs(void)
 		if (fstat(fd, &st) < 0 || !(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode)))
 			continue;
 		snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
-		allow_path(ruleset, p, file_rights);
+		/* EBADFD: an anonymous pipe, on an internal file system that
+		 * Landlock neither takes rules for nor restricts. */
+		if (add_path_rule(ruleset, p, file_rights) < 0 && errno != EBADFD)
+			die("landlock_add_rule", p);
 	}
 	if (syscall(SYS_landlock_restrict_self, ruleset, 0) < 0)
 		die("landlock_restrict_self", "");
@@ -486,12 +586,16 @@ __attribute__((constructor)) static void ronly_init(void)
 	if (hdr.flags & RONLY_F_USERNS)
 		enter_userns();
 	enter_namespaces();
+	if (hdr.flags & RONLY_F_PIDNS)
+		enter_pidns();
 	build_root();
 	enter_root();
 	drop_privileges();
 	restrict_fs();
 	close_fds();
 	load_seccomp();
+	if (hdr.flags & RONLY_F_PIDNS)
+		become_pid1();
 	close(sock);
 	free(mounts);
 	free(bpf);

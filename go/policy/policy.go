@@ -40,6 +40,9 @@ type Policy struct {
 	// LandlockMinABI is the floor: ronly refuses to start on a kernel whose
 	// Landlock ABI is lower. 6 is the first that scopes signals.
 	LandlockMinABI int
+	// LandlockMaxABI, when not 0, caps the ABI used: to pin behaviour
+	// across a fleet, or to exercise an older kernel's fallbacks.
+	LandlockMaxABI int
 	Verbose        bool
 }
 
@@ -123,6 +126,9 @@ func (p *Policy) Validate() error {
 	}
 	if p.LandlockMinABI < 0 || p.LandlockMinABI > 64 {
 		return &FlagError{"--landlock-min-abi", strconv.Itoa(p.LandlockMinABI), "must be between 0 and 64"}
+	}
+	if p.LandlockMaxABI < 0 || p.LandlockMaxABI > 64 {
+		return &FlagError{"--landlock-max-abi", strconv.Itoa(p.LandlockMaxABI), "must be between 0 (no cap) and 64"}
 	}
 	return nil
 }

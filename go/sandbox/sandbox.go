@@ -32,12 +32,15 @@ type Layers struct {
 	LandlockABI int
 	Seccomp     string // "errno"
 	Network     string // "host" or "none"
+	// PIDNS is set when the session has its own PID namespace and /proc:
+	// the fallback that confines signals where Landlock cannot (ABI < 6).
+	PIDNS       bool
 	HiddenSocks int
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d seccomp=%s network=%s hidden_sockets=%d",
-		l.Mode, l.UserNS, l.LandlockABI, l.Seccomp, l.Network, l.HiddenSocks)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s hidden_sockets=%d",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.HiddenSocks)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -51,13 +54,16 @@ func (e *HintError) Unwrap() error { return e.Err }
 
 // Run runs p.Command in the sandbox and returns its exit code (128+N when
 // killed by signal N). An error means the sandbox could not be built; the
-// command did not run.
-func Run(p *policy.Policy) (int, Layers, error) {
+// command did not run. warn receives degradations the user must know of.
+func Run(p *policy.Policy, warn func(string)) (int, Layers, error) {
 	l := Layers{Seccomp: "errno", Network: "host"}
 	if p.NoNetwork {
 		l.Network = "none"
 	}
 	l.LandlockABI = LandlockABI()
+	if p.LandlockMaxABI > 0 && l.LandlockABI > p.LandlockMaxABI {
+		l.LandlockABI = p.LandlockMaxABI
+	}
 	if l.LandlockABI < p.LandlockMinABI {
 		return 0, l, &HintError{
 			Err: fmt.Errorf("Landlock ABI %d on this kernel is below the floor %d: %s",
@@ -84,6 +90,14 @@ func Run(p *policy.Policy) (int, Layers, error) {
 	}
 	if p.NoNetwork {
 		cfg.Flags |= cinit.FlagNetNS
+	}
+	if l.LandlockABI < 6 {
+		// Without Landlock's signal scoping, an identity-mapped user
+		// namespace does not stop kill() of host processes (the kernel
+		// compares uids only). A PID namespace with its own /proc does.
+		cfg.Flags |= cinit.FlagPIDNS
+		l.PIDNS = true
+		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals: using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
 	}
 
 	switch {
@@ -197,6 +211,8 @@ func converse(fd, pid int, records []byte, l *Layers) error {
 		case cinit.MsgReady:
 			l.LandlockABI = int(m.Value)
 			return nil
+		case cinit.MsgWarn:
+			continue
 		default:
 			return fmt.Errorf("unexpected message %d from init", m.Type)
 		}

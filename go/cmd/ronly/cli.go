@@ -41,7 +41,8 @@ type CLI struct {
 	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
 	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
 	Privileged     bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
-	LandlockMinABI int      `name:"landlock-min-abi" default:"6" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (6 scopes signals; 0 accepts no Landlock)."`
+	LandlockMinABI int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (0 accepts no Landlock at all)."`
+	LandlockMaxABI int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
 	Verbose        bool     `short:"v" help:"Say which isolation layers are in effect."`
 
 	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
@@ -64,7 +65,7 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 	p := &policy.Policy{
 		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
 		ExtraShims: c.ExtraShims, NoShims: c.NoShims, NoNetwork: c.NoNetwork,
-		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, Verbose: c.Verbose,
+		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, LandlockMaxABI: c.LandlockMaxABI, Verbose: c.Verbose,
 	}
 	switch {
 	case c.Privileged:

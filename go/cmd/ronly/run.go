@@ -13,8 +13,8 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	if err != nil {
 		return err
 	}
-	code, layers, err := sandbox.Run(p)
-	if p.Verbose || err != nil && layers.Mode != "" && p.Verbose {
+	code, layers, err := sandbox.Run(p, func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) })
+	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: %s\n", layers)
 	}
 	if err != nil {
