@@ -71,7 +71,15 @@ func Compile(rules []Rule, mode Mode) ([]byte, error) {
 	if err := setup(f); err != nil {
 		return nil, fmt.Errorf("bpf: libseccomp: %w", err)
 	}
+	first := map[int]Rule{}
 	for _, r := range rules {
+		if prev, ok := first[r.Nr]; ok {
+			if err := compatible(prev, r); err != nil {
+				return nil, fmt.Errorf("bpf: line %d: %w", r.Line, err)
+			}
+		} else {
+			first[r.Nr] = r
+		}
 		if err := addRule(f, r, mode); err != nil {
 			return nil, fmt.Errorf("bpf: rule for %s (line %d): %w", r.Syscall, r.Line, err)
 		}

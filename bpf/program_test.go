@@ -123,6 +123,9 @@ func TestCompileRejects(t *testing.T) {
 		"arg":      {{Syscall: "x", Nr: 16, Errno: 1, Conds: []Cond{{Arg: 6, Op: OpEq}}}},
 		"op":       {{Syscall: "x", Nr: 16, Errno: 1, Conds: []Cond{{Arg: 1, Op: 99}}}},
 		"mixed ok": {good, {Syscall: "x", Nr: 16, Errno: 1, Conds: []Cond{{Arg: 1, Op: 42}}}},
+		"two errnos": {{Syscall: "ioctl", Nr: 16, Errno: 1, Conds: []Cond{{Arg: 1, Op: OpEq, Value: 1}}},
+			{Syscall: "ioctl", Nr: 16, Errno: 13, Conds: []Cond{{Arg: 1, Op: OpEq, Value: 2}}}},
+		"twice": {good, good},
 	} {
 		if _, err := Compile(rules, ModeErrno); err == nil {
 			t.Errorf("%s: Compile accepted %+v", name, rules)
