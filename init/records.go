@@ -32,6 +32,10 @@ const (
 	MountHide   MountKind = 1 // cover the path with an empty, mode-0 file or directory
 	MountTmpfs  MountKind = 2 // fresh writable tmpfs
 	MountBindRW MountKind = 3 // host directory bound writable at the same path
+	// MountMirror is a read-only overlay of the host directory: its files
+	// read live, but a unix socket reached through an overlay is a
+	// different inode, so no socket in it, now or later, accepts a connect.
+	MountMirror MountKind = 4
 )
 
 // Mount is one mount step for the init.

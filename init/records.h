@@ -37,6 +37,8 @@ struct ronly_header {
 #define RONLY_M_HIDE 1   /* cover path with an empty, mode-0 file or directory */
 #define RONLY_M_TMPFS 2  /* fresh tmpfs at path, size bytes, writable */
 #define RONLY_M_BIND_RW 3 /* host directory path bound writable at the same path */
+#define RONLY_M_MIRROR 4  /* read-only overlay of the host directory at path: files read live, but no
+                           * unix socket in it, present or future, can be connected to */
 
 struct ronly_mount {
 	uint32_t kind;

@@ -343,6 +343,32 @@ static void build_dev(void)
 	set_attr(AT_FDCWD, dev, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "read-only /dev");
 }
 
+/*
+ * Cover path with a read-only overlay whose only real layer is the host's
+ * directory. connect() finds a socket by inode, and an overlay inode is not
+ * the socket's, so docker.sock and friends refuse connections even when
+ * the host re-creates them later (a bind-mounted cover would vanish with
+ * the unlinked socket). Files still read live.
+ */
+static void mirror(const char *path, const char *target)
+{
+	char opts[2 * RONLY_PATH_MAX + 64], *o = opts;
+	o += sprintf(o, "lowerdir=");
+	for (const char *c = path; *c; c++) {
+		if (*c == ',' || *c == ':' || *c == '\\')
+			*o++ = '\\'; /* overlayfs option escaping */
+		*o++ = *c;
+	}
+	sprintf(o, ":%s", HOLDER "/empty-dir");
+	if (mount("overlay", target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) == 0)
+		return;
+	/* Fail closed: an empty read-only directory hides the sockets too. */
+	int err = errno;
+	if (mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755") < 0)
+		die("cover", path);
+	send_msg(RONLY_MSG_WARN, err, 0, "overlay", path, -1);
+}
+
 static void build_root(void)
 {
 	/* Private, not slave: with slave propagation, mounts the host makes
@@ -385,6 +411,9 @@ static void build_root(void)
 			if (mount(S_ISDIR(st.st_mode) ? HOLDER "/empty-dir" : HOLDER "/empty-file", target, NULL, MS_BIND, NULL) < 0)
 				die("hide", m->path);
 			set_attr(AT_FDCWD, target, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only cover");
+			break;
+		case RONLY_M_MIRROR:
+			mirror(m->path, target);
 			break;
 		case RONLY_M_TMPFS:
 			snprintf(opts, sizeof opts, "size=%llu,mode=%o", (unsigned long long)m->size, m->mode & 07777);

@@ -35,12 +35,13 @@ type Layers struct {
 	// PIDNS is set when the session has its own PID namespace and /proc:
 	// the fallback that confines signals where Landlock cannot (ABI < 6).
 	PIDNS       bool
-	HiddenSocks int
+	Mirrored    int // directories shown through a read-only overlay (sockets unreachable)
+	HiddenSocks int // sockets outside them, covered one by one
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s hidden_sockets=%d",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.HiddenSocks)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s mirrored_dirs=%d hidden_sockets=%d",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.Mirrored, l.HiddenSocks)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -76,11 +77,15 @@ func Run(p *policy.Policy, warn func(string)) (int, Layers, error) {
 		return 0, l, fmt.Errorf("compile seccomp policy: %w", err)
 	}
 	cfg := cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: prog}
-	socks := findSockets()
-	l.HiddenSocks = len(socks)
+	mirrored := mirroredDirs()
+	for _, d := range mirrored {
+		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountMirror, Path: d})
+	}
+	socks := coveredSockets(mirrored)
 	for _, s := range socks {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountHide, Path: s})
 	}
+	l.Mirrored, l.HiddenSocks = len(mirrored), len(socks)
 	cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777})
 	for _, w := range p.Writable {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
@@ -108,18 +113,18 @@ func Run(p *policy.Policy, warn func(string)) (int, Layers, error) {
 	default:
 		l.Mode = "rootless"
 	}
-	code, err := start(p, cfg, &l)
+	code, err := start(p, cfg, &l, warn)
 	var ie *cinit.Error
 	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) && ie.Step == "unshare(CLONE_NEWUSER)" {
 		// Nested in a container whose seccomp or AppArmor profile
 		// refuses user namespaces: as root, fall back to privileged.
 		l.Mode = "privileged"
-		code, err = start(p, cfg, &l)
+		code, err = start(p, cfg, &l, warn)
 	}
 	return code, l, err
 }
 
-func start(p *policy.Policy, cfg cinit.Config, l *Layers) (int, error) {
+func start(p *policy.Policy, cfg cinit.Config, l *Layers, warn func(string)) (int, error) {
 	l.UserNS = l.Mode != "privileged"
 	if l.UserNS {
 		cfg.Flags |= cinit.FlagUserNS
@@ -174,7 +179,7 @@ func start(p *policy.Policy, cfg cinit.Config, l *Layers) (int, error) {
 		}
 	}()
 
-	initErr := converse(parent, cmd.Process.Pid, records, l)
+	initErr := converse(parent, cmd.Process.Pid, records, l, warn)
 	werr := cmd.Wait()
 	killDescendants()
 	if initErr != nil {
@@ -184,7 +189,7 @@ func start(p *policy.Policy, cfg cinit.Config, l *Layers) (int, error) {
 }
 
 // converse sends the records and answers the init until it is ready.
-func converse(fd, pid int, records []byte, l *Layers) error {
+func converse(fd, pid int, records []byte, l *Layers, warn func(string)) error {
 	if err := writeAll(fd, records); err != nil {
 		return fmt.Errorf("send records to init: %w", err)
 	}
@@ -212,7 +217,7 @@ func converse(fd, pid int, records []byte, l *Layers) error {
 			l.LandlockABI = int(m.Value)
 			return nil
 		case cinit.MsgWarn:
-			continue
+			warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
 		default:
 			return fmt.Errorf("unexpected message %d from init", m.Type)
 		}

@@ -1,14 +1,95 @@
 package sandbox
 
 import (
+	"bufio"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 )
 
-// Well-known API sockets outside /run. A read-only mount does not stop
-// connect() on a socket inode, so each must be covered, not just made
-// read-only.
+// A read-only mount does not stop connect() on a socket inode, so API
+// sockets (docker, containerd, podman, D-Bus and its systemd-run) need more.
+// /run, where nearly all of them live, is mirrored by a read-only overlay:
+// no socket in it is reachable, including those the host creates or
+// re-creates during the session (dockerd restarting). The few well-known
+// sockets elsewhere are covered one by one.
+
+// mirroredDirs is /run, resolved, followed by every directory mounted
+// below it, parents first: an overlay shows only its own file system.
+func mirroredDirs() []string {
+	run, err := filepath.EvalSymlinks("/run")
+	if err != nil {
+		return nil
+	}
+	if fi, err := os.Stat(run); err != nil || !fi.IsDir() {
+		return nil
+	}
+	out := []string{run}
+	for _, mp := range mountPoints() {
+		if strings.HasPrefix(mp, run+"/") {
+			if fi, err := os.Stat(mp); err == nil && fi.IsDir() {
+				out = append(out, mp)
+			}
+		}
+	}
+	sort.SliceStable(out[1:], func(i, j int) bool { return strings.Count(out[1+i], "/") < strings.Count(out[1+j], "/") })
+	return dedupe(out)
+}
+
+// mountPoints lists the mount points of this mount namespace.
+func mountPoints() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 {
+			out = append(out, unescapeMountinfo(fields[4]))
+		}
+	}
+	return out
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Well-known API sockets outside /run, covered if present at start.
 var knownSockets = []string{
 	"/var/lib/kubelet/pod-resources/kubelet.sock",
 	"/var/lib/kubelet/device-plugins/kubelet.sock",
@@ -16,41 +97,24 @@ var knownSockets = []string{
 	"/var/lib/lxd/unix.socket",
 }
 
-// socketRoots are walked for unix sockets: docker, containerd and its
-// ttrpc/debug sockets, podman, D-Bus (systemd-run), libnetwork live here.
-var socketRoots = []string{"/run", "/var/run"}
-
-// findSockets lists the unix sockets the sandbox must not reach. It walks
-// at most maxEntries entries so a huge /run cannot stall startup.
-func findSockets() []string {
-	const maxEntries = 20000
-	seen := map[string]bool{}
+// coveredSockets lists the known sockets outside the mirrored directories.
+func coveredSockets(mirrored []string) []string {
 	var out []string
-	add := func(p string) {
-		if real, err := filepath.EvalSymlinks(p); err == nil && !seen[real] {
-			seen[real] = true
+	for _, p := range knownSockets {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue
+		}
+		if fi, err := os.Lstat(real); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+			continue
+		}
+		inside := false
+		for _, d := range mirrored {
+			inside = inside || strings.HasPrefix(real, d+"/")
+		}
+		if !inside {
 			out = append(out, real)
 		}
 	}
-	n := 0
-	for _, root := range socketRoots {
-		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if n++; n > maxEntries {
-				return filepath.SkipAll
-			}
-			if err != nil {
-				return nil
-			}
-			if d.Type()&fs.ModeSocket != 0 {
-				add(p)
-			}
-			return nil
-		})
-	}
-	for _, p := range knownSockets {
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-			add(p)
-		}
-	}
-	return out
+	return dedupe(out)
 }

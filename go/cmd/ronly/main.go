@@ -93,12 +93,14 @@ func parseAndRun(parser *kong.Kong, args []string) (code int, done bool) {
 }
 
 // explicitRun makes `ronly -- probe` run a program called probe rather than
-// the probe subcommand: a "--" before any subcommand name selects run.
+// the probe subcommand: a "--" before any subcommand name selects run. The
+// "run" goes right before the "--", so flags ahead of it are still parsed
+// (and a misspelt one is still an error, not a command).
 func explicitRun(args []string) []string {
-	for _, a := range args {
+	for i, a := range args {
 		switch a {
 		case "--":
-			return append([]string{"run"}, args...)
+			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
 		case "run", "probe", "help":
 			return args
 		}

@@ -1,0 +1,243 @@
+// Package e2e runs the built ronly binary as root against the real kernel:
+// the probe battery of hostile and everyday operations inside the sandbox,
+// real tools doing normal work, the command line's error handling, and
+// after each, the host checked from outside.
+//
+// go test ./tests/e2e builds ronly and the probe itself; Bazel passes
+// prebuilt binaries with -ronly and -probe. The tests need root: they skip
+// without it, except under CI (CI set), where they fail.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	ronlyFlag = flag.String("ronly", "", "prebuilt ronly binary (default: go build ./go/cmd/ronly)")
+	probeFlag = flag.String("probe", "", "prebuilt probe helper binary (default: go build ./tests/e2e/probebin)")
+)
+
+// nobody is the unprivileged user the rootless runs use.
+const nobody = 65534
+
+// hangGuard bounds one ronly run, so that a hung sandbox fails the test
+// instead of the whole suite. It is not a timing assertion.
+const hangGuard = 3 * time.Minute
+
+// bins are the binaries under test, copied into a directory every user can
+// read that is visible inside the sandbox (not under /tmp, which ronly
+// replaces with an empty tmpfs).
+type bins struct {
+	dir, ronly, probe string
+}
+
+var (
+	binsOnce sync.Once
+	theBins  bins
+	binsErr  error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if theBins.dir != "" {
+		os.RemoveAll(theBins.dir)
+	}
+	os.Exit(code)
+}
+
+// requireRoot skips the test when not root, or fails it under CI, where
+// these tests must run.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := "the end-to-end tests need root (they run ronly as root and as an unprivileged user, and check the host from outside); run them with sudo"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + " (CI is set, so this fails instead of skipping)")
+	}
+	t.Skip(msg)
+}
+
+// needTool skips a test whose tool is missing, or fails it under CI, where
+// tools/install-deps installs every tool these tests use.
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, but CI must run this test (add it to tools/install-deps)", name)
+	}
+	t.Skipf("%s is not installed", name)
+}
+
+// setup returns the binaries, building them on first use.
+func setup(t *testing.T) bins {
+	t.Helper()
+	requireRoot(t)
+	binsOnce.Do(func() { theBins, binsErr = prepareBins() })
+	if binsErr != nil {
+		t.Fatalf("prepare binaries: %v", binsErr)
+	}
+	return theBins
+}
+
+func prepareBins() (bins, error) {
+	dir, err := os.MkdirTemp("/var/tmp", "ronly-e2e-bin-")
+	if err != nil {
+		return bins{}, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return bins{}, err
+	}
+	b := bins{dir: dir, ronly: filepath.Join(dir, "ronly"), probe: filepath.Join(dir, "probebin")}
+	for _, x := range []struct{ flag, pkg, dst string }{
+		{*ronlyFlag, "ronly.dev/ronly/go/cmd/ronly", b.ronly},
+		{*probeFlag, "ronly.dev/ronly/tests/e2e/probebin", b.probe},
+	} {
+		if x.flag != "" {
+			if err := copyFile(x.flag, x.dst); err != nil {
+				return b, err
+			}
+			continue
+		}
+		cmd := exec.Command("go", "build", "-o", x.dst, x.pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go build %s: %v\n%s", x.pkg, err, out)
+		}
+	}
+	return b, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// opts are how one ronly run is started.
+type opts struct {
+	uid   int        // 0: as root; else as this user (and its group)
+	stdin string     // fed to the command
+	env   []string   // added to the environment
+	extra []*os.File // passed on as descriptors 3, 4, ...
+}
+
+// result is what one ronly run did.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// run runs the ronly binary with args and returns its exit code and output.
+func (b bins) run(t *testing.T, o opts, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.ronly, args...)
+	cmd.Dir = "/"
+	cmd.Env = append(os.Environ(), o.env...)
+	if o.uid != 0 {
+		cmd.Env = append(cmd.Env, "HOME=/", "USER=nobody", "LOGNAME=nobody")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
+	}
+	cmd.Stdin = strings.NewReader(o.stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.ExtraFiles = o.extra
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("ronly %q did not finish within %v (hang guard)\nstdout:\n%s\nstderr:\n%s", args, hangGuard, stdout.String(), stderr.String())
+	}
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("start ronly %q: %v", args, err)
+		}
+		r.code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("ronly %q itself was killed by %v\n%s", args, ws.Signal(), r)
+		}
+	}
+	return r
+}
+
+// sh runs a shell script inside ronly, with flags before the command.
+func (b bins) sh(t *testing.T, o opts, flags []string, script string) result {
+	t.Helper()
+	return b.run(t, o, append(append([]string{}, flags...), "--", "/bin/sh", "-c", script)...)
+}
+
+// userDir makes a fresh directory under /var/tmp owned by uid (so that only
+// the sandbox, not file permissions, can stop that user writing in it).
+func userDir(t *testing.T, uid int, pattern string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// writeFile writes a file owned by uid.
+func writeFile(t *testing.T, uid int, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// users are the two ways ronly is run: by root (an identity-mapped user
+// namespace) and by an unprivileged user (--rootless, only its own id
+// mapped).
+var users = []struct {
+	name  string
+	uid   int
+	flags []string
+}{
+	{"root", 0, nil},
+	{"rootless", nobody, []string{"--rootless"}},
+}

@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"ronly.dev/ronly/go/probe"
+)
+
+// TestSocketChangesDuringSession: an API socket that appears under /run
+// while a session runs must be as unreachable as one that was there at the
+// start. Daemons do this: restarting dockerd removes and recreates
+// /run/docker.sock.
+func TestSocketChangesDuringSession(t *testing.T) {
+	b := setup(t)
+	listen := func(t *testing.T, path string) *net.UnixListener {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.SetUnlinkOnClose(false)
+		os.Chmod(path, 0o777)
+		return l
+	}
+	cases := []struct {
+		name    string
+		atStart bool // a listener exists before ronly starts
+	}{
+		{"created after start", false},
+		{"removed and recreated after start", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCanaries(t, 0)
+			path := "/run/ronly-e2e-late-" + c.marker + ".sock"
+			t.Cleanup(func() { os.Remove(path) })
+			var first *net.UnixListener
+			if tc.atStart {
+				first = listen(t, path)
+				defer first.Close()
+			}
+			tg := c.targets()
+			tg.Socket = path
+			s := startPaused(t, b, tg, "connect hidden unix socket under /run")
+
+			if first != nil {
+				first.Close()
+				os.Remove(path)
+			}
+			l := listen(t, path)
+			defer l.Close()
+
+			res := s.resume(t)
+			if !res.Pass {
+				t.Errorf("SANDBOX BUG: a socket %s is reachable from inside: %q succeeded (errno %q)", tc.name, res.Name, res.Errno)
+			}
+			if n := drain(l); n > 0 {
+				t.Errorf("HOST REACHED: %d connection(s) accepted on %s", n, path)
+			}
+		})
+	}
+}
+
+// paused is a probe operation inside a running session, waiting for the
+// test to change the host before it runs.
+type paused struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	stderr *strings.Builder
+}
+
+// startPaused starts ronly running a shell that says "ready" once the
+// sandbox is built, then waits for a line before it runs probe op op.
+func startPaused(t *testing.T, b bins, tg probe.Targets, op string) *paused {
+	t.Helper()
+	js, err := json.Marshal(tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	t.Cleanup(cancel)
+	script := fmt.Sprintf(`echo ready; read go; exec %s -only '%s' -targets '%s'`, b.probe, op, js)
+	cmd := exec.CommandContext(ctx, b.ronly, "--", "/bin/sh", "-c", script)
+	cmd.Dir = "/"
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &paused{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: &strings.Builder{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := p.out.ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("sandbox did not start: %q %v\n%s", line, err, p.stderr.String())
+	}
+	return p
+}
+
+// resume lets the operation run and returns its result.
+func (p *paused) resume(t *testing.T) probe.Result {
+	t.Helper()
+	fmt.Fprintln(p.stdin, "go")
+	p.stdin.Close()
+	results, err := probe.ReadJSON(p.out)
+	if err != nil {
+		t.Fatalf("probe output: %v\n%s", err, p.stderr.String())
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("ronly: %v\n%s", err, p.stderr.String())
+	}
+	if len(results) != 1 {
+		t.Fatalf("want one result, got %+v", results)
+	}
+	return results[0]
+}
