@@ -11,7 +11,7 @@ import (
 // These mirror records.h.
 const (
 	magic          = 0x594c4e52
-	recordsVersion = 1
+	recordsVersion = 2
 	pathMax        = 4096
 )
 
@@ -52,11 +52,14 @@ type Config struct {
 	LandlockABI uint32 // ABI to enforce; 0 for none
 	Mounts      []Mount
 	BPF         []byte // struct sock_filter[]; empty for no filter
+	// Fallback is loaded instead of BPF when FlagSeccompNotify is set but
+	// no listener can be installed (nested under another listener: EBUSY).
+	Fallback []byte
 }
 
 type header struct {
 	Magic, Version, Flags, NMounts, BPFLen, LandlockABI uint32
-	Reserved                                            [2]uint32
+	FallbackLen, Reserved                               uint32
 }
 
 type mountRecord struct {
@@ -67,12 +70,12 @@ type mountRecord struct {
 
 // MarshalBinary encodes c as records.h lays it out.
 func (c *Config) MarshalBinary() ([]byte, error) {
-	if len(c.BPF)%8 != 0 {
-		return nil, fmt.Errorf("BPF program of %d bytes is not a whole number of instructions", len(c.BPF))
+	if len(c.BPF)%8 != 0 || len(c.Fallback)%8 != 0 {
+		return nil, fmt.Errorf("BPF programs of %d and %d bytes are not whole numbers of instructions", len(c.BPF), len(c.Fallback))
 	}
 	var b bytes.Buffer
 	h := header{Magic: magic, Version: recordsVersion, Flags: c.Flags, NMounts: uint32(len(c.Mounts)),
-		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI}
+		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI, FallbackLen: uint32(len(c.Fallback))}
 	binary.Write(&b, binary.LittleEndian, &h)
 	for _, m := range c.Mounts {
 		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax {
@@ -83,6 +86,7 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 		binary.Write(&b, binary.LittleEndian, &r)
 	}
 	b.Write(c.BPF)
+	b.Write(c.Fallback)
 	return b.Bytes(), nil
 }
 
@@ -98,22 +102,29 @@ const (
 	MsgWarn      MsgType = 5 // non-fatal degradation
 )
 
+// Flags of a MsgReady.
+const (
+	ReadyListener uint32 = 0x1 // the seccomp listener fd rides along
+	ReadyFallback uint32 = 0x2 // a listener was refused; plain errnos, uncounted
+)
+
 // Msg is one message between the init and the supervisor.
 type Msg struct {
 	Type   MsgType
 	Err    syscall.Errno
 	Value  int32
+	Flags  uint32
 	Step   string
 	Detail string
 }
 
 type msgRecord struct {
-	Type     uint32
-	Err      int32
-	Value    int32
-	Reserved uint32
-	Step     [64]byte
-	Detail   [256]byte
+	Type   uint32
+	Err    int32
+	Value  int32
+	Flags  uint32
+	Step   [64]byte
+	Detail [256]byte
 }
 
 // MsgSize is the size of one message record.
@@ -125,13 +136,13 @@ func DecodeMsg(b []byte) (Msg, error) {
 	if err := binary.Read(bytes.NewReader(b), binary.LittleEndian, &r); err != nil {
 		return Msg{}, fmt.Errorf("short message from init: %w", err)
 	}
-	return Msg{Type: MsgType(r.Type), Err: syscall.Errno(r.Err), Value: r.Value,
+	return Msg{Type: MsgType(r.Type), Err: syscall.Errno(r.Err), Value: r.Value, Flags: r.Flags,
 		Step: cstring(r.Step[:]), Detail: cstring(r.Detail[:])}, nil
 }
 
 // WriteMsg encodes m to w.
 func WriteMsg(w io.Writer, m Msg) error {
-	r := msgRecord{Type: uint32(m.Type), Err: int32(m.Err), Value: m.Value}
+	r := msgRecord{Type: uint32(m.Type), Err: int32(m.Err), Value: m.Value, Flags: m.Flags}
 	copy(r.Step[:len(r.Step)-1], m.Step)
 	copy(r.Detail[:len(r.Detail)-1], m.Detail)
 	return binary.Write(w, binary.LittleEndian, &r)

@@ -1,9 +1,9 @@
 /*
  * The hand-off between the supervisor (Go, outside) and the init (C, inside).
  *
- * The supervisor writes one ronly_header, header.n_mounts ronly_mount records
- * and header.bpf_len bytes of a classic BPF program (struct sock_filter[])
- * on the init socket. The init answers with ronly_msg records. Everything is
+ * The supervisor writes one ronly_header, header.n_mounts ronly_mount records,
+ * header.bpf_len bytes of a classic BPF program (struct sock_filter[]) and
+ * header.fallback_len bytes of a second one on the init socket. The init answers with ronly_msg records. Everything is
  * fixed-size so the C side never parses text. records.go mirrors this file;
  * a test checks the sizes agree. Bump RONLY_RECORDS_VERSION on any change.
  */
@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 1u
+#define RONLY_RECORDS_VERSION 2u
 #define RONLY_PATH_MAX 4096
 
 /* ronly_header.flags */
@@ -30,7 +30,8 @@ struct ronly_header {
 	uint32_t n_mounts;
 	uint32_t bpf_len;     /* bytes; a multiple of 8 (struct sock_filter) */
 	uint32_t landlock_abi; /* the ABI the supervisor probed and wants enforced; 0 = none */
-	uint32_t reserved[2];
+	uint32_t fallback_len; /* program to load instead when no listener can be had (EBUSY) */
+	uint32_t reserved;
 };
 
 /* ronly_mount.kind, applied in this order of the records */
@@ -54,11 +55,15 @@ struct ronly_mount {
 #define RONLY_MSG_READY 4      /* init -> parent: about to run the front-end; value = landlock ABI enforced */
 #define RONLY_MSG_WARN 5       /* init -> parent: a non-fatal degradation */
 
+/* ronly_msg.flags of RONLY_MSG_READY */
+#define RONLY_READY_LISTENER 0x1u /* the listener fd rides along (SCM_RIGHTS) */
+#define RONLY_READY_FALLBACK 0x2u /* a listener was refused; the fallback program is loaded */
+
 struct ronly_msg {
 	uint32_t type;
 	int32_t err;
 	int32_t value;
-	uint32_t reserved;
+	uint32_t flags; /* RONLY_READY_* on RONLY_MSG_READY */
 	char step[64];
 	char detail[256];
 };

@@ -60,15 +60,16 @@ int ronly_init_ran;
 static int sock = -1;
 static struct ronly_header hdr;
 static struct ronly_mount *mounts;
-static struct sock_filter *bpf;
+static struct sock_filter *bpf, *fallback;
 
-static void send_msg(uint32_t type, int err, int value, const char *step, const char *detail, int pass_fd)
+static void send_msg_flags(uint32_t type, int err, int value, uint32_t flags, const char *step, const char *detail, int pass_fd)
 {
 	struct ronly_msg m;
 	memset(&m, 0, sizeof m);
 	m.type = type;
 	m.err = err;
 	m.value = value;
+	m.flags = flags;
 	snprintf(m.step, sizeof m.step, "%s", step ? step : "");
 	snprintf(m.detail, sizeof m.detail, "%s", detail ? detail : "");
 
@@ -90,6 +91,11 @@ static void send_msg(uint32_t type, int err, int value, const char *step, const 
 	}
 	while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
 		;
+}
+
+static void send_msg(uint32_t type, int err, int value, const char *step, const char *detail, int pass_fd)
+{
+	send_msg_flags(type, err, value, 0, step, detail, pass_fd);
 }
 
 static void __attribute__((noreturn)) die(const char *step, const char *detail)
@@ -142,14 +148,16 @@ static void read_config(void)
 		errno = EPROTO;
 		die("read records", "record version mismatch between supervisor and init");
 	}
-	if (hdr.n_mounts > 1024 || hdr.bpf_len % sizeof(struct sock_filter) ||
-	    hdr.bpf_len > BPF_MAXINSNS * sizeof(struct sock_filter)) {
+	const size_t max = BPF_MAXINSNS * sizeof(struct sock_filter);
+	if (hdr.n_mounts > 1024 || hdr.bpf_len % sizeof(struct sock_filter) || hdr.bpf_len > max ||
+	    hdr.fallback_len % sizeof(struct sock_filter) || hdr.fallback_len > max) {
 		errno = E2BIG;
 		die("read records", "mount count or BPF length out of range");
 	}
 	mounts = calloc(hdr.n_mounts + 1, sizeof *mounts);
 	bpf = malloc(hdr.bpf_len + 1);
-	if (!mounts || !bpf)
+	fallback = malloc(hdr.fallback_len + 1);
+	if (!mounts || !bpf || !fallback)
 		die("read records", "allocation");
 	read_full(mounts, hdr.n_mounts * sizeof *mounts, "mounts");
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
@@ -160,6 +168,7 @@ static void read_config(void)
 		}
 	}
 	read_full(bpf, hdr.bpf_len, "bpf");
+	read_full(fallback, hdr.fallback_len, "fallback bpf");
 }
 
 static void enter_userns(void)
@@ -585,18 +594,46 @@ static void close_fds(void)
 		die("close_range", "");
 }
 
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#endif
+
+static int seccomp_filter(unsigned int flags, struct sock_filter *f, uint32_t len)
+{
+	struct sock_fprog prog = {.len = (unsigned short)(len / sizeof(struct sock_filter)), .filter = f};
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
+/*
+ * With a listener, each refused call waits for the supervisor, which answers
+ * with the errno and counts it; if the supervisor dies the kernel answers
+ * ENOSYS and the call still never runs. Killable waits (5.19+) keep a stuck
+ * supervisor from making the sandbox unkillable. A second listener in a
+ * nested sandbox is refused (EBUSY): then the fallback program answers with
+ * plain errnos, uncounted, and the supervisor says so.
+ */
 static void load_seccomp(void)
 {
-	struct sock_fprog prog = {.len = (unsigned short)(hdr.bpf_len / sizeof(struct sock_filter)), .filter = bpf};
-	unsigned int flags = (hdr.flags & RONLY_F_SECCOMP_NOTIFY) ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
+	uint32_t ready = 0;
 	int fd = -1;
-	if (prog.len > 0) {
-		fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
-		if (fd < 0)
-			die("seccomp(SECCOMP_SET_MODE_FILTER)", "");
+	if (hdr.flags & RONLY_F_SECCOMP_NOTIFY) {
+		fd = seccomp_filter(SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, bpf, hdr.bpf_len);
+		if (fd < 0 && errno == EINVAL)
+			fd = seccomp_filter(SECCOMP_FILTER_FLAG_NEW_LISTENER, bpf, hdr.bpf_len);
+		if (fd >= 0) {
+			ready = RONLY_READY_LISTENER;
+		} else if (errno == EBUSY && hdr.fallback_len > 0) {
+			if (seccomp_filter(0, fallback, hdr.fallback_len) < 0)
+				die("seccomp(SECCOMP_SET_MODE_FILTER)", "fallback program");
+			ready = RONLY_READY_FALLBACK;
+		} else {
+			die("seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)", "");
+		}
+	} else if (hdr.bpf_len > 0 && seccomp_filter(0, bpf, hdr.bpf_len) < 0) {
+		die("seccomp(SECCOMP_SET_MODE_FILTER)", "");
 	}
-	send_msg(RONLY_MSG_READY, 0, (int)hdr.landlock_abi, "", "", flags ? fd : -1);
-	if (flags)
+	send_msg_flags(RONLY_MSG_READY, 0, (int)hdr.landlock_abi, ready, "", "", fd);
+	if (fd >= 0)
 		close(fd);
 }
 
@@ -628,5 +665,6 @@ __attribute__((constructor)) static void ronly_init(void)
 	close(sock);
 	free(mounts);
 	free(bpf);
+	free(fallback);
 	ronly_init_ran = 1;
 }

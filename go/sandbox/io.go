@@ -20,21 +20,41 @@ func writeAll(fd int, b []byte) error {
 	return nil
 }
 
-func readFull(fd int, b []byte) error {
+// recvFull reads exactly len(b) bytes and returns the descriptors that
+// came along (SCM_RIGHTS).
+func recvFull(fd int, b []byte) ([]int, error) {
+	var fds []int
+	oob := make([]byte, unix.CmsgSpace(4*4))
 	for len(b) > 0 {
-		n, err := unix.Read(fd, b)
+		n, oobn, _, _, err := unix.Recvmsg(fd, b, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return err
+			closeAll(fds)
+			return nil, err
+		}
+		if oobn > 0 {
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				if rights, err := unix.ParseUnixRights(&m); err == nil {
+					fds = append(fds, rights...)
+				}
+			}
 		}
 		if n == 0 {
-			return io.ErrUnexpectedEOF
+			closeAll(fds)
+			return nil, io.ErrUnexpectedEOF
 		}
 		b = b[n:]
 	}
-	return nil
+	return fds, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 type fdWriter int

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -53,10 +54,35 @@ type HintError struct {
 func (e *HintError) Error() string { return e.Err.Error() + " (hint: " + e.Hint + ")" }
 func (e *HintError) Unwrap() error { return e.Err }
 
-// Run runs p.Command in the sandbox and returns its exit code (128+N when
-// killed by signal N). An error means the sandbox could not be built; the
-// command did not run. warn receives degradations the user must know of.
-func Run(p *policy.Policy, warn func(string)) (int, Layers, error) {
+// Options are the supervisor's hooks.
+type Options struct {
+	// Warn receives degradations the user must know of.
+	Warn func(string)
+	// Refused receives each refused action as it happens (the audit log).
+	// It runs on the supervisor's answering goroutine: keep it short.
+	Refused func(Refusal)
+}
+
+// Result is how a session went.
+type Result struct {
+	ExitCode int // the command's; 128+N when signal N killed it
+	Layers   Layers
+	// Blocked counts refused actions by kind ("syscall") and name.
+	Blocked map[string]map[string]uint64
+}
+
+// Run runs p.Command in the sandbox. An error means the sandbox could not
+// be built: the command did not run.
+func Run(p *policy.Policy, o Options) (Result, error) {
+	res, err := run(p, o)
+	return res, err
+}
+
+func run(p *policy.Policy, o Options) (Result, error) {
+	warn := o.Warn
+	if warn == nil {
+		warn = func(string) {}
+	}
 	l := Layers{Seccomp: "errno", Network: "host"}
 	if p.NoNetwork {
 		l.Network = "none"
@@ -66,17 +92,25 @@ func Run(p *policy.Policy, warn func(string)) (int, Layers, error) {
 		l.LandlockABI = p.LandlockMaxABI
 	}
 	if l.LandlockABI < p.LandlockMinABI {
-		return 0, l, &HintError{
+		return Result{Layers: l}, &HintError{
 			Err: fmt.Errorf("Landlock ABI %d on this kernel is below the floor %d: %s",
 				l.LandlockABI, p.LandlockMinABI, landlockMissing(l.LandlockABI, p.LandlockMinABI)),
 			Hint: fmt.Sprintf("use a newer kernel, or accept less with --landlock-min-abi=%d", l.LandlockABI),
 		}
 	}
-	prog, err := bpf.Program(bpf.ModeErrno)
+	notify, err := bpf.Program(bpf.ModeNotify)
 	if err != nil {
-		return 0, l, fmt.Errorf("compile seccomp policy: %w", err)
+		return Result{Layers: l}, fmt.Errorf("compile seccomp policy: %w", err)
 	}
-	cfg := cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: prog}
+	plain, err := bpf.Program(bpf.ModeErrno)
+	if err != nil {
+		return Result{Layers: l}, fmt.Errorf("compile seccomp policy: %w", err)
+	}
+	table, err := bpf.DefaultTable()
+	if err != nil {
+		return Result{Layers: l}, fmt.Errorf("seccomp policy table: %w", err)
+	}
+	cfg := cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: notify, Fallback: plain, Flags: cinit.FlagSeccompNotify}
 	mirrored := mirroredDirs()
 	for _, d := range mirrored {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountMirror, Path: d})
@@ -113,18 +147,46 @@ func Run(p *policy.Policy, warn func(string)) (int, Layers, error) {
 	default:
 		l.Mode = "rootless"
 	}
-	code, err := start(p, cfg, &l, warn)
+	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused,
+		blocked: map[string]map[string]uint64{}}
+	code, err := s.start()
 	var ie *cinit.Error
 	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) && ie.Step == "unshare(CLONE_NEWUSER)" {
 		// Nested in a container whose seccomp or AppArmor profile
 		// refuses user namespaces: as root, fall back to privileged.
 		l.Mode = "privileged"
-		code, err = start(p, cfg, &l, warn)
+		code, err = s.start()
 	}
-	return code, l, err
+	return Result{ExitCode: code, Layers: l, Blocked: s.blocked}, err
 }
 
-func start(p *policy.Policy, cfg cinit.Config, l *Layers, warn func(string)) (int, error) {
+// session is the supervisor's state for one run.
+type session struct {
+	p       *policy.Policy
+	cfg     cinit.Config
+	layers  *Layers
+	warn    func(string)
+	table   bpf.Table
+	refused func(Refusal)
+
+	mu      sync.Mutex
+	blocked map[string]map[string]uint64
+}
+
+func (s *session) record(r Refusal) {
+	s.mu.Lock()
+	if s.blocked[r.Kind] == nil {
+		s.blocked[r.Kind] = map[string]uint64{}
+	}
+	s.blocked[r.Kind][r.What]++
+	s.mu.Unlock()
+	if s.refused != nil {
+		s.refused(r)
+	}
+}
+
+func (s *session) start() (int, error) {
+	p, cfg, l := s.p, s.cfg, s.layers
 	l.UserNS = l.Mode != "privileged"
 	if l.UserNS {
 		cfg.Flags |= cinit.FlagUserNS
@@ -179,28 +241,44 @@ func start(p *policy.Policy, cfg cinit.Config, l *Layers, warn func(string)) (in
 		}
 	}()
 
-	initErr := converse(parent, cmd.Process.Pid, records, l, warn)
+	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
+	var n *notifier
+	if listener >= 0 {
+		if n, err = startNotifier(listener, s.table, s.record); err != nil {
+			// Unanswered, refused calls get ENOSYS: still refused, but
+			// uncounted. Say so rather than pretend.
+			s.warn(fmt.Sprintf("cannot answer the seccomp listener (%v): refused calls are not counted", err))
+			unix.Close(listener)
+		}
+	}
 	werr := cmd.Wait()
 	killDescendants()
+	if n != nil {
+		n.Close()
+	}
 	if initErr != nil {
 		return 0, initErr
 	}
 	return exitCode(cmd, werr)
 }
 
-// converse sends the records and answers the init until it is ready.
-func converse(fd, pid int, records []byte, l *Layers, warn func(string)) error {
+// converse sends the records and answers the init until it is ready. It
+// returns the seccomp listener, or -1 when the init loaded no listener.
+func (s *session) converse(fd, pid int, records []byte) (int, error) {
+	l := s.layers
 	if err := writeAll(fd, records); err != nil {
-		return fmt.Errorf("send records to init: %w", err)
+		return -1, fmt.Errorf("send records to init: %w", err)
 	}
 	buf := make([]byte, cinit.MsgSize)
 	for {
-		if err := readFull(fd, buf); err != nil {
-			return fmt.Errorf("init exited before the sandbox was ready: %w", err)
+		fds, err := recvFull(fd, buf)
+		if err != nil {
+			return -1, fmt.Errorf("init exited before the sandbox was ready: %w", err)
 		}
 		m, err := cinit.DecodeMsg(buf)
 		if err != nil {
-			return err
+			closeAll(fds)
+			return -1, err
 		}
 		switch m.Type {
 		case cinit.MsgNeedIDMap:
@@ -209,18 +287,28 @@ func converse(fd, pid int, records []byte, l *Layers, warn func(string)) error {
 				reply.Err, reply.Detail = errnoOf(err), err.Error()
 			}
 			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
-				return fmt.Errorf("answer init: %w", err)
+				return -1, fmt.Errorf("answer init: %w", err)
 			}
 		case cinit.MsgError:
-			return withHint(&cinit.Error{Step: m.Step, Detail: m.Detail, Errno: m.Err})
+			return -1, withHint(&cinit.Error{Step: m.Step, Detail: m.Detail, Errno: m.Err})
 		case cinit.MsgReady:
 			l.LandlockABI = int(m.Value)
-			return nil
+			switch {
+			case m.Flags&cinit.ReadyListener != 0 && len(fds) == 1:
+				l.Seccomp = "notify"
+				return fds[0], nil
+			case m.Flags&cinit.ReadyFallback != 0:
+				l.Seccomp = "errno"
+				s.warn("another seccomp listener is already installed (nested sandbox): refused calls are still refused, but not counted")
+			}
+			closeAll(fds)
+			return -1, nil
 		case cinit.MsgWarn:
-			warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
+			s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
 		default:
-			return fmt.Errorf("unexpected message %d from init", m.Type)
+			return -1, fmt.Errorf("unexpected message %d from init", m.Type)
 		}
+		closeAll(fds)
 	}
 }
 

@@ -44,6 +44,7 @@ type CLI struct {
 	LandlockMinABI int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (0 accepts no Landlock at all)."`
 	LandlockMaxABI int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
 	Verbose        bool     `short:"v" help:"Say which isolation layers are in effect."`
+	AuditLog       string   `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
 
 	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 
+	"ronly.dev/ronly/go/audit"
 	"ronly.dev/ronly/go/sandbox"
 )
 
@@ -13,13 +17,54 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	if err != nil {
 		return err
 	}
-	code, layers, err := sandbox.Run(p, func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) })
+	session := newSessionID()
+	log, closeLog, err := openAuditLog(cli.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+
+	opts := sandbox.Options{
+		Warn: func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) },
+	}
+	if log != nil {
+		opts.Refused = func(r sandbox.Refusal) {
+			log.Write(audit.Entry{Time: r.Time, Session: session, PID: r.PID, Comm: r.Comm, Kind: r.Kind,
+				What: r.What, Errno: audit.ErrnoName(r.Errno), Reason: r.Reason})
+		}
+	}
+	res, err := sandbox.Run(p, opts)
 	if p.Verbose {
-		fmt.Fprintf(os.Stderr, "ronly: %s\n", layers)
+		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
+	}
+	if log != nil && log.Err() != nil {
+		fmt.Fprintf(os.Stderr, "ronly: warning: --audit-log %s: %v\n", cli.AuditLog, log.Err())
 	}
 	if err != nil {
 		return err
 	}
-	*status = code
+	*status = res.ExitCode
 	return nil
+}
+
+func openAuditLog(path string) (*audit.Log, func(), error) {
+	switch path {
+	case "":
+		return nil, func() {}, nil
+	case "-":
+		return audit.New(os.Stderr), func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--audit-log %q: %w", path, err)
+	}
+	return audit.New(f), func() { f.Close() }, nil
+}
+
+func newSessionID() string {
+	var b [8]byte
+	if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
+		return "unknown"
+	}
+	return hex.EncodeToString(b[:])
 }
