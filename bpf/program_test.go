@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+var update = flag.Bool("update", false, "rewrite compiled/*.golden")
 
 func mustProgram(t *testing.T, mode Mode) []byte {
 	t.Helper()
@@ -38,9 +38,9 @@ func TestGolden(t *testing.T) {
 	for _, mode := range []Mode{ModeErrno, ModeNotify} {
 		t.Run(mode.String(), func(t *testing.T) {
 			got := golden(mustProgram(t, mode), mode)
-			path := filepath.Join("testdata", "x86_64-"+mode.String()+".golden")
+			path := filepath.Join("compiled", "x86_64-"+mode.String()+".golden")
 			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
+				if err := os.MkdirAll("compiled", 0o755); err != nil {
 					t.Fatal(err)
 				}
 				if err := os.WriteFile(path, got, 0o644); err != nil {
@@ -332,6 +332,18 @@ func TestPolicySamples(t *testing.T) {
 		}
 		if got != c.want {
 			t.Errorf("%s: got %s, want %s", c.name, retString(got), retString(c.want))
+		}
+	}
+}
+
+func TestPrecompiledIsTheCompiledPolicy(t *testing.T) {
+	for _, mode := range []Mode{ModeErrno, ModeNotify} {
+		pre, err := Precompiled(mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pre, mustProgram(t, mode)) {
+			t.Errorf("%s: the embedded program is stale; run go test ./bpf -update", mode)
 		}
 	}
 }

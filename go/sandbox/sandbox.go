@@ -98,11 +98,11 @@ func run(p *policy.Policy, o Options) (Result, error) {
 			Hint: fmt.Sprintf("use a newer kernel, or accept less with --landlock-min-abi=%d", l.LandlockABI),
 		}
 	}
-	notify, err := bpf.Program(bpf.ModeNotify)
+	notify, err := bpf.Precompiled(bpf.ModeNotify)
 	if err != nil {
 		return Result{Layers: l}, fmt.Errorf("compile seccomp policy: %w", err)
 	}
-	plain, err := bpf.Program(bpf.ModeErrno)
+	plain, err := bpf.Precompiled(bpf.ModeErrno)
 	if err != nil {
 		return Result{Layers: l}, fmt.Errorf("compile seccomp policy: %w", err)
 	}
