@@ -33,20 +33,24 @@ Examples:
 type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	TmpfsSize      string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes)."`
-	Writable       []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
-	RW             []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
-	ExtraShims     []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
-	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
-	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
-	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
-	Privileged     bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
-	LandlockMinABI int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (0 accepts no Landlock at all)."`
-	LandlockMaxABI int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
-	Verbose        bool     `short:"v" help:"Say which isolation layers are in effect."`
-	AuditLog       string   `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
+	TmpfsSize       string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes)."`
+	Writable        []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
+	RW              []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
+	ExtraShims      []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
+	NoShims         bool     `name:"no-shims" help:"Do not put any shims on PATH."`
+	NoNetwork       bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
+	Rootless        bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
+	Privileged      bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
+	LandlockMinABI  int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (0 accepts no Landlock at all)."`
+	LandlockMaxABI  int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
+	Verbose         bool     `short:"v" help:"Say which isolation layers are in effect."`
+	AuditLog        string   `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
+	MetricsSocket   string   `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to the ronly exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
+	MetricsTextfile string   `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
+	NoMetrics       bool     `name:"no-metrics" help:"Report no metrics for this session."`
 
-	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
+	Run      RunCmd      `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
+	Exporter ExporterCmd `cmd:"" help:"Serve the host's session metrics to Prometheus (a daemon, see tools/deploy)."`
 }
 
 // RunCmd runs a command in the sandbox.

@@ -101,7 +101,7 @@ func explicitRun(args []string) []string {
 		switch a {
 		case "--":
 			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
-		case "run", "probe", "help":
+		case "run", "exporter", "help":
 			return args
 		}
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"ronly.dev/ronly/go/audit"
+	"ronly.dev/ronly/go/metrics"
 	"ronly.dev/ronly/go/sandbox"
 )
 
@@ -33,7 +35,11 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 				What: r.What, Errno: audit.ErrnoName(r.Errno), Reason: r.Reason})
 		}
 	}
+	start := time.Now()
 	res, err := sandbox.Run(p, opts)
+	report(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
+		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
+		BlockedSyscalls: res.Blocked["syscall"]})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
 	}
@@ -45,6 +51,27 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	}
 	*status = res.ExitCode
 	return nil
+}
+
+// report delivers the session's counts. A host without an exporter, a
+// spool or a textfile gets nothing, and a failure is a warning: metrics
+// never fail a session.
+func report(cli *CLI, r metrics.Report) {
+	if cli.NoMetrics {
+		return
+	}
+	o := metrics.DeliverOptions{Socket: cli.MetricsSocket, Textfile: cli.MetricsTextfile, Spool: metrics.DefaultSpool}
+	if o.Textfile == "" && !exists(o.Socket) && !exists(o.Spool) {
+		return
+	}
+	if err := metrics.Deliver(r, o); err != nil {
+		fmt.Fprintf(os.Stderr, "ronly: warning: metrics not delivered: %v\n", err)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func openAuditLog(path string) (*audit.Log, func(), error) {

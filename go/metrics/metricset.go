@@ -1,0 +1,301 @@
+package metrics
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The metric set: the one place that names ronly's metrics. The exporter and
+// the textfile writer both expose a Set, so the two cannot drift, and the
+// golden file in testdata catches a rename.
+
+type kind int
+
+const (
+	counter kind = iota
+	gauge
+	histogram
+)
+
+func (k kind) String() string {
+	return [...]string{"counter", "gauge", "histogram"}[k]
+}
+
+// family is one metric name with its help text and label names.
+type family struct {
+	name   string
+	help   string
+	kind   kind
+	labels []string
+}
+
+var (
+	blockedSyscalls = &family{"ronly_blocked_syscalls_total",
+		"Syscalls the seccomp filter refused inside ronly sessions, by syscall name.", counter, []string{"syscall"}}
+	blockedWrites = &family{"ronly_blocked_writes_total",
+		"Writes to the read-only host refused inside ronly sessions, by operation.", counter, []string{"operation"}}
+	blockedCommands = &family{"ronly_blocked_commands_total",
+		"Commands a shim refused inside ronly sessions, by tool and subcommand.", counter, []string{"tool", "subcommand"}}
+	blockedAPICalls = &family{"ronly_blocked_api_calls_total",
+		"API calls the guard refused inside ronly sessions, by HTTP method and route.", counter, []string{"method", "route"}}
+	sessions = &family{"ronly_sessions_total",
+		"ronly sessions ended, by result: ok, or failed when ronly could not build the sandbox.", counter, []string{"result"}}
+	sessionDuration = &family{"ronly_session_duration_seconds",
+		"Wall-clock duration of ronly sessions.", histogram, nil}
+	landlockABI = &family{"ronly_landlock_abi",
+		"Landlock ABI version the most recent ronly session used (0: none).", gauge, nil}
+	seccompCounting = &family{"ronly_seccomp_counting",
+		"1 if the most recent ronly session counted refused syscalls through a seccomp listener, 0 if it fell back to plain errno and did not count.", gauge, nil}
+	reportsReceived = &family{"ronly_reports_received_total",
+		"Session reports the exporter ingested, by how they arrived: socket or spool.", counter, []string{"via"}}
+	reportsDropped = &family{"ronly_reports_dropped_total",
+		"Session reports lost because the spool was full while the exporter was unreachable.", counter, nil}
+	reportsMalformed = &family{"ronly_reports_malformed_total",
+		"Session reports the exporter could not parse or validate, and ignored.", counter, nil}
+)
+
+// families is the exposition order.
+var families = []*family{
+	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
+	sessions, sessionDuration, landlockABI, seccompCounting,
+	reportsReceived, reportsDropped, reportsMalformed,
+}
+
+// durationBuckets are the upper bounds of ronly_session_duration_seconds:
+// an agent's session runs from a fraction of a second (one command) to
+// hours (an interactive shell).
+var durationBuckets = []float64{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400}
+
+const (
+	// MaxLabelValues bounds the distinct values of each label of each
+	// family; later values are counted under "other".
+	MaxLabelValues = 200
+	// maxLabelLen bounds one label value; longer ones are "other".
+	maxLabelLen = 128
+	other       = "other"
+)
+
+// Set is an aggregate of session reports: the counters, histogram and gauges
+// of the metric set. Its zero value is not usable; use NewSet. A Set is not
+// safe for concurrent use.
+type Set struct {
+	counters map[*family]map[string]uint64 // label values joined by sep
+	distinct map[*family][]map[string]bool // per label, the values seen
+
+	durPresent bool
+	durBuckets []uint64 // cumulative, one per durationBuckets, then +Inf
+	durSum     float64
+
+	gauges  map[*family]float64
+	lastEnd time.Time // End of the report the gauges come from
+}
+
+// sep joins label values into a map key; it cannot occur in valid UTF-8.
+const sep = "\xff"
+
+// NewSet returns an empty Set in which both session results exist at zero,
+// so that rate() sees the first failure.
+func NewSet() *Set {
+	s := &Set{
+		counters:   map[*family]map[string]uint64{},
+		distinct:   map[*family][]map[string]bool{},
+		durBuckets: make([]uint64, len(durationBuckets)+1),
+		gauges:     map[*family]float64{},
+	}
+	s.add(sessions, 0, "ok")
+	s.add(sessions, 0, "failed")
+	return s
+}
+
+// Add counts one session's report.
+func (s *Set) Add(r Report) {
+	for name, n := range r.BlockedSyscalls {
+		s.add(blockedSyscalls, n, name)
+	}
+	for op, n := range r.BlockedWrites {
+		s.add(blockedWrites, n, op)
+	}
+	for cmd, n := range r.BlockedCommands {
+		tool, sub := splitPair(cmd)
+		s.add(blockedCommands, n, tool, sub)
+	}
+	for call, n := range r.BlockedAPICalls {
+		method, route := splitPair(call)
+		s.add(blockedAPICalls, n, method, route)
+	}
+	result := "ok"
+	if r.Failed {
+		result = "failed"
+	}
+	s.add(sessions, 1, result)
+	s.observeDuration(r.Duration().Seconds())
+
+	// The gauges describe the most recent session that got far enough to
+	// know them. Spooled reports may arrive late: an older one does not
+	// overwrite a newer one.
+	if !r.Failed && !r.End.Before(s.lastEnd) {
+		s.lastEnd = r.End
+		s.gauges[landlockABI] = float64(r.LandlockABI)
+		switch r.SeccompMode {
+		case SeccompNotify:
+			s.gauges[seccompCounting] = 1
+		case SeccompErrno:
+			s.gauges[seccompCounting] = 0
+		}
+	}
+}
+
+// splitPair splits "tool subcommand" or "METHOD route" at the first space;
+// a missing second part is "none".
+func splitPair(s string) (string, string) {
+	a, b, ok := strings.Cut(s, " ")
+	if !ok || b == "" {
+		return a, "none"
+	}
+	return a, b
+}
+
+func (s *Set) observeDuration(sec float64) {
+	if math.IsNaN(sec) || sec < 0 {
+		sec = 0
+	}
+	s.durPresent = true
+	s.durSum += sec
+	for i, le := range durationBuckets {
+		if sec <= le {
+			s.durBuckets[i]++
+		}
+	}
+	s.durBuckets[len(durationBuckets)]++
+}
+
+// add adds n to the counter of f with the given label values, folding a
+// value into "other" when it is not a usable label value or when its label
+// already has MaxLabelValues distinct values.
+func (s *Set) add(f *family, n uint64, values ...string) {
+	if len(values) != len(f.labels) {
+		panic(fmt.Sprintf("BUG: %s has %d labels, got %d values", f.name, len(f.labels), len(values)))
+	}
+	seen := s.distinct[f]
+	if seen == nil {
+		seen = make([]map[string]bool, len(f.labels))
+		for i := range seen {
+			seen[i] = map[string]bool{}
+		}
+		s.distinct[f] = seen
+	}
+	for i, v := range values {
+		if v == "" || len(v) > maxLabelLen || !utf8.ValidString(v) || strings.Contains(v, sep) {
+			v = other
+		}
+		if !seen[i][v] {
+			if len(seen[i]) >= MaxLabelValues {
+				v = other
+			}
+			seen[i][v] = true
+		}
+		values[i] = v
+	}
+	m := s.counters[f]
+	if m == nil {
+		m = map[string]uint64{}
+		s.counters[f] = m
+	}
+	m[strings.Join(values, sep)] += n
+}
+
+// WriteText writes the Set in the Prometheus text exposition format (0.0.4):
+// HELP and TYPE for each family that has samples, no timestamps, samples in
+// a stable order. The node_exporter textfile collector reads the same format.
+func (s *Set) WriteText(w io.Writer) error {
+	var b strings.Builder
+	for _, f := range families {
+		switch f.kind {
+		case counter:
+			m := s.counters[f]
+			if m == nil {
+				continue
+			}
+			header(&b, f)
+			keys := make([]string, 0, len(m))
+			for k := range m {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				b.WriteString(f.name)
+				if len(f.labels) > 0 {
+					writeLabels(&b, f.labels, strings.Split(k, sep))
+				}
+				b.WriteByte(' ')
+				b.WriteString(strconv.FormatUint(m[k], 10))
+				b.WriteByte('\n')
+			}
+		case gauge:
+			v, ok := s.gauges[f]
+			if !ok {
+				continue
+			}
+			header(&b, f)
+			fmt.Fprintf(&b, "%s %s\n", f.name, formatFloat(v))
+		case histogram:
+			if !s.durPresent {
+				continue
+			}
+			header(&b, f)
+			for i, n := range s.durBuckets {
+				le := "+Inf"
+				if i < len(durationBuckets) {
+					le = formatFloat(durationBuckets[i])
+				}
+				fmt.Fprintf(&b, "%s_bucket{le=\"%s\"} %d\n", f.name, le, n)
+			}
+			fmt.Fprintf(&b, "%s_sum %s\n", f.name, formatFloat(s.durSum))
+			fmt.Fprintf(&b, "%s_count %d\n", f.name, s.durBuckets[len(durationBuckets)])
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func header(b *strings.Builder, f *family) {
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f.name, escapeHelp(f.help), f.name, f.kind)
+}
+
+func writeLabels(b *strings.Builder, names, values []string) {
+	b.WriteByte('{')
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(n)
+		b.WriteString(`="`)
+		b.WriteString(escapeLabel(values[i]))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+}
+
+var (
+	labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+
+func formatFloat(v float64) string {
+	switch {
+	case math.IsInf(v, +1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}

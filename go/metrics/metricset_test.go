@@ -1,0 +1,202 @@
+package metrics
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// goldenReports are a fixed set of sessions: the golden exposition is what
+// they add up to.
+func goldenReports() []Report {
+	return []Report{
+		{
+			Session: "s1", Start: t0, End: t0.Add(2500 * time.Millisecond),
+			LandlockABI: 5, SeccompMode: SeccompNotify,
+			BlockedSyscalls: map[string]uint64{"mount": 3, "ptrace": 1},
+			BlockedWrites:   map[string]uint64{"unlink": 2, "open-write": 7},
+			BlockedCommands: map[string]uint64{"docker rm": 1, "kubectl delete": 2},
+			BlockedAPICalls: map[string]uint64{"POST /containers/{id}/kill": 1},
+		},
+		{
+			Session: "s2", Start: t0, End: t0.Add(40 * time.Second),
+			LandlockABI: 2, SeccompMode: SeccompErrno,
+			BlockedSyscalls: map[string]uint64{"mount": 1},
+			BlockedCommands: map[string]uint64{"git": 1, "docker other": 4},
+			BlockedAPICalls: map[string]uint64{"DELETE /containers/{id}": 2},
+		},
+		// Older than s2: must not overwrite the gauges.
+		{
+			Session: "s3", Start: t0.Add(-time.Hour), End: t0.Add(-time.Hour + 90*time.Millisecond),
+			LandlockABI: 6, SeccompMode: SeccompNotify,
+			BlockedWrites: map[string]uint64{"rename": 1, `we"ird\label` + "\n": 1},
+		},
+		// Failed: counted as a session, gauges untouched.
+		{Session: "s4", Start: t0.Add(time.Hour), End: t0.Add(time.Hour + time.Millisecond), Failed: true, ExitCode: 125},
+	}
+}
+
+func goldenSet() *Set {
+	s := NewSet()
+	for _, r := range goldenReports() {
+		s.Add(r)
+	}
+	return s
+}
+
+func TestGoldenExposition(t *testing.T) {
+	var got bytes.Buffer
+	if err := goldenSet().WriteText(&got); err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "testdata/sessions.prom", got.Bytes())
+	promtoolCheckMetrics(t, got.Bytes())
+}
+
+func TestGoldenExporterExposition(t *testing.T) {
+	e := NewExporter(t.TempDir())
+	for _, r := range goldenReports() {
+		if err := e.Ingest(mustJSON(t, r), "socket"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Ingest([]byte("{not json"), "socket"); err == nil {
+		t.Fatal("malformed report accepted")
+	}
+	var got bytes.Buffer
+	e.mu.Lock()
+	e.set.WriteText(&got)
+	e.mu.Unlock()
+	checkGolden(t, "testdata/exporter.prom", got.Bytes())
+	promtoolCheckMetrics(t, got.Bytes())
+}
+
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./go/metrics -update writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("exposition differs from %s (a renamed metric breaks dashboards; if intended, rerun with -update):\n got:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+// promtoolCheckMetrics lints an exposition with Prometheus's own linter.
+// Under CI a missing promtool is a failure: tools/install-deps installs it.
+func promtoolCheckMetrics(t *testing.T, exposition []byte) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool not found (Debian package prometheus); CI=true, so this fails instead of skipping")
+		}
+		t.Skip("promtool not found (Debian package prometheus)")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(exposition)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestLabelValuesBounded(t *testing.T) {
+	s := NewSet()
+	r := Report{Session: "x", Start: t0, End: t0, BlockedSyscalls: map[string]uint64{}}
+	for i := 0; i < MaxLabelValues+50; i++ {
+		r.BlockedSyscalls[fmt.Sprintf("sys%03d", i)] = 1
+	}
+	r.BlockedSyscalls[strings.Repeat("x", maxLabelLen+1)] = 1
+	r.BlockedSyscalls["\xff\xfe"] = 1
+	s.Add(r)
+	m := s.counters[blockedSyscalls]
+	// "other" may take one of the slots (an unusable value came first).
+	if len(m) < MaxLabelValues || len(m) > MaxLabelValues+1 || m[other] == 0 {
+		t.Errorf("%d series (other: %d), want %d values and other", len(m), m[other], MaxLabelValues)
+	}
+	var total uint64
+	for _, n := range m {
+		total += n
+	}
+	if want := uint64(MaxLabelValues + 52); total != want || m[other] < 52 {
+		t.Errorf("total %d (other %d), want %d: folding must not lose counts", total, m[other], want)
+	}
+}
+
+func TestTextRoundTrip(t *testing.T) {
+	var first, second bytes.Buffer
+	goldenSet().WriteText(&first)
+	s := NewSet()
+	if err := s.readText(bytes.NewReader(first.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	s.WriteText(&second)
+	// NewSet's two zero sessions series are read back as zero: equal.
+	if first.String() != second.String() {
+		t.Errorf("round trip changed the exposition:\n%s\nvs\n%s", first.String(), second.String())
+	}
+}
+
+func TestMergeTextfileAddsUp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ronly.prom")
+	for _, r := range goldenReports() {
+		if err := MergeTextfile(path, r, time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Gauges in the textfile come from the last merged report that knew
+	// them, not the newest by End time: the file does not keep times.
+	// Here the last such report is s3.
+	want := goldenSet()
+	want.gauges[landlockABI] = 6
+	want.gauges[seccompCounting] = 1
+	var wb bytes.Buffer
+	want.WriteText(&wb)
+	if string(got) != wb.String() {
+		t.Errorf("textfile after 4 merges:\n%s\nwant:\n%s", got, wb.String())
+	}
+	promtoolCheckMetrics(t, got)
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
+
+func TestSpoolName(t *testing.T) {
+	for in, want := range map[string]string{
+		"abc-123_x.y": "abc-123_x.y.json",
+		"../etc/x":    "",
+		".hidden":     "",
+		"a/b":         "",
+		"":            "",
+	} {
+		got := spoolName(in)
+		if want != "" && got != want {
+			t.Errorf("spoolName(%q) = %q, want %q", in, got, want)
+		}
+		if want == "" && (strings.ContainsAny(got, "/") || strings.HasPrefix(got, ".") || len(got) != 32+len(spoolExt)) {
+			t.Errorf("spoolName(%q) = %q, want a hash", in, got)
+		}
+	}
+}
