@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 const (
@@ -34,10 +36,11 @@ const (
 )
 
 // Exporter aggregates the reports of a host's sessions and serves them to
-// Prometheus. It is the registry: each Exporter has its own Set, nothing is
-// global. Its methods are safe for concurrent use.
+// Prometheus. Each Exporter has its own Set in its own prometheus.Registry;
+// nothing is global. Its methods are safe for concurrent use.
 type Exporter struct {
 	spool string
+	reg   *prometheus.Registry
 
 	mu     sync.Mutex
 	set    *Set
@@ -51,7 +54,26 @@ func NewExporter(spool string) *Exporter {
 	s.add(reportsReceived, 0, "spool")
 	s.add(reportsDropped, 0)
 	s.add(reportsMalformed, 0)
-	return &Exporter{spool: spool, set: s, recent: newRecentSet(recentSessions)}
+	e := &Exporter{spool: spool, reg: prometheus.NewRegistry(), set: s, recent: newRecentSet(recentSessions)}
+	e.reg.MustRegister(lockedSet{&e.mu, s})
+	return e
+}
+
+// lockedSet collects a Set under the mutex that guards it.
+type lockedSet struct {
+	mu  *sync.Mutex
+	set *Set
+}
+
+func (l lockedSet) Describe(ch chan<- *prometheus.Desc) { l.set.Describe(ch) }
+
+func (l lockedSet) Collect(ch chan<- prometheus.Metric) {
+	l.mu.Lock()
+	ms := l.set.metrics()
+	l.mu.Unlock()
+	for _, m := range ms {
+		ch <- m
+	}
 }
 
 // Ingest counts one JSON report that arrived via "socket" or "spool". A
@@ -77,18 +99,17 @@ func (e *Exporter) Ingest(data []byte, via string) error {
 	return nil
 }
 
-// ServeHTTP writes the metrics in the text exposition format.
-func (e *Exporter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	var buf bytes.Buffer
-	e.mu.Lock()
-	err := e.set.WriteText(&buf)
-	e.mu.Unlock()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	w.Write(buf.Bytes())
+// Handler serves the metrics for Prometheus (the text exposition format
+// unless the scraper asks for protobuf), logging errors to errorLog (may be
+// nil) and answering 500 if gathering fails. It does not compress: the
+// exposition is a few kB, and a gzip writer would cost the daemon more
+// memory than the whole Set.
+func (e *Exporter) Handler(errorLog promhttp.Logger) http.Handler {
+	return promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{
+		ErrorLog:           errorLog,
+		ErrorHandling:      promhttp.HTTPErrorOnError,
+		DisableCompression: true,
+	})
 }
 
 // ServeSocket accepts report connections on ln until it is closed, serving

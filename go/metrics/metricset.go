@@ -4,16 +4,18 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
 
-// The metric set: the one place that names ronly's metrics. The exporter and
-// the textfile writer both expose a Set, so the two cannot drift, and the
-// golden file in testdata catches a rename.
+// The metric set: the one place that names ronly's metrics. A Set is a
+// prometheus.Collector; the exporter registers it in its own Registry and
+// the textfile writer in a throw-away one, so the two cannot drift, and the
+// golden files in testdata catch a rename.
 
 type kind int
 
@@ -23,44 +25,45 @@ const (
 	histogram
 )
 
-func (k kind) String() string {
-	return [...]string{"counter", "gauge", "histogram"}[k]
-}
-
 // family is one metric name with its help text and label names.
 type family struct {
 	name   string
-	help   string
 	kind   kind
 	labels []string
+	desc   *prometheus.Desc
+}
+
+func newFamily(name, help string, k kind, labels ...string) *family {
+	return &family{name: name, kind: k, labels: labels, desc: prometheus.NewDesc(name, help, labels, nil)}
 }
 
 var (
-	blockedSyscalls = &family{"ronly_blocked_syscalls_total",
-		"Syscalls the seccomp filter refused inside ronly sessions, by syscall name.", counter, []string{"syscall"}}
-	blockedWrites = &family{"ronly_blocked_writes_total",
-		"Writes to the read-only host refused inside ronly sessions, by operation.", counter, []string{"operation"}}
-	blockedCommands = &family{"ronly_blocked_commands_total",
-		"Commands a shim refused inside ronly sessions, by tool and subcommand.", counter, []string{"tool", "subcommand"}}
-	blockedAPICalls = &family{"ronly_blocked_api_calls_total",
-		"API calls the guard refused inside ronly sessions, by HTTP method and route.", counter, []string{"method", "route"}}
-	sessions = &family{"ronly_sessions_total",
-		"ronly sessions ended, by result: ok, or failed when ronly could not build the sandbox.", counter, []string{"result"}}
-	sessionDuration = &family{"ronly_session_duration_seconds",
-		"Wall-clock duration of ronly sessions.", histogram, nil}
-	landlockABI = &family{"ronly_landlock_abi",
-		"Landlock ABI version the most recent ronly session used (0: none).", gauge, nil}
-	seccompCounting = &family{"ronly_seccomp_counting",
-		"1 if the most recent ronly session counted refused syscalls through a seccomp listener, 0 if it fell back to plain errno and did not count.", gauge, nil}
-	reportsReceived = &family{"ronly_reports_received_total",
-		"Session reports the exporter ingested, by how they arrived: socket or spool.", counter, []string{"via"}}
-	reportsDropped = &family{"ronly_reports_dropped_total",
-		"Session reports lost because the spool was full while the exporter was unreachable.", counter, nil}
-	reportsMalformed = &family{"ronly_reports_malformed_total",
-		"Session reports the exporter could not parse or validate, and ignored.", counter, nil}
+	blockedSyscalls = newFamily("ronly_blocked_syscalls_total",
+		"Syscalls the seccomp filter refused inside ronly sessions, by syscall name.", counter, "syscall")
+	blockedWrites = newFamily("ronly_blocked_writes_total",
+		"Writes to the read-only host refused inside ronly sessions, by operation.", counter, "operation")
+	blockedCommands = newFamily("ronly_blocked_commands_total",
+		"Commands a shim refused inside ronly sessions, by tool and subcommand.", counter, "tool", "subcommand")
+	blockedAPICalls = newFamily("ronly_blocked_api_calls_total",
+		"API calls the guard refused inside ronly sessions, by HTTP method and route.", counter, "method", "route")
+	sessions = newFamily("ronly_sessions_total",
+		"ronly sessions ended, by result: ok, or failed when ronly could not build the sandbox.", counter, "result")
+	sessionDuration = newFamily("ronly_session_duration_seconds",
+		"Wall-clock duration of ronly sessions.", histogram)
+	landlockABI = newFamily("ronly_landlock_abi",
+		"Landlock ABI version the most recent ronly session used (0: none).", gauge)
+	seccompCounting = newFamily("ronly_seccomp_counting",
+		"1 if the most recent ronly session counted refused syscalls through a seccomp listener, 0 if it fell back to plain errno and did not count.", gauge)
+	reportsReceived = newFamily("ronly_reports_received_total",
+		"Session reports the exporter ingested, by how they arrived: socket or spool.", counter, "via")
+	reportsDropped = newFamily("ronly_reports_dropped_total",
+		"Session reports lost because the spool was full while the exporter was unreachable.", counter)
+	reportsMalformed = newFamily("ronly_reports_malformed_total",
+		"Session reports the exporter could not parse or validate, and ignored.", counter)
 )
 
-// families is the exposition order.
+// families are all of them. (The exposition is in the Registry's order:
+// sorted by name, then by label values.)
 var families = []*family{
 	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
 	sessions, sessionDuration, landlockABI, seccompCounting,
@@ -82,8 +85,9 @@ const (
 )
 
 // Set is an aggregate of session reports: the counters, histogram and gauges
-// of the metric set. Its zero value is not usable; use NewSet. A Set is not
-// safe for concurrent use.
+// of the metric set, which it exposes as a prometheus.Collector of constant
+// metrics. Its zero value is not usable; use NewSet. A Set is not safe for
+// concurrent use.
 type Set struct {
 	counters map[*family]map[string]uint64 // label values joined by sep
 	distinct map[*family][]map[string]bool // per label, the values seen
@@ -210,92 +214,86 @@ func (s *Set) add(f *family, n uint64, values ...string) {
 	m[strings.Join(values, sep)] += n
 }
 
-// WriteText writes the Set in the Prometheus text exposition format (0.0.4):
-// HELP and TYPE for each family that has samples, no timestamps, samples in
-// a stable order. The node_exporter textfile collector reads the same format.
-func (s *Set) WriteText(w io.Writer) error {
-	var b strings.Builder
+// Describe implements prometheus.Collector.
+func (s *Set) Describe(ch chan<- *prometheus.Desc) {
 	for _, f := range families {
+		ch <- f.desc
+	}
+}
+
+// Collect implements prometheus.Collector: a family is there once it has
+// a sample.
+func (s *Set) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range s.metrics() {
+		ch <- m
+	}
+}
+
+// metrics are the Set's samples as constant metrics.
+func (s *Set) metrics() []prometheus.Metric {
+	var ms []prometheus.Metric
+	for _, f := range families {
+		var m prometheus.Metric
+		var err error
 		switch f.kind {
 		case counter:
-			m := s.counters[f]
-			if m == nil {
-				continue
-			}
-			header(&b, f)
-			keys := make([]string, 0, len(m))
-			for k := range m {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				b.WriteString(f.name)
+			for k, n := range s.counters[f] {
+				var values []string
 				if len(f.labels) > 0 {
-					writeLabels(&b, f.labels, strings.Split(k, sep))
+					values = strings.Split(k, sep)
 				}
-				b.WriteByte(' ')
-				b.WriteString(strconv.FormatUint(m[k], 10))
-				b.WriteByte('\n')
+				m, err = prometheus.NewConstMetric(f.desc, prometheus.CounterValue, float64(n), values...)
+				ms = append(ms, orInvalid(f, m, err))
 			}
+			continue
 		case gauge:
 			v, ok := s.gauges[f]
 			if !ok {
 				continue
 			}
-			header(&b, f)
-			fmt.Fprintf(&b, "%s %s\n", f.name, formatFloat(v))
+			m, err = prometheus.NewConstMetric(f.desc, prometheus.GaugeValue, v)
 		case histogram:
 			if !s.durPresent {
 				continue
 			}
-			header(&b, f)
-			for i, n := range s.durBuckets {
-				le := "+Inf"
-				if i < len(durationBuckets) {
-					le = formatFloat(durationBuckets[i])
-				}
-				fmt.Fprintf(&b, "%s_bucket{le=\"%s\"} %d\n", f.name, le, n)
+			buckets := make(map[float64]uint64, len(durationBuckets))
+			for i, le := range durationBuckets {
+				buckets[le] = s.durBuckets[i]
 			}
-			fmt.Fprintf(&b, "%s_sum %s\n", f.name, formatFloat(s.durSum))
-			fmt.Fprintf(&b, "%s_count %d\n", f.name, s.durBuckets[len(durationBuckets)])
+			m, err = prometheus.NewConstHistogram(f.desc, s.durBuckets[len(durationBuckets)], s.durSum, buckets)
+		}
+		ms = append(ms, orInvalid(f, m, err))
+	}
+	return ms
+}
+
+// orInvalid is m, or a metric that makes Gather report err.
+func orInvalid(f *family, m prometheus.Metric, err error) prometheus.Metric {
+	if err != nil {
+		return prometheus.NewInvalidMetric(f.desc, err)
+	}
+	return m
+}
+
+// WriteText writes the Set in the Prometheus text exposition format (0.0.4)
+// with client_golang's encoder, as the exporter serves it: HELP and TYPE for
+// each family that has samples, no timestamps, families sorted by name and
+// samples by label values. The node_exporter textfile collector reads the
+// same format.
+func (s *Set) WriteText(w io.Writer) error {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(s); err != nil {
+		return err
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err
+	}
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return err
 		}
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-func header(b *strings.Builder, f *family) {
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f.name, escapeHelp(f.help), f.name, f.kind)
-}
-
-func writeLabels(b *strings.Builder, names, values []string) {
-	b.WriteByte('{')
-	for i, n := range names {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(n)
-		b.WriteString(`="`)
-		b.WriteString(escapeLabel(values[i]))
-		b.WriteByte('"')
-	}
-	b.WriteByte('}')
-}
-
-var (
-	labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
-)
-
-func escapeLabel(s string) string { return labelEscaper.Replace(s) }
-func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
-
-func formatFloat(v float64) string {
-	switch {
-	case math.IsInf(v, +1):
-		return "+Inf"
-	case math.IsInf(v, -1):
-		return "-Inf"
-	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,12 +74,18 @@ func TestGoldenExporterExposition(t *testing.T) {
 	if err := e.Ingest([]byte("{not json"), "socket"); err == nil {
 		t.Fatal("malformed report accepted")
 	}
-	var got bytes.Buffer
-	e.mu.Lock()
-	e.set.WriteText(&got)
-	e.mu.Unlock()
-	checkGolden(t, "testdata/exporter.prom", got.Bytes())
-	promtoolCheckMetrics(t, got.Bytes())
+	// What Prometheus gets from /metrics (its Accept header offers
+	// OpenMetrics; the exporter answers in the text format).
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+	rec := httptest.NewRecorder()
+	e.Handler(nil).ServeHTTP(rec, req)
+	if ct := rec.Header().Get("Content-Type"); rec.Code != 200 || !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Fatalf("/metrics: %d, Content-Type %q", rec.Code, ct)
+	}
+	got := rec.Body.Bytes()
+	checkGolden(t, "testdata/exporter.prom", got)
+	promtoolCheckMetrics(t, got)
 }
 
 func checkGolden(t *testing.T, path string, got []byte) {
@@ -149,6 +156,46 @@ func TestTextRoundTrip(t *testing.T) {
 	// NewSet's two zero sessions series are read back as zero: equal.
 	if first.String() != second.String() {
 		t.Errorf("round trip changed the exposition:\n%s\nvs\n%s", first.String(), second.String())
+	}
+}
+
+// TestReadTextKeepsRonlySamples: a textfile written by an earlier ronly
+// (label order as written, families in its order) with foreign lines merges
+// its ronly_ samples; a broken ronly_ sample is an error.
+func TestReadTextKeepsRonlySamples(t *testing.T) {
+	in := `# HELP node_foo not ours
+# TYPE node_foo gauge
+node_foo{x="y"} 1
+not an exposition line {{{
+# HELP ronly_blocked_commands_total Commands a shim refused inside ronly sessions, by tool and subcommand.
+# TYPE ronly_blocked_commands_total counter
+ronly_blocked_commands_total{tool="docker",subcommand="rm"} 3
+ronly_blocked_commands_total{tool="",subcommand="x"} 1
+ronly_future_total{a="b"} 9
+# HELP ronly_session_duration_seconds Wall-clock duration of ronly sessions.
+# TYPE ronly_session_duration_seconds histogram
+ronly_session_duration_seconds_bucket{le="0.1"} 1
+ronly_session_duration_seconds_bucket{le="0.2"} 1
+ronly_session_duration_seconds_bucket{le="+Inf"} 2
+ronly_session_duration_seconds_sum 7.5
+ronly_session_duration_seconds_count 2
+# TYPE ronly_landlock_abi gauge
+ronly_landlock_abi 4
+`
+	s := NewSet()
+	if err := s.readText(strings.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	m := s.counters[blockedCommands]
+	if len(m) != 2 || m["docker"+sep+"rm"] != 3 || m[other+sep+"x"] != 1 {
+		t.Errorf("blocked commands %v", m)
+	}
+	if s.durBuckets[0] != 1 || s.durBuckets[len(durationBuckets)] != 2 || s.durSum != 7.5 || s.gauges[landlockABI] != 4 {
+		t.Errorf("buckets %v, sum %v, landlock %v", s.durBuckets, s.durSum, s.gauges[landlockABI])
+	}
+	err := NewSet().readText(strings.NewReader("x\nronly_sessions_total{result=\"ok} 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("broken sample: %v, want an error on line 2", err)
 	}
 }
 

@@ -2,16 +2,18 @@ package metrics
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,53 +109,89 @@ func writeAtomic(path string, mode os.FileMode, write func(io.Writer) error) err
 
 // readText adds the ronly_ samples of a text exposition, as WriteText
 // writes it, to s: counters and the histogram add, gauges are replaced.
-// Other lines, and samples of metrics this version does not know, are
-// ignored. Label values go through the same cap as a report's.
+// Lines that are not ronly_ samples or their HELP and TYPE are blanked
+// before expfmt parses the rest (so its errors keep the file's line
+// numbers); samples of metrics this version does not know are ignored.
+// Label values go through the same cap as a report's.
 func (s *Set) readText(r io.Reader) error {
-	byName := map[string]*family{}
-	for _, f := range families {
-		byName[f.name] = f
-	}
+	var kept bytes.Buffer
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		text := sc.Text()
-		if !strings.HasPrefix(text, "ronly_") {
-			continue
+	for sc.Scan() {
+		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte("ronly_")) ||
+			bytes.HasPrefix(line, []byte("# HELP ronly_")) || bytes.HasPrefix(line, []byte("# TYPE ronly_")) {
+			kept.Write(line)
 		}
-		name, labels, value, err := parseSample(text)
-		if err != nil {
-			return fmt.Errorf("line %d: %w", line, err)
-		}
-		if math.IsNaN(value) || value < 0 {
-			continue
-		}
-		if f := byName[name]; f != nil {
-			switch f.kind {
-			case counter:
-				values := make([]string, len(f.labels))
-				for i, l := range f.labels {
-					values[i] = labels[l]
+		kept.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(&kept)
+	if err != nil {
+		return err
+	}
+	for _, f := range families {
+		for _, m := range mfs[f.name].GetMetric() {
+			if f.kind == histogram {
+				s.readHistogram(m.GetHistogram())
+				continue
+			}
+			var v float64
+			switch {
+			case m.Counter != nil:
+				v = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				v = m.GetGauge().GetValue()
+			case m.Untyped != nil:
+				v = m.GetUntyped().GetValue()
+			default:
+				continue
+			}
+			if math.IsNaN(v) || v < 0 {
+				continue
+			}
+			if f.kind == gauge {
+				s.gauges[f] = v
+				continue
+			}
+			values := make([]string, len(f.labels))
+			for i, l := range f.labels {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == l {
+						values[i] = lp.GetValue()
+					}
 				}
-				s.add(f, toCount(value), values...)
-			case gauge:
-				s.gauges[f] = value
 			}
-			continue
+			s.add(f, toCount(v), values...)
 		}
-		h := sessionDuration.name
-		switch name {
-		case h + "_bucket":
-			if i := bucketIndex(labels["le"]); i >= 0 {
-				s.durBuckets[i] += toCount(value)
-				s.durPresent = true
-			}
-		case h + "_sum":
-			s.durSum += value
+	}
+	return nil
+}
+
+// readHistogram adds the buckets and sum of h (nil: none) to the session
+// duration histogram. Buckets with bounds this version does not have are
+// ignored; the count is the +Inf bucket's.
+func (s *Set) readHistogram(h *dto.Histogram) {
+	if h == nil {
+		return
+	}
+	for _, b := range h.GetBucket() {
+		n := b.GetCumulativeCountFloat()
+		if n == 0 {
+			n = float64(b.GetCumulativeCount())
+		}
+		if i := bucketIndex(b.GetUpperBound()); i >= 0 && !math.IsNaN(n) && n >= 0 {
+			s.durBuckets[i] += toCount(n)
 			s.durPresent = true
 		}
 	}
-	return sc.Err()
+	if sum := h.GetSampleSum(); !math.IsNaN(sum) && sum >= 0 {
+		s.durSum += sum
+		s.durPresent = true
+	}
 }
 
 func toCount(v float64) uint64 {
@@ -163,86 +201,16 @@ func toCount(v float64) uint64 {
 	return uint64(math.Round(v))
 }
 
-// bucketIndex is the index in durBuckets of an le label value, or -1 for a
+// bucketIndex is the index in durBuckets of an upper bound, or -1 for a
 // bound this version does not have.
-func bucketIndex(le string) int {
-	if le == "+Inf" {
+func bucketIndex(le float64) int {
+	if math.IsInf(le, +1) {
 		return len(durationBuckets)
 	}
-	v, err := strconv.ParseFloat(le, 64)
-	if err != nil {
-		return -1
-	}
 	for i, b := range durationBuckets {
-		if b == v {
+		if b == le {
 			return i
 		}
 	}
 	return -1
-}
-
-// parseSample parses `name{l="v",…} value [timestamp]`.
-func parseSample(line string) (name string, labels map[string]string, value float64, err error) {
-	i := strings.IndexAny(line, "{ ")
-	if i < 0 {
-		return "", nil, 0, fmt.Errorf("no value in %q", line)
-	}
-	name, rest := line[:i], line[i:]
-	labels = map[string]string{}
-	if rest[0] == '{' {
-		rest = rest[1:]
-		for {
-			rest = strings.TrimLeft(rest, " ")
-			if strings.HasPrefix(rest, "}") {
-				rest = rest[1:]
-				break
-			}
-			eq := strings.Index(rest, `="`)
-			if eq < 0 {
-				return "", nil, 0, fmt.Errorf("bad labels in %q", line)
-			}
-			key := strings.TrimSpace(rest[:eq])
-			val, n, err := unquoteLabel(rest[eq+2:])
-			if err != nil {
-				return "", nil, 0, fmt.Errorf("%w in %q", err, line)
-			}
-			labels[key] = val
-			rest = strings.TrimPrefix(strings.TrimLeft(rest[eq+2+n:], " "), ",")
-		}
-	}
-	fields := strings.Fields(rest)
-	if len(fields) == 0 {
-		return "", nil, 0, fmt.Errorf("no value in %q", line)
-	}
-	value, err = strconv.ParseFloat(fields[0], 64)
-	if err != nil {
-		return "", nil, 0, fmt.Errorf("bad value in %q", line)
-	}
-	return name, labels, value, nil
-}
-
-// unquoteLabel reads an escaped label value up to its closing quote and
-// returns it with the number of bytes consumed, quote included.
-func unquoteLabel(s string) (string, int, error) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"':
-			return b.String(), i + 1, nil
-		case '\\':
-			if i+1 == len(s) {
-				return "", 0, errors.New("unterminated label value")
-			}
-			i++
-			switch s[i] {
-			case 'n':
-				b.WriteByte('\n')
-			default: // \\ and \"
-				b.WriteByte(s[i])
-			}
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return "", 0, errors.New("unterminated label value")
 }

@@ -37,14 +37,14 @@ func sanitize(s string) string {
 }
 
 // expected is what n test sessions add up to, as sample keys of the
-// exposition.
+// exposition: client_golang writes the labels of a sample sorted by name.
 func expected(n int) map[string]float64 {
 	f := float64(n)
 	return map[string]float64{
 		`ronly_blocked_syscalls_total{syscall="mount"}`:                              2 * f,
 		`ronly_blocked_syscalls_total{syscall="ptrace"}`:                             f,
 		`ronly_blocked_writes_total{operation="unlink"}`:                             f,
-		`ronly_blocked_commands_total{tool="docker",subcommand="rm"}`:                f,
+		`ronly_blocked_commands_total{subcommand="rm",tool="docker"}`:                f,
 		`ronly_blocked_api_calls_total{method="POST",route="/containers/{id}/kill"}`: f,
 		`ronly_sessions_total{result="ok"}`:                                          f,
 		`ronly_sessions_total{result="failed"}`:                                      0,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -77,7 +78,7 @@ func (e *ExporterCmd) Run() error {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", ex)
+	mux.Handle("/metrics", ex.Handler(log.New(os.Stderr, "ronly exporter: /metrics: ", 0)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
