@@ -3,6 +3,8 @@
 //
 //	startup     ronly /bin/true  vs  plain exec  vs  bwrap with comparable isolation
 //	syscall     an allowed getppid loop inside ronly vs outside
+//	refused     a refused call (keyctl) inside ronly: the supervisor's
+//	            deny-and-count round trip, vs an allowed call inside
 //	write-heavy untar then delete 20,000 small files in /tmp, inside vs outside
 //
 // Runs are interleaved (A B C A B C …) so drift on a busy machine hits every
@@ -25,8 +27,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) == 3 && os.Args[1] == "loop" {
-		loop(os.Args[2])
+	if len(os.Args) == 4 && os.Args[1] == "loop" {
+		loop(os.Args[2], os.Args[3])
 		return
 	}
 	ronly := flag.String("ronly", "", "path of the ronly binary")
@@ -50,6 +52,7 @@ func main() {
 	fmt.Printf("ronly benchmark: %d interleaved runs per variant, medians\n\n", *runs)
 	startup(*ronly, *bwrap, *runs)
 	syscalls(*ronly, self, *runs/4+1)
+	refused(*ronly, self, *runs/4+1)
 	writeHeavy(*ronly, work, *runs/4+1)
 }
 
@@ -93,7 +96,7 @@ func median(s []time.Duration) time.Duration {
 func startup(ronly, bwrap string, runs int) {
 	vs := []variant{
 		{"plain exec /bin/true", []string{"/bin/true"}},
-		{"ronly /bin/true", []string{ronly, "/bin/true"}},
+		{"ronly /bin/true", []string{ronly, "--no-metrics", "/bin/true"}},
 	}
 	if _, err := os.Stat(bwrap); err == nil {
 		// Comparable isolation: user, mount, IPC, UTS namespaces, the
@@ -116,22 +119,37 @@ func startup(ronly, bwrap string, runs int) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// loop is the inner half of the syscall benchmark: it prints ns per getppid.
-func loop(nStr string) {
+// loop is the inner half of the syscall benchmarks: it prints ns per call
+// of getppid (allowed) or keyctl (refused by ronly's policy).
+func loop(call, nStr string) {
 	n, _ := strconv.Atoi(nStr)
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
-		unix.Getppid()
+		if call == "keyctl" {
+			unix.Syscall(unix.SYS_KEYCTL, 0, 0, 0)
+		} else {
+			unix.Getppid()
+		}
 	}
 	fmt.Println(float64(time.Since(t0).Nanoseconds()) / float64(n))
+}
+
+func refused(ronly, self string, runs int) {
+	const n = "20000"
+	var in []float64
+	for r := 0; r < runs; r++ {
+		in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, "loop", "keyctl", n)))
+	}
+	fmt.Println("refused syscall (keyctl), answered and counted by the supervisor")
+	fmt.Printf("  inside ronly             %8.2f us per call\n\n", medianF(in)/1000)
 }
 
 func syscalls(ronly, self string, runs int) {
 	const n = "2000000"
 	var in, out []float64
 	for r := 0; r < runs; r++ {
-		out = append(out, loopRun(exec.Command(self, "loop", n)))
-		in = append(in, loopRun(exec.Command(ronly, self, "loop", n)))
+		out = append(out, loopRun(exec.Command(self, "loop", "getppid", n)))
+		in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, "loop", "getppid", n)))
 	}
 	mi, mo := medianF(in), medianF(out)
 	fmt.Println("allowed syscall (getppid)")
@@ -172,7 +190,7 @@ func writeHeavy(ronly, work string, runs int) {
 	script := `mkdir "$1/w" && tar -x -C "$1/w" -f "$2" && rm -rf "$1/w"`
 	vs := []variant{
 		{"outside", []string{"/bin/sh", "-c", script, "sh", hostTmp, tarball}},
-		{"inside ronly", []string{ronly, "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
+		{"inside ronly", []string{ronly, "--no-metrics", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
 	}
 	m := timeRuns(vs, runs)
 	fmt.Println("write-heavy (untar + delete 20,000 files in /tmp)")
