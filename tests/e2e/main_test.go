@@ -122,7 +122,13 @@ func prepareBins() (bins, error) {
 			}
 			continue
 		}
-		cmd := exec.Command("go", "build", "-o", x.dst, x.pkg)
+		// Linked as Bazel's //:ronly is: static, with pure-Go DNS and user
+		// lookups, so TestStaticBinary holds for both builds.
+		// The version is stamped as tools/workspace_status.sh does for Bazel.
+		version, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+		stamp := "-X main.version=" + strings.TrimSpace(string(version))
+		cmd := exec.Command("go", "build", "-tags", "netgo,osusergo",
+			"-ldflags", "-linkmode=external -extldflags=-static "+stamp, "-o", x.dst, x.pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return b, fmt.Errorf("go build %s: %v\n%s", x.pkg, err, out)
 		}

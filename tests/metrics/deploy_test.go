@@ -41,7 +41,7 @@ func TestDeployFiles(t *testing.T) {
 	check("config", "check", "config", cfg)
 
 	// The alerts fire when they should (promtool's rule unit tests).
-	tests, err := os.ReadFile(filepath.Join("testdata", "alerts_test.yml"))
+	tests, err := os.ReadFile(filepath.Join(repo, "tests", "metrics", "testdata", "alerts_test.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	ronly = *ronlyFlag
-	if ronly == "" {
+	if ronly != "" {
+		// bazel passes a runfiles-relative path; the unit file needs an absolute one.
+		if ronly, err = filepath.Abs(ronly); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	} else {
 		dir, err := os.MkdirTemp("", "ronly-metrics-e2e-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -70,6 +76,8 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
+// repoRoot is the repository (go test) or the runfiles tree that holds
+// this test's data (bazel test, which starts in it: rundir ".").
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
@@ -77,6 +85,9 @@ func repoRoot() (string, error) {
 	}
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if _, err := os.Stat(filepath.Join(d, "tools", "deploy", "alerts.yml")); err == nil {
 			return d, nil
 		}
 		if d == filepath.Dir(d) {
