@@ -8,13 +8,19 @@ import (
 	"ronly.dev/ronly/go/policy"
 )
 
-const description = `Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
+const description = `Synopsis:
 
-Everything on the host stays readable: files, logs, ps and top, docker ps,
-kubectl get. Nothing outside the scratch space can be changed: every mount is
-read-only (recursively, and root inside cannot make it writable again), host
-processes cannot be signalled or traced, API sockets such as docker.sock are
-hidden, and a seccomp filter refuses the kernel's dangerous calls.
+    ronly [OPTIONS] [COMMAND...]
+    ronly exporter [OPTIONS]
+
+Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
+
+Everything on the host stays readable: files, logs, ps and top, /proc.
+Nothing outside the scratch space can be changed: every mount is read-only
+(recursively, and root inside cannot make it writable again), host processes
+cannot be signalled or traced, no unix socket under /run (docker, containerd,
+D-Bus) accepts a connection, and a seccomp filter refuses the kernel's
+dangerous calls; the supervisor counts each refusal.
 
 Writable inside: a fresh tmpfs on /tmp, each --writable PATH (an empty
 tmpfs), each --rw PATH (the host's directory, so changes persist there),
@@ -33,7 +39,7 @@ Examples:
 type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	TmpfsSize       string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes)."`
+	TmpfsSize       string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes; default ${default_tmpfs_size})."`
 	Writable        []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
 	RW              []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
 	ExtraShims      []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
@@ -41,7 +47,7 @@ type CLI struct {
 	NoNetwork       bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
 	Rootless        bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
 	Privileged      bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
-	LandlockMinABI  int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (0 accepts no Landlock at all)."`
+	LandlockMinABI  int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (default 1; 0 accepts no Landlock at all)."`
 	LandlockMaxABI  int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
 	Verbose         bool     `short:"v" help:"Say which isolation layers are in effect."`
 	AuditLog        string   `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
