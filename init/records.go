@@ -11,7 +11,7 @@ import (
 // These mirror records.h.
 const (
 	magic          = 0x594c4e52
-	recordsVersion = 2
+	recordsVersion = 3
 	pathMax        = 4096
 )
 
@@ -36,7 +36,12 @@ const (
 	// read live, but a unix socket reached through an overlay is a
 	// different inode, so no socket in it, now or later, accepts a connect.
 	MountMirror MountKind = 4
+	// MountShim puts this binary at /dev/ronly-shims/NAME (Path "/NAME").
+	MountShim MountKind = 5
 )
+
+// ShimDir is where the init puts the shims inside the sandbox.
+const ShimDir = "/dev/ronly-shims"
 
 // Mount is one mount step for the init.
 type Mount struct {
@@ -55,11 +60,14 @@ type Config struct {
 	// Fallback is loaded instead of BPF when FlagSeccompNotify is set but
 	// no listener can be installed (nested under another listener: EBUSY).
 	Fallback []byte
+	// ReportFD is an inherited descriptor (≥ 3) the init keeps open for
+	// the command's reports; 0 for none.
+	ReportFD uint32
 }
 
 type header struct {
 	Magic, Version, Flags, NMounts, BPFLen, LandlockABI uint32
-	FallbackLen, Reserved                               uint32
+	FallbackLen, ReportFD                               uint32
 }
 
 type mountRecord struct {
@@ -75,7 +83,7 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 	}
 	var b bytes.Buffer
 	h := header{Magic: magic, Version: recordsVersion, Flags: c.Flags, NMounts: uint32(len(c.Mounts)),
-		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI, FallbackLen: uint32(len(c.Fallback))}
+		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI, FallbackLen: uint32(len(c.Fallback)), ReportFD: c.ReportFD}
 	binary.Write(&b, binary.LittleEndian, &h)
 	for _, m := range c.Mounts {
 		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax {

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 2u
+#define RONLY_RECORDS_VERSION 3u
 #define RONLY_PATH_MAX 4096
 
 /* ronly_header.flags */
@@ -31,13 +31,14 @@ struct ronly_header {
 	uint32_t bpf_len;     /* bytes; a multiple of 8 (struct sock_filter) */
 	uint32_t landlock_abi; /* the ABI the supervisor probed and wants enforced; 0 = none */
 	uint32_t fallback_len; /* program to load instead when no listener can be had (EBUSY) */
-	uint32_t reserved;
+	uint32_t report_fd;    /* an inherited fd kept open for the command's reports (shims); 0 = none */
 };
 
 /* ronly_mount.kind, applied in this order of the records */
 #define RONLY_M_HIDE 1   /* cover path with an empty, mode-0 file or directory */
 #define RONLY_M_TMPFS 2  /* fresh tmpfs at path, size bytes, writable */
 #define RONLY_M_BIND_RW 3 /* host directory path bound writable at the same path */
+#define RONLY_M_SHIM 5    /* /dev/ronly-shims/NAME, where path is "/NAME": this binary, read-only */
 #define RONLY_M_MIRROR 4  /* read-only overlay of the host directory at path: files read live, but no
                            * unix socket in it, present or future, can be connected to */
 

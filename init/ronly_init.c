@@ -310,7 +310,7 @@ static void build_dev(void)
 {
 	static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
 	static const char dev[] = NEWROOT "/dev";
-	char p[sizeof dev + 32], host[64];
+	char p[sizeof dev + 64], host[64];
 
 	if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0)
 		die("mount tmpfs", "/dev");
@@ -347,6 +347,27 @@ static void build_dev(void)
 		snprintf(p, sizeof p, "%s/%s", dev, links[i][1]);
 		if (symlink(links[i][0], p) < 0)
 			die("symlink", p);
+	}
+	/* The command shims: this very binary under each tool's name, in a
+	 * directory the command cannot change, put first on PATH inside. */
+	int have_shims = 0;
+	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
+		const struct ronly_mount *m = &mounts[i];
+		if (m->kind != RONLY_M_SHIM)
+			continue;
+		if (!have_shims++) {
+			snprintf(p, sizeof p, "%s/ronly-shims", dev);
+			make_node(p, 0755, 1);
+		}
+		if (strchr(m->path + 1, '/') || !m->path[1] || strlen(m->path) > 24) {
+			errno = EINVAL;
+			die("shim name", m->path);
+		}
+		snprintf(p, sizeof p, "%s/ronly-shims%s", dev, m->path);
+		make_node(p, 0755, 0);
+		if (mount("/proc/self/exe", p, NULL, MS_BIND, NULL) < 0)
+			die("bind shim", m->path);
+		set_attr(AT_FDCWD, p, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only shim");
 	}
 	/* Nothing new can be created in /dev itself; its submounts stay as made. */
 	set_attr(AT_FDCWD, dev, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "read-only /dev");
@@ -424,6 +445,8 @@ static void build_root(void)
 		case RONLY_M_MIRROR:
 			mirror(m->path, target);
 			break;
+		case RONLY_M_SHIM:
+			break; /* in build_dev */
 		case RONLY_M_TMPFS:
 			snprintf(opts, sizeof opts, "size=%llu,mode=%o", (unsigned long long)m->size, m->mode & 07777);
 			if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
@@ -587,10 +610,22 @@ static void restrict_fs(void)
 static void close_fds(void)
 {
 	/* Inherited descriptors bypass every mount flag: a rw fd to a host
-	 * file stays writable. Keep only stdio and our socket. */
-	if (sock > 3 && syscall(SYS_close_range, 3, sock - 1, 0) < 0)
-		die("close_range", "");
-	if (syscall(SYS_close_range, sock + 1, ~0u, 0) < 0)
+	 * file stays writable. Keep only stdio, our socket and the report fd
+	 * (a pipe's write end: all it can reach is the supervisor's counts). */
+	unsigned int keep[2] = {(unsigned int)sock, hdr.report_fd > 2 ? hdr.report_fd : (unsigned int)sock};
+	if (keep[1] < keep[0]) {
+		unsigned int t = keep[0];
+		keep[0] = keep[1];
+		keep[1] = t;
+	}
+	unsigned int from = 3;
+	for (int i = 0; i < 2; i++) {
+		if (keep[i] > from && syscall(SYS_close_range, from, keep[i] - 1, 0) < 0)
+			die("close_range", "");
+		if (keep[i] + 1 > from)
+			from = keep[i] + 1;
+	}
+	if (syscall(SYS_close_range, from, ~0u, 0) < 0)
 		die("close_range", "");
 }
 

@@ -34,6 +34,7 @@ type Policy struct {
 	Writable   []string // empty tmpfs mounted at each
 	RW         []string // host directories bound writable
 	ExtraShims []string // prepended to PATH inside
+	ShimTools  []string // tools the built-in shims answer for (docker, kubectl)
 	NoShims    bool
 	NoNetwork  bool
 	Mode       Mode

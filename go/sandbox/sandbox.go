@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,8 +22,18 @@ import (
 	cinit "ronly.dev/ronly/init"
 )
 
-// EnvShims carries the shim directories to the front-end inside.
-const EnvShims = "_RONLY_SHIMS"
+// Environment of the sandbox.
+const (
+	// EnvShims carries the shim directories to the front-end inside.
+	EnvShims = "_RONLY_SHIMS"
+	// EnvExtraRules names the --extra-shims directories, whose *.rules
+	// files the shims read.
+	EnvExtraRules = "RONLY_EXTRA_RULES"
+	// EnvReportFD names the descriptor a shim writes its refusals to.
+	EnvReportFD = "RONLY_REPORT_FD"
+	// reportFD is that descriptor's number inside: ExtraFiles[1].
+	reportFD = 4
+)
 
 // Layers is what a session actually got, for --verbose, reports and metrics.
 type Layers struct {
@@ -127,6 +138,11 @@ func run(p *policy.Policy, o Options) (Result, error) {
 	for _, rw := range p.RW {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw})
 	}
+	if !p.NoShims {
+		for _, tool := range p.ShimTools {
+			cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountShim, Path: "/" + tool})
+		}
+	}
 	if p.NoNetwork {
 		cfg.Flags |= cinit.FlagNetNS
 	}
@@ -194,6 +210,15 @@ func (s *session) start() (int, error) {
 	if os.Geteuid() == 0 {
 		cfg.Flags |= cinit.FlagKeepDACRead
 	}
+	// Shims report the commands they refuse on a pipe: its write end is
+	// the only descriptor besides stdio the init leaves open.
+	reports, reportW, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("report pipe: %w", err)
+	}
+	defer reports.Close()
+	defer reportW.Close()
+	cfg.ReportFD = reportFD
 	records, err := cfg.MarshalBinary()
 	if err != nil {
 		return 0, err
@@ -213,12 +238,21 @@ func (s *session) start() (int, error) {
 	}
 	cmd := exec.Command("/proc/self/exe", p.Command...)
 	cmd.Args[0] = "ronly"
-	cmd.Env = append(os.Environ(), cinit.EnvFD+"=3")
-	if !p.NoShims && len(p.ExtraShims) > 0 {
-		cmd.Env = append(cmd.Env, EnvShims+"="+strings.Join(p.ExtraShims, ":"))
+	cmd.Env = append(os.Environ(), cinit.EnvFD+"=3", fmt.Sprintf("%s=%d", EnvReportFD, reportFD))
+	if !p.NoShims {
+		dirs := p.ExtraShims
+		if len(p.ShimTools) > 0 {
+			dirs = append([]string{cinit.ShimDir}, dirs...)
+		}
+		if len(dirs) > 0 {
+			cmd.Env = append(cmd.Env, EnvShims+"="+strings.Join(dirs, ":"))
+		}
+		if len(p.ExtraShims) > 0 {
+			cmd.Env = append(cmd.Env, EnvExtraRules+"="+strings.Join(p.ExtraShims, ":"))
+		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{child}
+	cmd.ExtraFiles = []*os.File{child, reportW}
 	// If the supervisor dies, the sandbox dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
@@ -233,6 +267,12 @@ func (s *session) start() (int, error) {
 		return 0, fmt.Errorf("start init: %w", err)
 	}
 	child.Close()
+	reportW.Close()
+	readDone := make(chan struct{})
+	go func() {
+		readReports(reports, s.record)
+		close(readDone)
+	}()
 	go func() {
 		for s := range sigs {
 			if s == unix.SIGTERM || s == unix.SIGHUP {
@@ -255,6 +295,13 @@ func (s *session) start() (int, error) {
 	killDescendants()
 	if n != nil {
 		n.Close()
+	}
+	// Every holder of the pipe is gone now; a process that escaped the
+	// reaping must not hold the session open.
+	select {
+	case <-readDone:
+	case <-time.After(time.Second):
+		reports.Close()
 	}
 	if initErr != nil {
 		return 0, initErr
