@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -47,60 +46,34 @@ type seccompNotifResp struct {
 // notifier answers the seccomp listener of one session: every notified
 // call is refused with its rule's errno and counted. It never lets a call
 // continue, so nothing it reads from the caller's memory can be raced.
+//
+// It waits in a blocking NOTIF_RECV, the cheapest way to wait: a poll
+// first costs one more wake-up per refused call. The price is that the
+// kernel does not end that wait when the last process of the session is
+// gone, so the goroutine stays parked until the supervisor exits, which
+// it does right after the session.
 type notifier struct {
 	listener int
 	table    bpf.Table
 	record   func(Refusal)
-	stop     [2]int // a pipe: closing stop[1] ends serve
-	done     sync.WaitGroup
+	detailed bool // fill in Comm and Reason (for the audit log)
 }
 
-func startNotifier(listener int, table bpf.Table, record func(Refusal)) (*notifier, error) {
-	n := &notifier{listener: listener, table: table, record: record}
-	if err := unix.Pipe2(n.stop[:], unix.O_CLOEXEC); err != nil {
-		return nil, err
-	}
-	n.done.Add(1)
-	go n.serve()
-	return n, nil
-}
-
-// Close stops serving once every pending notification is answered. After
-// it, a blocked call of a process still alive would get ENOSYS from the
-// kernel: refused all the same.
-func (n *notifier) Close() {
-	unix.Close(n.stop[1])
-	n.done.Wait()
-	unix.Close(n.stop[0])
-	unix.Close(n.listener)
-}
-
-func (n *notifier) serve() {
-	defer n.done.Done()
-	fds := []unix.PollFd{{Fd: int32(n.listener), Events: unix.POLLIN}, {Fd: int32(n.stop[0]), Events: unix.POLLIN}}
-	for {
-		fds[0].Revents, fds[1].Revents = 0, 0
-		if _, err := unix.Poll(fds, -1); err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return
+func startNotifier(listener int, table bpf.Table, record func(Refusal), detailed bool) *notifier {
+	n := &notifier{listener: listener, table: table, record: record, detailed: detailed}
+	go func() {
+		for n.answer() {
 		}
-		if fds[0].Revents&unix.POLLIN != 0 {
-			n.answer()
-			continue
-		}
-		// No user of the filter is left (POLLHUP), or we are told to stop.
-		if fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 || fds[1].Revents != 0 {
-			return
-		}
-	}
+	}()
+	return n
 }
 
-func (n *notifier) answer() {
+// answer answers one notification; false when the listener is unusable.
+func (n *notifier) answer() bool {
 	var req seccompNotif
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(n.listener), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req))); e != 0 {
-		return // ENOENT: the caller died or was interrupted before we got it
+		// ENOENT: the caller died before we got it; EINTR: a signal.
+		return e == unix.ENOENT || e == unix.EINTR
 	}
 	e, ok := n.table[int(req.Nr)]
 	errno := e.Errno
@@ -113,11 +86,17 @@ func (n *notifier) answer() {
 	if name == "" {
 		name = bpf.SyscallName(int(req.Nr))
 	}
-	r := Refusal{Time: time.Now(), PID: int(req.PID), Kind: "syscall", What: name, Errno: errno, Comm: comm(int(req.PID))}
-	if rule, ok := e.Match(req.Args); ok {
-		r.Reason = rule.Reason
+	r := Refusal{Time: time.Now(), PID: int(req.PID), Kind: "syscall", What: name, Errno: errno}
+	if n.detailed {
+		// Only the audit log needs these, and /proc costs more than the
+		// whole round trip.
+		r.Comm = comm(int(req.PID))
+		if rule, ok := e.Match(req.Args); ok {
+			r.Reason = rule.Reason
+		}
 	}
 	n.record(r)
+	return true
 }
 
 func comm(pid int) string {

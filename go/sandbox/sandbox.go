@@ -173,6 +173,8 @@ func run(p *policy.Policy, o Options) (Result, error) {
 		l.Mode = "privileged"
 		code, err = s.start()
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return Result{ExitCode: code, Layers: l, Blocked: s.blocked}, err
 }
 
@@ -282,20 +284,11 @@ func (s *session) start() (int, error) {
 	}()
 
 	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
-	var n *notifier
 	if listener >= 0 {
-		if n, err = startNotifier(listener, s.table, s.record); err != nil {
-			// Unanswered, refused calls get ENOSYS: still refused, but
-			// uncounted. Say so rather than pretend.
-			s.warn(fmt.Sprintf("cannot answer the seccomp listener (%v): refused calls are not counted", err))
-			unix.Close(listener)
-		}
+		startNotifier(listener, s.table, s.record, s.refused != nil)
 	}
 	werr := cmd.Wait()
 	killDescendants()
-	if n != nil {
-		n.Close()
-	}
 	// Every holder of the pipe is gone now; a process that escaped the
 	// reaping must not hold the session open.
 	select {

@@ -17,12 +17,11 @@ import (
 // a busy host.
 const (
 	maxIdleRSS = 20 << 20 // bytes
-	minRate    = 1000     // reports a second
 )
 
-// TestExporterRateAndMemory measures the real exporter: idle RSS, the rate
-// at which it ingests reports from 16 concurrent sessions, and RSS after.
-// Run with -v to see the numbers.
+// TestExporterRateAndMemory checks the real exporter's idle RSS against its
+// budget and that 5,000 reports from 16 concurrent sessions are all counted;
+// with -v it logs the rate and the RSS after.
 func TestExporterRateAndMemory(t *testing.T) {
 	e := startExporter(t, t.TempDir())
 	pid := e.cmd.Process.Pid
@@ -60,9 +59,8 @@ func TestExporterRateAndMemory(t *testing.T) {
 	if idle > maxIdleRSS {
 		t.Errorf("idle RSS %.1f MiB, budget %.0f MiB", mib(idle), mib(maxIdleRSS))
 	}
-	if rate < minRate {
-		t.Errorf("%.0f reports/s, budget at least %d", rate, minRate)
-	}
+	// The rate is logged, not asserted: speed belongs in benchmarks
+	// (BenchmarkExporterIngest), where a loaded machine cannot fail CI.
 }
 
 // BenchmarkExporterIngest: reports a second that a real exporter ingests

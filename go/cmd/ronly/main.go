@@ -41,6 +41,9 @@ func main() {
 		}
 		os.Exit(exitRonly)
 	}
+	if code, ok := runShim(os.Args); ok {
+		os.Exit(code)
+	}
 	os.Exit(runCLI(os.Args[1:]))
 }
 
