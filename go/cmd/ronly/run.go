@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	"ronly.dev/ronly/go/audit"
@@ -36,10 +35,6 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 				What: r.What, Errno: audit.ErrnoName(r.Errno), Reason: r.Reason})
 		}
 	}
-	// The supervisor mostly waits. On a small host a second P lets idle Go
-	// threads spin on the core the sandboxed command needs: measured on two
-	// cores, it doubles the deny-and-count round trip.
-	runtime.GOMAXPROCS(1)
 	start := time.Now()
 	res, err := sandbox.Run(p, opts)
 	report(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
