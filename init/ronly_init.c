@@ -351,6 +351,7 @@ static void build_dev(void)
 	/* The command shims: this very binary under each tool's name, in a
 	 * directory the command cannot change, put first on PATH inside. */
 	int have_shims = 0;
+	char exe[RONLY_PATH_MAX];
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		const struct ronly_mount *m = &mounts[i];
 		if (m->kind != RONLY_M_SHIM)
@@ -358,6 +359,18 @@ static void build_dev(void)
 		if (!have_shims++) {
 			snprintf(p, sizeof p, "%s/ronly-shims", dev);
 			make_node(p, 0755, 1);
+			/* /proc/self/exe itself names a mount of the namespace we
+			 * left, which cannot be bound here: bind the same file by
+			 * its path, after checking it is still the same file. */
+			struct stat a, b;
+			ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+			if (n < 0)
+				die("readlink", "/proc/self/exe");
+			exe[n] = 0;
+			if (stat("/proc/self/exe", &a) < 0 || stat(exe, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+				errno = ESTALE;
+				die("shims: the ronly binary moved or was replaced", exe);
+			}
 		}
 		if (strchr(m->path + 1, '/') || !m->path[1] || strlen(m->path) > 24) {
 			errno = EINVAL;
@@ -365,7 +378,7 @@ static void build_dev(void)
 		}
 		snprintf(p, sizeof p, "%s/ronly-shims%s", dev, m->path);
 		make_node(p, 0755, 0);
-		if (mount("/proc/self/exe", p, NULL, MS_BIND, NULL) < 0)
+		if (mount(exe, p, NULL, MS_BIND, NULL) < 0)
 			die("bind shim", m->path);
 		set_attr(AT_FDCWD, p, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only shim");
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/shims"
 )
 
 const description = `Synopsis:
@@ -89,5 +90,17 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 			return nil, &policy.FlagError{Flag: "--extra-shims", Value: s, Reason: "a directory on PATH cannot contain ':'"}
 		}
 	}
-	return p, p.Validate()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if !p.NoShims {
+		// Every rule file is read now, so a mistake in one is a clear
+		// error before anything starts, not a broken tool inside.
+		set, err := shims.Load(p.ExtraShims)
+		if err != nil {
+			return nil, &policy.FlagError{Flag: "--extra-shims", Value: strings.Join(p.ExtraShims, ","), Reason: err.Error()}
+		}
+		p.ShimTools = set.Tools()
+	}
+	return p, nil
 }
