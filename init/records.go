@@ -11,7 +11,7 @@ import (
 // These mirror records.h.
 const (
 	magic          = 0x594c4e52
-	recordsVersion = 3
+	recordsVersion = 4
 	pathMax        = 4096
 )
 
@@ -38,6 +38,8 @@ const (
 	MountMirror MountKind = 4
 	// MountShim puts this binary at /dev/ronly-shims/NAME (Path "/NAME").
 	MountShim MountKind = 5
+	// MountSocket binds the supervisor's socket at Source over Path.
+	MountSocket MountKind = 6
 )
 
 // ShimDir is where the init puts the shims inside the sandbox.
@@ -45,10 +47,11 @@ const ShimDir = "/dev/ronly-shims"
 
 // Mount is one mount step for the init.
 type Mount struct {
-	Kind MountKind
-	Path string
-	Size uint64 // tmpfs bytes
-	Mode uint32 // tmpfs root mode
+	Kind   MountKind
+	Path   string
+	Size   uint64 // tmpfs bytes
+	Mode   uint32 // tmpfs root mode
+	Source string // MountSocket: the host path bound over Path
 }
 
 // Config is everything the init needs, sent once as fixed records.
@@ -74,6 +77,7 @@ type mountRecord struct {
 	Kind, Mode uint32
 	Size       uint64
 	Path       [pathMax]byte
+	Source     [pathMax]byte
 }
 
 // MarshalBinary encodes c as records.h lays it out.
@@ -86,11 +90,12 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI, FallbackLen: uint32(len(c.Fallback)), ReportFD: c.ReportFD}
 	binary.Write(&b, binary.LittleEndian, &h)
 	for _, m := range c.Mounts {
-		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax {
+		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax || len(m.Source) >= pathMax {
 			return nil, fmt.Errorf("mount path %q: must be absolute and shorter than %d bytes", m.Path, pathMax)
 		}
 		r := mountRecord{Kind: uint32(m.Kind), Mode: m.Mode, Size: m.Size}
 		copy(r.Path[:], m.Path)
+		copy(r.Source[:], m.Source)
 		binary.Write(&b, binary.LittleEndian, &r)
 	}
 	b.Write(c.BPF)

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 3u
+#define RONLY_RECORDS_VERSION 4u
 #define RONLY_PATH_MAX 4096
 
 /* ronly_header.flags */
@@ -39,6 +39,7 @@ struct ronly_header {
 #define RONLY_M_TMPFS 2  /* fresh tmpfs at path, size bytes, writable */
 #define RONLY_M_BIND_RW 3 /* host directory path bound writable at the same path */
 #define RONLY_M_SHIM 5    /* /dev/ronly-shims/NAME, where path is "/NAME": this binary, read-only */
+#define RONLY_M_SOCKET 6  /* the supervisor's socket at source, bound over path (the Docker guard) */
 #define RONLY_M_MIRROR 4  /* read-only overlay of the host directory at path: files read live, but no
                            * unix socket in it, present or future, can be connected to */
 
@@ -46,7 +47,8 @@ struct ronly_mount {
 	uint32_t kind;
 	uint32_t mode; /* tmpfs root mode */
 	uint64_t size; /* tmpfs size in bytes */
-	char path[RONLY_PATH_MAX]; /* absolute, NUL-terminated */
+	char path[RONLY_PATH_MAX];   /* absolute, NUL-terminated */
+	char source[RONLY_PATH_MAX]; /* RONLY_M_SOCKET: the host path bound over path */
 };
 
 /* ronly_msg.type */

@@ -162,7 +162,8 @@ static void read_config(void)
 	read_full(mounts, hdr.n_mounts * sizeof *mounts, "mounts");
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		mounts[i].path[RONLY_PATH_MAX - 1] = 0;
-		if (mounts[i].path[0] != '/') {
+		mounts[i].source[RONLY_PATH_MAX - 1] = 0;
+		if (mounts[i].path[0] != '/' || (mounts[i].kind == RONLY_M_SOCKET && mounts[i].source[0] != '/')) {
 			errno = EINVAL;
 			die("read records", "mount path is not absolute");
 		}
@@ -460,6 +461,15 @@ static void build_root(void)
 			break;
 		case RONLY_M_SHIM:
 			break; /* in build_dev */
+		case RONLY_M_SOCKET:
+			/* Over the mirrored (unreachable) socket: the supervisor's
+			 * own, which forwards only what is allowed. */
+			if (lstat(target, &st) < 0)
+				continue; /* not visible inside (under /tmp, say) */
+			if (mount(m->source, target, NULL, MS_BIND, NULL) < 0)
+				die("bind socket", m->path);
+			set_attr(AT_FDCWD, target, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only socket");
+			break;
 		case RONLY_M_TMPFS:
 			snprintf(opts, sizeof opts, "size=%llu,mode=%o", (unsigned long long)m->size, m->mode & 07777);
 			if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
