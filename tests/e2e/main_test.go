@@ -50,6 +50,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("RONLY_E2E_DENY_USERNS") != "" {
+		for i, a := range os.Args {
+			if a == "--" {
+				denyUserNSExec(os.Args[i+1:])
+			}
+		}
+	}
 	if os.Getenv("RONLY_E2E_LISTENER_EXEC") != "" {
 		for i, a := range os.Args {
 			if a == "--" {
