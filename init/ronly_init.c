@@ -431,6 +431,17 @@ static void build_root(void)
 	set_attr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
 	         MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "mount_setattr(AT_RECURSIVE, RDONLY)");
 
+	/* Sources under the host's /tmp vanish behind the holder: hold them
+	 * open from here on and bind them through /proc/self/fd. */
+	int *source_fd = calloc(hdr.n_mounts + 1, sizeof *source_fd);
+	if (!source_fd)
+		die("allocation", "");
+	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
+		source_fd[i] = -1;
+		if (mounts[i].kind == RONLY_M_SOCKET && (source_fd[i] = open(mounts[i].source, O_PATH | O_CLOEXEC)) < 0)
+			die("open socket", mounts[i].source);
+	}
+
 	if (access(HOLDER, F_OK) < 0)
 		die("holder", "the host has no " HOLDER " directory to assemble the root on");
 	if (mount("tmpfs", HOLDER, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=1m") < 0)
@@ -466,7 +477,8 @@ static void build_root(void)
 			 * own, which forwards only what is allowed. */
 			if (lstat(target, &st) < 0)
 				continue; /* not visible inside (under /tmp, say) */
-			if (mount(m->source, target, NULL, MS_BIND, NULL) < 0)
+			snprintf(opts, sizeof opts, "/proc/self/fd/%d", source_fd[i]);
+			if (mount(opts, target, NULL, MS_BIND, NULL) < 0)
 				die("bind socket", m->path);
 			set_attr(AT_FDCWD, target, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only socket");
 			break;
@@ -493,6 +505,10 @@ static void build_root(void)
 		if (mount("proc", in_root("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 			die("mount proc", "/proc");
 	}
+	for (uint32_t i = 0; i < hdr.n_mounts; i++)
+		if (source_fd[i] >= 0)
+			close(source_fd[i]);
+	free(source_fd);
 	build_dev();
 }
 

@@ -47,13 +47,14 @@ type Layers struct {
 	// PIDNS is set when the session has its own PID namespace and /proc:
 	// the fallback that confines signals where Landlock cannot (ABI < 6).
 	PIDNS       bool
-	Mirrored    int // directories shown through a read-only overlay (sockets unreachable)
-	HiddenSocks int // sockets outside them, covered one by one
+	Mirrored    int  // directories shown through a read-only overlay (sockets unreachable)
+	DockerGuard bool // the host's Docker socket answers read-only calls inside
+	HiddenSocks int  // sockets outside them, covered one by one
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s mirrored_dirs=%d hidden_sockets=%d",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.Mirrored, l.HiddenSocks)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s mirrored_dirs=%d hidden_sockets=%d docker_guard=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.Mirrored, l.HiddenSocks, l.DockerGuard)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -165,6 +166,16 @@ func run(p *policy.Policy, o Options) (Result, error) {
 	}
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused,
 		blocked: map[string]map[string]uint64{}}
+	guard, mount, err := startDockerGuard(s.record)
+	if err != nil {
+		return Result{Layers: l}, err
+	}
+	defer guard.Close()
+	if mount != nil {
+		// After the mirror of /run, over the socket it made unreachable.
+		s.cfg.Mounts = append(s.cfg.Mounts, *mount)
+		l.DockerGuard = true
+	}
 	code, err := s.start()
 	var ie *cinit.Error
 	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) && ie.Step == "unshare(CLONE_NEWUSER)" {

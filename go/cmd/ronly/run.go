@@ -39,7 +39,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	res, err := sandbox.Run(p, opts)
 	report(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
-		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"]})
+		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"]})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
 	}

@@ -1,0 +1,210 @@
+package dockerguard
+
+import (
+	"net/http"
+	"strings"
+)
+
+// allowed are the routes (templates of routes, below) that GET and HEAD may
+// reach: what `docker ps|logs|inspect|stats|top|images|info|version|events|
+// diff|port|history`, `network ls|inspect`, `volume ls|inspect`, `system df`
+// and `image inspect|history` call. `docker inspect NAME` without --type tries
+// container, image, volume, network and plugin in turn and moves on after a
+// 404, so the plugin inspect route is here too: refusing it would turn "No
+// such object" into a 403. (On a swarm manager it would go on to the swarm
+// objects; those stay refused.)
+//
+// Deliberately absent although they are GET: /containers/{id}/export and
+// /containers/{id}/archive (a container's files), /containers/{id}/attach/ws
+// (a websocket onto stdin), /images/get and /images/{name}/get (docker save),
+// /images/search and /distribution/{name}/json (reach out to registries),
+// /exec/{id}/json, the plugin list and privileges, and every swarm route.
+var allowed = map[string]bool{
+	"/_ping":                   true,
+	"/version":                 true,
+	"/info":                    true,
+	"/events":                  true,
+	"/system/df":               true,
+	"/containers/json":         true,
+	"/containers/{id}/json":    true,
+	"/containers/{id}/logs":    true,
+	"/containers/{id}/top":     true,
+	"/containers/{id}/stats":   true,
+	"/containers/{id}/changes": true,
+	"/images/json":             true,
+	"/images/{name}/json":      true,
+	"/images/{name}/history":   true,
+	"/networks":                true,
+	"/networks/{id}":           true,
+	"/volumes":                 true,
+	"/volumes/{id}":            true,
+	"/plugins/{name}/json":     true,
+}
+
+// templates are the Engine API's routes as labels: the first that matches
+// a path names it (a path none matches is "other"). {id} stands for one
+// path segment, {name} (image and plugin references, which may contain
+// slashes) for one or more. Literal routes come before parameterised ones,
+// and a template with a suffix before the bare {name} one.
+var templates = []string{
+	// system, session, build
+	"/_ping", "/version", "/info", "/events", "/system/df", "/auth",
+	"/session", "/grpc", "/commit", "/build", "/build/prune", "/build/cancel",
+	// literal routes under parameterised prefixes
+	"/containers/json", "/containers/create", "/containers/prune",
+	"/images/json", "/images/search", "/images/get", "/images/load",
+	"/images/create", "/images/prune",
+	"/networks", "/networks/create", "/networks/prune",
+	"/volumes", "/volumes/create", "/volumes/prune",
+	"/plugins", "/plugins/privileges", "/plugins/pull", "/plugins/create",
+	"/swarm", "/swarm/init", "/swarm/join", "/swarm/leave", "/swarm/update",
+	"/swarm/unlockkey", "/swarm/unlock",
+	"/services", "/services/create", "/nodes", "/tasks",
+	"/secrets", "/secrets/create", "/configs", "/configs/create",
+	// containers and exec
+	"/containers/{id}/json", "/containers/{id}/logs", "/containers/{id}/top",
+	"/containers/{id}/stats", "/containers/{id}/changes",
+	"/containers/{id}/export", "/containers/{id}/archive",
+	"/containers/{id}/attach", "/containers/{id}/attach/ws",
+	"/containers/{id}/kill", "/containers/{id}/pause",
+	"/containers/{id}/unpause", "/containers/{id}/restart",
+	"/containers/{id}/start", "/containers/{id}/stop", "/containers/{id}/wait",
+	"/containers/{id}/resize", "/containers/{id}/exec",
+	"/containers/{id}/rename", "/containers/{id}/update", "/containers/{id}",
+	"/exec/{id}/json", "/exec/{id}/start", "/exec/{id}/resize",
+	// images
+	"/images/{name}/json", "/images/{name}/history", "/images/{name}/get",
+	"/images/{name}/push", "/images/{name}/tag", "/images/{name}",
+	"/distribution/{name}/json",
+	// networks, volumes
+	"/networks/{id}/connect", "/networks/{id}/disconnect", "/networks/{id}",
+	"/volumes/{id}",
+	// plugins
+	"/plugins/{name}/json", "/plugins/{name}/enable",
+	"/plugins/{name}/disable", "/plugins/{name}/push",
+	"/plugins/{name}/upgrade", "/plugins/{name}/set", "/plugins/{name}",
+	// swarm
+	"/services/{id}/update", "/services/{id}/logs", "/services/{id}",
+	"/nodes/{id}/update", "/nodes/{id}",
+	"/tasks/{id}/logs", "/tasks/{id}",
+	"/secrets/{id}/update", "/secrets/{id}",
+	"/configs/{id}/update", "/configs/{id}",
+}
+
+// isAllowed reports whether method may be sent upstream for path, a plain
+// path (see plainPath).
+func isAllowed(method, path string) bool {
+	if method != http.MethodGet && method != http.MethodHead {
+		return false
+	}
+	return allowed[routeLabel(path)]
+}
+
+// routeLabel is the template that names path, "other" if none does. A
+// version prefix (/v1.47) is not part of the label.
+func routeLabel(path string) string {
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if len(segs) > 1 && isVersion(segs[0]) {
+		segs = segs[1:]
+	}
+	for _, t := range templates {
+		if matches(strings.Split(t[1:], "/"), segs) {
+			return t
+		}
+	}
+	return "other"
+}
+
+// matches reports whether the path segments segs fit the template's.
+func matches(tmpl, segs []string) bool {
+	for i, t := range tmpl {
+		if t == "{name}" {
+			// One or more segments, then the rest of the template.
+			rest := tmpl[i+1:]
+			if len(segs)-i < 1+len(rest) {
+				return false
+			}
+			return equal(rest, segs[len(segs)-len(rest):])
+		}
+		if i >= len(segs) {
+			return false
+		}
+		if t != "{id}" && t != segs[i] {
+			return false
+		}
+	}
+	return len(segs) == len(tmpl)
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// isVersion reports whether seg is an API version prefix as this guard
+// accepts it: "v" and digits with at most one dot ("v1.47"). The daemon
+// accepts more ("v[0-9.]+"); what it would take as a version and this does
+// not falls to "other" and is refused.
+func isVersion(seg string) bool {
+	if len(seg) < 2 || seg[0] != 'v' {
+		return false
+	}
+	major, minor, dot := strings.Cut(seg[1:], ".")
+	return digits(major) && (!dot || digits(minor))
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 4 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// plainPath returns the request's path if it is plain: given in origin form
+// ("/..." as the request target), byte for byte the path the guard decides
+// on and forwards (nothing percent-encoded), made of letters, digits and
+// "._-:@" in non-empty segments that are not "." or "..". Anything else is
+// refused before any route is looked at: no decoding or cleaning can make
+// the daemon see another path than the one decided on.
+func plainPath(r *http.Request) (string, bool) {
+	raw, _, _ := strings.Cut(r.RequestURI, "?")
+	p := r.URL.Path
+	if r.URL.RawPath != "" || raw != p || len(p) < 2 || p[0] != '/' || len(p) > 1024 {
+		return "", false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", false
+		}
+		for i := 0; i < len(seg); i++ {
+			if !plainByte(seg[i]) {
+				return "", false
+			}
+		}
+	}
+	return p, true
+}
+
+func plainByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '.', '_', '-', ':', '@':
+		return true
+	}
+	return false
+}
