@@ -452,6 +452,10 @@ func buildLogger(out string) error {
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOTOOLCHAIN=local", "GOWORK=off")
+	if os.Getenv("HOME") == "" && os.Getenv("GOCACHE") == "" {
+		// A test runner may give no HOME, and go needs a build cache.
+		cmd.Env = append(cmd.Env, "GOCACHE="+filepath.Join(tmp, "gocache"), "GOPATH="+filepath.Join(tmp, "gopath"))
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("building the logger: %v: %s", err, b)
 	}
