@@ -79,18 +79,14 @@ type Options struct {
 type Result struct {
 	ExitCode int // the command's; 128+N when signal N killed it
 	Layers   Layers
-	// Blocked counts refused actions by kind ("syscall") and name.
+	// Blocked counts refused actions by kind ("syscall", "command", "api")
+	// and name.
 	Blocked map[string]map[string]uint64
 }
 
 // Run runs p.Command in the sandbox. An error means the sandbox could not
 // be built: the command did not run.
 func Run(p *policy.Policy, o Options) (Result, error) {
-	res, err := run(p, o)
-	return res, err
-}
-
-func run(p *policy.Policy, o Options) (Result, error) {
 	warn := o.Warn
 	if warn == nil {
 		warn = func(string) {}
@@ -112,11 +108,11 @@ func run(p *policy.Policy, o Options) (Result, error) {
 	}
 	notify, err := bpf.Precompiled(bpf.ModeNotify)
 	if err != nil {
-		return Result{Layers: l}, fmt.Errorf("compile seccomp policy: %w", err)
+		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
 	}
 	plain, err := bpf.Precompiled(bpf.ModeErrno)
 	if err != nil {
-		return Result{Layers: l}, fmt.Errorf("compile seccomp policy: %w", err)
+		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
 	}
 	table, err := bpf.DefaultTable()
 	if err != nil {
