@@ -106,3 +106,36 @@ func BenchmarkPs(b *testing.B) {
 		})
 	}
 }
+
+// TestPerformanceInsideRonly reports what `docker ps` costs inside a ronly
+// session — the shim (one more start of ronly's binary) plus the guard —
+// against the same CLI run directly on the daemon: the same loop of n runs,
+// timed as a whole, so the session's own start is spread over n. Numbers
+// only (go test -v -run PerformanceInsideRonly ./tests/docker).
+func TestPerformanceInsideRonly(t *testing.T) {
+	needDocker(t)
+	ronly := ronlyBinary(t)
+	cli := clients[0]
+	const n = 30
+	loop := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do docker ps >/dev/null || exit 1; i=$((i+1)); done`, n)
+	env := append(cliEnv(), "DOCKER_HOST=unix://"+direct, "PATH="+strings.TrimSuffix(cli, "/docker")+":/usr/bin:/bin")
+	timeIt := func(args ...string) time.Duration {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env, cmd.Dir = env, "/"
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return time.Since(start)
+	}
+	var direct_, inside []time.Duration
+	for r := 0; r < 5; r++ {
+		direct_ = append(direct_, timeIt("/bin/sh", "-c", loop))
+		inside = append(inside, timeIt(ronly, "--no-metrics", "--", "/bin/sh", "-c", loop))
+	}
+	slices.Sort(direct_)
+	slices.Sort(inside)
+	d, i := direct_[len(direct_)/2]/n, inside[len(inside)/2]/n
+	t.Logf("docker ps, per command, median of 5 loops of %d: direct %v, inside ronly through shim and guard %v (+%v)",
+		n, d.Round(100*time.Microsecond), i.Round(100*time.Microsecond), (i - d).Round(100*time.Microsecond))
+}
