@@ -138,36 +138,10 @@ func fsHostile() []Op {
 			return openClose(fmt.Sprintf("/proc/%d/fd/%d", t.Pid, t.PidFD), unix.O_WRONLY, 0)
 		}),
 		h("name_to_handle_at+open_by_handle_at O_WRONLY", []unix.Errno{unix.EPERM}, func(t Targets) error {
-			handle, _, err := unix.NameToHandleAt(unix.AT_FDCWD, t.File, 0)
-			if err != nil {
-				return err
-			}
-			mfd, err := unix.Open(t.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("setup: %w", err)
-			}
-			defer unix.Close(mfd)
-			fd, err := unix.OpenByHandleAt(mfd, handle, unix.O_WRONLY|unix.O_CLOEXEC)
-			if err != nil {
-				return err
-			}
-			return unix.Close(fd)
+			return openByHandle(t, unix.O_WRONLY)
 		}),
 		h("open_by_handle_at O_RDONLY", []unix.Errno{unix.EPERM}, func(t Targets) error {
-			handle, _, err := unix.NameToHandleAt(unix.AT_FDCWD, t.File, 0)
-			if err != nil {
-				return err
-			}
-			mfd, err := unix.Open(t.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("setup: %w", err)
-			}
-			defer unix.Close(mfd)
-			fd, err := unix.OpenByHandleAt(mfd, handle, unix.O_RDONLY|unix.O_CLOEXEC)
-			if err != nil {
-				return err
-			}
-			return unix.Close(fd)
+			return openByHandle(t, unix.O_RDONLY)
 		}),
 		h("create file in /dev", wantROFSAcc, func(t Targets) error {
 			return openClose("/dev/ronly-probe-"+t.Marker, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644)
@@ -305,4 +279,23 @@ func within(p string, dirs []string) bool {
 		}
 	}
 	return false
+}
+
+// openByHandle reopens the canary file by its handle, with flags: the path
+// around every path-based check.
+func openByHandle(t Targets, flags int) error {
+	handle, _, err := unix.NameToHandleAt(unix.AT_FDCWD, t.File, 0)
+	if err != nil {
+		return err
+	}
+	mfd, err := unix.Open(t.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer unix.Close(mfd)
+	fd, err := unix.OpenByHandleAt(mfd, handle, flags|unix.O_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }
