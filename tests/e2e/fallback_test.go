@@ -3,14 +3,8 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestOldLandlockFallsBackToPIDNamespace runs ronly as if on a kernel whose
@@ -64,66 +58,12 @@ func TestLandlockFloor(t *testing.T) {
 func TestUserNamespacesRefused(t *testing.T) {
 	b := setup(t)
 	needTool(t, "setpriv")
-	r := underDenyUserNS(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--", "/bin/true")
+	r := underFilter(t, "deny-userns", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--", "/bin/true")
 	if r.code != 125 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "user.max_user_namespaces") {
 		t.Errorf("want one line with the hint, exit 125:\n%s", r)
 	}
-	r = underDenyUserNS(t, b.ronly, "-v", "--", "/bin/sh", "-c", "echo > /etc/ronly-e2e-must-fail; echo $?")
+	r = underFilter(t, "deny-userns", b.ronly, "-v", "--", "/bin/sh", "-c", "echo > /etc/ronly-e2e-must-fail; echo $?")
 	if r.code != 0 || !strings.Contains(r.stderr, "mode=privileged") || r.stdout != "2\n" {
 		t.Errorf("want root to fall back to privileged mode, still read-only:\n%s", r)
 	}
-}
-
-// underDenyUserNS runs args under a seccomp filter that fails
-// unshare(CLONE_NEWUSER) with EPERM (the test binary's denyUserNSExec).
-func underDenyUserNS(t *testing.T, args ...string) result {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path, err := exec.LookPath(args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, append([]string{"-test.run=^$", "--", path}, args[1:]...)...)
-	cmd.Env = append(os.Environ(), "RONLY_E2E_DENY_USERNS=1")
-	cmd.Dir = "/"
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// denyUserNSExec installs a filter that refuses unshare with
-// CLONE_NEWUSER, and clone3 with ENOSYS as Docker's profile does, then
-// execs args.
-func denyUserNSExec(args []string) {
-	runtime.LockOSThread()
-	const newUser = 0x10000000
-	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // nr
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE3, Jt: 6, Jf: 0},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_UNSHARE, Jt: 1, Jf: 0},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 16}, // arg0, low half
-		{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: newUser, Jt: 1, Jf: 0},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)}, // clone3: libc falls back to clone
-	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		panic(err)
-	}
-	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); e != 0 {
-		panic(e)
-	}
-	panic(syscall.Exec(args[0], args, os.Environ()))
 }

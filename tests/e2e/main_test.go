@@ -50,17 +50,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("RONLY_E2E_DENY_USERNS") != "" {
+	if name := os.Getenv(envFilter); name != "" {
 		for i, a := range os.Args {
 			if a == "--" {
-				denyUserNSExec(os.Args[i+1:])
-			}
-		}
-	}
-	if os.Getenv("RONLY_E2E_LISTENER_EXEC") != "" {
-		for i, a := range os.Args {
-			if a == "--" {
-				listenerExec(os.Args[i+1:])
+				execUnderFilter(name, os.Args[i+1:])
 			}
 		}
 	}
