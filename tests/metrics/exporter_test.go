@@ -74,25 +74,7 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 func TestConcurrentDeliver(t *testing.T) {
 	e := startExporter(t, t.TempDir())
 	const n = 50
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	start := make(chan struct{})
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			errs <- metrics.Deliver(session(t, i), metrics.DeliverOptions{Socket: e.socket, Spool: e.spool})
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
+	deliverAtOnce(t, n, metrics.DeliverOptions{Socket: e.socket, Spool: e.spool})
 	// A report whose answer came late was also spooled: the exporter
 	// ingests the spool every 100ms here and must not count it twice.
 	want := expected(n)
@@ -110,26 +92,8 @@ func TestConcurrentDeliver(t *testing.T) {
 func TestConcurrentTextfile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ronly.prom")
 	const n = 50
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	start := make(chan struct{})
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			// The default timeout: 50 merges serialise on the lock within it.
-			errs <- metrics.Deliver(session(t, i), metrics.DeliverOptions{Textfile: path})
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
+	// The default timeout: 50 merges serialise on the lock within it.
+	deliverAtOnce(t, n, metrics.DeliverOptions{Textfile: path})
 	text, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -181,5 +145,30 @@ func TestSpoolWhileExporterDown(t *testing.T) {
 	}
 	if got := e.metrics(t)[`ronly_sessions_total{result="ok"}`]; got != n+1 {
 		t.Errorf("sessions %v, want %d", got, n+1)
+	}
+}
+
+// deliverAtOnce delivers the reports of sessions 0..n-1 from n goroutines
+// released together, as sessions ending at the same moment would.
+func deliverAtOnce(t *testing.T, n int, o metrics.DeliverOptions) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs <- metrics.Deliver(session(t, i), o)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
 	}
 }
