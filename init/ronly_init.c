@@ -300,6 +300,24 @@ static void make_node(const char *path, mode_t mode, int dir)
 		close(r);
 }
 
+/* mkdir -p: each missing component of path, 0755. */
+static void make_path(const char *path)
+{
+	char buf[RONLY_PATH_MAX];
+	snprintf(buf, sizeof buf, "%s", path);
+	for (char *p = buf + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			die("mkdir", buf);
+		*p = c;
+		if (c == '\0')
+			return;
+	}
+}
+
 /*
  * A private /dev: only harmless character devices, each a read-only bind of
  * the host's node (writing *to* the device still works, but touch or chmod
@@ -489,7 +507,12 @@ static void build_root(void)
 			break;
 		case RONLY_M_BIND_RW:
 			/* The source is the host's own path, still writable in the
-			 * original tree we stand in; the target is in the clone. */
+			 * original tree we stand in; the target is in the clone.
+			 * Under a tmpfs made above (a workspace or cache inside a
+			 * fresh $HOME) the target does not exist yet: make it. On
+			 * the read-only clone that fails, as it must. */
+			if (lstat(target, &st) < 0 && errno == ENOENT)
+				make_path(target);
 			if (mount(m->path, target, NULL, MS_BIND | MS_REC, NULL) < 0)
 				die("bind writable", m->path);
 			set_attr(AT_FDCWD, target, AT_RECURSIVE, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "nosuid,nodev");

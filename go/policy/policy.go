@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Mode says how ronly gets the privileges to build the sandbox.
@@ -45,7 +46,45 @@ type Policy struct {
 	// across a fleet, or to exercise an older kernel's fallbacks.
 	LandlockMaxABI int
 	Verbose        bool
+
+	// Profile is "debug" (the host's PID namespace and /proc, the caller's
+	// environment) or "ci" (see ApplyProfile).
+	Profile string
+	// PIDNS gives the session its own PID namespace and /proc, with a
+	// small PID 1 that forwards signals and reaps.
+	PIDNS bool
+	// Home, when set, is covered with an empty tmpfs (the ci profile's
+	// $HOME): a job's dotfiles and caches start clean and vanish after.
+	Home string
+	// Env is the command's whole environment; nil passes ronly's own on.
+	Env []string
+	// Limits bound the session; a session that hits one is killed with
+	// its whole process tree.
+	Limits Limits
+
+	// SkipLandlock and SkipSeccomp leave a layer out. No flag sets them:
+	// only `ronly probe` does, to attribute each refusal to the layer that
+	// made it by adding the layers one at a time.
+	SkipLandlock bool
+	SkipSeccomp  bool
 }
+
+// Limits bound a session; zero means none.
+type Limits struct {
+	Timeout time.Duration // wall clock
+	CPUTime time.Duration // CPU time of the whole process tree
+	Memory  uint64        // bytes
+	Pids    int           // processes and threads at once
+}
+
+// Any says whether some limit is set.
+func (l Limits) Any() bool { return l != Limits{} }
+
+// Profiles.
+const (
+	ProfileDebug = "debug"
+	ProfileCI    = "ci"
+)
 
 // DefaultTmpfsSize is ronly's historical /tmp size.
 const DefaultTmpfsSize = 64 << 20
@@ -125,6 +164,28 @@ func (p *Policy) Validate() error {
 	default:
 		return &FlagError{"--mode", string(p.Mode), "unknown mode"}
 	}
+	switch p.Profile {
+	case "", ProfileDebug, ProfileCI:
+	default:
+		return &FlagError{"--profile", p.Profile, "unknown profile: use debug or ci"}
+	}
+	if p.Home != "" {
+		if p.Home, err = homeDir(p.Home); err != nil {
+			return err
+		}
+	}
+	if p.Limits.Timeout < 0 {
+		return &FlagError{"--timeout", p.Limits.Timeout.String(), "must be positive"}
+	}
+	if p.Limits.CPUTime < 0 {
+		return &FlagError{"--cpu-time", p.Limits.CPUTime.String(), "must be positive"}
+	}
+	if p.Limits.Memory != 0 && p.Limits.Memory < 1<<20 {
+		return &FlagError{"--memory", strconv.FormatUint(p.Limits.Memory, 10), "must be at least 1M"}
+	}
+	if p.Limits.Pids < 0 {
+		return &FlagError{"--pids", strconv.Itoa(p.Limits.Pids), "must be positive"}
+	}
 	if p.LandlockMinABI < 0 || p.LandlockMinABI > 64 {
 		return &FlagError{"--landlock-min-abi", strconv.Itoa(p.LandlockMinABI), "must be between 0 and 64"}
 	}
@@ -132,6 +193,17 @@ func (p *Policy) Validate() error {
 		return &FlagError{"--landlock-max-abi", strconv.Itoa(p.LandlockMaxABI), "must be between 0 (no cap) and 64"}
 	}
 	return nil
+}
+
+// homeDir checks the directory the ci profile covers with a tmpfs. A
+// $HOME that is missing or is / (system users) gets no tmpfs rather than
+// an error: the job then simply has no writable home.
+func homeDir(home string) (string, error) {
+	out, err := dirs("$HOME", []string{home}, true)
+	if err != nil {
+		return "", nil
+	}
+	return out[0], nil
 }
 
 // dirs resolves each path to an absolute, symlink-free directory that ronly

@@ -48,10 +48,9 @@ type seccompNotifResp struct {
 // continue, so nothing it reads from the caller's memory can be raced.
 //
 // It waits in a blocking NOTIF_RECV, the cheapest way to wait: a poll
-// first costs one more wake-up per refused call. The price is that the
-// kernel does not end that wait when the last process of the session is
-// gone, so the goroutine stays parked until the supervisor exits, which
-// it does right after the session.
+// first costs one more wake-up per refused call. Once the last process of
+// the session is gone, RECV fails with ENOENT and the listener polls as
+// hung up: the goroutine ends there.
 type notifier struct {
 	listener int
 	table    bpf.Table
@@ -68,12 +67,26 @@ func startNotifier(listener int, table bpf.Table, record func(Refusal), detailed
 	return n
 }
 
+// hungUp says whether no process is left that the filter could notify.
+func (n *notifier) hungUp() bool {
+	fds := []unix.PollFd{{Fd: int32(n.listener), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, 0); err != nil {
+		return false
+	}
+	return fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+}
+
 // answer answers one notification; false when the listener is unusable.
 func (n *notifier) answer() bool {
 	var req seccompNotif
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(n.listener), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req))); e != 0 {
-		// ENOENT: the caller died before we got it; EINTR: a signal.
-		return e == unix.ENOENT || e == unix.EINTR
+		// EINTR: a signal. ENOENT: the caller died before we got it, or
+		// the session is over: then the kernel answers every RECV with
+		// ENOENT at once, and only POLLHUP tells the two apart.
+		if e == unix.ENOENT {
+			return !n.hungUp()
+		}
+		return e == unix.EINTR
 	}
 	e, ok := n.table[int(req.Nr)]
 	errno := e.Errno

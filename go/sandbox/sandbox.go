@@ -46,15 +46,19 @@ type Layers struct {
 	Network     string // "host" or "none"
 	// PIDNS is set when the session has its own PID namespace and /proc:
 	// the fallback that confines signals where Landlock cannot (ABI < 6).
-	PIDNS       bool
+	PIDNS bool
+	// Cgroup says where the session's cgroup is: "v2", "v2+v1" (v1 for
+	// controllers the host keeps there), "v1", or "none" (not root and
+	// nothing delegated: limits then fall back to rlimits).
+	Cgroup      string
 	Mirrored    int  // directories shown through a read-only overlay (sockets unreachable)
 	DockerGuard bool // the host's Docker socket answers read-only calls inside
 	HiddenSocks int  // sockets outside them, covered one by one
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s mirrored_dirs=%d hidden_sockets=%d docker_guard=%t",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.Mirrored, l.HiddenSocks, l.DockerGuard)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s cgroup=%s mirrored_dirs=%d hidden_sockets=%d docker_guard=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.Cgroup, l.Mirrored, l.HiddenSocks, l.DockerGuard)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -73,6 +77,9 @@ type Options struct {
 	// Refused receives each refused action as it happens (the audit log).
 	// It runs on the supervisor's answering goroutine: keep it short.
 	Refused func(Refusal)
+	// Session names the session's cgroup, so an operator can tell which
+	// session a cgroup belongs to (the audit log's session id).
+	Session string
 }
 
 // Result is how a session went.
@@ -82,6 +89,18 @@ type Result struct {
 	// Blocked counts refused actions by kind ("syscall", "command", "api")
 	// and name.
 	Blocked map[string]map[string]uint64
+	// LimitHit names the limit that ended the session: "timeout", "cpu",
+	// "memory" or "pids"; "" when none did.
+	LimitHit string
+	// Signal is the signal that killed the command; 0 when it exited.
+	Signal syscall.Signal
+	Usage  Usage
+}
+
+// Usage is what the session's processes consumed.
+type Usage struct {
+	Wall, User, Sys time.Duration
+	MaxRSS          uint64 // bytes: the largest process, or the cgroup's peak when known
 }
 
 // Run runs p.Command in the sandbox. An error means the sandbox could not
@@ -91,11 +110,14 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	if warn == nil {
 		warn = func(string) {}
 	}
-	l := Layers{Seccomp: "errno", Network: "host"}
+	l := Layers{Seccomp: "errno", Network: "host", Cgroup: "none"}
 	if p.NoNetwork {
 		l.Network = "none"
 	}
 	l.LandlockABI = LandlockABI()
+	if p.SkipLandlock {
+		l.LandlockABI = 0
+	}
 	if p.LandlockMaxABI > 0 && l.LandlockABI > p.LandlockMaxABI {
 		l.LandlockABI = p.LandlockMaxABI
 	}
@@ -119,6 +141,10 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		return Result{Layers: l}, fmt.Errorf("seccomp policy table: %w", err)
 	}
 	cfg := cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: notify, Fallback: plain, Flags: cinit.FlagSeccompNotify}
+	if p.SkipSeccomp {
+		cfg.BPF, cfg.Fallback, cfg.Flags = nil, nil, 0
+		l.Seccomp = "none"
+	}
 	mirrored := mirroredDirs()
 	for _, d := range mirrored {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountMirror, Path: d})
@@ -132,6 +158,11 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	for _, w := range p.Writable {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
 	}
+	if p.Home != "" {
+		// After the other tmpfs mounts and before the binds, so that a
+		// cache bound writable inside $HOME lands on top of it.
+		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: p.Home, Size: p.TmpfsSize, Mode: 0o700})
+	}
 	for _, rw := range p.RW {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw})
 	}
@@ -143,7 +174,10 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	if p.NoNetwork {
 		cfg.Flags |= cinit.FlagNetNS
 	}
-	if l.LandlockABI < 6 {
+	if p.PIDNS {
+		cfg.Flags |= cinit.FlagPIDNS
+		l.PIDNS = true
+	} else if l.LandlockABI < 6 && !p.SkipLandlock {
 		// Without Landlock's signal scoping, an identity-mapped user
 		// namespace does not stop kill() of host processes (the kernel
 		// compares uids only). A PID namespace with its own /proc does.
@@ -160,7 +194,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	default:
 		l.Mode = "rootless"
 	}
-	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused,
+	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
 		blocked: map[string]map[string]uint64{}}
 	guard, mount, err := startDockerGuard(s.record)
 	if err != nil {
@@ -182,7 +216,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Result{ExitCode: code, Layers: l, Blocked: s.blocked}, err
+	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage}, err
 }
 
 // session is the supervisor's state for one run.
@@ -194,8 +228,14 @@ type session struct {
 	table   bpf.Table
 	refused func(Refusal)
 
-	mu      sync.Mutex
-	blocked map[string]map[string]uint64
+	name      string // the session id, which names its cgroup
+	cgroupErr error  // why the session has no cgroup
+
+	mu       sync.Mutex
+	blocked  map[string]map[string]uint64
+	limitHit string
+	signal   syscall.Signal
+	usage    Usage
 }
 
 func (s *session) record(r Refusal) {
@@ -247,7 +287,11 @@ func (s *session) start() (int, error) {
 	}
 	cmd := exec.Command("/proc/self/exe", p.Command...)
 	cmd.Args[0] = "ronly"
-	cmd.Env = append(os.Environ(), cinit.EnvFD+"=3", fmt.Sprintf("%s=%d", EnvReportFD, reportFD))
+	env := p.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	cmd.Env = append(append([]string{}, env...), cinit.EnvFD+"=3", fmt.Sprintf("%s=%d", EnvReportFD, reportFD))
 	if !p.NoShims {
 		dirs := p.ExtraShims
 		if len(p.ShimTools) > 0 {
@@ -271,12 +315,24 @@ func (s *session) start() (int, error) {
 	signal.Notify(sigs, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGHUP)
 	defer signal.Stop(sigs)
 
+	group := s.newGroup()
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		child.Close()
+		closeGroup(group, s.warn)
 		return 0, fmt.Errorf("start init: %w", err)
 	}
 	child.Close()
 	reportW.Close()
+	// The init is waiting for its records: whatever it starts from here
+	// on is born inside the session's cgroup and under its limits.
+	if err := s.confine(group, cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		closeGroup(group, s.warn)
+		return 0, err
+	}
+	stopWatch := s.watchLimits(group, cmd.Process)
 	readDone := make(chan struct{})
 	go func() {
 		readReports(reports, s.record)
@@ -295,6 +351,9 @@ func (s *session) start() (int, error) {
 		startNotifier(listener, s.table, s.record, s.refused != nil)
 	}
 	werr := cmd.Wait()
+	stopWatch()
+	s.account(group, cmd, started)
+	closeGroup(group, s.warn)
 	killDescendants()
 	// Every holder of the pipe is gone now; a process that escaped the
 	// reaping must not hold the session open.

@@ -21,6 +21,16 @@ func TestBadInput(t *testing.T) {
 		{"writable relative", []string{"--writable", "relative", "--rw", "RW"}, []string{"--writable", "relative"}},
 		{"rw missing", []string{"--rw", "RW", "--rw", "/nonexistent"}, []string{"--rw", "/nonexistent"}},
 		{"unknown flag", []string{"--bogus-flag", "--rw", "RW"}, []string{"--bogus-flag"}},
+		{"unknown profile", []string{"--profile", "prod", "--rw", "RW"}, []string{"--profile", "prod"}},
+		{"memory not a size", []string{"--memory", "lots", "--rw", "RW"}, []string{"--memory", "lots"}},
+		{"memory too small", []string{"--memory", "1k", "--rw", "RW"}, []string{"--memory"}},
+		{"timeout negative", []string{"--timeout=-5s", "--rw", "RW"}, []string{"--timeout", "-5s"}},
+		{"timeout not a duration", []string{"--timeout", "soon", "--rw", "RW"}, []string{"--timeout", "soon"}},
+		{"pids negative", []string{"--pids=-1", "--rw", "RW"}, []string{"--pids", "-1"}},
+		{"setenv without value", []string{"--setenv", "FOO", "--rw", "RW"}, []string{"--setenv", "FOO"}},
+		{"keepenv without clearenv", []string{"--keepenv", "FOO", "--rw", "RW"}, []string{"--keepenv", "FOO"}},
+		{"workspace outside ci", []string{"--workspace", "RW", "--rw", "RW"}, []string{"--workspace"}},
+		{"report in a missing directory", []string{"--report", "/nonexistent/r.json", "--rw", "RW"}, []string{"--report", "/nonexistent/r.json"}},
 	}
 	// The command after the flags, with and without the "--" that ends them.
 	separators := []struct {

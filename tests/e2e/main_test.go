@@ -159,6 +159,7 @@ type opts struct {
 	stdin string     // fed to the command
 	env   []string   // added to the environment
 	extra []*os.File // passed on as descriptors 3, 4, ...
+	dir   string     // working directory; "" is /
 }
 
 // result is what one ronly run did.
@@ -178,6 +179,9 @@ func (b bins) run(t *testing.T, o opts, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, b.ronly, args...)
 	cmd.Dir = "/"
+	if o.dir != "" {
+		cmd.Dir = o.dir
+	}
 	cmd.Env = append(os.Environ(), o.env...)
 	if o.uid != 0 {
 		cmd.Env = append(cmd.Env, "HOME=/", "USER=nobody", "LOGNAME=nobody")

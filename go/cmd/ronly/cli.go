@@ -2,6 +2,7 @@ package main
 
 import (
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -40,21 +41,32 @@ Examples:
 type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	TmpfsSize       string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes; default ${default_tmpfs_size})."`
-	Writable        []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
-	RW              []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
-	ExtraShims      []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
-	NoShims         bool     `name:"no-shims" help:"Do not put any shims on PATH."`
-	NoNetwork       bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
-	Rootless        bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
-	Privileged      bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
-	LandlockMinABI  int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (default 1; 0 accepts no Landlock at all)."`
-	LandlockMaxABI  int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
-	Verbose         bool     `short:"v" help:"Say which isolation layers are in effect."`
-	AuditLog        string   `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
-	MetricsSocket   string   `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to the ronly exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
-	MetricsTextfile string   `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
-	NoMetrics       bool     `name:"no-metrics" help:"Report no metrics for this session."`
+	TmpfsSize      string   `name:"tmpfs-size" default:"${default_tmpfs_size}" placeholder:"SIZE" help:"Size of the scratch tmpfs on /tmp (k, M, G suffixes; default ${default_tmpfs_size})."`
+	Writable       []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
+	RW             []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
+	ExtraShims     []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
+	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
+	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
+	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
+	Privileged     bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
+	LandlockMinABI int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (default 1; 0 accepts no Landlock at all)."`
+	LandlockMaxABI int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
+	Verbose        bool     `short:"v" help:"Say which isolation layers are in effect."`
+
+	Profile         string        `enum:"debug,ci" default:"debug" placeholder:"NAME" help:"debug: the host's processes and /proc, your environment (the default); ci: the workspace writable, a private PID namespace and /proc, an empty HOME, a clean environment."`
+	Workspace       string        `placeholder:"DIR" help:"The ci profile's writable workspace (default: the current directory)."`
+	Timeout         time.Duration `placeholder:"DURATION" help:"Kill the session and everything it started after DURATION of wall-clock time (e.g. 90s, 30m)."`
+	CPUTime         time.Duration `name:"cpu-time" placeholder:"DURATION" help:"Kill the session once its processes together used DURATION of CPU time."`
+	Memory          string        `placeholder:"SIZE" help:"Kill the session when its processes together need more than SIZE of memory (k, M, G)."`
+	Pids            int           `placeholder:"N" help:"At most N processes and threads at once; the session is killed when it hits the limit."`
+	Clearenv        bool          `help:"Start the command with an empty environment (plus --keepenv and --setenv)."`
+	Setenv          []string      `placeholder:"NAME=VALUE" sep:"none" help:"Set NAME to VALUE in the command's environment (repeatable)."`
+	Keepenv         []string      `placeholder:"NAME" sep:"none" help:"Keep NAME from ronly's environment when it is cleared (repeatable)."`
+	Report          string        `placeholder:"FILE" help:"Write a JSON report of the session to FILE ('-' for stderr): exit, times, memory, limits hit, refusals, layers."`
+	AuditLog        string        `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
+	MetricsSocket   string        `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to the ronly exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
+	MetricsTextfile string        `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
+	NoMetrics       bool          `name:"no-metrics" help:"Report no metrics for this session."`
 
 	Run      RunCmd      `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 	Exporter ExporterCmd `cmd:"" help:"Serve the host's session metrics to Prometheus (a daemon, see tools/deploy)."`
@@ -89,6 +101,9 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 		if strings.Contains(s, ":") {
 			return nil, &policy.FlagError{Flag: "--extra-shims", Value: s, Reason: "a directory on PATH cannot contain ':'"}
 		}
+	}
+	if err := c.applyProfile(p); err != nil {
+		return nil, err
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err

@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/audit"
 	"ronly.dev/ronly/go/metrics"
+	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/go/report"
 	"ronly.dev/ronly/go/sandbox"
 )
 
@@ -20,6 +25,9 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 		return err
 	}
 	session := newSessionID()
+	if err := checkReportPath(cli.Report); err != nil {
+		return err
+	}
 	log, closeLog, err := openAuditLog(cli.AuditLog)
 	if err != nil {
 		return err
@@ -27,7 +35,8 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	defer closeLog()
 
 	opts := sandbox.Options{
-		Warn: func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) },
+		Warn:    func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) },
+		Session: session,
 	}
 	if log != nil {
 		opts.Refused = func(r sandbox.Refusal) {
@@ -37,11 +46,19 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	}
 	start := time.Now()
 	res, err := sandbox.Run(p, opts)
-	report(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
+	deliverMetrics(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
 		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"]})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
+	}
+	if res.LimitHit != "" {
+		fmt.Fprintf(os.Stderr, "ronly: session killed with all its processes: %s\n", limitText(p.Limits, res.LimitHit))
+	}
+	if cli.Report != "" {
+		if werr := report.Write(cli.Report, sessionReport(session, p, start, res, err)); werr != nil {
+			fmt.Fprintf(os.Stderr, "ronly: warning: %v\n", werr)
+		}
 	}
 	if log != nil && log.Err() != nil {
 		fmt.Fprintf(os.Stderr, "ronly: warning: --audit-log %s: %v\n", cli.AuditLog, log.Err())
@@ -53,10 +70,10 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	return nil
 }
 
-// report delivers the session's counts. A host without an exporter, a
+// deliverMetrics delivers the session's counts. A host without an exporter, a
 // spool or a textfile gets nothing, and a failure is a warning: metrics
 // never fail a session.
-func report(cli *CLI, r metrics.Report) {
+func deliverMetrics(cli *CLI, r metrics.Report) {
 	if cli.NoMetrics {
 		return
 	}
@@ -94,4 +111,63 @@ func newSessionID() string {
 		return "unknown"
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// checkReportPath fails before the session starts when the report could
+// not be written after it: a CI job must not run only to lose its report.
+func checkReportPath(path string) error {
+	if path == "" || path == "-" {
+		return nil
+	}
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil || !fi.IsDir() {
+		return &policy.FlagError{Flag: "--report", Value: path, Reason: "its directory does not exist"}
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return &policy.FlagError{Flag: "--report", Value: path, Reason: "is a directory"}
+	}
+	return nil
+}
+
+func limitText(l policy.Limits, hit string) string {
+	switch hit {
+	case "timeout":
+		return fmt.Sprintf("wall-clock limit --timeout %s reached", l.Timeout)
+	case "cpu":
+		return fmt.Sprintf("CPU time limit --cpu-time %s reached", l.CPUTime)
+	case "memory":
+		return fmt.Sprintf("memory limit --memory %d bytes reached (the kernel's OOM killer acted)", l.Memory)
+	case "pids":
+		return fmt.Sprintf("process limit --pids %d reached", l.Pids)
+	}
+	return hit
+}
+
+func sessionReport(session string, p *policy.Policy, start time.Time, res sandbox.Result, err error) *report.Report {
+	r := &report.Report{
+		Version: report.Version, Session: session, Command: p.Command, Profile: p.Profile, Start: start,
+		Exit: report.Exit{Code: res.ExitCode},
+		Usage: report.Usage{WallSeconds: res.Usage.Wall.Seconds(), UserSeconds: res.Usage.User.Seconds(),
+			SysSeconds: res.Usage.Sys.Seconds(), MaxRSSBytes: res.Usage.MaxRSS},
+		Limits: report.Limits{TimeoutSeconds: p.Limits.Timeout.Seconds(), CPUSeconds: p.Limits.CPUTime.Seconds(),
+			MemoryBytes: p.Limits.Memory, Pids: p.Limits.Pids},
+		LimitHit: res.LimitHit,
+		Refused:  res.Blocked,
+		Layers: report.Layers{Mode: res.Layers.Mode, UserNS: res.Layers.UserNS, PIDNS: res.Layers.PIDNS,
+			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
+			Network: res.Layers.Network, Cgroup: res.Layers.Cgroup},
+	}
+	if r.Command == nil {
+		r.Command = []string{}
+	}
+	if r.Refused == nil {
+		r.Refused = map[string]map[string]uint64{}
+	}
+	if err != nil {
+		r.Error = err.Error()
+		r.Exit.Code = exitRonly
+	} else if res.Signal != 0 {
+		r.Exit.Signal = unix.SignalName(res.Signal)
+	}
+	return r
 }

@@ -1,0 +1,569 @@
+// Package cgroup gives one ronly session a cgroup of its own: to limit its
+// memory, processes and CPU time, to see when it hits a limit, and to kill
+// its whole process tree at the end, so nothing outlives it.
+//
+// Hosts differ. A session always gets a directory in the cgroup v2
+// hierarchy when one is mounted and writable (it is what cgroup.kill and
+// eBPF's cgroup id need), and for each controller the limits ask for, the
+// v2 controller when the host enables it there, else the v1 hierarchy that
+// has it (this project's machines mount v1 for memory and pids, and a v2
+// hierarchy with no controllers). What cannot be had is an error, never a
+// silently missing limit: the caller decides whether to fall back to
+// rlimits and say so.
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Limits a session may have; zero means none.
+type Limits struct {
+	Memory  uint64        // bytes, swap included where the host accounts it
+	Pids    int           // processes and threads at once
+	CPUTime time.Duration // CPU time summed over the whole tree
+}
+
+// Group is a session's cgroup directories: one per hierarchy it uses.
+type Group struct {
+	v2     string            // the v2 directory, "" when there is none
+	v1     map[string]string // controller -> its v1 directory
+	limits Limits
+}
+
+// parentName is the directory under each hierarchy's root that holds the
+// sessions, so that an operator finds all of ronly's in one place.
+const parentName = "ronly"
+
+// mounts are the cgroup hierarchies this process can see.
+type mounts struct {
+	v2 string            // the cgroup2 mount point, "" when none
+	v1 map[string]string // v1 controller -> mount point
+}
+
+func findMounts() (mounts, error) {
+	m := mounts{v1: map[string]string{}}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return m, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || len(fields) < sep+4 || len(fields) < 5 || fields[3] != "/" {
+			continue // a bind of a sub-cgroup is not a hierarchy's root
+		}
+		point := unescape(fields[4])
+		switch fields[sep+1] {
+		case "cgroup2":
+			if m.v2 == "" {
+				m.v2 = point
+			}
+		case "cgroup":
+			for _, opt := range strings.Split(fields[sep+3], ",") {
+				if _, seen := m.v1[opt]; !seen && v1Controller(opt) {
+					m.v1[opt] = point
+				}
+			}
+		}
+	}
+	return m, sc.Err()
+}
+
+func v1Controller(opt string) bool {
+	switch opt {
+	case "memory", "pids", "cpuacct":
+		return true
+	}
+	return false
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Name is the cgroup name of a session run by supervisor pid: Sweep tells
+// from it whether the session's supervisor is still alive.
+func Name(session string, pid int) string {
+	return session + "-" + strconv.Itoa(pid)
+}
+
+// Sweep removes the cgroups of sessions whose supervisor died without
+// cleaning up (SIGKILL, a crash, the host's OOM killer), killing whatever
+// still runs in them. A cgroup is stale when the pid in its name is gone
+// or belongs to a process started after the cgroup was made.
+func Sweep() {
+	m, err := findMounts()
+	if err != nil {
+		return
+	}
+	roots := []string{}
+	if m.v2 != "" {
+		roots = append(roots, m.v2)
+	}
+	for _, p := range m.v1 {
+		roots = append(roots, p)
+	}
+	for _, root := range roots {
+		parent := filepath.Join(root, parentName)
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			dir := filepath.Join(parent, e.Name())
+			if !e.IsDir() || !stale(dir, e.Name()) {
+				continue
+			}
+			g := &Group{v1: map[string]string{}}
+			if IsV2(dir) {
+				g.v2 = dir
+			} else {
+				g.v1["any"] = dir
+			}
+			g.Close()
+		}
+	}
+}
+
+func stale(dir, name string) bool {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 {
+		return false
+	}
+	pid, err := strconv.Atoi(name[i+1:])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	var dst, pst unix.Stat_t
+	if unix.Stat(dir, &dst) != nil {
+		return false
+	}
+	proc := "/proc/" + strconv.Itoa(pid)
+	if unix.Stat(proc, &pst) != nil {
+		return true // no such process: its supervisor is gone
+	}
+	if b, err := os.ReadFile(proc + "/stat"); err == nil {
+		// "pid (comm) S ...": a zombie supervisor is a dead one.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return true
+		}
+	}
+	// The pid was reused by a process born after the cgroup.
+	return pst.Ctim.Sec > dst.Ctim.Sec+1
+}
+
+// IsV2 says whether dir is in a cgroup v2 hierarchy.
+func IsV2(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// New creates the session's cgroups and sets the limits. It fails when a
+// limit asked for has no controller this process can use; with no limits
+// it fails only when no cgroup at all can be made.
+func New(session string, l Limits) (*Group, error) {
+	if session == "" || strings.ContainsAny(session, "/.") {
+		return nil, fmt.Errorf("cgroup name %q: must be a plain name", session)
+	}
+	m, err := findMounts()
+	if err != nil {
+		return nil, err
+	}
+	g := &Group{v1: map[string]string{}, limits: l}
+	ok := false
+	defer func() {
+		if !ok {
+			g.remove()
+		}
+	}()
+	enabled := map[string]bool{}
+	if m.v2 != "" {
+		dir, err := makeDir(m.v2, session)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup v2 at %s: %w", m.v2, err)
+		}
+		g.v2 = dir
+		for _, c := range wanted(l) {
+			if c == "cpuacct" {
+				enabled[c] = true // cpu.stat's usage is there without any controller
+				continue
+			}
+			enabled[c] = enableV2(m.v2, c) == nil
+		}
+	}
+	for _, c := range wanted(l) {
+		if enabled[c] {
+			continue
+		}
+		point, found := m.v1[c]
+		if !found {
+			return nil, fmt.Errorf("no %s controller: not enabled in cgroup v2 (%s) and no v1 hierarchy has it", c, orNone(m.v2))
+		}
+		dir, err := makeDir(point, session)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup v1 %s at %s: %w", c, point, err)
+		}
+		g.v1[c] = dir
+	}
+	if g.v2 == "" && len(g.v1) == 0 {
+		return nil, errors.New("no cgroup hierarchy is mounted")
+	}
+	if err := g.setLimits(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return g, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "not mounted"
+	}
+	return s
+}
+
+// wanted lists the controllers the limits need.
+func wanted(l Limits) []string {
+	var out []string
+	if l.Memory > 0 {
+		out = append(out, "memory")
+	}
+	if l.Pids > 0 {
+		out = append(out, "pids")
+	}
+	if l.CPUTime > 0 {
+		out = append(out, "cpuacct")
+	}
+	return out
+}
+
+// makeDir creates root/ronly/session. A concurrent session may remove an
+// empty root/ronly between our two mkdirs; then we try again.
+func makeDir(root, session string) (string, error) {
+	parent := filepath.Join(root, parentName)
+	dir := filepath.Join(parent, session)
+	for try := 0; ; try++ {
+		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", err
+		}
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			return dir, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || try == 3 {
+			return "", err
+		}
+	}
+}
+
+// enableV2 makes controller c available to the sessions' cgroups. It fails
+// when the host does not give v2 the controller (it is bound to v1).
+func enableV2(root, c string) error {
+	have, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+	if err != nil {
+		return err
+	}
+	if !contains(strings.Fields(string(have)), c) {
+		return fmt.Errorf("controller %s not in %s", c, root)
+	}
+	for _, dir := range []string{root, filepath.Join(root, parentName)} {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0); err != nil {
+			return fmt.Errorf("enable %s in %s: %w", c, dir, err)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// dir is where controller c's files are for this session.
+func (g *Group) dir(c string) string {
+	if d, ok := g.v1[c]; ok {
+		return d
+	}
+	return g.v2
+}
+
+func (g *Group) setLimits() error {
+	l := g.limits
+	if l.Memory > 0 {
+		v := strconv.FormatUint(l.Memory, 10)
+		if _, v1 := g.v1["memory"]; v1 {
+			if err := write(g.dir("memory"), "memory.limit_in_bytes", v); err != nil {
+				return err
+			}
+			// Where the host accounts swap, the limit covers it too;
+			// otherwise a job would page out instead of stopping.
+			if exists(filepath.Join(g.dir("memory"), "memory.memsw.limit_in_bytes")) {
+				if err := write(g.dir("memory"), "memory.memsw.limit_in_bytes", v); err != nil {
+					return err
+				}
+			}
+		} else {
+			if err := write(g.v2, "memory.max", v); err != nil {
+				return err
+			}
+			if exists(filepath.Join(g.v2, "memory.swap.max")) {
+				if err := write(g.v2, "memory.swap.max", "0"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if l.Pids > 0 {
+		if err := write(g.dir("pids"), "pids.max", strconv.Itoa(l.Pids)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func write(dir, file, value string) error {
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0); err != nil {
+		return fmt.Errorf("set %s: %w", file, err)
+	}
+	return nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Add moves process pid, with its threads, into every directory of the
+// group. Call it while the process is still waiting for its instructions,
+// so that all it starts later is born inside.
+func (g *Group) Add(pid int) error {
+	for _, d := range g.dirs() {
+		if err := write(d, "cgroup.procs", strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("move %d into %s: %w", pid, d, err)
+		}
+	}
+	return nil
+}
+
+func (g *Group) dirs() []string {
+	var out []string
+	if g.v2 != "" {
+		out = append(out, g.v2)
+	}
+	for _, d := range g.v1 {
+		out = append(out, d)
+	}
+	return out
+}
+
+// ID is the cgroup v2 id of the session (the directory's inode number),
+// which eBPF programs see as bpf_get_current_cgroup_id(); 0 without v2.
+func (g *Group) ID() uint64 {
+	if g.v2 == "" {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(g.v2, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// Where lists the directories, for messages and tests.
+func (g *Group) Where() []string { return g.dirs() }
+
+// Hit says which limit the session has run into, "" when none: "memory"
+// once the kernel's OOM killer acted in the group, "pids" once a fork
+// failed at the limit, "cpu" once the tree's CPU time passed the limit.
+func (g *Group) Hit() string {
+	l := g.limits
+	if l.Memory > 0 {
+		file := "memory.events"
+		if _, v1 := g.v1["memory"]; v1 {
+			file = "memory.oom_control"
+		}
+		if field(g.dir("memory"), file, "oom_kill") > 0 {
+			return "memory"
+		}
+	}
+	if l.Pids > 0 && field(g.dir("pids"), "pids.events", "max") > 0 {
+		return "pids"
+	}
+	if l.CPUTime > 0 && g.CPUTime() > l.CPUTime {
+		return "cpu"
+	}
+	return ""
+}
+
+// CPUTime is the CPU time the group's processes have used so far.
+func (g *Group) CPUTime() time.Duration {
+	if d, ok := g.v1["cpuacct"]; ok {
+		b, err := os.ReadFile(filepath.Join(d, "cpuacct.usage"))
+		if err != nil {
+			return 0
+		}
+		ns, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return time.Duration(ns)
+	}
+	if g.v2 == "" {
+		return 0
+	}
+	return time.Duration(field(g.v2, "cpu.stat", "usage_usec")) * time.Microsecond
+}
+
+// PeakMemory is the most memory the group used at once, 0 when unknown.
+func (g *Group) PeakMemory() uint64 {
+	if d, ok := g.v1["memory"]; ok {
+		b, err := os.ReadFile(filepath.Join(d, "memory.max_usage_in_bytes"))
+		if err == nil {
+			v, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+			return v
+		}
+		return 0
+	}
+	if g.v2 == "" {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(g.v2, "memory.peak"))
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return v
+}
+
+// field reads "name value" from a flat keyed file such as memory.events.
+func field(dir, file, name string) int64 {
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == name {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// Kill kills every process in the group and waits until none is left.
+// cgroup.kill (v2, Linux 5.14) does it in one step that forks cannot
+// outrun; otherwise each round kills what cgroup.procs lists, and the
+// pids limit, where set, bounds how many a fork loop can add per round.
+func (g *Group) Kill() error {
+	if g.v2 != "" && exists(filepath.Join(g.v2, "cgroup.kill")) {
+		if err := write(g.v2, "cgroup.kill", "1"); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := 0
+		for _, d := range g.dirs() {
+			for _, pid := range procs(d) {
+				left++
+				unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes still in %s after 5s of SIGKILL", left, strings.Join(g.dirs(), ", "))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func procs(dir string) []int {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// Close kills what is left and removes the directories. A cgroup whose
+// last process has just died can stay busy for a moment, so removal is
+// retried briefly.
+func (g *Group) Close() error {
+	kerr := g.Kill()
+	rerr := g.remove()
+	if kerr != nil {
+		return kerr
+	}
+	return rerr
+}
+
+func (g *Group) remove() error {
+	var first error
+	for _, d := range g.dirs() {
+		var err error
+		for try := 0; try < 200; try++ {
+			err = unix.Rmdir(d)
+			if err == nil || err == unix.ENOENT {
+				err = nil
+				break
+			}
+			if err != unix.EBUSY {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err != nil && first == nil {
+			first = fmt.Errorf("remove %s: %w", d, err)
+		}
+		// The shared parent goes too when this was its last session; a
+		// concurrent session's mkdir retries if it loses that race, and
+		// any other error means it is still in use.
+		unix.Rmdir(filepath.Dir(d))
+	}
+	g.v2, g.v1 = "", map[string]string{}
+	return first
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+
+	"ronly.dev/ronly/go/policy"
+)
+
+// applyProfile adds what --profile, the limit flags and the environment
+// flags ask for to p, before p is validated.
+//
+// The ci profile: the workspace (--workspace, default the current
+// directory) bound writable, a private PID namespace and /proc, an empty
+// tmpfs on $HOME, and a cleared environment that keeps only policy.CIKeep
+// and --keepenv. Everything else is as in debug.
+func (c *CLI) applyProfile(p *policy.Policy) error {
+	p.Profile = c.Profile
+	lim := policy.Limits{Timeout: c.Timeout, CPUTime: c.CPUTime, Pids: c.Pids}
+	if c.Memory != "" {
+		m, err := policy.ParseSize(c.Memory)
+		if err != nil {
+			return &policy.FlagError{Flag: "--memory", Value: c.Memory, Reason: err.Error()}
+		}
+		lim.Memory = m
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--timeout", c.Timeout}, {"--cpu-time", c.CPUTime}} {
+		if d.v < 0 || (d.v > 0 && d.v < time.Millisecond) {
+			return &policy.FlagError{Flag: d.flag, Value: d.v.String(), Reason: "must be a positive duration such as 90s or 30m"}
+		}
+	}
+	p.Limits = lim
+
+	clear, keep := c.Clearenv, c.Keepenv
+	if c.Workspace != "" && c.Profile != policy.ProfileCI {
+		return &policy.FlagError{Flag: "--workspace", Value: c.Workspace, Reason: "only the ci profile has a workspace; use --rw in debug"}
+	}
+	if c.Profile == policy.ProfileCI {
+		ws := c.Workspace
+		if ws == "" {
+			wd, err := os.Getwd()
+			if err != nil {
+				return &policy.FlagError{Flag: "--workspace", Reason: "no current directory to use: " + err.Error()}
+			}
+			ws = wd
+		}
+		if abs, err := filepath.Abs(ws); err == nil {
+			ws = abs
+		}
+		p.RW = append([]string{ws}, p.RW...)
+		p.PIDNS = true
+		p.Home = os.Getenv("HOME")
+		clear = true
+		keep = append(append([]string{}, policy.CIKeep...), keep...)
+	}
+	env, err := policy.Environ(os.Environ(), clear, keep, c.Setenv)
+	if err != nil {
+		return err
+	}
+	p.Env = env
+	return nil
+}

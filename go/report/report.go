@@ -1,0 +1,112 @@
+// Package report is the JSON document `ronly --report FILE` writes once a
+// session ends: how it ended, what it used, what was refused and which
+// layers were in effect. CI systems read it, so its schema is versioned:
+// fields are only ever added within a version; a rename or a change of
+// meaning bumps Version.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Version of the schema.
+const Version = 1
+
+// Report is the whole document.
+type Report struct {
+	Version int    `json:"version"`
+	Session string `json:"session"` // as in the audit log and the cgroup's name
+	// Command as given; empty for the default shell.
+	Command []string  `json:"command"`
+	Profile string    `json:"profile"` // "debug" or "ci"
+	Start   time.Time `json:"start"`
+	// Error is set when ronly could not build the sandbox: the command
+	// never ran and Exit is 125.
+	Error string `json:"error,omitempty"`
+	Exit  Exit   `json:"exit"`
+	Usage Usage  `json:"usage"`
+	// Limits as set (zero: none) and the one that ended the session.
+	Limits   Limits `json:"limits"`
+	LimitHit string `json:"limit_hit,omitempty"` // "timeout", "cpu", "memory", "pids"
+	// Refused counts refused actions by kind ("syscall", "command", "api",
+	// "write") and name (a syscall, "tool subcommand", "METHOD route").
+	Refused map[string]map[string]uint64 `json:"refused"`
+	Layers  Layers                       `json:"layers"`
+}
+
+// Exit is how the command ended. Code is ronly's own exit status: the
+// command's, or 128+Signal when a signal killed it.
+type Exit struct {
+	Code   int    `json:"code"`
+	Signal string `json:"signal,omitempty"` // e.g. "SIGKILL"
+}
+
+// Usage is what the session consumed.
+type Usage struct {
+	WallSeconds float64 `json:"wall_seconds"`
+	UserSeconds float64 `json:"user_seconds"`
+	SysSeconds  float64 `json:"sys_seconds"`
+	// MaxRSSBytes is the cgroup's peak when ronly had a memory cgroup,
+	// else the largest single process's resident set.
+	MaxRSSBytes uint64 `json:"max_rss_bytes"`
+}
+
+// Limits as set; 0 means none.
+type Limits struct {
+	TimeoutSeconds float64 `json:"timeout_seconds"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
+	MemoryBytes    uint64  `json:"memory_bytes"`
+	Pids           int     `json:"pids"`
+}
+
+// Layers are the isolation layers the session actually had.
+type Layers struct {
+	Mode        string `json:"mode"` // "userns", "rootless", "privileged"
+	UserNS      bool   `json:"user_namespace"`
+	PIDNS       bool   `json:"pid_namespace"`
+	LandlockABI int    `json:"landlock_abi"` // 0: none
+	Seccomp     string `json:"seccomp"`      // "notify" (counted), "errno" (refused, not counted), "none"
+	Counting    bool   `json:"counting"`     // refused syscalls were counted
+	// WriteCounting says whether refused writes (EROFS) were counted.
+	WriteCounting bool   `json:"write_counting"`
+	Network       string `json:"network"` // "host" or "none"
+	Cgroup        string `json:"cgroup"`  // "v2", "v2+v1", "v1", "none"
+}
+
+// Write writes r to path ("-": stderr) atomically: a reader never sees
+// half a report.
+func Write(path string, r *Report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if path == "-" {
+		_, err := os.Stderr.Write(b)
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--report %q: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--report %q: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--report %q: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("--report %q: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("--report %q: %w", path, err)
+	}
+	return nil
+}

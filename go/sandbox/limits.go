@@ -1,0 +1,223 @@
+package sandbox
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/cgroup"
+)
+
+// limitPoll is how often the supervisor looks at the cgroup's counters. A
+// job can overshoot its CPU time by this much per core before it is killed.
+const limitPoll = 100 * time.Millisecond
+
+// newGroup makes the session's cgroup: always as root (it is how the whole
+// process tree is killed at the end), otherwise only when limits ask for
+// one. nil when there is none; confine then falls back to rlimits.
+func (s *session) newGroup() *cgroup.Group {
+	lim := s.p.Limits
+	want := cgroup.Limits{Memory: lim.Memory, Pids: lim.Pids, CPUTime: lim.CPUTime}
+	if os.Geteuid() != 0 && want == (cgroup.Limits{}) {
+		return nil
+	}
+	name := s.name
+	if name == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		name = hex.EncodeToString(b)
+	}
+	// A supervisor killed before it could clean up left its cgroup, and
+	// maybe processes in it: the next session removes both.
+	cgroup.Sweep()
+	g, err := cgroup.New(cgroup.Name(name, os.Getpid()), want)
+	if err != nil {
+		s.cgroupErr = err
+		return nil
+	}
+	return g
+}
+
+// confine puts the init, still waiting for its records, into the group, or
+// else sets rlimits on it that its descendants inherit.
+func (s *session) confine(g *cgroup.Group, pid int) error {
+	lim := s.p.Limits
+	if g != nil {
+		if err := g.Add(pid); err != nil {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+		s.layers.Cgroup = cgroupKind(g)
+		return nil
+	}
+	var fallbacks []string
+	set := func(res int, v uint64, name string) error {
+		r := unix.Rlimit{Cur: v, Max: v}
+		if err := unix.Prlimit(pid, res, &r, nil); err != nil {
+			return fmt.Errorf("set %s on the session: %w", name, err)
+		}
+		fallbacks = append(fallbacks, name)
+		return nil
+	}
+	if lim.Memory > 0 {
+		if err := set(unix.RLIMIT_AS, lim.Memory, "RLIMIT_AS"); err != nil {
+			return err
+		}
+	}
+	if lim.Pids > 0 {
+		if err := set(unix.RLIMIT_NPROC, uint64(lim.Pids), "RLIMIT_NPROC"); err != nil {
+			return err
+		}
+	}
+	if lim.CPUTime > 0 {
+		secs := uint64((lim.CPUTime + time.Second - 1) / time.Second)
+		if err := set(unix.RLIMIT_CPU, secs, "RLIMIT_CPU"); err != nil {
+			return err
+		}
+	}
+	if len(fallbacks) > 0 {
+		s.warn(fmt.Sprintf("no cgroup for the limits (%v): using %s instead, which bound each process, not the session as a whole",
+			s.cgroupErr, strings.Join(fallbacks, ", ")))
+	}
+	return nil
+}
+
+func cgroupKind(g *cgroup.Group) string {
+	v1, v2 := false, false
+	for _, d := range g.Where() {
+		if cgroup.IsV2(d) {
+			v2 = true
+		} else {
+			v1 = true
+		}
+	}
+	switch {
+	case v1 && v2:
+		return "v2+v1"
+	case v2:
+		return "v2"
+	default:
+		return "v1"
+	}
+}
+
+
+// watchLimits ends the session when it runs out of time or hits a cgroup
+// limit: the whole tree is killed and the reason kept for the report.
+func (s *session) watchLimits(g *cgroup.Group, p *os.Process) (stop func()) {
+	lim := s.p.Limits
+	done := make(chan struct{})
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done) }) }
+	kill := func(reason string) {
+		s.mu.Lock()
+		first := s.limitHit == ""
+		if first {
+			s.limitHit = reason
+		}
+		s.mu.Unlock()
+		if !first {
+			return
+		}
+		if g != nil {
+			g.Kill()
+		}
+		// Without a cgroup: the init, and with it a private PID
+		// namespace; orphans of the debug profile are reaped after.
+		p.Kill()
+	}
+	var deadline <-chan time.Time
+	if lim.Timeout > 0 {
+		t := time.NewTimer(lim.Timeout)
+		defer func() {
+			go func() { <-done; t.Stop() }()
+		}()
+		deadline = t.C
+	}
+	var tick <-chan time.Time
+	if g != nil && (lim.Memory > 0 || lim.Pids > 0 || lim.CPUTime > 0) {
+		t := time.NewTicker(limitPoll)
+		defer func() {
+			go func() { <-done; t.Stop() }()
+		}()
+		tick = t.C
+	}
+	if deadline == nil && tick == nil {
+		return stop
+	}
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-deadline:
+				kill("timeout")
+				return
+			case <-tick:
+				if why := g.Hit(); why != "" {
+					kill(why)
+					return
+				}
+			}
+		}
+	}()
+	return stop
+}
+
+// account fills in the session's usage once the init has been waited for,
+// and notices a limit the poll did not see in time (the OOM killer may end
+// the command between two looks).
+func (s *session) account(g *cgroup.Group, cmd *exec.Cmd, started time.Time) {
+	u := Usage{Wall: time.Since(started)}
+	if st := cmd.ProcessState; st != nil {
+		u.User, u.Sys = st.UserTime(), st.SystemTime()
+		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+			u.MaxRSS = uint64(ru.Maxrss) * 1024
+		}
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			s.mu.Lock()
+			s.signal = ws.Signal()
+			s.mu.Unlock()
+			if ws.Signal() == syscall.SIGXCPU {
+				s.setHit("cpu")
+			}
+		}
+	}
+	if g != nil {
+		if peak := g.PeakMemory(); peak > u.MaxRSS {
+			u.MaxRSS = peak
+		}
+		if why := g.Hit(); why != "" {
+			s.setHit(why)
+		}
+	}
+	s.mu.Lock()
+	s.usage = u
+	s.mu.Unlock()
+}
+
+func (s *session) setHit(reason string) {
+	s.mu.Lock()
+	if s.limitHit == "" {
+		s.limitHit = reason
+	}
+	s.mu.Unlock()
+}
+
+// closeGroup kills what is left in the group and removes it; a failure is
+// a leftover on the host, which the user must hear of.
+func closeGroup(g *cgroup.Group, warn func(string)) {
+	if g == nil {
+		return
+	}
+	if err := g.Close(); err != nil {
+		warn(fmt.Sprintf("cgroup not cleaned up: %v", err))
+	}
+}

@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// sessionReport is the part of --report's JSON document the tests read.
+type sessionReport struct {
+	Version int      `json:"version"`
+	Session string   `json:"session"`
+	Command []string `json:"command"`
+	Profile string   `json:"profile"`
+	Error   string   `json:"error"`
+	Exit    struct {
+		Code   int    `json:"code"`
+		Signal string `json:"signal"`
+	} `json:"exit"`
+	Usage struct {
+		WallSeconds float64 `json:"wall_seconds"`
+		UserSeconds float64 `json:"user_seconds"`
+		SysSeconds  float64 `json:"sys_seconds"`
+		MaxRSSBytes uint64  `json:"max_rss_bytes"`
+	} `json:"usage"`
+	Limits struct {
+		TimeoutSeconds float64 `json:"timeout_seconds"`
+		MemoryBytes    uint64  `json:"memory_bytes"`
+		Pids           int     `json:"pids"`
+	} `json:"limits"`
+	LimitHit string                       `json:"limit_hit"`
+	Refused  map[string]map[string]uint64 `json:"refused"`
+	Layers   struct {
+		Mode        string `json:"mode"`
+		UserNS      bool   `json:"user_namespace"`
+		PIDNS       bool   `json:"pid_namespace"`
+		LandlockABI int    `json:"landlock_abi"`
+		Seccomp     string `json:"seccomp"`
+		Counting    bool   `json:"counting"`
+		Network     string `json:"network"`
+		Cgroup      string `json:"cgroup"`
+	} `json:"layers"`
+}
+
+func readReport(t *testing.T, path string) sessionReport {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("no report: %v", err)
+	}
+	var r sessionReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, b)
+	}
+	if r.Version != 1 || r.Session == "" {
+		t.Fatalf("report without version 1 and a session: %s", b)
+	}
+	return r
+}
+
+// marked lists the host's processes whose command line contains marker.
+func marked(marker string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), marker) {
+			out = append(out, e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// cgroupsOf lists the cgroup directories, in every hierarchy, named after
+// the session.
+func cgroupsOf(t *testing.T, session string) []string {
+	t.Helper()
+	var out []string
+	for _, pattern := range []string{"/sys/fs/cgroup/ronly/" + session + "-*", "/sys/fs/cgroup/*/ronly/" + session + "-*"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m...)
+	}
+	return out
+}
+
+// checkNoLeftovers checks from outside that the session left nothing:
+// no process, no cgroup, no mount.
+func checkNoLeftovers(t *testing.T, marker, session string, mountsBefore []string) {
+	t.Helper()
+	if left := marked(marker); len(left) > 0 {
+		t.Errorf("processes of the session outlived it: %v", left)
+	}
+	if left := cgroupsOf(t, session); len(left) > 0 {
+		t.Errorf("cgroups of the session left behind: %v", left)
+	}
+	if after := mountLines(t); !slices.Equal(mountsBefore, after) {
+		t.Errorf("the host's mount table changed: new %v, gone %v", newEntries(mountsBefore, after), newEntries(after, mountsBefore))
+	}
+}
+
+// TestLimitsKillTheWholeTree: a session that hits a limit is killed with
+// every process it started — including a double-forked daemon in its own
+// session — the report names the limit, and nothing is left on the host.
+func TestLimitsKillTheWholeTree(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	for _, profile := range []string{"debug", "ci"} {
+		for _, tc := range []struct {
+			name  string
+			flags []string
+			work  string // runs after the background processes started
+			code  int    // the exit code ronly must give; 0: any
+		}{
+			{"timeout", []string{"--timeout", "1s"}, "sleep 600", 137},
+			{"memory", []string{"--memory", "32M"}, "head -c 512M /dev/zero | tail > /dev/null", 0},
+			{"pids", []string{"--pids", "16"}, "i=0; while [ $i -lt 64 ]; do sleep 600 & i=$((i+1)); done; wait", 0},
+			{"cpu", []string{"--cpu-time", "300ms"}, "while :; do :; done", 137},
+		} {
+			t.Run(profile+"/"+tc.name, func(t *testing.T) {
+				marker := randomMarker(t)
+				ws := userDir(t, 0, "ronly-limits-")
+				rep := filepath.Join(ws, "report.json")
+				mounts := mountLines(t)
+				// Background processes that would outlive a careless
+				// sandbox: a plain child and a daemon (setsid, orphaned).
+				script := fmt.Sprintf("sleep 600.%s & setsid sh -c 'sleep 601.%s & exit' ; sleep 0.2; %s", marker, marker, tc.work)
+				flags := append([]string{"--profile", profile, "--report", rep}, tc.flags...)
+				r := b.sh(t, opts{dir: ws}, flags, script)
+				if tc.code != 0 && r.code != tc.code {
+					t.Errorf("want exit %d:\n%s", tc.code, r)
+				}
+				got := readReport(t, rep)
+				if got.LimitHit != tc.name {
+					t.Errorf("report's limit_hit = %q, want %q\n%s", got.LimitHit, tc.name, r)
+				}
+				if !strings.Contains(r.stderr, "session killed with all its processes") {
+					t.Errorf("no message that the session was killed:\n%s", r)
+				}
+				if got.Layers.Cgroup == "none" {
+					t.Errorf("root session without a cgroup")
+				}
+				checkNoLeftovers(t, marker, got.Session, mounts)
+			})
+		}
+	}
+}
+
+// TestCIProfile: the workspace is writable and keeps what the job wrote;
+// HOME is an empty tmpfs that vanishes; everything else stays read-only;
+// the job has its own PID namespace and /proc (the host's processes are
+// invisible); the environment is cleared but for a short list, --keepenv
+// and --setenv.
+func TestCIProfile(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	c := newCanaries(t, 0)
+	c.startProcess(t)
+	before := c.snapshot(t)
+	ws := userDir(t, 0, "ronly-ws-")
+	home := userDir(t, 0, "ronly-home-")
+	writeFile(t, 0, filepath.Join(home, ".secret-config"), "host home\n", 0o600)
+	rep := filepath.Join(ws, "report.json")
+	script := strings.Join([]string{
+		"set -e",
+		"echo built > artifact",                               // the workspace
+		"echo cache > $HOME/.cache-entry",                     // the tmpfs HOME
+		"test ! -e $HOME/.secret-config",                      // which starts empty
+		"! touch " + c.file + " 2>/dev/null",                  // the rest: read-only
+		"test ! -e /proc/" + strconv.Itoa(c.proc.Process.Pid), // host processes: invisible
+		"test \"$(ls /proc | grep -c '^[0-9]')\" -lt 10",      // only the job's own
+		"echo pid=$$",
+		"echo secret=${CI_SECRET:-unset} kept=${KEEP_ME:-unset} set=${SET_ME:-unset} path=$PATH",
+	}, "\n")
+	r := b.run(t, opts{dir: ws, env: []string{"HOME=" + home, "CI_SECRET=hunter2", "KEEP_ME=yes"}},
+		"--profile", "ci", "--report", rep, "--keepenv", "KEEP_ME", "--setenv", "SET_ME=fine", "--", "/bin/sh", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("ci job failed:\n%s", r)
+	}
+	for _, want := range []string{"pid=2\n", "secret=unset kept=yes set=fine path=/dev/ronly-shims:"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(ws, "artifact")); err != nil || string(b) != "built\n" {
+		t.Errorf("the workspace did not keep the artifact: %q %v", b, err)
+	}
+	if names := dirNames(t, home); !slices.Equal(names, []string{".secret-config"}) {
+		t.Errorf("the host's HOME changed: %v", names)
+	}
+	got := readReport(t, rep)
+	if got.Profile != "ci" || !got.Layers.PIDNS || got.Exit.Code != 0 {
+		t.Errorf("report: profile %q pid_namespace %t exit %d", got.Profile, got.Layers.PIDNS, got.Exit.Code)
+	}
+	c.verify(t, before)
+}
+
+// TestReport: the JSON report tells how the command ended and what was
+// refused, in the documented schema.
+func TestReport(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	dir := userDir(t, 0, "ronly-report-")
+	for _, tc := range []struct {
+		name, script string
+		code         int
+		signal       string
+	}{
+		{"exit status", "exit 3", 3, ""},
+		{"signal", "kill -TERM $$", 143, "SIGTERM"},
+		{"refusals", "mount -t tmpfs none /mnt 2>/dev/null; unshare -U true 2>/dev/null; exit 0", 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".json")
+			r := b.sh(t, opts{}, []string{"--report", rep}, tc.script)
+			if r.code != tc.code {
+				t.Fatalf("want exit %d:\n%s", tc.code, r)
+			}
+			got := readReport(t, rep)
+			if got.Exit.Code != tc.code || got.Exit.Signal != tc.signal {
+				t.Errorf("report's exit = %+v, want code %d signal %q", got.Exit, tc.code, tc.signal)
+			}
+			if got.Usage.WallSeconds <= 0 || got.Usage.MaxRSSBytes == 0 {
+				t.Errorf("report's usage is empty: %+v", got.Usage)
+			}
+			if got.Layers.Mode != "userns" || !got.Layers.UserNS || got.Layers.LandlockABI == 0 ||
+				got.Layers.Seccomp != "notify" || !got.Layers.Counting || got.Layers.Network != "host" {
+				t.Errorf("report's layers: %+v", got.Layers)
+			}
+			if tc.name == "refusals" {
+				if got.Refused["syscall"]["mount"] == 0 || got.Refused["syscall"]["unshare"] == 0 {
+					t.Errorf("refusals not in the report: %v", got.Refused)
+				}
+			}
+		})
+	}
+}
