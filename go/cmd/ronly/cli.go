@@ -67,6 +67,7 @@ type CLI struct {
 	MetricsSocket   string        `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to the ronly exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
 	MetricsTextfile string        `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
 	NoMetrics       bool          `name:"no-metrics" help:"Report no metrics for this session."`
+	Policy          string        `name:"policy" placeholder:"FILE" help:"Read flags from FILE: TOML keyed by the long flag names (no-network = true, rw = [\"/work\"]); flags given here win."`
 
 	Run      RunCmd      `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 	Exporter ExporterCmd `cmd:"" help:"Serve the host's session metrics to Prometheus (a daemon, see tools/deploy)."`

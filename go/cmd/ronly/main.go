@@ -82,14 +82,22 @@ func parseAndRun(parser *kong.Kong, args []string) (code int, done bool) {
 			code, done = int(c), true
 		}
 	}()
-	ctx, err := parser.Parse(explicitRun(args))
+	args, pf, err := withPolicyFile(parser, args) // --policy FILE: its flags, then args
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "ronly: %v\n", oneLine(err))
+		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
+		return exitRonly, true
+	}
+	ctx, err := parser.Parse(explicitRun(args))
+	if err == nil {
+		err = pf.afterParse()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ronly: %v\n", pf.attribute(oneLine(err)))
 		return exitRonly, true
 	}
 	var status int
 	if err := ctx.Run(&status); err != nil {
-		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
+		fmt.Fprintf(os.Stderr, "ronly: %v\n", pf.attribute(err.Error()))
 		return exitRonly, true
 	}
 	return status, true
@@ -104,7 +112,7 @@ func explicitRun(args []string) []string {
 		switch a {
 		case "--":
 			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
-		case "run", "exporter", "help":
+		case "run", "exporter", "probe", "probe-internal", "help":
 			return args
 		}
 	}
