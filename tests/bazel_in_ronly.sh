@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Proof on real work: this repository's own Bazel build and unit tests run
+# inside `ronly --profile ci` (the example policy tools/deploy/policies/
+# bazel-ci.toml), and afterwards nothing outside the workspace and Bazel's
+# cache has changed. CI runs it after `./tools/bazel test //...`, as root.
+#
+#   tests/bazel_in_ronly.sh [RONLY]      default: the binary Bazel built
+#
+# Bazel's own sandbox needs namespaces, which ronly refuses: Bazel falls
+# back to its processwrapper strategy by itself. The tests that need the
+# real kernel (tagged local) stay outside.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ws=$PWD
+src=${1:-bazel-bin/go/cmd/ronly/ronly_/ronly}
+cache=/root/.cache/bazel
+
+# The inner build may rewrite bazel-bin: run a copy from outside it.
+ronly=$(mktemp /var/tmp/ronly-proof-bin.XXXXXX)
+report=$(mktemp /var/tmp/ronly-proof-report.XXXXXX)
+marker=$(mktemp /var/tmp/ronly-proof-marker.XXXXXX)
+trap 'rm -f "$ronly" "$report" "$marker"' EXIT
+cp "$src" "$ronly"
+chmod 755 "$ronly"
+mkdir -p "$cache"
+
+# A server started outside would do the building outside the sandbox.
+./tools/bazel shutdown
+sleep 1 # mtime granularity: everything after this is newer than $marker
+touch "$marker"
+
+"$ronly" --policy tools/deploy/policies/bazel-ci.toml --report "$report" -- \
+	sh -c './tools/bazel build //... && ./tools/bazel test --test_tag_filters=-local //...'
+
+fail=0
+if ! grep -q '"profile": "ci"' "$report" || ! grep -q '"code": 0' "$report"; then
+	echo "bazel_in_ronly: the report does not show a passing ci session:" >&2
+	cat "$report" >&2
+	fail=1
+fi
+# The Bazel server started inside died with the session.
+if pgrep -f A-server.jar >/dev/null; then
+	echo "bazel_in_ronly: a Bazel server outlived the session:" >&2
+	pgrep -af A-server.jar >&2
+	fail=1
+fi
+# Nothing outside the workspace and the cache changed.
+changed=$(find /etc /usr /opt /srv /home /root /var/lib /var/tmp /var/cache -xdev -newer "$marker" \
+	-not -path "$cache" -not -path "$cache/*" -not -path "$ws" -not -path "$ws/*" \
+	-not -path "$report" -not -path "$ronly" 2>/dev/null || true)
+if [ -n "$changed" ]; then
+	echo "bazel_in_ronly: changed outside the workspace and the cache:" >&2
+	echo "$changed" >&2
+	fail=1
+fi
+[ "$fail" = 0 ] && echo "bazel_in_ronly: build and unit tests passed inside ronly --profile ci; nothing outside $ws and $cache changed"
+exit "$fail"
