@@ -46,12 +46,13 @@ func (s *session) newGroup() *cgroup.Group {
 	return g
 }
 
-// confine puts the init, still waiting for its records, into the group, or
-// else sets rlimits on it that its descendants inherit.
+// confine puts the init, still waiting for its records, into the group's
+// v1 directories (it was born in the v2 one), or else sets rlimits on it
+// that its descendants inherit.
 func (s *session) confine(g *cgroup.Group, pid int) error {
 	lim := s.p.Limits
 	if g != nil {
-		if err := g.Add(pid); err != nil {
+		if err := g.AddV1(pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 		s.layers.Cgroup = cgroupKind(g)

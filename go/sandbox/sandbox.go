@@ -316,6 +316,18 @@ func (s *session) start() (int, error) {
 	defer signal.Stop(sigs)
 
 	group := s.newGroup()
+	if group != nil {
+		dir, err := group.Dir()
+		if err != nil {
+			closeGroup(group, s.warn)
+			child.Close()
+			return 0, fmt.Errorf("cgroup: %w", err)
+		}
+		if dir != nil {
+			defer dir.Close()
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
+		}
+	}
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		child.Close()
