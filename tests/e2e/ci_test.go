@@ -245,3 +245,37 @@ func TestReport(t *testing.T) {
 		})
 	}
 }
+
+// TestLimitsRootless: a user without a delegated cgroup still gets the
+// wall-clock limit (the supervisor kills the tree) and, for the others,
+// rlimits with a warning that says they bound each process only.
+func TestLimitsRootless(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	t.Run("timeout", func(t *testing.T) {
+		marker := randomMarker(t)
+		ws := userDir(t, nobody, "ronly-rl-")
+		rep := filepath.Join(ws, "r.json")
+		mounts := mountLines(t)
+		r := b.sh(t, opts{uid: nobody, dir: ws}, []string{"--rootless", "--timeout", "1s", "--report", rep},
+			fmt.Sprintf("sleep 600.%s & setsid sh -c 'sleep 601.%s & exit'; sleep 600", marker, marker))
+		if r.code != 137 {
+			t.Errorf("want exit 137:\n%s", r)
+		}
+		got := readReport(t, rep)
+		if got.LimitHit != "timeout" || got.Layers.Cgroup != "none" || got.Layers.Mode != "rootless" {
+			t.Errorf("report: limit_hit %q cgroup %q mode %q", got.LimitHit, got.Layers.Cgroup, got.Layers.Mode)
+		}
+		checkNoLeftovers(t, marker, got.Session, mounts)
+	})
+	t.Run("memory falls back to RLIMIT_AS", func(t *testing.T) {
+		r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--memory", "64M"},
+			"head -c 512M /dev/zero | tail > /dev/null && echo survived")
+		if !strings.Contains(r.stderr, "RLIMIT_AS") {
+			t.Errorf("no warning naming the rlimit fallback:\n%s", r)
+		}
+		if strings.Contains(r.stdout, "survived") {
+			t.Errorf("tail buffered 512M under a 64M address-space limit:\n%s", r)
+		}
+	})
+}
