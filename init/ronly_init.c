@@ -525,7 +525,9 @@ static void build_root(void)
 	if (hdr.flags & RONLY_F_PIDNS) {
 		/* Our own /proc: the host's would describe another PID
 		 * namespace, so getpid() and /proc/self would disagree. */
-		if (mount("proc", in_root("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		/* Read-only like the host's in the debug profile: nothing under
+		 * /proc is the session's to change (oom_score_adj, /proc/sys). */
+		if (mount("proc", in_root("/proc"), "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 			die("mount proc", "/proc");
 	}
 	for (uint32_t i = 0; i < hdr.n_mounts; i++)

@@ -46,13 +46,17 @@ func (s *session) newGroup() *cgroup.Group {
 	return g
 }
 
-// confine puts the init, still waiting for its records, into the group's
-// v1 directories (it was born in the v2 one), or else sets rlimits on it
-// that its descendants inherit.
-func (s *session) confine(g *cgroup.Group, pid int) error {
+// confine puts the init, still waiting for its records, into the group
+// (only its v1 directories when it was born in the v2 one), or else sets
+// rlimits on it that its descendants inherit.
+func (s *session) confine(g *cgroup.Group, pid int, bornInside bool) error {
 	lim := s.p.Limits
 	if g != nil {
-		if err := g.AddV1(pid); err != nil {
+		add := g.Add
+		if bornInside {
+			add = g.AddV1
+		}
+		if err := add(pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 		s.layers.Cgroup = cgroupKind(g)

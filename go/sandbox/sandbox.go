@@ -50,10 +50,13 @@ type Layers struct {
 	// Cgroup says where the session's cgroup is: "v2", "v2+v1" (v1 for
 	// controllers the host keeps there), "v1", or "none" (not root and
 	// nothing delegated: limits then fall back to rlimits).
-	Cgroup      string
-	Mirrored    int  // directories shown through a read-only overlay (sockets unreachable)
-	DockerGuard bool // the host's Docker socket answers read-only calls inside
-	HiddenSocks int  // sockets outside them, covered one by one
+	Cgroup string
+	// AbstractSockets is set when the host's abstract unix sockets are
+	// reachable from inside: Landlock below ABI 6 and the host's network.
+	AbstractSockets bool
+	Mirrored        int  // directories shown through a read-only overlay (sockets unreachable)
+	DockerGuard     bool // the host's Docker socket answers read-only calls inside
+	HiddenSocks     int  // sockets outside them, covered one by one
 }
 
 func (l Layers) String() string {
@@ -184,6 +187,12 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		cfg.Flags |= cinit.FlagPIDNS
 		l.PIDNS = true
 		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals: using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
+	}
+	if l.LandlockABI < 6 && !p.NoNetwork && !p.SkipLandlock {
+		// Nothing else stops connect() to the host's abstract unix
+		// sockets: they live in the network namespace.
+		l.AbstractSockets = true
+		warn(fmt.Sprintf("Landlock ABI %d cannot scope abstract unix sockets: the host's stay reachable; --no-network closes them", l.LandlockABI))
 	}
 
 	switch {
@@ -329,7 +338,21 @@ func (s *session) start() (int, error) {
 		}
 	}
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	bornInside := cmd.SysProcAttr.UseCgroupFD
+	if err != nil && bornInside && errors.Is(err, unix.ENOSYS) {
+		// clone3 refused (Docker's default seccomp profile answers it
+		// with ENOSYS): fork as usual, then move the init in.
+		retry := exec.Command(cmd.Path)
+		retry.Args, retry.Env, retry.ExtraFiles = cmd.Args, cmd.Env, cmd.ExtraFiles
+		retry.Stdin, retry.Stdout, retry.Stderr = cmd.Stdin, cmd.Stdout, cmd.Stderr
+		attr := *cmd.SysProcAttr
+		attr.UseCgroupFD, attr.CgroupFD = false, 0
+		retry.SysProcAttr = &attr
+		cmd, bornInside = retry, false
+		err = cmd.Start()
+	}
+	if err != nil {
 		child.Close()
 		closeGroup(group, s.warn)
 		return 0, fmt.Errorf("start init: %w", err)
@@ -338,7 +361,7 @@ func (s *session) start() (int, error) {
 	reportW.Close()
 	// The init is waiting for its records: whatever it starts from here
 	// on is born inside the session's cgroup and under its limits.
-	if err := s.confine(group, cmd.Process.Pid); err != nil {
+	if err := s.confine(group, cmd.Process.Pid, bornInside); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		closeGroup(group, s.warn)
