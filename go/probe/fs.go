@@ -253,6 +253,7 @@ func writableMount(t Targets) error {
 	if t.RWDir != "" {
 		allowed = append(allowed, t.RWDir)
 	}
+	allowed = append(allowed, t.Writable...)
 	var bad []string
 	for _, m := range mounts {
 		if within(m, allowed) {

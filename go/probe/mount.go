@@ -51,7 +51,7 @@ func mountHostile() []Op {
 		{Name: "setns /proc/1/ns/mnt", Kind: Hostile, Want: []unix.Errno{unix.EPERM, unix.EACCES}, Run: func(t Targets) error {
 			return setnsOp("/proc/1/ns/mnt", unix.CLONE_NEWNS)
 		}},
-		{Name: "setns /proc/<canary>/ns/mnt", Kind: Hostile, Want: []unix.Errno{unix.EPERM, unix.EACCES}, Run: func(t Targets) error {
+		{Name: "setns /proc/<canary>/ns/mnt", Kind: Hostile, Want: []unix.Errno{unix.EPERM, unix.EACCES, unix.ENOENT}, Run: func(t Targets) error {
 			return setnsOp(fmt.Sprintf("/proc/%d/ns/mnt", t.Pid), unix.CLONE_NEWNS)
 		}},
 		{Name: "setns /proc/1/ns/net", Kind: Hostile, Want: []unix.Errno{unix.EPERM, unix.EACCES}, Run: func(t Targets) error {

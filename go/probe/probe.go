@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -66,6 +67,9 @@ type Targets struct {
 	DirFD int   `json:"dir_fd"`
 	// RWDir is a host directory passed with --rw (empty: none).
 	RWDir string `json:"rw_dir"`
+	// Writable are other directories the sandbox makes writable on
+	// purpose (--writable, --rw, the ci profile's workspace and HOME).
+	Writable []string `json:"writable,omitempty"`
 	// Marker makes the names the probe creates unique, so the caller can
 	// look for them on the host (/dev/shm) afterwards.
 	Marker string `json:"marker"`
@@ -260,6 +264,8 @@ func (t Targets) Validate() error {
 		return fmt.Errorf("targets: file %q, dir %q and socket %q must be absolute paths", t.File, t.Dir, t.Socket)
 	case t.RWDir != "" && !filepath.IsAbs(t.RWDir):
 		return fmt.Errorf("targets: rw_dir %q must be an absolute path", t.RWDir)
+	case slices.ContainsFunc(t.Writable, func(p string) bool { return !filepath.IsAbs(p) }):
+		return fmt.Errorf("targets: writable %q must be absolute paths", t.Writable)
 	case t.Abstract == "" || t.Marker == "":
 		return fmt.Errorf("targets: abstract socket name and marker must be set")
 	case t.PidFD < 0 || t.DirFD < 0:

@@ -11,7 +11,8 @@ import (
 var (
 	wantPerm     = []unix.Errno{unix.EPERM}
 	wantPermSrch = []unix.Errno{unix.EPERM, unix.ESRCH}
-	wantProcFile = []unix.Errno{unix.EACCES, unix.EROFS, unix.EPERM}
+	// ENOENT: a PID namespace of the sandbox's own hides the process.
+	wantProcFile = []unix.Errno{unix.EACCES, unix.EROFS, unix.EPERM, unix.ENOENT}
 )
 
 // siginfoQueue is a siginfo_t as rt_sigqueueinfo wants it: SI_QUEUE, with

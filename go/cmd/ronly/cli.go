@@ -71,6 +71,9 @@ type CLI struct {
 
 	Run      RunCmd      `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 	Exporter ExporterCmd `cmd:"" help:"Serve the host's session metrics to Prometheus (a daemon, see tools/deploy)."`
+
+	Probe         ProbeCmd         `cmd:"" help:"Try ~200 operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
+	ProbeInternal ProbeInternalCmd `cmd:"" name:"probe-internal" hidden:"" help:"The parts ronly probe runs itself."`
 }
 
 // RunCmd runs a command in the sandbox.
