@@ -74,7 +74,10 @@ type Layers struct {
 	// WriteCounting says whether refused writes (EROFS) were counted.
 	WriteCounting bool   `json:"write_counting"`
 	Network       string `json:"network"` // "host" or "none"
-	Cgroup        string `json:"cgroup"`  // "v2", "v2+v1", "v1", "none"
+	// AbstractSockets is true when the host's abstract unix sockets were
+	// reachable from inside (Landlock below ABI 6 with the host's network).
+	AbstractSockets bool   `json:"abstract_sockets_reachable"`
+	Cgroup          string `json:"cgroup"` // "v2", "v2+v1", "v1", "none"
 }
 
 // Write writes r to path ("-": stderr) atomically: a reader never sees

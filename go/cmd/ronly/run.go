@@ -155,7 +155,7 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 		Refused:  res.Blocked,
 		Layers: report.Layers{Mode: res.Layers.Mode, UserNS: res.Layers.UserNS, PIDNS: res.Layers.PIDNS,
 			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
-			Network: res.Layers.Network, Cgroup: res.Layers.Cgroup},
+			Network: res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets},
 	}
 	if r.Command == nil {
 		r.Command = []string{}
