@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"syscall"
+
+	"ronly.dev/ronly/shims"
 )
 
 // These mirror records.h.
@@ -43,7 +45,7 @@ const (
 )
 
 // ShimDir is where the init puts the shims inside the sandbox.
-const ShimDir = "/dev/ronly-shims"
+const ShimDir = shims.Dir
 
 // Mount is one mount step for the init.
 type Mount struct {

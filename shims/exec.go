@@ -91,7 +91,14 @@ func Exec(r *Rules, args []string) error {
 	return &ExecError{code, fmt.Errorf("%s: exec %s: %w", r.Tool, bin, err)}
 }
 
-// LookPath finds the real tool on path, passing over this binary.
+// Dir is where a ronly sandbox puts its built-in shims, first on PATH.
+const Dir = "/dev/ronly-shims"
+
+// LookPath finds the real tool on path, passing over this binary and
+// ronly's own shim directory. Passing over only itself is not enough: a
+// second shim on PATH (a shim tested inside ronly, a wrapper of the
+// user's) would pass over itself back to this one, and the two would
+// exec each other forever.
 func LookPath(tool, path string) (string, error) {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
@@ -99,7 +106,7 @@ func LookPath(tool, path string) (string, error) {
 	}
 	var denied error
 	for _, dir := range filepath.SplitList(path) {
-		if !filepath.IsAbs(dir) {
+		if !filepath.IsAbs(dir) || filepath.Clean(dir) == Dir {
 			continue
 		}
 		p := filepath.Join(dir, tool)

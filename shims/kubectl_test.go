@@ -179,7 +179,8 @@ users:
 
 	// The same commands straight to the real kubectl do reach it (the
 	// stand-in is good enough to tell).
-	real, _ := exec.LookPath("kubectl")
+	// (Not through ronly's own shim when the test itself runs in ronly.)
+	real, _ := LookPath("kubectl", os.Getenv("PATH"))
 	cmd := exec.Command(real, "delete", "pod", "web-1")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "HOME="+t.TempDir())
 	cmd.Run()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -412,9 +413,19 @@ rw = [
 	}
 }
 
-// buildRonly builds the binary once per test run.
+var prebuilt = flag.String("ronly", "", "a prebuilt ronly binary (Bazel passes //:ronly; default: go build)")
+
+// buildRonly builds the binary once per test run, unless one was given.
 func buildRonly(t *testing.T) string {
 	t.Helper()
+	if *prebuilt != "" {
+		p := *prebuilt
+		if !filepath.IsAbs(p) {
+			// Bazel: relative to the workspace in the runfiles tree.
+			p = filepath.Join(os.Getenv("TEST_SRCDIR"), os.Getenv("TEST_WORKSPACE"), p)
+		}
+		return p
+	}
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
