@@ -54,6 +54,8 @@ var (
 		"Landlock ABI version the most recent ronly session used (0: none).", gauge)
 	seccompCounting = newFamily("ronly_seccomp_counting",
 		"1 if the most recent ronly session counted refused syscalls through a seccomp listener, 0 if it fell back to plain errno and did not count.", gauge)
+	writeCounting = newFamily("ronly_write_counting",
+		"1 if the most recent ronly session counted refused writes (eBPF at syscall exit), 0 if it could not (not root, no cgroup v2).", gauge)
 	reportsReceived = newFamily("ronly_reports_received_total",
 		"Session reports the exporter ingested, by how they arrived: socket or spool.", counter, "via")
 	reportsDropped = newFamily("ronly_reports_dropped_total",
@@ -66,7 +68,7 @@ var (
 // sorted by name, then by label values.)
 var families = []*family{
 	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
-	sessions, sessionDuration, landlockABI, seccompCounting,
+	sessions, sessionDuration, landlockABI, seccompCounting, writeCounting,
 	reportsReceived, reportsDropped, reportsMalformed,
 }
 
@@ -151,6 +153,10 @@ func (s *Set) Add(r Report) {
 			s.gauges[seccompCounting] = 1
 		case SeccompErrno:
 			s.gauges[seccompCounting] = 0
+		}
+		s.gauges[writeCounting] = 0
+		if r.WriteCounting {
+			s.gauges[writeCounting] = 1
 		}
 	}
 }

@@ -20,6 +20,8 @@ type Report struct {
 	ExitCode    int       `json:"exit_code"`
 	LandlockABI int       `json:"landlock_abi"`
 	SeccompMode string    `json:"seccomp_mode"` // "notify" (counted) or "errno" (not counted)
+	// WriteCounting says whether refused writes were counted.
+	WriteCounting bool `json:"write_counting,omitempty"`
 	// Counts of refused actions. Keys are bounded label values, never paths
 	// or pids: a syscall name; an operation (unlink, rename, open-write…);
 	// "tool subcommand" with unknown subcommands as "other"; "METHOD route".

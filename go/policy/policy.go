@@ -58,6 +58,9 @@ type Policy struct {
 	Home string
 	// Env is the command's whole environment; nil passes ronly's own on.
 	Env []string
+	// NoWriteCounting leaves refused writes uncounted: the eBPF program
+	// that counts them costs every syscall on the host a little.
+	NoWriteCounting bool
 	// Limits bound the session; a session that hits one is killed with
 	// its whole process tree.
 	Limits Limits

@@ -113,7 +113,6 @@ func cgroupKind(g *cgroup.Group) string {
 	}
 }
 
-
 // watchLimits ends the session when it runs out of time or hits a cgroup
 // limit: the whole tree is killed and the reason kept for the report.
 func (s *session) watchLimits(g *cgroup.Group, p *os.Process) (stop func()) {

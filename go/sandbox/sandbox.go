@@ -51,6 +51,8 @@ type Layers struct {
 	// controllers the host keeps there), "v1", or "none" (not root and
 	// nothing delegated: limits then fall back to rlimits).
 	Cgroup string
+	// WriteCounting is set when refused writes (EROFS) are counted.
+	WriteCounting bool
 	// AbstractSockets is set when the host's abstract unix sockets are
 	// reachable from inside: Landlock below ABI 6 and the host's network.
 	AbstractSockets bool
@@ -60,8 +62,8 @@ type Layers struct {
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s network=%s cgroup=%s mirrored_dirs=%d hidden_sockets=%d docker_guard=%t",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.Network, l.Cgroup, l.Mirrored, l.HiddenSocks, l.DockerGuard)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t network=%s cgroup=%s mirrored_dirs=%d hidden_sockets=%d docker_guard=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.Network, l.Cgroup, l.Mirrored, l.HiddenSocks, l.DockerGuard)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -368,6 +370,7 @@ func (s *session) start() (int, error) {
 		return 0, err
 	}
 	stopWatch := s.watchLimits(group, cmd.Process)
+	stopWrites := s.watchWrites(group)
 	readDone := make(chan struct{})
 	go func() {
 		readReports(reports, s.record)
@@ -387,6 +390,7 @@ func (s *session) start() (int, error) {
 	}
 	werr := cmd.Wait()
 	stopWatch()
+	stopWrites()
 	s.account(group, cmd, started)
 	closeGroup(group, s.warn)
 	killDescendants()

@@ -36,14 +36,15 @@ type sessionReport struct {
 	LimitHit string                       `json:"limit_hit"`
 	Refused  map[string]map[string]uint64 `json:"refused"`
 	Layers   struct {
-		Mode        string `json:"mode"`
-		UserNS      bool   `json:"user_namespace"`
-		PIDNS       bool   `json:"pid_namespace"`
-		LandlockABI int    `json:"landlock_abi"`
-		Seccomp     string `json:"seccomp"`
-		Counting    bool   `json:"counting"`
-		Network     string `json:"network"`
-		Cgroup      string `json:"cgroup"`
+		Mode          string `json:"mode"`
+		UserNS        bool   `json:"user_namespace"`
+		PIDNS         bool   `json:"pid_namespace"`
+		LandlockABI   int    `json:"landlock_abi"`
+		Seccomp       string `json:"seccomp"`
+		Counting      bool   `json:"counting"`
+		WriteCounting bool   `json:"write_counting"`
+		Network       string `json:"network"`
+		Cgroup        string `json:"cgroup"`
 	} `json:"layers"`
 }
 

@@ -48,7 +48,8 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	res, err := sandbox.Run(p, opts)
 	deliverMetrics(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
-		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"]})
+		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"],
+		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
 	}
@@ -155,7 +156,8 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 		Refused:  res.Blocked,
 		Layers: report.Layers{Mode: res.Layers.Mode, UserNS: res.Layers.UserNS, PIDNS: res.Layers.PIDNS,
 			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
-			Network: res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets},
+			WriteCounting: res.Layers.WriteCounting,
+			Network:       res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets},
 	}
 	if r.Command == nil {
 		r.Command = []string{}

@@ -1,0 +1,960 @@
+package writewatch
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The tests need root (BPF, cgroups, mounts). They run in a copy of the test
+// binary in a private mount namespace, so that the tmpfs mounts go away with
+// it however it ends; the parent removes the cgroups it made once it exits,
+// and cgroups left by a run that was killed outright are removed by the next.
+
+const (
+	envNS    = "WRITEWATCH_TEST_NS"    // set in the copy in the private mount namespace
+	envChild = "WRITEWATCH_TEST_CHILD" // a child that runs a measurement loop
+	prefix   = "ronly-test-"           // cgroups made by these tests: ronly-test-<pid>-<random>
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envChild) != "" {
+		os.Exit(childLoop())
+	}
+	if os.Geteuid() == 0 && os.Getenv(envNS) == "" {
+		os.Exit(inMountNamespace())
+	}
+	if os.Getenv(envNS) != "" {
+		// Mounts made here must not propagate to the host's namespace.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "make / private:", err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// inMountNamespace runs the tests in a copy of this binary in a new mount
+// namespace and cleans up its cgroups after it.
+func inMountNamespace() int {
+	mnt, err := cgroup2Mount()
+	if err == nil {
+		sweepCgroups(mnt, func(pid int) bool { return unix.Kill(pid, 0) == unix.ESRCH })
+	}
+	runtime.LockOSThread() // Pdeathsig follows the thread that started the child
+	cmd := exec.Command(os.Args[0], os.Args[1:]...)
+	cmd.Env = append(os.Environ(), envNS+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGHUP)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start tests in a mount namespace:", err)
+		return 1
+	}
+	go func() {
+		for s := range sigs {
+			cmd.Process.Signal(s)
+		}
+	}()
+	err = cmd.Wait()
+	if mnt != "" {
+		child := cmd.Process.Pid
+		sweepCgroups(mnt, func(pid int) bool { return pid == child })
+	}
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			if ee.ExitCode() > 0 {
+				return ee.ExitCode()
+			}
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// sweepCgroups removes the test cgroups whose maker matches.
+func sweepCgroups(mnt string, stale func(pid int) bool) {
+	dirs, _ := filepath.Glob(filepath.Join(mnt, prefix+"*"))
+	for _, d := range dirs {
+		f := strings.SplitN(strings.TrimPrefix(filepath.Base(d), prefix), "-", 2)
+		if pid, err := strconv.Atoi(f[0]); err == nil && stale(pid) {
+			if err := removeCgroup(d); err != nil {
+				fmt.Fprintln(os.Stderr, "remove leftover test cgroup:", err)
+			}
+		}
+	}
+}
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("these tests need root (BPF, cgroups, mounts); CI=true, so this fails instead of skipping")
+	}
+	t.Skip("needs root")
+}
+
+// cgroup2Mount finds where the cgroup v2 hierarchy is mounted
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems).
+func cgroup2Mount() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		fields, after := strings.Fields(pre), strings.Fields(post)
+		if ok && len(fields) >= 5 && len(after) >= 1 && after[0] == "cgroup2" {
+			return strings.ReplaceAll(fields[4], `\040`, " "), nil
+		}
+	}
+	if err := s.Err(); err != nil {
+		return "", err
+	}
+	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
+}
+
+type cgroup struct {
+	dir string
+	id  uint64
+	fd  int // for SysProcAttr.CgroupFD
+}
+
+// newCgroup makes a cgroup under parent ("" for a new one at the top of the
+// hierarchy) and removes it at the end of the test.
+func newCgroup(t testing.TB, parent string) cgroup {
+	t.Helper()
+	if parent == "" {
+		mnt, err := cgroup2Mount()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent = mnt
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	dir := filepath.Join(parent, fmt.Sprintf("%s%d-%s", prefix, os.Getpid(), hex.EncodeToString(b)))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		removeCgroup(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		if err := removeCgroup(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	id, err := CgroupID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cgroup{dir: dir, id: id, fd: fd}
+}
+
+// removeCgroup kills what runs in a cgroup and removes it, children first.
+func removeCgroup(dir string) error {
+	subs, _ := os.ReadDir(dir)
+	for _, s := range subs {
+		if s.IsDir() {
+			removeCgroup(filepath.Join(dir, s.Name()))
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	var err error
+	for range 100 {
+		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond) // EBUSY until the killed processes are gone
+	}
+	return err
+}
+
+// readOnlyDir is a tmpfs holding the file "existing", mounted read-only.
+func readOnlyDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, "existing"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// writableDir is a tmpfs for the write benchmark.
+func writableDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// command runs in cgroup g, or where the test runs if g is nil.
+func command(g *cgroup, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	if g != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: g.fd}
+	}
+	return cmd
+}
+
+// writes is a script whose refused calls were found with strace (dash,
+// coreutils 9.1): touch openat(O_CREAT), mkdir mkdir, rm unlinkat, the
+// shell's own openat for the redirection, mv renameat2.
+func writes(dir string) string {
+	return strings.ReplaceAll(`touch D/a; mkdir D/b; rm -f D/existing; echo x > D/existing; mv D/existing D/c; true`, "D", dir)
+}
+
+var wantCounts = map[string]uint64{"openat": 2, "mkdir": 1, "unlinkat": 1, "renameat2": 1}
+
+type wantEvent struct{ comm, syscall string }
+
+var wantEvents = []wantEvent{
+	{"touch", "openat"}, {"mkdir", "mkdir"}, {"rm", "unlinkat"}, {"sh", "openat"}, {"mv", "renameat2"},
+}
+
+type collector struct {
+	mu  sync.Mutex
+	evs []Event
+}
+
+func (c *collector) add(e Event) {
+	c.mu.Lock()
+	c.evs = append(c.evs, e)
+	c.mu.Unlock()
+}
+
+func (c *collector) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.evs)
+}
+
+func (c *collector) take() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	evs := c.evs
+	c.evs = nil
+	return evs
+}
+
+func start(t testing.TB) *Watch {
+	t.Helper()
+	w, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return w
+}
+
+// countKeys lists what the counts map holds, for tests that need to see
+// that nothing was counted.
+func countKeys(t testing.TB, w *Watch) []countKey {
+	t.Helper()
+	var keys []countKey
+	var key, next countKey
+	var prev unsafe.Pointer
+	for {
+		err := mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next))
+		if errors.Is(err, unix.ENOENT) {
+			return keys
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, next)
+		key = next
+		prev = unsafe.Pointer(&key)
+	}
+}
+
+func TestCountsAndEvents(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g := newCgroup(t, "")
+	w := start(t)
+	var c collector
+	w.Events(c.add)
+	if err := w.Add(g.id); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+
+	// Outside the cgroup: refused all the same, but not counted.
+	out := command(nil, "/bin/sh", "-c", writes(ro))
+	if b, err := out.CombinedOutput(); err != nil || !bytes.Contains(b, []byte("Read-only file system")) {
+		t.Fatalf("script outside the cgroup: %v\n%s", err, b)
+	}
+	if keys := countKeys(t, w); len(keys) != 0 {
+		t.Errorf("counted outside the cgroup: %+v", keys)
+	}
+
+	in := command(&g, "/bin/sh", "-c", writes(ro))
+	if b, err := in.CombinedOutput(); err != nil || !bytes.Contains(b, []byte("Read-only file system")) {
+		t.Fatalf("script in the cgroup: %v\n%s", err, b)
+	}
+	// The reader goroutine delivers them on its own, within readEvery.
+	deadline := time.Now().Add(10 * readEvery)
+	for c.len() < len(wantEvents) && time.Now().Before(deadline) {
+		time.Sleep(readEvery / 10)
+	}
+	if n := c.len(); n != len(wantEvents) {
+		t.Errorf("%d events after %v, want %d", n, 10*readEvery, len(wantEvents))
+	}
+	counts, err := w.Remove(g.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(counts, wantCounts) {
+		t.Errorf("counts = %v, want %v", counts, wantCounts)
+	}
+	if keys := countKeys(t, w); len(keys) != 0 {
+		t.Errorf("Remove left counts behind: %+v", keys)
+	}
+
+	evs := c.take()
+	var got []wantEvent
+	for _, e := range evs {
+		got = append(got, wantEvent{e.Comm, e.Syscall})
+		if e.CgroupID != g.id {
+			t.Errorf("event %+v: cgroup %d, want %d", e, e.CgroupID, g.id)
+		}
+		if e.PID == out.Process.Pid {
+			t.Errorf("event %+v from the process outside the cgroup", e)
+		}
+		if e.Time.Before(before.Add(-time.Millisecond)) || e.Time.After(time.Now()) {
+			t.Errorf("event %+v: time %v not between %v and now", e, e.Time, before)
+		}
+	}
+	if !slices.Equal(got, wantEvents) {
+		t.Errorf("events (comm, syscall) = %v, want %v", got, wantEvents)
+	}
+	for _, e := range evs {
+		if e.Comm == "sh" && e.PID != in.Process.Pid {
+			t.Errorf("shell's event has pid %d, want %d", e.PID, in.Process.Pid)
+		}
+		if e.Comm != "sh" && e.PID == in.Process.Pid {
+			t.Errorf("%s's event has the shell's pid %d", e.Comm, e.PID)
+		}
+	}
+
+	// No longer watched: not counted again.
+	if b, err := command(&g, "/bin/sh", "-c", writes(ro)).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if keys := countKeys(t, w); len(keys) != 0 {
+		t.Errorf("counted after Remove: %+v", keys)
+	}
+	if _, err := w.Remove(g.id); err == nil {
+		t.Error("second Remove: no error")
+	}
+	if ev, n, err := w.Dropped(); err != nil || ev != 0 || n != 0 {
+		t.Errorf("Dropped() = %d, %d, %v; want 0, 0, nil", ev, n, err)
+	}
+}
+
+// Several ronly processes each have their own Watch: each counts alone.
+func TestTwoWatches(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g := newCgroup(t, "")
+	w1, w2 := start(t), start(t)
+	for _, w := range []*Watch{w1, w2} {
+		if err := w.Add(g.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := command(&g, "/bin/sh", "-c", writes(ro)).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	for i, w := range []*Watch{w1, w2} {
+		counts, err := w.Remove(g.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(counts, wantCounts) {
+			t.Errorf("watch %d: counts = %v, want %v", i+1, counts, wantCounts)
+		}
+	}
+}
+
+// When nobody reads the ring buffer it fills up: events are lost and
+// counted as such, counts are exact.
+func TestRingFull(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g := newCgroup(t, "")
+	w := start(t)
+	if err := w.Add(g.id); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10_000 // about twice what the ring holds
+	measure(t, &g, "erofs", n, ro)
+	var delivered uint64
+	w.Events(func(Event) { delivered++ })
+	counts, err := w.Remove(g.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, uncounted, err := w.Dropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uncounted != 0 {
+		t.Errorf("%d refusals not counted", uncounted)
+	}
+	const calls = n + n/10 // childLoop warms up with n/10 more
+	if counts["mkdirat"] != calls || len(counts) != 1 {
+		t.Errorf("counts = %v, want mkdirat: %d", counts, calls)
+	} else {
+		t.Logf("counts = %v", counts)
+	}
+	if lost == 0 || delivered+lost != calls {
+		t.Errorf("%d events delivered and %d lost, want %d in all, some lost", delivered, lost, calls)
+	}
+	t.Logf("ring buffer held %d events", delivered)
+}
+
+// A process in a cgroup below a watched one counts for the nearest watched
+// cgroup above it.
+func TestDescendants(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	top := newCgroup(t, "")
+	mid := newCgroup(t, top.dir)
+	leaf := newCgroup(t, mid.dir)
+	w := start(t)
+	var c collector
+	w.Events(c.add)
+	for _, id := range []uint64{top.id, leaf.id} {
+		if err := w.Add(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(g cgroup, script string) {
+		t.Helper()
+		if b, err := command(&g, "/bin/sh", "-c", script).CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, b)
+		}
+	}
+	run(mid, "mkdir "+ro+"/x; true")                         // counts for top
+	run(leaf, "mkdir "+ro+"/x; rm -f "+ro+"/existing; true") // counts for leaf
+	leafCounts, err := w.Remove(leaf.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(leaf, "mkdir "+ro+"/x; true") // leaf unwatched: counts for top now
+	topCounts, err := w.Remove(top.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]uint64{"mkdir": 1, "unlinkat": 1}; !reflect.DeepEqual(leafCounts, want) {
+		t.Errorf("leaf counts = %v, want %v", leafCounts, want)
+	}
+	if want := map[string]uint64{"mkdir": 2}; !reflect.DeepEqual(topCounts, want) {
+		t.Errorf("top counts = %v, want %v", topCounts, want)
+	}
+	var ids []uint64
+	for _, e := range c.take() {
+		ids = append(ids, e.CgroupID)
+	}
+	if want := []uint64{top.id, leaf.id, leaf.id, top.id}; !slices.Equal(ids, want) {
+		t.Errorf("event cgroups = %v, want %v", ids, want)
+	}
+}
+
+// Calls through the i386 ABI have i386 numbers (mkdir is 39, getpid on
+// x86_64): they must be counted as "other", not misnamed. Two hand-made
+// static programs call mkdir(path, 0755) with int $0x80 and exit: a 32-bit
+// one, and a 64-bit one (whose registers say x86_64, but its call is i386).
+func TestI386(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g := newCgroup(t, "")
+	w := start(t)
+	var c collector
+	w.Events(c.add)
+	if err := w.Add(g.id); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	for name, prog := range map[string][]byte{
+		"mkdir32": elf32Mkdir(ro + "/i386"),
+		"mkdir64": elf64Int80Mkdir(ro + "/int80"),
+	} {
+		path := filepath.Join(bin, name)
+		if err := os.WriteFile(path, prog, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := command(&g, path).CombinedOutput(); err != nil {
+			if errors.Is(err, unix.ENOEXEC) {
+				t.Skipf("%s: %v (no IA32 emulation?)", name, err)
+			}
+			t.Fatalf("%s: %v\n%s", name, err, b)
+		}
+	}
+	counts, err := w.Remove(g.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]uint64{"other": 2}; !reflect.DeepEqual(counts, want) {
+		t.Errorf("counts = %v, want %v", counts, want)
+	}
+	var comms []string
+	for _, e := range c.take() {
+		comms = append(comms, e.Comm+":"+e.Syscall)
+	}
+	slices.Sort(comms)
+	if want := []string{"mkdir32:other", "mkdir64:other"}; !slices.Equal(comms, want) {
+		t.Errorf("events = %v, want %v", comms, want)
+	}
+}
+
+// elf32Mkdir is an i386 static executable: mkdir(path, 0755); exit(0).
+func elf32Mkdir(path string) []byte {
+	const base, hdr = 0x08048000, 52 + 32
+	code := []byte{
+		0xb8, 39, 0, 0, 0, // mov eax, 39 (mkdir)
+		0xbb, 0, 0, 0, 0, // mov ebx, path
+		0xb9, 0xed, 0x01, 0, 0, // mov ecx, 0755
+		0xcd, 0x80, // int 0x80
+		0xb8, 1, 0, 0, 0, // mov eax, 1 (exit)
+		0x31, 0xdb, // xor ebx, ebx
+		0xcd, 0x80, // int 0x80
+	}
+	binary.LittleEndian.PutUint32(code[6:], uint32(base+hdr+len(code)))
+	size := hdr + len(code) + len(path) + 1
+	le := binary.LittleEndian
+	b := []byte{0x7f, 'E', 'L', 'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	b = le.AppendUint16(b, 2) // ET_EXEC
+	b = le.AppendUint16(b, 3) // EM_386
+	b = le.AppendUint32(b, 1)
+	b = le.AppendUint32(b, base+hdr) // entry
+	b = le.AppendUint32(b, 52)       // phoff
+	b = le.AppendUint32(b, 0)        // shoff
+	b = le.AppendUint32(b, 0)        // flags
+	b = le.AppendUint16(b, 52)       // ehsize
+	b = le.AppendUint16(b, 32)       // phentsize
+	b = le.AppendUint16(b, 1)        // phnum
+	b = append(b, 0, 0, 0, 0, 0, 0)  // shentsize, shnum, shstrndx
+	b = le.AppendUint32(b, 1)        // PT_LOAD
+	b = le.AppendUint32(b, 0)        // offset
+	b = le.AppendUint32(b, base)     // vaddr
+	b = le.AppendUint32(b, base)     // paddr
+	b = le.AppendUint32(b, uint32(size))
+	b = le.AppendUint32(b, uint32(size))
+	b = le.AppendUint32(b, 5) // R+X
+	b = le.AppendUint32(b, 0x1000)
+	b = append(b, code...)
+	return append(append(b, path...), 0)
+}
+
+// elf64Int80Mkdir is an x86_64 static executable that calls mkdir through
+// int $0x80, then exits with the x86_64 syscall.
+func elf64Int80Mkdir(path string) []byte {
+	const base, hdr = 0x400000, 64 + 56
+	code := []byte{
+		0xb8, 39, 0, 0, 0, // mov eax, 39 (i386 mkdir)
+		0xbb, 0, 0, 0, 0, // mov ebx, path
+		0xb9, 0xed, 0x01, 0, 0, // mov ecx, 0755
+		0xcd, 0x80, // int 0x80
+		0xb8, 60, 0, 0, 0, // mov eax, 60 (exit)
+		0x31, 0xff, // xor edi, edi
+		0x0f, 0x05, // syscall
+	}
+	binary.LittleEndian.PutUint32(code[6:], uint32(base+hdr+len(code)))
+	size := hdr + len(code) + len(path) + 1
+	le := binary.LittleEndian
+	b := []byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	b = le.AppendUint16(b, 2)    // ET_EXEC
+	b = le.AppendUint16(b, 0x3e) // EM_X86_64
+	b = le.AppendUint32(b, 1)
+	b = le.AppendUint64(b, base+hdr) // entry
+	b = le.AppendUint64(b, 64)       // phoff
+	b = le.AppendUint64(b, 0)        // shoff
+	b = le.AppendUint32(b, 0)        // flags
+	b = le.AppendUint16(b, 64)       // ehsize
+	b = le.AppendUint16(b, 56)       // phentsize
+	b = le.AppendUint16(b, 1)        // phnum
+	b = append(b, 0, 0, 0, 0, 0, 0)  // shentsize, shnum, shstrndx
+	b = le.AppendUint32(b, 1)        // PT_LOAD
+	b = le.AppendUint32(b, 5)        // R+X
+	b = le.AppendUint64(b, 0)        // offset
+	b = le.AppendUint64(b, base)     // vaddr
+	b = le.AppendUint64(b, base)     // paddr
+	b = le.AppendUint64(b, uint64(size))
+	b = le.AppendUint64(b, uint64(size))
+	b = le.AppendUint64(b, 0x1000)
+	b = append(b, code...)
+	return append(append(b, path...), 0)
+}
+
+// Without CAP_BPF (and CAP_SYS_ADMIN) Start fails at its first step, and
+// says so. The capabilities are dropped on one locked thread, which then
+// dies with its goroutine.
+func TestStartWithoutCapabilities(t *testing.T) {
+	needRoot(t)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capget: %w", err)
+			return
+		}
+		for _, c := range []uint{unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_SYS_ADMIN} {
+			data[c/32].Effective &^= 1 << (c % 32)
+		}
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capset: %w", err)
+			return
+		}
+		w, err := Start()
+		if err == nil {
+			w.Close()
+			errc <- errors.New("Start succeeded without CAP_BPF")
+			return
+		}
+		errc <- fmt.Errorf("Start: %w", err)
+	}()
+	err := <-errc
+	if !errors.Is(err, unix.EPERM) {
+		t.Fatalf("want EPERM, got %v", err)
+	}
+	for _, want := range []string{"create map sessions", "needs root"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	t.Log(err)
+}
+
+// A program the verifier rejects comes back with the verifier's reason.
+func TestVerifierLogInError(t *testing.T) {
+	needRoot(t)
+	var a asm
+	a.Exit() // r0 never set
+	insns, err := a.assemble(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := loadProgram("bad", insns)
+	if err == nil {
+		unix.Close(fd)
+		t.Fatal("loaded a program that exits without setting r0")
+	}
+	if !strings.Contains(err.Error(), "verifier log") || !strings.Contains(err.Error(), "R0 !read_ok") {
+		t.Errorf("error lacks the verifier's reason: %v", err)
+	}
+}
+
+func TestCgroupIDRejectsOtherFileSystems(t *testing.T) {
+	if _, err := CgroupID(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on a cgroup2") {
+		t.Errorf("CgroupID(temp dir) = %v, want a cgroup2 error", err)
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	needRoot(t)
+	w, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Events(func(Event) {})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(1); err == nil {
+		t.Error("Add after Close: no error")
+	}
+}
+
+// childLoop is a measurement run in a child process (placed in a cgroup by
+// its parent): it prints nanoseconds per operation.
+func childLoop() int {
+	n, _ := strconv.Atoi(os.Getenv("WW_N"))
+	dir := os.Getenv("WW_DIR")
+	var op func(i int)
+	switch os.Getenv(envChild) {
+	case "getppid":
+		op = func(int) { unix.Getppid() }
+	case "erofs":
+		p := filepath.Join(dir, "x")
+		op = func(int) { unix.Mkdir(p, 0o755) }
+	case "files": // create and remove a file: openat, close, unlinkat
+		op = func(i int) {
+			p := filepath.Join(dir, strconv.Itoa(i))
+			fd, err := unix.Open(p, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				panic(err)
+			}
+			unix.Close(fd)
+			if err := unix.Unlink(p); err != nil {
+				panic(err)
+			}
+		}
+	default:
+		return 2
+	}
+	runtime.LockOSThread()
+	for i := range n / 10 { // warm up
+		op(i)
+	}
+	t0 := time.Now()
+	for i := range n {
+		op(i)
+	}
+	fmt.Println(float64(time.Since(t0).Nanoseconds()) / float64(n))
+	return 0
+}
+
+func measure(t *testing.T, g *cgroup, op string, n int, dir string) float64 {
+	t.Helper()
+	cmd := command(g, os.Args[0])
+	cmd.Env = append(os.Environ(), envChild+"="+op, "WW_N="+strconv.Itoa(n), "WW_DIR="+dir)
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v", op, err)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	if err != nil {
+		t.Fatalf("%s: %q", op, b)
+	}
+	return v
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestOverhead logs what an attached program costs: per getppid (never
+// -EROFS: the fast path), per refused mkdir outside and inside a watched
+// cgroup (Go calls mkdirat), and per file created and removed in a tmpfs. Every configuration
+// runs in a fresh child process, rounds interleave the configurations, and
+// the medians are logged.
+func TestOverhead(t *testing.T) {
+	needRoot(t)
+	if testing.Short() {
+		t.Skip("takes a few seconds")
+	}
+	ro := readOnlyDir(t)
+	rw := writableDir(t)
+	g := newCgroup(t, "")
+	type config struct {
+		name    string
+		op      string
+		n       int
+		dir     string
+		watches int  // programs attached
+		inside  bool // the child runs in the watched cgroup
+		empty   bool // attach a program that only returns, instead
+	}
+	configs := []config{
+		{"getppid, no program", "getppid", 2_000_000, "", 0, false, false},
+		{"getppid, empty program", "getppid", 2_000_000, "", 0, false, true},
+		{"getppid, 1 program, outside", "getppid", 2_000_000, "", 1, false, false},
+		{"getppid, 1 program, inside", "getppid", 2_000_000, "", 1, true, false},
+		{"getppid, 4 programs, outside", "getppid", 2_000_000, "", 4, false, false},
+		{"refused mkdirat, no program", "erofs", 200_000, ro, 0, false, false},
+		{"refused mkdirat, 1 program, outside", "erofs", 200_000, ro, 1, false, false},
+		{"refused mkdirat, 1 program, inside", "erofs", 200_000, ro, 1, true, false},
+		{"create+unlink, no program", "files", 20_000, rw, 0, false, false},
+		{"create+unlink, 1 program", "files", 20_000, rw, 1, true, false},
+	}
+	const rounds = 7
+	results := make([][]float64, len(configs))
+	var dropped uint64
+	once := func(c config) float64 {
+		for range c.watches {
+			w, err := Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				ev, _, _ := w.Dropped()
+				dropped += ev
+				if err := w.Close(); err != nil {
+					t.Error(err)
+				}
+			}()
+			if err := w.Add(g.id); err != nil {
+				t.Fatal(err)
+			}
+			w.Events(func(Event) {}) // the reader goroutine runs, as it would in use
+		}
+		if c.empty {
+			defer attachEmpty(t)()
+		}
+		var where *cgroup
+		if c.inside {
+			where = &g
+		}
+		return measure(t, where, c.op, c.n, c.dir)
+	}
+	for range rounds {
+		for i, c := range configs {
+			results[i] = append(results[i], once(c))
+		}
+	}
+	for i, c := range configs {
+		t.Logf("%-36s median %8.1f ns/op  (rounds: %s)", c.name, median(results[i]), fmtAll(results[i]))
+	}
+	t.Logf("events lost to a full ring buffer during the inside runs: %d", dropped)
+
+	// The program's own time per run, from the kernel's BPF statistics
+	// (which add two clock reads per run, so these are upper bounds). It
+	// also runs for every other task's syscalls meanwhile, a small share.
+	stats := enableStats(t)
+	defer unix.Close(stats)
+	for _, c := range configs {
+		if c.watches != 1 {
+			continue
+		}
+		w := start(t)
+		if err := w.Add(g.id); err != nil {
+			t.Fatal(err)
+		}
+		w.Events(func(Event) {})
+		var where *cgroup
+		if c.inside {
+			where = &g
+		}
+		ns0, n0 := progStats(t, w.prog)
+		measure(t, where, c.op, c.n, c.dir)
+		ns1, n1 := progStats(t, w.prog)
+		t.Logf("%-36s program: %8.1f ns/run over %d runs", c.name, float64(ns1-ns0)/float64(n1-n0), n1-n0)
+		if _, err := w.Remove(g.id); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+}
+
+// attachEmpty attaches "r0 = 0; exit" to sys_exit: what any program there
+// costs, however short.
+func attachEmpty(t testing.TB) (detach func()) {
+	t.Helper()
+	var a asm
+	a.MovImm(r0, 0)
+	a.Exit()
+	insns, err := a.assemble(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := loadProgram("empty", insns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := attachRawTracepoint("sys_exit", prog)
+	if err != nil {
+		unix.Close(prog)
+		t.Fatal(err)
+	}
+	return func() { unix.Close(link); unix.Close(prog) }
+}
+
+// enableStats turns on run time statistics for all BPF programs until the
+// returned fd is closed (BPF_ENABLE_STATS, BPF_STATS_RUN_TIME).
+func enableStats(t testing.TB) int {
+	t.Helper()
+	attr := struct{ typ uint32 }{0}
+	fd, err := bpfCall(unix.BPF_ENABLE_STATS, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// progStats reads run_time_ns and run_cnt from struct bpf_prog_info
+// (offsets 192 and 200 on 6.18, from its BTF).
+func progStats(t testing.TB, fd int) (ns, runs uint64) {
+	t.Helper()
+	var info [232]byte
+	attr := struct {
+		fd, len uint32
+		info    unsafe.Pointer
+	}{uint32(fd), uint32(len(info)), unsafe.Pointer(&info[0])}
+	if _, err := bpfCall(unix.BPF_OBJ_GET_INFO_BY_FD, unsafe.Pointer(&attr), unsafe.Sizeof(attr)); err != nil {
+		t.Fatal(err)
+	}
+	return binary.LittleEndian.Uint64(info[192:]), binary.LittleEndian.Uint64(info[200:])
+}
+
+func fmtAll(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(s, " ")
+}
+
+// BenchmarkGetppid: the fast path, for the benchmark process (never in a
+// watched cgroup).
+func BenchmarkGetppid(b *testing.B) {
+	needRoot(b)
+	for _, attached := range []bool{false, true} {
+		b.Run(map[bool]string{false: "detached", true: "attached"}[attached], func(b *testing.B) {
+			if attached {
+				start(b)
+			}
+			for b.Loop() {
+				unix.Getppid()
+			}
+		})
+	}
+}

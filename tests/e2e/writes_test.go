@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// refusedWrites are the commonest writes an agent attempts on the host,
+// each refused by the read-only mounts with EROFS, and the operation each
+// must be counted as; then the same kinds of writes in /tmp, which must
+// not be counted.
+const refusedWrites = `
+rm -f /etc/hostname
+echo x > /etc/ronly-e2e-write
+mkdir /etc/ronly-e2e-dir
+mv /etc/hosts /etc/hosts.moved
+ln -s /x /etc/ronly-e2e-link
+echo fine > /tmp/a && mkdir /tmp/d && mv /tmp/a /tmp/d/b && rm -r /tmp/d
+exit 0`
+
+// TestRefusedWritesAreCounted: refused writes show up in the report, the
+// metrics textfile and the audit log, by operation, exactly; writes in the
+// scratch space do not; and the host's files are untouched.
+func TestRefusedWritesAreCounted(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	dir := userDir(t, 0, "ronly-e2e-writes-")
+	rep, auditLog, textfile := filepath.Join(dir, "r.json"), filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "ronly.prom")
+	hosts, _ := os.ReadFile("/etc/hosts")
+	r := b.sh(t, opts{}, []string{"--report", rep, "--audit-log", auditLog, "--metrics-textfile", textfile}, refusedWrites)
+	if r.code != 0 {
+		t.Fatalf("script failed:\n%s", r)
+	}
+	want := map[string]uint64{"unlink": 1, "open": 1, "mkdir": 1, "rename": 1, "symlink": 1}
+	got := readReport(t, rep)
+	if !maps.Equal(got.Refused["write"], want) {
+		t.Errorf("report's refused writes = %v, want %v\n%s", got.Refused["write"], want, r)
+	}
+	if !got.Layers.WriteCounting {
+		t.Errorf("report says write counting was off")
+	}
+	audited := map[string]uint64{}
+	f, err := os.Open(auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var e struct{ Kind, What, Errno, Comm string }
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		if e.Kind == "write" {
+			if e.Errno != "EROFS" || e.Comm == "" {
+				t.Errorf("incomplete audit line %q", sc.Text())
+			}
+			audited[e.What]++
+		}
+	}
+	if !maps.Equal(audited, want) {
+		t.Errorf("audit log's writes = %v, want %v", audited, want)
+	}
+	prom, err := os.ReadFile(textfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for op, n := range want {
+		line := `ronly_blocked_writes_total{operation="` + op + `"} ` + strconv.FormatUint(n, 10)
+		if !strings.Contains(string(prom), line+"\n") {
+			t.Errorf("textfile lacks %q", line)
+		}
+	}
+	if !strings.Contains(string(prom), "ronly_write_counting 1\n") {
+		t.Errorf("textfile lacks ronly_write_counting 1")
+	}
+	if after, _ := os.ReadFile("/etc/hosts"); string(after) != string(hosts) {
+		t.Errorf("/etc/hosts changed")
+	}
+	for _, p := range []string{"/etc/ronly-e2e-write", "/etc/ronly-e2e-dir", "/etc/hosts.moved", "/etc/ronly-e2e-link"} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s exists on the host", p)
+		}
+	}
+}
+
+// TestRefusedWritesRootless: without root there is no eBPF, so refused
+// writes are refused but not counted, and the report says so.
+func TestRefusedWritesRootless(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	dir := userDir(t, nobody, "ronly-e2e-writes-")
+	rep := filepath.Join(dir, "r.json")
+	r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--report", rep}, "! touch /etc/ronly-e2e-rootless 2>/dev/null")
+	if r.code != 0 {
+		t.Fatalf("the write was not refused:\n%s", r)
+	}
+	got := readReport(t, rep)
+	if got.Layers.WriteCounting || len(got.Refused["write"]) != 0 {
+		t.Errorf("rootless report claims write counting: %+v %v", got.Layers, got.Refused)
+	}
+}
