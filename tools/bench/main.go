@@ -7,6 +7,9 @@
 //	            deny-and-count round trip, vs an allowed call inside
 //	write-heavy untar then delete 20,000 small files in /tmp, inside vs outside
 //
+// ronly runs with and without --no-write-counting: while a session counts
+// refused writes, an eBPF program runs at every syscall's exit.
+//
 // Runs are interleaved (A B C A B C …) so drift on a busy machine hits every
 // variant alike. Usage: bench -ronly PATH [-runs N] [-bwrap PATH].
 package main
@@ -103,6 +106,7 @@ func startup(ronly, bwrap string, runs int) {
 	vs := []variant{
 		{"plain exec /bin/true", []string{"/bin/true"}},
 		{"ronly /bin/true", []string{ronly, "--no-metrics", "/bin/true"}},
+		{"  --no-write-counting", []string{ronly, "--no-metrics", "--no-write-counting", "/bin/true"}},
 	}
 	if _, err := os.Stat(bwrap); err == nil {
 		// Comparable isolation: user, mount, IPC, UTS namespaces, the
@@ -115,8 +119,8 @@ func startup(ronly, bwrap string, runs int) {
 	for i, v := range vs {
 		fmt.Printf("  %-24s %8.2f ms   %5.2fx plain\n", v.name, ms(m[i]), float64(m[i])/float64(m[0]))
 	}
-	if len(vs) == 3 {
-		fmt.Printf("  ronly / bwrap            %8.2fx\n", float64(m[1])/float64(m[2]))
+	if len(vs) == 4 {
+		fmt.Printf("  ronly / bwrap            %8.2fx (%.2fx without write counting)\n", float64(m[1])/float64(m[3]), float64(m[2])/float64(m[3]))
 	} else {
 		fmt.Println("  (bwrap not installed: apt-get install bubblewrap for the baseline)")
 	}
@@ -173,17 +177,19 @@ func refused(ronly, self string, runs int) {
 
 func syscalls(ronly, self string, runs int) {
 	const n = "2000000"
-	var in, out, any []float64
+	var in, inNoCount, out, any []float64
 	for r := 0; r < runs; r++ {
 		out = append(out, loopRun(exec.Command(self, "loop", "getppid", n)))
 		any = append(any, loopRun(exec.Command(self, "loop-allow-all", n)))
 		in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, "loop", "getppid", n)))
+		inNoCount = append(inNoCount, loopRun(exec.Command(ronly, "--no-metrics", "--no-write-counting", self, "loop", "getppid", n)))
 	}
-	mi, mo, ma := medianF(in), medianF(out), medianF(any)
+	mi, mn, mo, ma := medianF(in), medianF(inNoCount), medianF(out), medianF(any)
 	fmt.Println("allowed syscall (getppid)")
 	fmt.Printf("  outside, no filter       %8.1f ns\n", mo)
 	fmt.Printf("  outside, allow-all filter%8.1f ns   %+6.1f ns per call (any filter's entry cost)\n", ma, ma-mo)
-	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", mi, mi-mo, mi-ma)
+	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all (write counting on)\n", mi, mi-mo, mi-ma)
+	fmt.Printf("  inside, no write counting%8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", mn, mn-mo, mn-ma)
 }
 
 func loopRun(cmd *exec.Cmd) float64 {
@@ -220,11 +226,13 @@ func writeHeavy(ronly, work string, runs int) {
 	vs := []variant{
 		{"outside", []string{"/bin/sh", "-c", script, "sh", hostTmp, tarball}},
 		{"inside ronly", []string{ronly, "--no-metrics", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
+		{"inside, no write counting", []string{ronly, "--no-metrics", "--no-write-counting", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
 	}
 	m := timeRuns(vs, runs)
 	fmt.Println("write-heavy (untar + delete 20,000 files in /tmp)")
 	fmt.Printf("  outside                  %8.1f ms\n", ms(m[0]))
-	fmt.Printf("  inside ronly             %8.1f ms   %5.2fx outside\n\n", ms(m[1]), float64(m[1])/float64(m[0]))
+	fmt.Printf("  inside ronly             %8.1f ms   %5.2fx outside (refusals counted: syscalls and writes)\n", ms(m[1]), float64(m[1])/float64(m[0]))
+	fmt.Printf("  inside, no write counting%8.1f ms   %5.2fx outside\n\n", ms(m[2]), float64(m[2])/float64(m[0]))
 }
 
 func makeTarball(path string, files int) error {
