@@ -1,13 +1,18 @@
 // Package metrics_e2e runs the real `ronly exporter` with Debian's real
-// Prometheus and promtool: sessions' reports (for now delivered with
-// metrics.Deliver and known counts) must add up exactly across concurrent
-// sessions, survive the exporter being down, and reach Prometheus; the
+// Prometheus and promtool. Real sessions of the built binary, as root,
+// attempt known refused actions (syscalls, writes, shimmed commands, Docker
+// API calls), and what they report must reach the exporter, a node_exporter
+// textfile and Prometheus with exact counts, also from 50 sessions at once.
+// Reports delivered with metrics.Deliver, with known durations, cover what
+// real sessions cannot: the exporter being down (a session's spool is the
+// host's), exact histogram sums, the exporter's rate and memory. The
 // deployment files in tools/deploy must pass Prometheus's own checks.
 //
 // go test ./tests/metrics builds ronly; Bazel or CI may pass a prebuilt one
-// with -ronly. Missing prometheus/promtool skips, except under CI=true,
-// where it fails. Everything listens on loopback or in a temporary
-// directory; no root needed.
+// with -ronly. Missing prometheus/promtool (or python3, curl for the real
+// sessions) skips, and so does not being root for the tests of real
+// sessions, except under CI=true, where both fail. Everything listens on
+// loopback or in a temporary directory.
 package metrics_e2e
 
 import (
@@ -50,21 +55,22 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ronly = *ronlyFlag
-	if ronly != "" {
-		// bazel passes a runfiles-relative path; the unit file needs an absolute one.
-		if ronly, err = filepath.Abs(ronly); err != nil {
+	// The binary goes where the sessions can see it: the shims inside are
+	// this binary bound by its path, and a session's /tmp is its own
+	// tmpfs, so a ronly under /tmp cannot start a session.
+	dir, err := os.MkdirTemp("/var/tmp", "ronly-metrics-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ronly = filepath.Join(dir, "ronly")
+	if *ronlyFlag != "" {
+		if err := copyFile(*ronlyFlag, ronly); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 	} else {
-		dir, err := os.MkdirTemp("", "ronly-metrics-e2e-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ronly = filepath.Join(dir, "ronly")
 		cmd := exec.Command("go", "build", "-o", ronly, "./go/cmd/ronly")
 		cmd.Dir = repo
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -74,6 +80,23 @@ func run(m *testing.M) int {
 		}
 	}
 	return m.Run()
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // repoRoot is the repository (go test) or the runfiles tree that holds
@@ -110,6 +133,20 @@ func needTool(t testing.TB, name string) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// needRoot skips a test of real sessions when not root, or fails it under
+// CI=true: refused writes are counted by an eBPF program, which needs root.
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := "real ronly sessions count refused writes only as root; run the tests with sudo"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true, so this fails instead of skipping)")
+	}
+	t.Skip(msg)
 }
 
 // exporter is a running `ronly exporter`.
