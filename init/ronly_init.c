@@ -291,6 +291,31 @@ static void become_pid1(void)
 	}
 }
 
+/* This binary, opened O_PATH in our mount namespace for the shims. */
+static int self_fd = -1;
+
+/*
+ * /proc/self/exe names a mount of the namespace we left, which cannot be
+ * bound here: open the same file by its path in ours, after checking it is
+ * still the same file, before anything covers that path.
+ */
+static void open_self(void)
+{
+	char exe[RONLY_PATH_MAX];
+	struct stat a, b;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n < 0)
+		die("readlink", "/proc/self/exe");
+	exe[n] = 0;
+	self_fd = open(exe, O_PATH | O_CLOEXEC);
+	if (self_fd < 0)
+		die("open", exe);
+	if (stat("/proc/self/exe", &a) < 0 || fstat(self_fd, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		errno = ESTALE;
+		die("shims: the ronly binary moved or was replaced", exe);
+	}
+}
+
 static void make_node(const char *path, mode_t mode, int dir)
 {
 	int r = dir ? mkdir(path, mode) : open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode);
@@ -368,9 +393,10 @@ static void build_dev(void)
 			die("symlink", p);
 	}
 	/* The command shims: this very binary under each tool's name, in a
-	 * directory the command cannot change, put first on PATH inside. */
+	 * directory the command cannot change, put first on PATH inside. The
+	 * binary was opened before the holder covered /tmp (open_self), so a
+	 * ronly that lives under /tmp works too. */
 	int have_shims = 0;
-	char exe[RONLY_PATH_MAX];
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		const struct ronly_mount *m = &mounts[i];
 		if (m->kind != RONLY_M_SHIM)
@@ -378,29 +404,21 @@ static void build_dev(void)
 		if (!have_shims++) {
 			snprintf(p, sizeof p, "%s/ronly-shims", dev);
 			make_node(p, 0755, 1);
-			/* /proc/self/exe itself names a mount of the namespace we
-			 * left, which cannot be bound here: bind the same file by
-			 * its path, after checking it is still the same file. */
-			struct stat a, b;
-			ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-			if (n < 0)
-				die("readlink", "/proc/self/exe");
-			exe[n] = 0;
-			if (stat("/proc/self/exe", &a) < 0 || stat(exe, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-				errno = ESTALE;
-				die("shims: the ronly binary moved or was replaced", exe);
-			}
 		}
 		if (strchr(m->path + 1, '/') || !m->path[1] || strlen(m->path) > 24) {
 			errno = EINVAL;
 			die("shim name", m->path);
 		}
+		char self[64];
+		snprintf(self, sizeof self, "/proc/self/fd/%d", self_fd);
 		snprintf(p, sizeof p, "%s/ronly-shims%s", dev, m->path);
 		make_node(p, 0755, 0);
-		if (mount(exe, p, NULL, MS_BIND, NULL) < 0)
+		if (mount(self, p, NULL, MS_BIND, NULL) < 0)
 			die("bind shim", m->path);
 		set_attr(AT_FDCWD, p, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only shim");
 	}
+	if (self_fd >= 0)
+		close(self_fd);
 	/* Nothing new can be created in /dev itself; its submounts stay as made. */
 	set_attr(AT_FDCWD, dev, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "read-only /dev");
 }
@@ -459,6 +477,10 @@ static void build_root(void)
 		if (mounts[i].kind == RONLY_M_SOCKET && (source_fd[i] = open(mounts[i].source, O_PATH | O_CLOEXEC)) < 0)
 			die("open socket", mounts[i].source);
 	}
+
+	for (uint32_t i = 0; i < hdr.n_mounts; i++)
+		if (mounts[i].kind == RONLY_M_SHIM && self_fd < 0)
+			open_self();
 
 	if (access(HOLDER, F_OK) < 0)
 		die("holder", "the host has no " HOLDER " directory to assemble the root on");

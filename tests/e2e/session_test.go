@@ -210,3 +210,26 @@ func findCmdline(s string) []int {
 }
 
 func syscallKill(pid int) { unix.Kill(pid, unix.SIGKILL) }
+
+// TestBinaryUnderTmp: a ronly kept in the host's /tmp (a download, a CI
+// artifact) still gets its shims, though /tmp inside is a fresh tmpfs that
+// hides the binary's path.
+func TestBinaryUnderTmp(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	dir, err := os.MkdirTemp("/tmp", "ronly-e2e-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "ronly")
+	if err := copyFile(b.ronly, bin); err != nil {
+		t.Fatal(err)
+	}
+	inTmp := b
+	inTmp.ronly = bin
+	r := inTmp.sh(t, opts{}, nil, "test -x /dev/ronly-shims/docker && docker run x 2>&1; true")
+	if r.code != 0 || !strings.Contains(r.stdout, "docker run is blocked") {
+		t.Errorf("shim from a binary under /tmp:\n%s", r)
+	}
+}
