@@ -15,11 +15,14 @@ ws=$PWD
 src=${1:-bazel-bin/go/cmd/ronly/ronly_/ronly}
 cache=/root/.cache/bazel
 
-# The inner build may rewrite bazel-bin: run a copy from outside it.
-ronly=$(mktemp /var/tmp/ronly-proof-bin.XXXXXX)
-report=$(mktemp /var/tmp/ronly-proof-report.XXXXXX)
-marker=$(mktemp /var/tmp/ronly-proof-marker.XXXXXX)
-trap 'rm -f "$ronly" "$report" "$marker"' EXIT
+# The inner build may rewrite bazel-bin: run a copy from outside it. The
+# copy, the report and the marker live in a directory of their own, made
+# before the marker, so that writing the report changes nothing else.
+scratch=$(mktemp -d /var/tmp/ronly-proof.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+ronly=$scratch/ronly
+report=$scratch/report.json
+marker=$scratch/marker
 cp "$src" "$ronly"
 chmod 755 "$ronly"
 mkdir -p "$cache"
@@ -34,7 +37,7 @@ touch "$marker"
 # this output base) and have the build done there. Everything the build
 # needs was fetched by the run outside before this one.
 "$ronly" --policy tools/deploy/policies/bazel-ci.toml --no-network --report "$report" -- \
-	sh -c './tools/bazel build //... && ./tools/bazel test --test_tag_filters=-local //...'
+	sh -c './tools/bazel build //... && ./tools/bazel test --nocache_test_results --test_tag_filters=-local //...'
 
 fail=0
 if ! grep -q '"profile": "ci"' "$report" || ! grep -q '"code": 0' "$report"; then
@@ -51,7 +54,7 @@ fi
 # Nothing outside the workspace and the cache changed.
 changed=$(find /etc /usr /opt /srv /home /root /var/lib /var/tmp /var/cache -xdev -newer "$marker" \
 	-not -path "$cache" -not -path "$cache/*" -not -path "$ws" -not -path "$ws/*" \
-	-not -path "$report" -not -path "$ronly" 2>/dev/null || true)
+	-not -path "$scratch" -not -path "$scratch/*" 2>/dev/null || true)
 if [ -n "$changed" ]; then
 	echo "bazel_in_ronly: changed outside the workspace and the cache:" >&2
 	echo "$changed" >&2
