@@ -37,7 +37,7 @@ touch "$marker"
 # this output base) and have the build done there. Everything the build
 # needs was fetched by the run outside before this one.
 "$ronly" --policy tools/deploy/policies/bazel-ci.toml --no-network --report "$report" -- \
-	sh -c './tools/bazel build //... && ./tools/bazel test --nocache_test_results --test_tag_filters=-local //...'
+	sh -c './tools/bazel build //... && ./tools/bazel test --nocache_test_results --test_tag_filters=-local //... && ! touch /etc/ronly-proof 2>/dev/null'
 
 fail=0
 if ! grep -q '"profile": "ci"' "$report" || ! grep -q '"code": 0' "$report"; then
@@ -51,10 +51,16 @@ if pgrep -f A-server.jar >/dev/null; then
 	pgrep -af A-server.jar >&2
 	fail=1
 fi
-# Nothing outside the workspace and the cache changed.
-changed=$(find /etc /usr /opt /srv /home /root /var/lib /var/tmp /var/cache -xdev -newer "$marker" \
-	-not -path "$cache" -not -path "$cache/*" -not -path "$ws" -not -path "$ws/*" \
-	-not -path "$scratch" -not -path "$scratch/*" 2>/dev/null || true)
+# Nothing outside the workspace and the cache changed: the system's
+# directories and the toolchains' homes, where a build escaping its
+# sandbox would write (not /tmp, /var/tmp or $HOME itself, where whoever
+# runs this script may be writing its own logs meanwhile).
+dirs=()
+for d in /etc /usr /opt /srv /var/lib /var/cache "$HOME/go" "$HOME/.cache" "$HOME/.config" "$HOME/.local"; do
+	[ -e "$d" ] && dirs+=("$d")
+done
+changed=$(find "${dirs[@]}" -xdev -newer "$marker" \
+	-not -path "$cache" -not -path "$cache/*" -not -path "$ws" -not -path "$ws/*" 2>/dev/null || true)
 if [ -n "$changed" ]; then
 	echo "bazel_in_ronly: changed outside the workspace and the cache:" >&2
 	echo "$changed" >&2
