@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sessionReport is the part of --report's JSON document the tests read.
@@ -62,6 +65,18 @@ func readReport(t *testing.T, path string) sessionReport {
 		t.Fatalf("report without version 1 and a session: %s", b)
 	}
 	return r
+}
+
+// sleepMarker is a random marker for `sleep 600.MARKER`: digits only, or
+// sleep would refuse the argument and exit at once, and a test looking for
+// leftovers would find none however careless the sandbox.
+func sleepMarker(t *testing.T) string {
+	t.Helper()
+	m, err := strconv.ParseUint(randomMarker(t), 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.FormatUint(m, 10)
 }
 
 // marked lists the host's processes whose command line contains marker.
@@ -129,7 +144,7 @@ func TestLimitsKillTheWholeTree(t *testing.T) {
 			{"cpu", []string{"--cpu-time", "300ms"}, "while :; do :; done", 137},
 		} {
 			t.Run(profile+"/"+tc.name, func(t *testing.T) {
-				marker := randomMarker(t)
+				marker := sleepMarker(t)
 				ws := userDir(t, 0, "ronly-limits-")
 				rep := filepath.Join(ws, "report.json")
 				mounts := mountLines(t)
@@ -254,7 +269,7 @@ func TestLimitsRootless(t *testing.T) {
 	b := setup(t)
 	requireRoot(t)
 	t.Run("timeout", func(t *testing.T) {
-		marker := randomMarker(t)
+		marker := sleepMarker(t)
 		ws := userDir(t, nobody, "ronly-rl-")
 		rep := filepath.Join(ws, "r.json")
 		mounts := mountLines(t)
@@ -279,4 +294,69 @@ func TestLimitsRootless(t *testing.T) {
 			t.Errorf("tail buffered 512M under a 64M address-space limit:\n%s", r)
 		}
 	})
+}
+
+// TestKilledSupervisorLeavesNothing: when the supervisor itself is
+// SIGKILLed, the ci profile's processes die with their PID namespace at
+// once; in the debug profile what the command left running lives on only
+// until the next session, which removes the dead session's cgroup and
+// kills what is in it. Either way nothing is left after that session.
+func TestKilledSupervisorLeavesNothing(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	for _, profile := range []string{"debug", "ci"} {
+		t.Run(profile, func(t *testing.T) {
+			marker := sleepMarker(t)
+			ws := userDir(t, 0, "ronly-killed-")
+			mounts := mountLines(t)
+			script := fmt.Sprintf("sleep 600.%s & setsid sh -c 'sleep 601.%s & exit'; sleep 0.2; echo started; sleep 602.%s", marker, marker, marker)
+			cmd := exec.Command(b.ronly, "--profile", profile, "--", "/bin/sh", "-c", script)
+			cmd.Dir = ws
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("sandbox did not start: %q", line)
+			}
+			pid := cmd.Process.Pid
+			cmd.Process.Kill()
+			cmd.Wait()
+			cgroups := func() []string {
+				m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d", pid))
+				n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d", pid))
+				return append(m, n...)
+			}
+			if profile == "ci" {
+				// PID 1 of the namespace dies with the init, and the
+				// kernel kills the rest: give it a moment.
+				for i := 0; i < 100 && len(marked(marker)) > 0; i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if left := marked(marker); len(left) > 0 {
+					t.Errorf("the ci profile's processes outlived a killed supervisor: %v", left)
+				}
+			} else if len(marked(marker)) == 0 || len(cgroups()) == 0 {
+				// Documented behaviour; if it changes, the README must too.
+				t.Errorf("expected the debug session's daemons and cgroup to outlive a killed supervisor until the next session: processes %v, cgroups %v", marked(marker), cgroups())
+			}
+			if r := b.run(t, opts{}, "--", "/bin/true"); r.code != 0 {
+				t.Fatalf("next session:\n%s", r)
+			}
+			if left := marked(marker); len(left) > 0 {
+				t.Errorf("processes of the killed session outlived the next session: %v", left)
+			}
+			if left := cgroups(); len(left) > 0 {
+				t.Errorf("cgroups of the killed session outlived the next session: %v", left)
+			}
+			if after := mountLines(t); !slices.Equal(mounts, after) {
+				t.Errorf("the host's mount table changed: new %v", newEntries(mounts, after))
+			}
+		})
+	}
 }
