@@ -13,6 +13,7 @@ import (
 const description = `Synopsis:
 
     ronly [OPTIONS] [COMMAND...]
+    ronly probe [OPTIONS] [--json]
     ronly exporter [OPTIONS]
 
 Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
@@ -34,6 +35,11 @@ Examples:
   ronly                              an interactive read-only shell
   ronly ps aux                       host processes, seen from inside
   ronly --rw "$PWD" make test        a build that may write only here
+  ronly --profile ci --timeout 30m -- make test
+                                     a CI job: workspace writable, own PID
+                                     namespace, empty HOME, clean environment
+  ronly --policy job.toml -- make    the same flags, from a TOML file
+  ronly probe                        which layer stops what, on this kernel
   ronly --no-network -- probe        run a program named like a subcommand`
 
 // CLI is the whole command line. The sandbox flags are global so that
