@@ -45,10 +45,11 @@ if ! grep -q '"profile": "ci"' "$report" || ! grep -q '"code": 0' "$report"; the
 	cat "$report" >&2
 	fail=1
 fi
-# The Bazel server started inside died with the session.
-if pgrep -f A-server.jar >/dev/null; then
+# The Bazel server started inside died with the session. (Servers of other
+# workspaces on this machine are not ours to judge.)
+if pgrep -f -- "A-server.jar.*--workspace_directory=$ws( |\$)" >/dev/null; then
 	echo "bazel_in_ronly: a Bazel server outlived the session:" >&2
-	pgrep -af A-server.jar >&2
+	pgrep -af -- "A-server.jar.*--workspace_directory=$ws( |\$)" >&2
 	fail=1
 fi
 # Nothing outside the workspace and the cache changed: the system's
