@@ -13,7 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ws=$PWD
 src=${1:-bazel-bin/go/cmd/ronly/ronly_/ronly}
-cache=/root/.cache/bazel
+# Bazel's output root (~/.cache/bazel/_bazel_$USER), where the run outside
+# left everything this build needs: bound writable inside, replacing the
+# policy's own rw list, so the script works whatever $HOME is.
+cache=$(dirname "$(./tools/bazel info output_base 2>/dev/null)")
+[ -d "$cache" ] || { echo "bazel_in_ronly: no Bazel output root: run ./tools/bazel test //... first" >&2; exit 1; }
 
 # The inner build may rewrite bazel-bin: run a copy from outside it. The
 # copy, the report and the marker live in a directory of their own, made
@@ -25,7 +29,6 @@ report=$scratch/report.json
 marker=$scratch/marker
 cp "$src" "$ronly"
 chmod 755 "$ronly"
-mkdir -p "$cache"
 
 # A server started outside would do the building outside the sandbox.
 ./tools/bazel shutdown
@@ -36,7 +39,7 @@ touch "$marker"
 # with the host's network it could reach a server outside (another user of
 # this output base) and have the build done there. Everything the build
 # needs was fetched by the run outside before this one.
-"$ronly" --policy tools/deploy/policies/bazel-ci.toml --no-network --report "$report" -- \
+"$ronly" --policy tools/deploy/policies/bazel-ci.toml --rw "$cache" --no-network --report "$report" -- \
 	sh -c './tools/bazel build //... && ./tools/bazel test --nocache_test_results --test_tag_filters=-local //... && ! touch /etc/ronly-proof 2>/dev/null'
 
 fail=0
