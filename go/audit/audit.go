@@ -18,9 +18,9 @@ type Entry struct {
 	Session string    `json:"session"`
 	PID     int       `json:"pid,omitempty"`
 	Comm    string    `json:"comm,omitempty"`
-	Kind    string    `json:"kind"` // syscall, command, api
-	What    string    `json:"what"` // syscall name, "docker run", "POST /containers/{id}/kill"
-	Path    string    `json:"path,omitempty"`
+	Kind    string    `json:"kind"`            // syscall, command, api, write
+	What    string    `json:"what"`            // syscall name, "docker run", "POST /containers/{id}/kill", write operation
+	Path    string    `json:"path,omitempty"`  // a refused write's path as the process gave it (relative: to its cwd or dirfd), where known
 	Errno   string    `json:"errno,omitempty"` // EPERM, EROFS…
 	Reason  string    `json:"reason,omitempty"`
 }

@@ -33,3 +33,20 @@ func TestLinesAreJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestPathOnlyWhenKnown(t *testing.T) {
+	var b bytes.Buffer
+	l := New(&b)
+	l.Write(Entry{Time: time.Unix(0, 0).UTC(), Session: "s1", Kind: "write", What: "unlink", Path: "/etc/hosts", Errno: ErrnoName(syscall.EROFS)})
+	l.Write(Entry{Time: time.Unix(0, 0).UTC(), Session: "s1", Kind: "write", What: "chmod", Errno: ErrnoName(syscall.EROFS)})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2", len(lines))
+	}
+	if !strings.Contains(lines[0], `"path":"/etc/hosts"`) {
+		t.Errorf("line %q lacks the path", lines[0])
+	}
+	if strings.Contains(lines[1], `"path"`) {
+		t.Errorf("line %q has a path, want none", lines[1])
+	}
+}

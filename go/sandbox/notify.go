@@ -21,6 +21,7 @@ type Refusal struct {
 	Comm   string // the process's command name, as /proc/<pid>/comm has it
 	Kind   string // "syscall"
 	What   string // the syscall name
+	Path   string // the path the refused call named, as given, where known ("write" refusals)
 	Reason string // the policy line's reason
 	Errno  syscall.Errno
 }

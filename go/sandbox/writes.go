@@ -16,7 +16,10 @@ import (
 // only observes their answers, so nothing the sandboxed process controls
 // decides anything. It needs root (CAP_BPF, CAP_PERFMON) and a cgroup v2
 // directory; without either, refused writes are refused but not counted,
-// and the layers say so.
+// and the layers say so. An audit line carries the path the refused call
+// named, as the process gave it (relative paths unresolved), read from its
+// memory after the refusal: a record for people, which the process could
+// falsify, and nothing here acts on it.
 func (s *session) watchWrites(g *cgroup.Group) (stop func()) {
 	none := func() {}
 	if s.p.NoWriteCounting || g == nil || g.ID() == 0 || os.Geteuid() != 0 {
@@ -38,7 +41,7 @@ func (s *session) watchWrites(g *cgroup.Group) (stop func()) {
 		// program's map, which loses nothing when events are dropped.
 		w.Events(func(e writewatch.Event) {
 			s.refused(Refusal{Time: e.Time, PID: e.PID, Comm: e.Comm, Kind: "write",
-				What: writeOperation(e.Syscall), Errno: unix.EROFS})
+				What: writeOperation(e.Syscall), Path: e.Path, Errno: unix.EROFS})
 		})
 	}
 	s.layers.WriteCounting = true

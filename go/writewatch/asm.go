@@ -37,6 +37,8 @@ const (
 	jmpJEQ  = 0x10
 	jmpJNE  = 0x50
 	jmpJLT  = 0xa0 // unsigned <
+	jmpJLE  = 0xb0 // unsigned <=
+	jmpJSLE = 0xd0 // signed <=
 	jmpCALL = 0x80
 	jmpEXIT = 0x90
 
@@ -89,6 +91,9 @@ func (a *asm) MovReg(dst, src uint8) {
 }
 func (a *asm) AddImm(dst uint8, imm int32) {
 	a.emit(insn{code: clsALU64 | aluADD | srcK, dst: dst, imm: imm})
+}
+func (a *asm) AddReg(dst, src uint8) {
+	a.emit(insn{code: clsALU64 | aluADD | srcX, dst: dst, src: src})
 }
 func (a *asm) AndImm(dst uint8, imm int32) {
 	a.emit(insn{code: clsALU64 | aluAND | srcK, dst: dst, imm: imm})

@@ -1,6 +1,10 @@
 package writewatch
 
-import "fmt"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // The program runs at the sys_exit raw tracepoint, i.e. after every syscall
 // of every task on the host, so the common case (any result but -EROFS) is
@@ -17,6 +21,7 @@ const (
 	fnGetCurrentCgroupID      = 80
 	fnGetCurrentAncestorCgrID = 123
 	fnProbeReadKernel         = 113
+	fnProbeReadUserStr        = 114
 	fnRingbufOutput           = 130
 	fnRingbufQuery            = 134
 )
@@ -26,6 +31,10 @@ const (
 // for as long as x86_64 has existed, thread_info since 5.11 (syscall_work).
 const (
 	ptRegsOrigAX      = 120 // offsetof(struct pt_regs, orig_ax)
+	ptRegsDI          = 112 // the first argument of an x86_64 syscall
+	ptRegsSI          = 104 // the second
+	ptRegsDX          = 96  // the third
+	ptRegsR10         = 56  // the fourth
 	taskThreadInfo    = 0   // thread_info is the first member of task_struct
 	threadInfoStatus  = 16  // offsetof(struct thread_info, status)
 	tsCompat          = 2   // TS_COMPAT: the current syscall is an i386 one
@@ -41,13 +50,16 @@ const (
 	mapCounts          // countKey -> u64
 	mapEvents          // ring buffer of event records
 	mapDropped         // array: [0] events lost (ring full), [1] counts lost (counts full)
+	mapPaths           // array: x86_64 syscall number -> u32 pt_regs offset of its path argument, 0: none
 	numMaps
 )
 
 // Stack frame. The event record starts with the counts key (cgroup id,
-// number, ABI), and its first 8 bytes are also the sessions key.
+// number, ABI), and its first 8 bytes are also the sessions key. The path
+// follows the fixed part; only as many of its bytes as the string has
+// (with its NUL, none without a path) go into the ring buffer.
 const (
-	fpEvent    = -48 // struct record, 48 bytes up to the frame pointer
+	fpEvent    = -(recordLen + pathMax) // struct record, up to the frame pointer
 	fpCgroup   = fpEvent + 0
 	fpNr       = fpEvent + 8
 	fpABI      = fpEvent + 12
@@ -55,10 +67,13 @@ const (
 	fpPID      = fpEvent + 24
 	fpPad      = fpEvent + 28
 	fpComm     = fpEvent + 32 // 16 bytes
-	fpScratch  = -56
-	fpAncestor = -64
-	recordLen  = 48
-	keyLen     = 16 // bytes of the record that form the counts key
+	fpPath     = fpEvent + recordLen
+	fpScratch  = fpEvent - 8
+	fpAncestor = fpEvent - 16
+	recordLen  = 48  // the fixed part of a record
+	pathMax    = 256 // bytes for the path, with its NUL: longer ones are cut at 255
+	keyLen     = 16  // bytes of the record that form the counts key
+	maxNr      = 512 // entries of the paths map: above every x86_64 syscall number
 )
 
 // program is the sys_exit raw tracepoint program. ctx (r1) is u64 args[2]:
@@ -144,6 +159,43 @@ func program() *asm {
 	a.MovImm(r2, 16)
 	a.Call(fnGetCurrentComm)
 
+	// The path the call named, for the audit log only: it is read after
+	// the kernel refused the call, from the caller's memory, which the
+	// caller may have changed since. Which argument holds it depends on
+	// the call (pathArgs): the paths map gives its pt_regs offset, 0 for
+	// none; numbers past the map (x32, unreadable) and i386 calls have
+	// none. r7 (kept across calls) is the path's length with its NUL, 0
+	// for no path; a failed read (bad or NULL pointer) leaves none.
+	a.MovImm(r7, 0)
+	a.Load32(r1, r10, fpABI)
+	a.JumpImm(jmpJNE, r1, 0, "send")
+	a.LoadMap(r1, mapPaths)
+	a.MovReg(r2, r10)
+	a.AddImm(r2, fpNr)
+	a.Call(fnMapLookupElem)
+	a.JumpImm(jmpJEQ, r0, 0, "send")
+	a.Load32(r3, r0, 0)
+	a.JumpImm(jmpJEQ, r3, 0, "send")
+	a.Load64(r1, r6, 0)
+	a.AddReg(r3, r1)
+	a.MovReg(r1, r10)
+	a.AddImm(r1, fpScratch)
+	a.MovImm(r2, 8)
+	a.Call(fnProbeReadKernel)
+	a.JumpImm(jmpJNE, r0, 0, "send")
+	a.Load64(r3, r10, fpScratch)
+	a.JumpImm(jmpJEQ, r3, 0, "send")
+	a.MovReg(r1, r10)
+	a.AddImm(r1, fpPath)
+	a.MovImm(r2, pathMax)
+	a.Call(fnProbeReadUserStr) // length with the NUL, or < 0
+	a.JumpImm(jmpJSLE, r0, 0, "send")
+	a.MovReg(r7, r0)
+	a.JumpImm(jmpJLE, r7, pathMax, "send")
+	a.MovImm(r7, pathMax) // cannot happen; bounds the size for the verifier
+	a.Label("send")
+	a.AddImm(r7, recordLen)
+
 	// Event first, count second: once a count is visible, so is its event,
 	// which lets Remove drain the ring before it reads the counts.
 	// Waking the reader for each record costs an irq_work (a self-IPI,
@@ -160,7 +212,7 @@ func program() *asm {
 	a.LoadMap(r1, mapEvents)
 	a.MovReg(r2, r10)
 	a.AddImm(r2, fpEvent)
-	a.MovImm(r3, recordLen)
+	a.MovReg(r3, r7)
 	a.Call(fnRingbufOutput)
 	a.JumpImm(jmpJEQ, r0, 0, "count")
 	dropped(&a, 0, "count")
@@ -217,4 +269,59 @@ func dropped(a *asm, i int32, next string) {
 	a.MovImm(r1, 1)
 	a.AtomicAdd64(r0, 0, r1)
 	a.Jump(next)
+}
+
+// pathArgs says which argument of an x86_64 syscall that can return EROFS
+// names the path it would modify: the pt_regs offset of that argument, for
+// the paths map. Calls that modify a file by descriptor (fchmod, ftruncate,
+// fsetxattr, write…) have none, and neither do those that take a path
+// inside a structure (bind of a unix socket) or none at all. For renames
+// it is the old path (it is removed; renameat2 with RENAME_EXCHANGE
+// modifies both); for links and symlinks the new one, where the link would
+// be made.
+var pathArgs = map[int]uint32{
+	// The path is the first argument.
+	unix.SYS_OPEN:         ptRegsDI,
+	unix.SYS_CREAT:        ptRegsDI,
+	unix.SYS_UNLINK:       ptRegsDI,
+	unix.SYS_RMDIR:        ptRegsDI,
+	unix.SYS_MKDIR:        ptRegsDI,
+	unix.SYS_RENAME:       ptRegsDI,
+	unix.SYS_TRUNCATE:     ptRegsDI,
+	unix.SYS_CHMOD:        ptRegsDI,
+	unix.SYS_CHOWN:        ptRegsDI,
+	unix.SYS_LCHOWN:       ptRegsDI,
+	unix.SYS_UTIME:        ptRegsDI,
+	unix.SYS_UTIMES:       ptRegsDI,
+	unix.SYS_SETXATTR:     ptRegsDI,
+	unix.SYS_LSETXATTR:    ptRegsDI,
+	unix.SYS_REMOVEXATTR:  ptRegsDI,
+	unix.SYS_LREMOVEXATTR: ptRegsDI,
+	unix.SYS_MKNOD:        ptRegsDI,
+	unix.SYS_ACCESS:       ptRegsDI, // W_OK on a read-only mount: EROFS
+	unix.SYS_ACCT:         ptRegsDI,
+
+	// The second, after a directory fd (relative paths are relative to it).
+	unix.SYS_OPENAT:        ptRegsSI,
+	unix.SYS_OPENAT2:       ptRegsSI,
+	unix.SYS_UNLINKAT:      ptRegsSI,
+	unix.SYS_MKDIRAT:       ptRegsSI,
+	unix.SYS_MKNODAT:       ptRegsSI,
+	unix.SYS_RENAMEAT:      ptRegsSI,
+	unix.SYS_RENAMEAT2:     ptRegsSI,
+	unix.SYS_FCHMODAT:      ptRegsSI,
+	unix.SYS_FCHMODAT2:     ptRegsSI,
+	unix.SYS_FCHOWNAT:      ptRegsSI,
+	unix.SYS_UTIMENSAT:     ptRegsSI, // NULL for futimens: no path
+	unix.SYS_FUTIMESAT:     ptRegsSI,
+	unix.SYS_FACCESSAT:     ptRegsSI,
+	unix.SYS_FACCESSAT2:    ptRegsSI,
+	unix.SYS_SETXATTRAT:    ptRegsSI,
+	unix.SYS_REMOVEXATTRAT: ptRegsSI,
+
+	// Links: where the new name would be.
+	unix.SYS_LINK:      ptRegsSI,  // link(old, new)
+	unix.SYS_SYMLINK:   ptRegsSI,  // symlink(target, linkpath)
+	unix.SYS_SYMLINKAT: ptRegsDX,  // symlinkat(target, newdirfd, linkpath)
+	unix.SYS_LINKAT:    ptRegsR10, // linkat(olddirfd, old, newdirfd, new, flags)
 }

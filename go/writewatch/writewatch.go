@@ -9,7 +9,8 @@
 // every task on the host it compares the return value with -EROFS and
 // returns at once when it differs. Only for a refusal does it look up the
 // task's cgroup (or its ancestors) among the watched ones, count the call by
-// number and send an event through a ring buffer for an audit log.
+// number and send an event through a ring buffer for an audit log, with the
+// path the call named where it has one.
 //
 // The cost is paid by every syscall on the host while a Watch is open,
 // watched or not: attaching any program to sys_exit sends every syscall
@@ -28,6 +29,15 @@
 // kernel structures at fixed offsets (struct pt_regs; struct thread_info as
 // laid out since Linux 5.11). Counts are exact while the counts map has
 // room; events are best effort. Dropped says what was lost.
+//
+// An event's path is the path argument as the caller gave it, read from
+// its memory after the kernel refused the call: a relative path is
+// relative to the caller's working directory or to the directory fd it
+// passed, and is reported as given, not resolved. It is for the audit log
+// only; nothing decides anything with it (the call was already refused),
+// and a caller that rewrites its memory from another thread between the
+// refusal and the read can make it say something else. See pathArgs for
+// which calls have one.
 package writewatch
 
 import (
@@ -45,12 +55,14 @@ import (
 )
 
 // Sizes of the maps: cgroups watched at once, (cgroup, syscall) pairs
-// counted at once, and the ring buffer for events (48-byte records plus an
-// 8-byte header: 4,681 events between two reads).
+// counted at once, and the ring buffer for events. A record is 48 bytes,
+// then the path with its NUL (none without one), plus an 8-byte header,
+// rounded up to 8: with a 39-byte path 96 bytes, 10,922 events between two
+// reads; with a path of 255 bytes or more, 312 bytes and 3,360 events.
 const (
 	maxSessions = 1024
 	maxCounts   = 4096
-	ringSize    = 256 << 10
+	ringSize    = 1 << 20
 )
 
 // readEvery bounds how late an event reaches the Events function: the
@@ -64,7 +76,12 @@ type Event struct {
 	PID      int    // process (thread group) id
 	Comm     string // the task's name, at most 15 bytes
 	Syscall  string // x86_64 name, or "other" (see the package comment)
-	Time     time.Time
+	// Path is the path the call named, as given (relative ones relative to
+	// the caller's working directory or directory fd), cut at 255 bytes;
+	// "" for calls by file descriptor, i386 and x32 calls, and when it
+	// could not be read. See the package comment.
+	Path string
+	Time time.Time
 }
 
 // Watch is one attached program and its maps; its methods are safe for
@@ -123,10 +140,17 @@ func (w *Watch) start() error {
 		mapCounts:   {"counts", unix.BPF_MAP_TYPE_HASH, keyLen, 8, maxCounts},
 		mapEvents:   {"events", unix.BPF_MAP_TYPE_RINGBUF, 0, 0, ringSize},
 		mapDropped:  {"dropped", unix.BPF_MAP_TYPE_ARRAY, 4, 8, 2},
+		mapPaths:    {"paths", unix.BPF_MAP_TYPE_ARRAY, 4, 4, maxNr},
 	}
 	for i, s := range specs {
 		if w.maps[i], err = createMap(s.name, s.typ, s.key, s.value, s.maxEnt); err != nil {
 			return err
+		}
+	}
+	for nr, off := range pathArgs {
+		k := uint32(nr)
+		if err := mapUpdate(w.maps[mapPaths], unsafe.Pointer(&k), unsafe.Pointer(&off), unix.BPF_ANY); err != nil {
+			return fmt.Errorf("fill map paths: %w", err)
 		}
 	}
 	insns, err := program().assemble(w.maps[:])
@@ -288,6 +312,7 @@ func (w *Watch) drain() {
 			Syscall:  syscallName(le.Uint32(b[8:]), le.Uint32(b[12:])),
 			PID:      int(le.Uint32(b[24:])),
 			Comm:     cString(b[32:48]),
+			Path:     cString(b[recordLen:]),
 			Time:     now,
 		}
 		if t := le.Uint64(b[16:]); t <= mono {

@@ -244,17 +244,34 @@ func command(g *cgroup, name string, args ...string) *exec.Cmd {
 
 // writes is a script whose refused calls were found with strace (dash,
 // coreutils 9.1): touch openat(O_CREAT), mkdir mkdir, rm unlinkat, the
-// shell's own openat for the redirection, mv renameat2.
+// shell's own openat for the redirection, mv renameat2, ln -s symlinkat,
+// ln linkat. It names dir (a read-only directory) absolutely and
+// relatively, from its parent and from dir itself; wantEvents has the
+// paths the calls name.
 func writes(dir string) string {
-	return strings.ReplaceAll(`touch D/a; mkdir D/b; rm -f D/existing; echo x > D/existing; mv D/existing D/c; true`, "D", dir)
+	return strings.NewReplacer("{dir}", dir, "{parent}", filepath.Dir(dir), "{base}", filepath.Base(dir)).Replace(
+		`cd {parent}; touch {dir}/a; mkdir {base}/b; cd {base} && rm -f existing; echo x > {dir}/existing; ` +
+			`mv existing c; ln -s /x {dir}/l; ln existing h; true`)
 }
 
-var wantCounts = map[string]uint64{"openat": 2, "mkdir": 1, "unlinkat": 1, "renameat2": 1}
+var wantCounts = map[string]uint64{"openat": 2, "mkdir": 1, "unlinkat": 1, "renameat2": 1, "symlinkat": 1, "linkat": 1}
 
-type wantEvent struct{ comm, syscall string }
+type wantEvent struct{ comm, syscall, path string }
 
-var wantEvents = []wantEvent{
-	{"touch", "openat"}, {"mkdir", "mkdir"}, {"rm", "unlinkat"}, {"sh", "openat"}, {"mv", "renameat2"},
+// wantEvents are the events of writes(dir), with the path argument of
+// each call: mkdirat's second (si), mkdir's first (di), symlinkat's
+// linkpath, the third (dx), linkat's new path, the fourth (r10), and
+// renameat2's old path.
+func wantEvents(dir string) []wantEvent {
+	return []wantEvent{
+		{"touch", "openat", dir + "/a"},
+		{"mkdir", "mkdir", filepath.Base(dir) + "/b"},
+		{"rm", "unlinkat", "existing"},
+		{"sh", "openat", dir + "/existing"},
+		{"mv", "renameat2", "existing"},
+		{"ln", "symlinkat", dir + "/l"},
+		{"ln", "linkat", "h"},
+	}
 }
 
 type collector struct {
@@ -343,12 +360,13 @@ func TestCountsAndEvents(t *testing.T) {
 		t.Fatalf("script in the cgroup: %v\n%s", err, b)
 	}
 	// The reader goroutine delivers them on its own, within readEvery.
+	want := wantEvents(ro)
 	deadline := time.Now().Add(10 * readEvery)
-	for c.len() < len(wantEvents) && time.Now().Before(deadline) {
+	for c.len() < len(want) && time.Now().Before(deadline) {
 		time.Sleep(readEvery / 10)
 	}
-	if n := c.len(); n != len(wantEvents) {
-		t.Errorf("%d events after %v, want %d", n, 10*readEvery, len(wantEvents))
+	if n := c.len(); n != len(want) {
+		t.Errorf("%d events after %v, want %d", n, 10*readEvery, len(want))
 	}
 	counts, err := w.Remove(g.id)
 	if err != nil {
@@ -364,7 +382,7 @@ func TestCountsAndEvents(t *testing.T) {
 	evs := c.take()
 	var got []wantEvent
 	for _, e := range evs {
-		got = append(got, wantEvent{e.Comm, e.Syscall})
+		got = append(got, wantEvent{e.Comm, e.Syscall, e.Path})
 		if e.CgroupID != g.id {
 			t.Errorf("event %+v: cgroup %d, want %d", e, e.CgroupID, g.id)
 		}
@@ -375,8 +393,8 @@ func TestCountsAndEvents(t *testing.T) {
 			t.Errorf("event %+v: time %v not between %v and now", e, e.Time, before)
 		}
 	}
-	if !slices.Equal(got, wantEvents) {
-		t.Errorf("events (comm, syscall) = %v, want %v", got, wantEvents)
+	if !slices.Equal(got, want) {
+		t.Errorf("events (comm, syscall, path):\n got %q\nwant %q", got, want)
 	}
 	for _, e := range evs {
 		if e.Comm == "sh" && e.PID != in.Process.Pid {
@@ -399,6 +417,74 @@ func TestCountsAndEvents(t *testing.T) {
 	}
 	if ev, n, err := w.Dropped(); err != nil || ev != 0 || n != 0 {
 		t.Errorf("Dropped() = %d, %d, %v; want 0, 0, nil", ev, n, err)
+	}
+}
+
+// longPath names dir/long with more than 255 bytes.
+func longPath(dir string) string { return dir + strings.Repeat("/.", 200) + "/long" }
+
+// TestPaths: calls by file descriptor have no path, nor does utimensat
+// with a NULL one; a path relative to a directory fd is reported as given;
+// a long one is cut at 255 bytes.
+func TestPaths(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g := newCgroup(t, "")
+	w := start(t)
+	var c collector
+	w.Events(c.add)
+	if err := w.Add(g.id); err != nil {
+		t.Fatal(err)
+	}
+	measure(t, &g, "paths", 1, ro)
+	if _, err := w.Remove(g.id); err != nil {
+		t.Fatal(err)
+	}
+	type sp struct{ syscall, path string }
+	var got []sp
+	for _, e := range c.take() {
+		got = append(got, sp{e.Syscall, e.Path})
+	}
+	want := []sp{
+		{"fchmod", ""},
+		{"utimensat", ""},
+		{"mkdirat", "sub"},
+		{"faccessat", ro + "/existing"},
+		{"mkdirat", longPath(ro)[:pathMax-1]},
+		{"renameat2", "existing"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events (syscall, path):\n got %q\nwant %q", got, want)
+	}
+}
+
+// The fast path is what every syscall on the host pays: it must stay a
+// load and a compare before the exit. And the paths map must hold every
+// number pathArgs names.
+func TestFastPath(t *testing.T) {
+	p := program()
+	first, cmp := p.insns[0], p.insns[1]
+	if first.code != clsLDX|modeMEM|sizeDW || first.dst != r2 || first.src != r1 || first.off != 8 {
+		t.Errorf("first instruction %+v, want r2 = *(u64 *)(r1 + 8)", first)
+	}
+	if cmp.code != clsJMP|jmpJNE|srcK || cmp.dst != r2 || cmp.imm != errEROFS || cmp.target != "out" {
+		t.Errorf("second instruction %+v, want if r2 != -EROFS goto out", cmp)
+	}
+	for pc, i := range p.insns {
+		if slices.Contains(i.labels, "out") {
+			if pc+1 >= len(p.insns) || i.code != clsALU64|aluMOV|srcK || i.dst != r0 || i.imm != 0 ||
+				p.insns[pc+1].code != clsJMP|jmpEXIT {
+				t.Errorf("out: %+v, want r0 = 0; exit", p.insns[pc:])
+			}
+		}
+	}
+	for nr, off := range pathArgs {
+		if nr < 0 || nr >= maxNr {
+			t.Errorf("syscall %d (%s) does not fit the paths map", nr, syscallName(uint32(nr), 0))
+		}
+		if !slices.Contains([]uint32{ptRegsDI, ptRegsSI, ptRegsDX, ptRegsR10}, off) {
+			t.Errorf("syscall %s: offset %d is no argument's", syscallName(uint32(nr), 0), off)
+		}
 	}
 }
 
@@ -437,10 +523,19 @@ func TestRingFull(t *testing.T) {
 	if err := w.Add(g.id); err != nil {
 		t.Fatal(err)
 	}
-	const n = 10_000 // about twice what the ring holds
+	// Records are as long as their path: twice what the ring holds.
+	path := filepath.Join(ro, "x") // what the child's mkdirat names
+	record := (recordLen + len(path) + 1 + unix.BPF_RINGBUF_HDR_SZ + 7) &^ 7
+	n := 2 * ringSize / record
 	measure(t, &g, "erofs", n, ro)
 	var delivered uint64
-	w.Events(func(Event) { delivered++ })
+	var badPaths []string
+	w.Events(func(e Event) {
+		delivered++
+		if e.Path != path && len(badPaths) < 5 {
+			badPaths = append(badPaths, e.Path)
+		}
+	})
 	counts, err := w.Remove(g.id)
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +547,7 @@ func TestRingFull(t *testing.T) {
 	if uncounted != 0 {
 		t.Errorf("%d refusals not counted", uncounted)
 	}
-	const calls = n + n/10 // childLoop warms up with n/10 more
+	calls := uint64(n + n/10) // childLoop warms up with n/10 more
 	if counts["mkdirat"] != calls || len(counts) != 1 {
 		t.Errorf("counts = %v, want mkdirat: %d", counts, calls)
 	} else {
@@ -461,7 +556,10 @@ func TestRingFull(t *testing.T) {
 	if lost == 0 || delivered+lost != calls {
 		t.Errorf("%d events delivered and %d lost, want %d in all, some lost", delivered, lost, calls)
 	}
-	t.Logf("ring buffer held %d events", delivered)
+	if len(badPaths) > 0 {
+		t.Errorf("events with paths %q, want %q", badPaths, path)
+	}
+	t.Logf("ring buffer held %d events of %d bytes", delivered, record)
 }
 
 // A process in a cgroup below a watched one counts for the nearest watched
@@ -552,6 +650,9 @@ func TestI386(t *testing.T) {
 	var comms []string
 	for _, e := range c.take() {
 		comms = append(comms, e.Comm+":"+e.Syscall)
+		if e.Path != "" {
+			t.Errorf("%s: path %q for an i386 call, want none", e.Comm, e.Path)
+		}
 	}
 	slices.Sort(comms)
 	if want := []string{"mkdir32:other", "mkdir64:other"}; !slices.Equal(comms, want) {
@@ -734,6 +835,38 @@ func childLoop() int {
 	case "erofs":
 		p := filepath.Join(dir, "x")
 		op = func(int) { unix.Mkdir(p, 0o755) }
+	case "paths": // refused calls whose paths are not plain ones, for TestPaths
+		op = func(int) {
+			existing := filepath.Join(dir, "existing")
+			fd, err := unix.Open(existing, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				panic(err)
+			}
+			dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				panic(err)
+			}
+			for i, call := range []func() error{
+				func() error { return unix.Fchmod(fd, 0o600) }, // by fd: no path argument
+				func() error { // futimens: utimensat with a NULL path
+					_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, 0, 0, 0, 0)
+					if e != 0 {
+						return e
+					}
+					return nil
+				},
+				func() error { return unix.Mkdirat(dfd, "sub", 0o755) },  // relative to a directory fd
+				func() error { return unix.Access(existing, unix.W_OK) }, // faccessat
+				func() error { return unix.Mkdir(longPath(dir), 0o755) }, // cut at 255 bytes
+				func() error { return unix.Renameat2(dfd, "existing", dfd, "y", 0) },
+			} {
+				if err := call(); err != unix.EROFS {
+					panic(fmt.Sprintf("call %d: %v, want EROFS", i, err))
+				}
+			}
+			unix.Close(dfd)
+			unix.Close(fd)
+		}
 	case "files": // create and remove a file: openat, close, unlinkat
 		op = func(i int) {
 			p := filepath.Join(dir, strconv.Itoa(i))

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,8 +26,9 @@ echo fine > /tmp/a && mkdir /tmp/d && mv /tmp/a /tmp/d/b && rm -r /tmp/d
 exit 0`
 
 // TestRefusedWritesAreCounted: refused writes show up in the report, the
-// metrics textfile and the audit log, by operation, exactly; writes in the
-// scratch space do not; and the host's files are untouched.
+// metrics textfile and the audit log, by operation, exactly, and the audit
+// log names the path each one named (mv's source, ln -s's link); writes in
+// the scratch space do not; and the host's files are untouched.
 func TestRefusedWritesAreCounted(t *testing.T) {
 	b := setup(t)
 	requireRoot(t)
@@ -46,6 +48,9 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 		t.Errorf("report says write counting was off")
 	}
 	audited := map[string]uint64{}
+	paths := map[string][]string{}
+	wantPaths := map[string][]string{"unlink": {"/etc/hostname"}, "open": {"/etc/ronly-e2e-write"},
+		"mkdir": {"/etc/ronly-e2e-dir"}, "rename": {"/etc/hosts"}, "symlink": {"/etc/ronly-e2e-link"}}
 	f, err := os.Open(auditLog)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +58,7 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var e struct{ Kind, What, Errno, Comm string }
+		var e struct{ Kind, What, Errno, Comm, Path string }
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
@@ -62,10 +67,17 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 				t.Errorf("incomplete audit line %q", sc.Text())
 			}
 			audited[e.What]++
+			paths[e.What] = append(paths[e.What], e.Path)
 		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
 	}
 	if !maps.Equal(audited, want) {
 		t.Errorf("audit log's writes = %v, want %v", audited, want)
+	}
+	if !maps.EqualFunc(paths, wantPaths, slices.Equal) {
+		t.Errorf("audit log's paths = %q, want %q", paths, wantPaths)
 	}
 	prom, err := os.ReadFile(textfile)
 	if err != nil {

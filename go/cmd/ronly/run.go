@@ -41,7 +41,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	if log != nil {
 		opts.Refused = func(r sandbox.Refusal) {
 			log.Write(audit.Entry{Time: r.Time, Session: session, PID: r.PID, Comm: r.Comm, Kind: r.Kind,
-				What: r.What, Errno: audit.ErrnoName(r.Errno), Reason: r.Reason})
+				What: r.What, Path: r.Path, Errno: audit.ErrnoName(r.Errno), Reason: r.Reason})
 		}
 	}
 	start := time.Now()
