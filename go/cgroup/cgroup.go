@@ -116,9 +116,34 @@ func unescape(s string) string {
 }
 
 // Name is the cgroup name of a session run by supervisor pid: Sweep tells
-// from it whether the session's supervisor is still alive.
+// from it whether the session's supervisor is still alive. It holds the
+// supervisor's start time too, so that a reused pid is not taken for it.
 func Name(session string, pid int) string {
-	return session + "-" + strconv.Itoa(pid)
+	state, start := procStat(pid)
+	if state == 0 {
+		start = "0"
+	}
+	return session + "-" + strconv.Itoa(pid) + "-" + start
+}
+
+// procStat reads a process's state letter and start time (clock ticks
+// after boot, field 22 of /proc/PID/stat); state 0 when there is no such
+// process.
+func procStat(pid int) (state byte, start string) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, ""
+	}
+	// "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, ""
+	}
+	return f[0][0], f[19]
 }
 
 // Sweep removes the cgroups of sessions whose supervisor died without
@@ -145,7 +170,7 @@ func Sweep() {
 		}
 		for _, e := range entries {
 			dir := filepath.Join(parent, e.Name())
-			if !e.IsDir() || !stale(dir, e.Name()) {
+			if !e.IsDir() || !stale(e.Name()) {
 				continue
 			}
 			g := &Group{v1: map[string]string{}}
@@ -159,31 +184,19 @@ func Sweep() {
 	}
 }
 
-func stale(dir, name string) bool {
-	i := strings.LastIndexByte(name, '-')
-	if i < 0 {
+func stale(name string) bool {
+	f := strings.Split(name, "-")
+	if len(f) < 3 {
 		return false
 	}
-	pid, err := strconv.Atoi(name[i+1:])
+	pid, err := strconv.Atoi(f[len(f)-2])
 	if err != nil || pid <= 0 {
 		return false
 	}
-	var dst, pst unix.Stat_t
-	if unix.Stat(dir, &dst) != nil {
-		return false
-	}
-	proc := "/proc/" + strconv.Itoa(pid)
-	if unix.Stat(proc, &pst) != nil {
-		return true // no such process: its supervisor is gone
-	}
-	if b, err := os.ReadFile(proc + "/stat"); err == nil {
-		// "pid (comm) S ...": a zombie supervisor is a dead one.
-		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-			return true
-		}
-	}
-	// The pid was reused by a process born after the cgroup.
-	return pst.Ctim.Sec > dst.Ctim.Sec+1
+	state, start := procStat(pid)
+	// Gone, a zombie, or the pid reused by another process: the
+	// supervisor is dead.
+	return state == 0 || state == 'Z' || start != f[len(f)-1]
 }
 
 // IsV2 says whether dir is in a cgroup v2 hierarchy.

@@ -328,8 +328,8 @@ func TestKilledSupervisorLeavesNothing(t *testing.T) {
 			cmd.Process.Kill()
 			cmd.Wait()
 			cgroups := func() []string {
-				m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d", pid))
-				n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d", pid))
+				m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d-*", pid))
+				n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d-*", pid))
 				return append(m, n...)
 			}
 			if profile == "ci" {
