@@ -13,7 +13,6 @@
 package cgroup
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/mountinfo"
 )
 
 // Limits a session may have; zero means none.
@@ -51,41 +52,28 @@ type mounts struct {
 
 func findMounts() (mounts, error) {
 	m := mounts{v1: map[string]string{}}
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := mountinfo.Read()
 	if err != nil {
-		return m, fmt.Errorf("read mount table: %w", err)
+		return m, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(fields) < sep+4 || len(fields) < 5 || fields[3] != "/" {
+	for _, mt := range all {
+		if mt.Root != "/" {
 			continue // a bind of a sub-cgroup is not a hierarchy's root
 		}
-		point := unescape(fields[4])
-		switch fields[sep+1] {
+		switch mt.FSType {
 		case "cgroup2":
 			if m.v2 == "" {
-				m.v2 = point
+				m.v2 = mt.Point
 			}
 		case "cgroup":
-			for _, opt := range strings.Split(fields[sep+3], ",") {
+			for _, opt := range strings.Split(mt.SuperOpts, ",") {
 				if _, seen := m.v1[opt]; !seen && v1Controller(opt) {
-					m.v1[opt] = point
+					m.v1[opt] = mt.Point
 				}
 			}
 		}
 	}
-	return m, sc.Err()
+	return m, nil
 }
 
 func v1Controller(opt string) bool {
@@ -94,25 +82,6 @@ func v1Controller(opt string) bool {
 		return true
 	}
 	return false
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Name is the cgroup name of a session run by supervisor pid: Sweep tells

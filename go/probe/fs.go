@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/mountinfo"
 )
 
 // Errno sets the catalogue allows.
@@ -245,7 +247,7 @@ var scratchMounts = []string{"/tmp", "/dev/shm", "/dev/pts", "/dev/mqueue"}
 // writableMount succeeds (the breach) if a mount other than the scratch
 // space and --rw directory is not read-only.
 func writableMount(t Targets) error {
-	mounts, err := mountPoints()
+	mounts, err := mountinfo.Points()
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}

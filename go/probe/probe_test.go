@@ -178,14 +178,6 @@ func TestInChild(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/tab\011x`: "/tab\tx", `/end\`: `/end\`} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func validTargets() Targets {
 	return Targets{File: "/var/tmp/x/f", Dir: "/var/tmp/x/d", Pid: 12345, PidFD: 3, Socket: "/run/x.sock",
 		Abstract: "x", FDs: []int{3}, DirFD: 4, Marker: "m"}

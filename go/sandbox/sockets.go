@@ -1,13 +1,13 @@
 package sandbox
 
 import (
-	"bufio"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
+
+	"ronly.dev/ronly/go/mountinfo"
 )
 
 // A read-only mount does not stop connect() on a socket inode, so API
@@ -28,7 +28,8 @@ func mirroredDirs() []string {
 		return nil
 	}
 	out := []string{run}
-	for _, mp := range mountPoints() {
+	points, _ := mountinfo.Points() // none readable: only /run itself
+	for _, mp := range points {
 		if strings.HasPrefix(mp, run+"/") {
 			if fi, err := os.Stat(mp); err == nil && fi.IsDir() {
 				out = append(out, mp)
@@ -37,44 +38,6 @@ func mirroredDirs() []string {
 	}
 	sort.SliceStable(out[1:], func(i, j int) bool { return strings.Count(out[1+i], "/") < strings.Count(out[1+j], "/") })
 	return dedupe(out)
-}
-
-// mountPoints lists the mount points of this mount namespace.
-func mountPoints() []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			out = append(out, unescapeMountinfo(fields[4]))
-		}
-	}
-	return out
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func dedupe(in []string) []string {

@@ -1,0 +1,82 @@
+// Package mountinfo reads this process's mount table, /proc/self/mountinfo:
+// the supervisor looks for sockets' mounts under /run, the cgroup code
+// for the cgroup hierarchies, the probe for what a sandbox can see.
+package mountinfo
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Mount is one line of the table.
+type Mount struct {
+	Root      string // the directory of the file system mounted here ("/" for its root)
+	Point     string // where it is mounted
+	FSType    string
+	Source    string
+	SuperOpts string // the super block's options, comma-separated
+}
+
+// Read returns the mounts of this process's mount namespace, in the
+// kernel's order (parents before children).
+func Read() ([]Mount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	var out []Mount
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent maj:min root point options [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		m := Mount{Root: Unescape(fields[3]), Point: Unescape(fields[4])}
+		for i := 5; i < len(fields); i++ {
+			if fields[i] == "-" && i+3 < len(fields) {
+				m.FSType, m.Source, m.SuperOpts = fields[i+1], Unescape(fields[i+2]), fields[i+3]
+				break
+			}
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	return out, nil
+}
+
+// Points lists the mount points alone.
+func Points() ([]string, error) {
+	ms, err := Read()
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Point)
+	}
+	return out, err
+}
+
+// Unescape undoes the kernel's octal escapes (\040 for a space).
+func Unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
