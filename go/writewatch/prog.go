@@ -218,14 +218,7 @@ func program() *asm {
 	dropped(&a, 0, "count")
 
 	a.Label("count")
-	a.LoadMap(r1, mapCounts)
-	a.MovReg(r2, r10)
-	a.AddImm(r2, fpEvent)
-	a.Call(fnMapLookupElem)
-	a.JumpImm(jmpJEQ, r0, 0, "create")
-	a.MovImm(r1, 1)
-	a.AtomicAdd64(r0, 0, r1)
-	a.Jump("out")
+	increment(&a, mapCounts, fpEvent, "create", "out")
 
 	// First refusal of this call in this cgroup. Another CPU may create the
 	// entry between our lookup and update: then add to theirs.
@@ -240,14 +233,7 @@ func program() *asm {
 	a.Call(fnMapUpdateElem)
 	a.JumpImm(jmpJEQ, r0, 0, "out")
 	a.JumpImm(jmpJNE, r0, errEEXIST, "full")
-	a.LoadMap(r1, mapCounts)
-	a.MovReg(r2, r10)
-	a.AddImm(r2, fpEvent)
-	a.Call(fnMapLookupElem)
-	a.JumpImm(jmpJEQ, r0, 0, "out")
-	a.MovImm(r1, 1)
-	a.AtomicAdd64(r0, 0, r1)
-	a.Jump("out")
+	increment(&a, mapCounts, fpEvent, "out", "out")
 
 	a.Label("full")
 	dropped(&a, 1, "out")
@@ -261,11 +247,18 @@ func program() *asm {
 // dropped adds one to slot i of the dropped array, then goes to next.
 func dropped(a *asm, i int32, next string) {
 	a.StoreImm32(r10, fpScratch, i)
-	a.LoadMap(r1, mapDropped)
+	increment(a, mapDropped, fpScratch, next, next)
+}
+
+// increment adds 1, atomically, to the u64 that map m holds under the key
+// at the frame offset key, then goes to next; to missing when there is no
+// such entry.
+func increment(a *asm, m int, key int32, missing, next string) {
+	a.LoadMap(r1, m)
 	a.MovReg(r2, r10)
-	a.AddImm(r2, fpScratch)
+	a.AddImm(r2, key)
 	a.Call(fnMapLookupElem)
-	a.JumpImm(jmpJEQ, r0, 0, next)
+	a.JumpImm(jmpJEQ, r0, 0, missing)
 	a.MovImm(r1, 1)
 	a.AtomicAdd64(r0, 0, r1)
 	a.Jump(next)
