@@ -55,48 +55,28 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	// The binary goes where the sessions can see it: the shims inside are
-	// this binary bound by its path, and a session's /tmp is its own
-	// tmpfs, so a ronly under /tmp cannot start a session.
-	dir, err := os.MkdirTemp("/var/tmp", "ronly-metrics-e2e-bin-")
+	if *ronlyFlag != "" {
+		if ronly, err = filepath.Abs(*ronlyFlag); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "ronly-metrics-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	ronly = filepath.Join(dir, "ronly")
-	if *ronlyFlag != "" {
-		if err := copyFile(*ronlyFlag, ronly); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	} else {
-		cmd := exec.Command("go", "build", "-o", ronly, "./go/cmd/ronly")
-		cmd.Dir = repo
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build ./go/cmd/ronly: %v\n", err)
-			return 1
-		}
+	cmd := exec.Command("go", "build", "-o", ronly, "./go/cmd/ronly")
+	cmd.Dir = repo
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ./go/cmd/ronly: %v\n", err)
+		return 1
 	}
 	return m.Run()
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // repoRoot is the repository (go test) or the runfiles tree that holds
