@@ -143,7 +143,7 @@ func Sweep() {
 				continue
 			}
 			g := &Group{v1: map[string]string{}}
-			if IsV2(dir) {
+			if isV2(dir) {
 				g.v2 = dir
 			} else {
 				g.v1["any"] = dir
@@ -168,8 +168,8 @@ func stale(name string) bool {
 	return state == 0 || state == 'Z' || start != f[len(f)-1]
 }
 
-// IsV2 says whether dir is in a cgroup v2 hierarchy.
-func IsV2(dir string) bool {
+// isV2 says whether dir is in a cgroup v2 hierarchy.
+func isV2(dir string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
 }
@@ -412,8 +412,18 @@ func (g *Group) ID() uint64 {
 	return st.Ino
 }
 
-// Where lists the directories, for messages and tests.
-func (g *Group) Where() []string { return g.dirs() }
+// Kind says which hierarchies the group uses: "v2", "v1", or "v2+v1"
+// (v1 for the controllers a hybrid host keeps there).
+func (g *Group) Kind() string {
+	switch {
+	case g.v2 != "" && len(g.v1) > 0:
+		return "v2+v1"
+	case g.v2 != "":
+		return "v2"
+	default:
+		return "v1"
+	}
+}
 
 // Hit says which limit the session has run into, "" when none: "memory"
 // once the kernel's OOM killer acted in the group, "pids" once a fork

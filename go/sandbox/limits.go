@@ -59,7 +59,7 @@ func (s *session) confine(g *cgroup.Group, pid int, bornInside bool) error {
 		if err := add(pid); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
 		}
-		s.layers.Cgroup = cgroupKind(g)
+		s.layers.Cgroup = g.Kind()
 		return nil
 	}
 	var fallbacks []string
@@ -92,25 +92,6 @@ func (s *session) confine(g *cgroup.Group, pid int, bornInside bool) error {
 			s.cgroupErr, strings.Join(fallbacks, ", ")))
 	}
 	return nil
-}
-
-func cgroupKind(g *cgroup.Group) string {
-	v1, v2 := false, false
-	for _, d := range g.Where() {
-		if cgroup.IsV2(d) {
-			v2 = true
-		} else {
-			v1 = true
-		}
-	}
-	switch {
-	case v1 && v2:
-		return "v2+v1"
-	case v2:
-		return "v2"
-	default:
-		return "v1"
-	}
 }
 
 // watchLimits ends the session when it runs out of time or hits a cgroup
