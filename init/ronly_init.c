@@ -476,6 +476,9 @@ static void build_root(void)
 		source_fd[i] = -1;
 		if (mounts[i].kind == RONLY_M_SOCKET && (source_fd[i] = open(mounts[i].source, O_PATH | O_CLOEXEC)) < 0)
 			die("open socket", mounts[i].source);
+		if (mounts[i].kind == RONLY_M_BIND_RW &&
+		    (source_fd[i] = open(mounts[i].path, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+			die("open writable", mounts[i].path);
 	}
 
 	for (uint32_t i = 0; i < hdr.n_mounts; i++)
@@ -528,14 +531,16 @@ static void build_root(void)
 				die("mount tmpfs", m->path);
 			break;
 		case RONLY_M_BIND_RW:
-			/* The source is the host's own path, still writable in the
-			 * original tree we stand in; the target is in the clone.
+			/* The source is the host's own directory, opened above in
+			 * the original tree, where it is writable (and visible even
+			 * under /tmp); the target is in the clone.
 			 * Under a tmpfs made above (a workspace or cache inside a
 			 * fresh $HOME) the target does not exist yet: make it. On
 			 * the read-only clone that fails, as it must. */
 			if (lstat(target, &st) < 0 && errno == ENOENT)
 				make_path(target);
-			if (mount(m->path, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+			snprintf(opts, sizeof opts, "/proc/self/fd/%d", source_fd[i]);
+			if (mount(opts, target, NULL, MS_BIND | MS_REC, NULL) < 0)
 				die("bind writable", m->path);
 			set_attr(AT_FDCWD, target, AT_RECURSIVE, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "nosuid,nodev");
 			break;

@@ -360,3 +360,31 @@ func TestKilledSupervisorLeavesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkspaceUnderTmp: a checkout under the host's /tmp (where CI
+// runners and people clone to) can be the ci profile's workspace and a --rw
+// directory, though /tmp inside is a fresh tmpfs that hides the path.
+func TestWorkspaceUnderTmp(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	ws, err := os.MkdirTemp("/tmp", "ronly-e2e-ws-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(ws)
+	other, err := os.MkdirTemp("/tmp", "ronly-e2e-rw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(other)
+	r := b.run(t, opts{dir: ws}, "--profile", "ci", "--rw", other, "--", "/bin/sh", "-c",
+		"echo a > artifact && echo b > "+other+"/kept")
+	if r.code != 0 {
+		t.Fatalf("ci job in a workspace under /tmp:\n%s", r)
+	}
+	for _, p := range []string{filepath.Join(ws, "artifact"), filepath.Join(other, "kept")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("the write did not reach the host: %v", err)
+		}
+	}
+}
