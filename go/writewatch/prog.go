@@ -119,7 +119,10 @@ func program() *asm {
 	a.Label("scanned")
 	a.JumpImm(jmpJEQ, r7, 0, "out")
 
-	// Syscall number: regs->orig_ax. -1 if it cannot be read (it always can).
+	// Syscall number: regs->orig_ax. -1 if it cannot be read (it always
+	// can). rt_sigreturn leaves orig_ax at -1 and returns whatever the
+	// interrupted code's rax held: after a signal that arrived just as a
+	// refused call returned, that is -EROFS again. Not a refusal: skipped.
 	a.Label("watched")
 	a.MovReg(r1, r10)
 	a.AddImm(r1, fpScratch)
@@ -131,6 +134,7 @@ func program() *asm {
 	a.JumpImm(jmpJEQ, r0, 0, "nr")
 	a.MovImm(r1, -1)
 	a.Label("nr")
+	a.JumpImm(jmpJEQ, r1, -1, "out")
 	a.Store32(r10, fpNr, r1)
 
 	// ABI: an i386 syscall (32-bit task, or int $0x80 from a 64-bit one)

@@ -513,6 +513,28 @@ func TestTwoWatches(t *testing.T) {
 	}
 }
 
+// A signal handled right after a refused call returns through
+// rt_sigreturn, which restores the call's -EROFS as its own result: that is
+// no second refusal, and must not be counted as one.
+func TestSignalsAreNoRefusals(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g := newCgroup(t, "")
+	w := start(t)
+	if err := w.Add(g.id); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	measure(t, &g, "erofs-signals", n, ro)
+	counts, err := w.Remove(g.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]uint64{"mkdirat": n + n/10}; !reflect.DeepEqual(counts, want) {
+		t.Errorf("counts = %v, want %v", counts, want)
+	}
+}
+
 // When nobody reads the ring buffer it fills up: events are lost and
 // counted as such, counts are exact.
 func TestRingFull(t *testing.T) {
@@ -834,6 +856,18 @@ func childLoop() int {
 		op = func(int) { unix.Getppid() }
 	case "erofs":
 		p := filepath.Join(dir, "x")
+		op = func(int) { unix.Mkdir(p, 0o755) }
+	case "erofs-signals": // the same, with signals landing on the calling thread
+		p := filepath.Join(dir, "x")
+		runtime.LockOSThread()
+		tid := unix.Gettid()
+		signal.Notify(make(chan os.Signal, 1), unix.SIGUSR1)
+		go func() {
+			for {
+				unix.Tgkill(os.Getpid(), tid, unix.SIGUSR1)
+				time.Sleep(time.Microsecond)
+			}
+		}()
 		op = func(int) { unix.Mkdir(p, 0o755) }
 	case "paths": // refused calls whose paths are not plain ones, for TestPaths
 		op = func(int) {
