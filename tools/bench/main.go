@@ -7,11 +7,17 @@
 //	            deny-and-count round trip, vs an allowed call inside
 //	write-heavy untar then delete 20,000 small files in /tmp, inside vs outside
 //
+// Each target also gets a floor: the same work under only the layers the
+// issue requires (one Go runtime start; an allow-all seccomp filter;
+// Landlock with ronly's write rules), so a missed target can be told apart
+// from a cost the kernel charges any sandbox built this way.
+//
 // ronly runs with and without --no-write-counting: while a session counts
 // refused writes, an eBPF program runs at every syscall's exit.
 //
 // Runs are interleaved (A B C A B C …) so drift on a busy machine hits every
-// variant alike. Usage: bench -ronly PATH [-runs N] [-bwrap PATH].
+// variant alike, and a ratio is the median of the per-round ratios.
+// Usage: bench -ronly PATH [-runs N] [-bwrap PATH].
 package main
 
 import (
@@ -40,6 +46,13 @@ func main() {
 		loopAllowAll(os.Args[2])
 		return
 	}
+	if len(os.Args) == 2 && os.Args[1] == "hello" {
+		return // one Go runtime start, nothing else
+	}
+	if len(os.Args) > 4 && os.Args[1] == "confine" {
+		confine(os.Args[2], os.Args[3] == "filter", os.Args[4:])
+		return
+	}
 	ronly := flag.String("ronly", "", "path of the ronly binary")
 	bwrap := flag.String("bwrap", "/usr/bin/bwrap", "path of bubblewrap, the startup baseline")
 	runs := flag.Int("runs", 40, "runs of each variant")
@@ -59,10 +72,10 @@ func main() {
 	defer os.RemoveAll(work)
 
 	fmt.Printf("ronly benchmark: %d interleaved runs per variant, medians\n\n", *runs)
-	startup(*ronly, *bwrap, *runs)
-	syscalls(*ronly, self, *runs/4+1)
+	startup(*ronly, *bwrap, self, *runs)
+	syscalls(*ronly, self, *runs)
 	refused(*ronly, self, *runs/4+1)
-	writeHeavy(*ronly, work, *runs/4+1)
+	writeHeavy(*ronly, self, work, *runs/2+1)
 }
 
 func fatal(err error) {
@@ -75,9 +88,10 @@ type variant struct {
 	argv []string
 }
 
-// timeRuns runs each variant runs times, interleaved, and returns the
-// median wall time of each.
-func timeRuns(vs []variant, runs int) []time.Duration {
+// timeRuns runs each variant runs times, interleaved, and returns each
+// variant's wall times in the order they ran: sample r of every variant
+// comes from the same round.
+func timeRuns(vs []variant, runs int) [][]time.Duration {
 	samples := make([][]time.Duration, len(vs))
 	for r := 0; r < runs; r++ {
 		for i, v := range vs {
@@ -90,23 +104,30 @@ func timeRuns(vs []variant, runs int) []time.Duration {
 			samples[i] = append(samples[i], time.Since(t0))
 		}
 	}
-	out := make([]time.Duration, len(vs))
-	for i, s := range samples {
-		out[i] = median(s)
+	return samples
+}
+
+// ratio is the median of the per-round ratios a/b: a slow round slows both.
+func ratio(a, b []time.Duration) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = float64(a[i]) / float64(b[i])
 	}
-	return out
+	return medianF(r)
 }
 
 func median(s []time.Duration) time.Duration {
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
+	c := append([]time.Duration(nil), s...)
+	sort.Slice(c, func(i, j int) bool { return c[i] < c[j] })
+	return c[len(c)/2]
 }
 
-func startup(ronly, bwrap string, runs int) {
+func startup(ronly, bwrap, self string, runs int) {
 	vs := []variant{
 		{"plain exec /bin/true", []string{"/bin/true"}},
 		{"ronly /bin/true", []string{ronly, "--no-metrics", "/bin/true"}},
 		{"  --no-write-counting", []string{ronly, "--no-metrics", "--no-write-counting", "/bin/true"}},
+		{"Go hello (one runtime)", []string{self, "hello"}},
 	}
 	if _, err := os.Stat(bwrap); err == nil {
 		// Comparable isolation: user, mount, IPC, UTS namespaces, the
@@ -114,13 +135,22 @@ func startup(ronly, bwrap string, runs int) {
 		vs = append(vs, variant{"bwrap /bin/true", []string{bwrap, "--unshare-user", "--unshare-ipc", "--unshare-uts",
 			"--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/tmp", "--new-session", "--die-with-parent", "/bin/true"}})
 	}
-	m := timeRuns(vs, runs)
+	t := timeRuns(vs, runs)
+	m := make([]time.Duration, len(t))
+	for i := range t {
+		m[i] = median(t[i])
+	}
 	fmt.Println("startup")
 	for i, v := range vs {
-		fmt.Printf("  %-24s %8.2f ms   %5.2fx plain\n", v.name, ms(m[i]), float64(m[i])/float64(m[0]))
+		fmt.Printf("  %-24s %8.2f ms   %5.2fx plain\n", v.name, ms(m[i]), ratio(t[i], t[0]))
 	}
-	if len(vs) == 4 {
-		fmt.Printf("  ronly / bwrap            %8.2fx (%.2fx without write counting)\n", float64(m[1])/float64(m[3]), float64(m[2])/float64(m[3]))
+	if len(vs) == 5 {
+		fmt.Printf("  ronly / bwrap            %8.2fx (%.2fx without write counting)\n", ratio(t[1], t[4]), ratio(t[2], t[4]))
+		// ronly's shape starts two Go runtimes (the supervisor and the
+		// front-end) around a sandbox build like bwrap's: a floor no
+		// implementation of that shape gets under.
+		goStart := m[3] - m[0]
+		fmt.Printf("  floor of the shape       %8.2f ms   bwrap + 2 Go runtime starts (2 x %.2f ms)\n", ms(m[4]+2*goStart), ms(goStart))
 	} else {
 		fmt.Println("  (bwrap not installed: apt-get install bubblewrap for the baseline)")
 	}
@@ -149,6 +179,18 @@ func loop(call, nStr string) {
 // its rules.
 func loopAllowAll(nStr string) {
 	runtime.LockOSThread()
+	allowAll()
+	n, _ := strconv.Atoi(nStr)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		unix.Getppid()
+	}
+	fmt.Println(float64(time.Since(t0).Nanoseconds()) / float64(n))
+}
+
+// allowAll puts the calling thread under a one-instruction seccomp filter
+// that allows everything.
+func allowAll() {
 	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
 	fprog := unix.SockFprog{Len: 1, Filter: &prog[0]}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
@@ -157,12 +199,6 @@ func loopAllowAll(nStr string) {
 	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); e != 0 {
 		fatal(e)
 	}
-	n, _ := strconv.Atoi(nStr)
-	t0 := time.Now()
-	for i := 0; i < n; i++ {
-		unix.Getppid()
-	}
-	fmt.Println(float64(time.Since(t0).Nanoseconds()) / float64(n))
 }
 
 func refused(ronly, self string, runs int) {
@@ -177,6 +213,26 @@ func refused(ronly, self string, runs int) {
 
 func syscalls(ronly, self string, runs int) {
 	const n = "2000000"
+	// A few nanoseconds are the question here: every loop runs on one
+	// CPU (children inherit the forking thread's affinity), so migrations
+	// and the other CPU's caches stay out of the numbers.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		fatal(err)
+	}
+	last := 0
+	for cpu := 0; cpu < 1024; cpu++ {
+		if all.IsSet(cpu) {
+			last = cpu
+		}
+	}
+	one.Set(last)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &all)
 	var in, inNoCount, out, any []float64
 	for r := 0; r < runs; r++ {
 		out = append(out, loopRun(exec.Command(self, "loop", "getppid", n)))
@@ -184,12 +240,20 @@ func syscalls(ronly, self string, runs int) {
 		in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, "loop", "getppid", n)))
 		inNoCount = append(inNoCount, loopRun(exec.Command(ronly, "--no-metrics", "--no-write-counting", self, "loop", "getppid", n)))
 	}
-	mi, mn, mo, ma := medianF(in), medianF(inNoCount), medianF(out), medianF(any)
-	fmt.Println("allowed syscall (getppid)")
-	fmt.Printf("  outside, no filter       %8.1f ns\n", mo)
-	fmt.Printf("  outside, allow-all filter%8.1f ns   %+6.1f ns per call (any filter's entry cost)\n", ma, ma-mo)
-	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all (write counting on)\n", mi, mi-mo, mi-ma)
-	fmt.Printf("  inside, no write counting%8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", mn, mn-mo, mn-ma)
+	// Deltas are medians of the per-round differences: each round runs
+	// all four back to back, so drift between rounds cancels.
+	diff := func(a, b []float64) float64 {
+		d := make([]float64, len(a))
+		for i := range a {
+			d[i] = a[i] - b[i]
+		}
+		return medianF(d)
+	}
+	fmt.Println("allowed syscall (getppid), pinned to one CPU")
+	fmt.Printf("  outside, no filter       %8.1f ns\n", medianF(out))
+	fmt.Printf("  outside, allow-all filter%8.1f ns   %+6.1f ns per call (any filter's entry cost: the floor)\n", medianF(any), diff(any, out))
+	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all (write counting on)\n", medianF(in), diff(in, out), diff(in, any))
+	fmt.Printf("  inside, no write counting%8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", medianF(inNoCount), diff(inNoCount, out), diff(inNoCount, any))
 }
 
 func loopRun(cmd *exec.Cmd) float64 {
@@ -204,14 +268,16 @@ func loopRun(cmd *exec.Cmd) float64 {
 	return v
 }
 
+// medianF leaves s as it was: the syscall benchmark pairs samples by index.
 func medianF(s []float64) float64 {
-	sort.Float64s(s)
-	return s[len(s)/2]
+	c := append([]float64(nil), s...)
+	sort.Float64s(c)
+	return c[len(c)/2]
 }
 
 // writeHeavy untars 20,000 small files into a tmpfs and deletes them,
 // inside ronly (its /tmp) and outside (a tmpfs of the same size).
-func writeHeavy(ronly, work string, runs int) {
+func writeHeavy(ronly, self, work string, runs int) {
 	tarball := filepath.Join(work, "files.tar")
 	if err := makeTarball(tarball, 20000); err != nil {
 		fatal(err)
@@ -227,12 +293,89 @@ func writeHeavy(ronly, work string, runs int) {
 		{"outside", []string{"/bin/sh", "-c", script, "sh", hostTmp, tarball}},
 		{"inside ronly", []string{ronly, "--no-metrics", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
 		{"inside, no write counting", []string{ronly, "--no-metrics", "--no-write-counting", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
+		{"outside, Landlock", []string{self, "confine", hostTmp, "nofilter", "/bin/sh", "-c", script, "sh", hostTmp, tarball}},
+		{"outside, Landlock + filter", []string{self, "confine", hostTmp, "filter", "/bin/sh", "-c", script, "sh", hostTmp, tarball}},
 	}
-	m := timeRuns(vs, runs)
+	t := timeRuns(vs, runs)
 	fmt.Println("write-heavy (untar + delete 20,000 files in /tmp)")
-	fmt.Printf("  outside                  %8.1f ms\n", ms(m[0]))
-	fmt.Printf("  inside ronly             %8.1f ms   %5.2fx outside (refusals counted: syscalls and writes)\n", ms(m[1]), float64(m[1])/float64(m[0]))
-	fmt.Printf("  inside, no write counting%8.1f ms   %5.2fx outside\n\n", ms(m[2]), float64(m[2])/float64(m[0]))
+	fmt.Printf("  outside                  %8.1f ms\n", ms(median(t[0])))
+	fmt.Printf("  inside ronly             %8.1f ms   %5.2fx outside (refusals counted: syscalls and writes)\n", ms(median(t[1])), ratio(t[1], t[0]))
+	fmt.Printf("  inside, no write counting%8.1f ms   %5.2fx outside\n", ms(median(t[2])), ratio(t[2], t[0]))
+	fmt.Printf("  floor: outside, Landlock %8.1f ms   %5.2fx outside (ronly's write rules, nothing else)\n", ms(median(t[3])), ratio(t[3], t[0]))
+	fmt.Printf("  floor: + allow-all filter%8.1f ms   %5.2fx outside (the layers the issue requires)\n\n", ms(median(t[4])), ratio(t[4], t[0]))
+}
+
+// Landlock's UAPI as ronly's C init spells it (init/ronly_init.c): the
+// write-type rights of each ABI, and the scopes of ABI 6.
+const (
+	llABI1Writes = 0x1ff2 // WRITE_FILE, REMOVE_DIR/FILE, MAKE_CHAR..MAKE_SYM
+	llRefer      = 1 << 13
+	llTruncate   = 1 << 14
+	llIoctlDev   = 1 << 15
+	llScopes     = unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL
+)
+
+type llRulesetAttr struct{ fs, net, scoped uint64 }
+
+// confine runs argv under what ronly's C init puts on a session in the way
+// of Landlock (the same handled rights for this kernel's ABI, writable
+// below dir and for files under /dev) and, with filter, an allow-all
+// seccomp filter — and nothing else: no namespaces, no startup of ronly's
+// own. Both bind only the calling thread, which is the one that execs.
+func confine(dir string, filter bool, argv []string) {
+	runtime.LockOSThread()
+	abi, _, e := unix.RawSyscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if e != 0 {
+		fatal(fmt.Errorf("landlock: %w", e))
+	}
+	attr := llRulesetAttr{fs: llABI1Writes}
+	size := unsafe.Sizeof(attr.fs)
+	if abi >= 2 {
+		attr.fs |= llRefer
+	}
+	if abi >= 3 {
+		attr.fs |= llTruncate
+	}
+	if abi >= 5 {
+		attr.fs |= llIoctlDev
+	}
+	if abi >= 6 {
+		attr.scoped = llScopes
+		size = unsafe.Sizeof(attr)
+	}
+	rs, _, e := unix.RawSyscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
+	if e != 0 {
+		fatal(fmt.Errorf("landlock_create_ruleset: %w", e))
+	}
+	files := attr.fs & (unix.LANDLOCK_ACCESS_FS_WRITE_FILE | llTruncate | llIoctlDev)
+	for _, r := range []struct {
+		path   string
+		access uint64
+	}{{dir, attr.fs}, {"/dev", files}} {
+		fd, err := unix.Open(r.path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fatal(err)
+		}
+		pb := unix.LandlockPathBeneathAttr{Allowed_access: r.access, Parent_fd: int32(fd)}
+		if _, _, e := unix.RawSyscall6(unix.SYS_LANDLOCK_ADD_RULE, rs, unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&pb)), 0, 0, 0); e != 0 {
+			fatal(fmt.Errorf("landlock_add_rule %s: %w", r.path, e))
+		}
+		unix.Close(fd)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fatal(err)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_LANDLOCK_RESTRICT_SELF, rs, 0, 0); e != 0 {
+		fatal(fmt.Errorf("landlock_restrict_self: %w", e))
+	}
+	if filter {
+		allowAll()
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fatal(err)
+	}
+	fatal(unix.Exec(path, argv, os.Environ()))
 }
 
 func makeTarball(path string, files int) error {
