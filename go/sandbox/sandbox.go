@@ -154,7 +154,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	for _, d := range mirrored {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountMirror, Path: d})
 	}
-	socks := coveredSockets(mirrored)
+	socks := coveredSockets(mirrored, append(append([]string{"/tmp"}, p.Writable...), p.Home))
 	for _, s := range socks {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountHide, Path: s})
 	}

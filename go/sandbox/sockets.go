@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"bufio"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,8 +16,9 @@ import (
 // sockets (docker, containerd, podman, D-Bus and its systemd-run) need more.
 // /run, where nearly all of them live, is mirrored by a read-only overlay:
 // no socket in it is reachable, including those the host creates or
-// re-creates during the session (dockerd restarting). The few well-known
-// sockets elsewhere are covered one by one.
+// re-creates during the session (dockerd restarting). Sockets elsewhere —
+// every path bound at start, and a few well-known ones — are covered one by
+// one; one that appears outside /run after the start stays reachable.
 
 // mirroredDirs is /run, resolved, followed by every directory mounted
 // below it, parents first: an overlay shows only its own file system.
@@ -52,7 +55,9 @@ func dedupe(in []string) []string {
 	return out
 }
 
-// Well-known API sockets outside /run, covered if present at start.
+// Well-known API sockets outside /run, covered if present at start, even
+// when their daemon listens in another network namespace (and so is
+// missing from /proc/net/unix).
 var knownSockets = []string{
 	"/var/lib/kubelet/pod-resources/kubelet.sock",
 	"/var/lib/kubelet/device-plugins/kubelet.sock",
@@ -60,24 +65,68 @@ var knownSockets = []string{
 	"/var/lib/lxd/unix.socket",
 }
 
-// coveredSockets lists the known sockets outside the mirrored directories.
-func coveredSockets(mirrored []string) []string {
+// coveredSockets lists the sockets to cover one by one: the known ones and
+// every path bound in this network namespace at start, wherever it lives,
+// except below the mirrored directories (already unreachable) and below
+// fresh, the directories the sandbox replaces with an empty tmpfs (/tmp,
+// --writable), and /dev, which is the sandbox's own.
+func coveredSockets(mirrored, fresh []string) []string {
+	f, err := os.Open("/proc/net/unix")
+	var bound []string
+	if err == nil {
+		bound = boundSockets(f)
+		f.Close()
+	}
+	skip := []string{"/dev"}
+	for _, d := range append(append([]string{}, mirrored...), fresh...) {
+		if d != "" {
+			skip = append(skip, d)
+		}
+	}
 	var out []string
-	for _, p := range knownSockets {
+	for _, p := range append(append([]string{}, knownSockets...), bound...) {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
-			continue
+			continue // gone, or bound inside another mount namespace's root
 		}
 		if fi, err := os.Lstat(real); err != nil || fi.Mode()&fs.ModeSocket == 0 {
 			continue
 		}
-		inside := false
-		for _, d := range mirrored {
-			inside = inside || strings.HasPrefix(real, d+"/")
+		below := false
+		for _, d := range skip {
+			below = below || real == d || strings.HasPrefix(real, strings.TrimSuffix(d, "/")+"/")
 		}
-		if !inside {
+		if !below {
 			out = append(out, real)
 		}
 	}
+	sort.Strings(out)
 	return dedupe(out)
+}
+
+// boundSockets reads /proc/net/unix: the path of every socket bound to a
+// file name (abstract names start with @, unnamed sockets have none). A
+// path is the rest of the line after seven fields, spaces and all.
+func boundSockets(r io.Reader) []string {
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for first := true; sc.Scan(); first = false {
+		if first {
+			continue // the header
+		}
+		line := sc.Text()
+		for i := 0; i < 7 && line != ""; i++ {
+			line = strings.TrimLeft(line, " ")
+			if j := strings.IndexByte(line, ' '); j >= 0 {
+				line = line[j:]
+			} else {
+				line = ""
+			}
+		}
+		if p := strings.TrimLeft(line, " "); strings.HasPrefix(p, "/") {
+			out = append(out, p)
+		}
+	}
+	return out
 }

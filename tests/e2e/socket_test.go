@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -66,6 +67,37 @@ func TestSocketChangesDuringSession(t *testing.T) {
 				t.Errorf("HOST REACHED: %d connection(s) accepted on %s", n, path)
 			}
 		})
+	}
+}
+
+// TestSocketOutsideRun: an API socket bound outside /run before the session
+// starts (a daemon's socket under /var/lib, /srv, /opt) must be as
+// unreachable as one under /run, and its listener must see no connection.
+func TestSocketOutsideRun(t *testing.T) {
+	b := setup(t)
+	c := newCanaries(t, 0)
+	dir, err := os.MkdirTemp("/var/tmp", "ronly-e2e-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	path := filepath.Join(dir, "api.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(path, 0o777)
+
+	tg := c.targets()
+	tg.Socket = path
+	res := startPaused(t, b, tg, "connect hidden unix socket under /run").resume(t)
+	if !res.Pass {
+		t.Errorf("SANDBOX BUG: a socket outside /run is reachable from inside: %q succeeded (errno %q)", res.Name, res.Errno)
+	}
+	if n := drain(l); n > 0 {
+		t.Errorf("HOST REACHED: %d connection(s) accepted on %s", n, path)
 	}
 }
 
