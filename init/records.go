@@ -15,6 +15,8 @@ const (
 	magic          = 0x594c4e52
 	recordsVersion = 4
 	pathMax        = 4096
+	// MaxMounts is how many mount records the init takes.
+	MaxMounts = 1024
 )
 
 // Flags of Config.
@@ -86,6 +88,9 @@ type mountRecord struct {
 func (c *Config) MarshalBinary() ([]byte, error) {
 	if len(c.BPF)%8 != 0 || len(c.Fallback)%8 != 0 {
 		return nil, fmt.Errorf("BPF programs of %d and %d bytes are not whole numbers of instructions", len(c.BPF), len(c.Fallback))
+	}
+	if len(c.Mounts) > MaxMounts {
+		return nil, fmt.Errorf("%d mount records, more than the init takes (%d)", len(c.Mounts), MaxMounts)
 	}
 	var b bytes.Buffer
 	h := header{Magic: magic, Version: recordsVersion, Flags: c.Flags, NMounts: uint32(len(c.Mounts)),

@@ -15,6 +15,7 @@
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
 #define RONLY_RECORDS_VERSION 4u
 #define RONLY_PATH_MAX 4096
+#define RONLY_MAX_MOUNTS 1024u /* mount records the init takes */
 
 /* ronly_header.flags */
 #define RONLY_F_USERNS 0x1u   /* create a user namespace; the parent writes the id maps */

@@ -149,7 +149,7 @@ static void read_config(void)
 		die("read records", "record version mismatch between supervisor and init");
 	}
 	const size_t max = BPF_MAXINSNS * sizeof(struct sock_filter);
-	if (hdr.n_mounts > 1024 || hdr.bpf_len % sizeof(struct sock_filter) || hdr.bpf_len > max ||
+	if (hdr.n_mounts > RONLY_MAX_MOUNTS || hdr.bpf_len % sizeof(struct sock_filter) || hdr.bpf_len > max ||
 	    hdr.fallback_len % sizeof(struct sock_filter) || hdr.fallback_len > max) {
 		errno = E2BIG;
 		die("read records", "mount count or BPF length out of range");
@@ -492,6 +492,15 @@ static void build_root(void)
 	make_node(NEWROOT, 0755, 1);
 	make_node(HOLDER "/empty-file", 0, 0);
 	make_node(HOLDER "/empty-dir", 0, 1);
+	/* Covers for hidden sockets come from a read-only mount: a bind keeps
+	 * its source's flags, so each cover is one mount call, not two (a
+	 * host with hundreds of sockets outside /run pays per cover). */
+	make_node(HOLDER "/covers", 0755, 1);
+	make_node(HOLDER "/covers/file", 0, 0);
+	make_node(HOLDER "/covers/dir", 0, 1);
+	if (mount(HOLDER "/covers", HOLDER "/covers", NULL, MS_BIND, NULL) < 0)
+		die("bind", HOLDER "/covers");
+	set_attr(AT_FDCWD, HOLDER "/covers", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only covers");
 	if (syscall(SYS_move_mount, tree, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		die("move_mount", NEWROOT);
 	close(tree);
@@ -506,9 +515,8 @@ static void build_root(void)
 		case RONLY_M_HIDE:
 			if (lstat(target, &st) < 0)
 				continue; /* gone since the supervisor looked */
-			if (mount(S_ISDIR(st.st_mode) ? HOLDER "/empty-dir" : HOLDER "/empty-file", target, NULL, MS_BIND, NULL) < 0)
+			if (mount(S_ISDIR(st.st_mode) ? HOLDER "/covers/dir" : HOLDER "/covers/file", target, NULL, MS_BIND, NULL) < 0)
 				die("hide", m->path);
-			set_attr(AT_FDCWD, target, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only cover");
 			break;
 		case RONLY_M_MIRROR:
 			mirror(m->path, target);

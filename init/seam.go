@@ -25,8 +25,8 @@ const EnvFD = "_RONLY_INIT_FD"
 // force.
 func Ran() bool { return C.ronly_init_ran != 0 }
 
-// cSizes returns sizeof of the C records, for TestRecordSizes (cgo cannot
-// be used in test files).
-func cSizes() (header, mount, msg int) {
-	return int(C.sizeof_struct_ronly_header), int(C.sizeof_struct_ronly_mount), int(C.sizeof_struct_ronly_msg)
+// cSizes returns sizeof of the C records and the mount record limit, for
+// TestRecordSizes (cgo cannot be used in test files).
+func cSizes() (header, mount, msg, maxMounts int) {
+	return int(C.sizeof_struct_ronly_header), int(C.sizeof_struct_ronly_mount), int(C.sizeof_struct_ronly_msg), int(C.RONLY_MAX_MOUNTS)
 }

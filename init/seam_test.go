@@ -36,7 +36,10 @@ func namespaces() string {
 }
 
 func TestRecordSizes(t *testing.T) {
-	h, m, msg := cSizes()
+	h, m, msg, maxMounts := cSizes()
+	if maxMounts != MaxMounts {
+		t.Errorf("Go takes %d mount records, C %d", MaxMounts, maxMounts)
+	}
 	if got := binary.Size(header{}); got != h {
 		t.Errorf("Go header is %d bytes, C is %d", got, h)
 	}
@@ -189,3 +192,17 @@ func TestInvitedBuildsSandbox(t *testing.T) {
 type fdWriter int
 
 func (w fdWriter) Write(b []byte) (int, error) { return unix.Write(int(w), b) }
+
+func TestTooManyMounts(t *testing.T) {
+	c := Config{Mounts: make([]Mount, MaxMounts+1)}
+	for i := range c.Mounts {
+		c.Mounts[i] = Mount{Kind: MountHide, Path: fmt.Sprintf("/s/%d.sock", i)}
+	}
+	if _, err := c.MarshalBinary(); err == nil || !strings.Contains(err.Error(), "1025 mount records") {
+		t.Errorf("%d records: err = %v, want one naming the count", len(c.Mounts), err)
+	}
+	c.Mounts = c.Mounts[:MaxMounts]
+	if _, err := c.MarshalBinary(); err != nil {
+		t.Errorf("%d records: %v", len(c.Mounts), err)
+	}
+}

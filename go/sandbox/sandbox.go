@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/mountinfo"
 	"ronly.dev/ronly/go/policy"
 	cinit "ronly.dev/ronly/init"
 )
@@ -150,15 +151,26 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		cfg.BPF, cfg.Fallback, cfg.Flags = nil, nil, 0
 		l.Seccomp = "none"
 	}
-	mirrored := mirroredDirs()
+	points, _ := mountinfo.Points() // none readable: no submount is mirrored
+	mirrored := mirroredDirs(points)
+	socks := coveredSockets(mirrored, append(append([]string{"/tmp"}, p.Writable...), p.Home))
+	crowded, socks := splitCrowded(socks, mirrored)
+	for _, d := range crowded {
+		mirrored = append(mirrored, mirrorTree(d, points)...)
+	}
 	for _, d := range mirrored {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountMirror, Path: d})
 	}
-	socks := coveredSockets(mirrored, append(append([]string{"/tmp"}, p.Writable...), p.Home))
 	for _, s := range socks {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountHide, Path: s})
 	}
 	l.Mirrored, l.HiddenSocks = len(mirrored), len(socks)
+	if len(socks) > cinit.MaxMounts/2 {
+		return Result{Layers: l}, &HintError{
+			Err:  fmt.Errorf("%d unix sockets outside /run to cover one by one, more than ronly takes (%d)", len(socks), cinit.MaxMounts/2),
+			Hint: "bind API sockets under /run, or keep them in fewer directories: one holding more than four is mirrored whole",
+		}
+	}
 	cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777})
 	for _, w := range p.Writable {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"ronly.dev/ronly/go/mountinfo"
 )
 
 // A read-only mount does not stop connect() on a socket inode, so API
@@ -18,11 +16,12 @@ import (
 // no socket in it is reachable, including those the host creates or
 // re-creates during the session (dockerd restarting). Sockets elsewhere —
 // every path bound at start, and a few well-known ones — are covered one by
-// one; one that appears outside /run after the start stays reachable.
+// one, or a directory crowded with them is mirrored like /run; a socket
+// that appears elsewhere after the start stays reachable.
 
 // mirroredDirs is /run, resolved, followed by every directory mounted
-// below it, parents first: an overlay shows only its own file system.
-func mirroredDirs() []string {
+// below it, parents first; points are the host's mount points.
+func mirroredDirs(points []string) []string {
 	run, err := filepath.EvalSymlinks("/run")
 	if err != nil {
 		return nil
@@ -30,10 +29,15 @@ func mirroredDirs() []string {
 	if fi, err := os.Stat(run); err != nil || !fi.IsDir() {
 		return nil
 	}
-	out := []string{run}
-	points, _ := mountinfo.Points() // none readable: only /run itself
+	return mirrorTree(run, points)
+}
+
+// mirrorTree is dir followed by every directory mounted below it, parents
+// first: an overlay shows only its own file system.
+func mirrorTree(dir string, points []string) []string {
+	out := []string{dir}
 	for _, mp := range points {
-		if strings.HasPrefix(mp, run+"/") {
+		if strings.HasPrefix(mp, dir+"/") {
 			if fi, err := os.Stat(mp); err == nil && fi.IsDir() {
 				out = append(out, mp)
 			}
@@ -41,6 +45,53 @@ func mirroredDirs() []string {
 	}
 	sort.SliceStable(out[1:], func(i, j int) bool { return strings.Count(out[1+i], "/") < strings.Count(out[1+j], "/") })
 	return dedupe(out)
+}
+
+// crowdedAfter is how many sockets one directory may hold before the
+// directory is mirrored whole rather than each socket covered: a cover
+// costs a mount per socket (about 60 µs here), a mirror one per directory
+// and its submounts, and it also keeps a socket re-created there
+// unreachable.
+const crowdedAfter = 4
+
+// splitCrowded sorts the sockets to cover into directories to mirror
+// whole (those holding more than crowdedAfter, outermost only, never the
+// root or an ancestor of keep) and the sockets left to cover one by one.
+func splitCrowded(socks []string, keep []string) (crowded, rest []string) {
+	per := map[string]int{}
+	for _, s := range socks {
+		per[filepath.Dir(s)]++
+	}
+	var dirs []string
+	for d, n := range per {
+		ancestor := d == "/"
+		for _, k := range keep {
+			ancestor = ancestor || strings.HasPrefix(k+"/", d+"/")
+		}
+		if n > crowdedAfter && !ancestor {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs) // a parent sorts before its children
+	below := func(p string) bool {
+		for _, d := range crowded {
+			if strings.HasPrefix(p, d+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, d := range dirs {
+		if !below(d) {
+			crowded = append(crowded, d)
+		}
+	}
+	for _, s := range socks {
+		if !below(s) {
+			rest = append(rest, s)
+		}
+	}
+	return crowded, rest
 }
 
 func dedupe(in []string) []string {

@@ -64,3 +64,38 @@ func TestCoveredSockets(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitCrowded(t *testing.T) {
+	socks := []string{
+		"/var/lib/a/1.sock", "/var/lib/a/2.sock", "/var/lib/a/3.sock", "/var/lib/a/4.sock", "/var/lib/a/5.sock", // crowded
+		"/var/lib/a/b/1.sock", "/var/lib/a/b/2.sock", "/var/lib/a/b/3.sock", "/var/lib/a/b/4.sock", "/var/lib/a/b/5.sock", // crowded, below a
+		"/srv/x/1.sock", "/srv/x/2.sock", "/srv/x/3.sock", "/srv/x/4.sock", // four: covered one by one
+		"/1.sock", "/2.sock", "/3.sock", "/4.sock", "/5.sock", // never the root
+		"/k/1.sock", "/k/2.sock", "/k/3.sock", "/k/4.sock", "/k/5.sock", // an ancestor of a kept directory
+	}
+	crowded, rest := splitCrowded(socks, []string{"/k/run"})
+	if want := []string{"/var/lib/a"}; !reflect.DeepEqual(crowded, want) {
+		t.Errorf("crowded = %q, want %q", crowded, want)
+	}
+	want := append(append(append([]string{}, socks[10:14]...), socks[14:19]...), socks[19:]...)
+	if !reflect.DeepEqual(rest, want) {
+		t.Errorf("rest = %q, want %q", rest, want)
+	}
+}
+
+func TestMirrorTree(t *testing.T) {
+	base := t.TempDir()
+	for _, d := range []string{"a/b/c", "a/d", "e"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(base, "a", "f")
+	os.WriteFile(file, nil, 0o644)
+	points := []string{"/", filepath.Join(base, "a/b/c"), filepath.Join(base, "a/d"), file, filepath.Join(base, "e"), base + "/ab"}
+	got := mirrorTree(filepath.Join(base, "a"), points)
+	want := []string{filepath.Join(base, "a"), filepath.Join(base, "a/d"), filepath.Join(base, "a/b/c")}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("mirrorTree = %q, want %q (the directory, then directories mounted below it, parents first)", got, want)
+	}
+}

@@ -73,32 +73,103 @@ func TestSocketChangesDuringSession(t *testing.T) {
 // TestSocketOutsideRun: an API socket bound outside /run before the session
 // starts (a daemon's socket under /var/lib, /srv, /opt) must be as
 // unreachable as one under /run, and its listener must see no connection.
+// A directory crowded with sockets is mirrored like /run, so there even a
+// socket its daemon re-creates during the session stays unreachable.
 func TestSocketOutsideRun(t *testing.T) {
 	b := setup(t)
+	listen := func(t *testing.T, path string) *net.UnixListener {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.SetUnlinkOnClose(false)
+		os.Chmod(path, 0o777)
+		return l
+	}
+	cases := []struct {
+		name      string
+		sockets   int  // bound in the directory before ronly starts
+		recreated bool // the target is removed and bound again after the start
+	}{
+		{"one, bound at start", 1, false},
+		{"crowded directory, re-created after start", 6, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCanaries(t, 0)
+			dir, err := os.MkdirTemp("/var/tmp", "ronly-e2e-sock-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			os.Chmod(dir, 0o755)
+			var ls []*net.UnixListener
+			for i := 0; i < tc.sockets; i++ {
+				l := listen(t, filepath.Join(dir, fmt.Sprintf("api%d.sock", i)))
+				defer l.Close()
+				ls = append(ls, l)
+			}
+			path := filepath.Join(dir, "api0.sock")
+			tg := c.targets()
+			tg.Socket = path
+			s := startPaused(t, b, tg, "connect hidden unix socket under /run")
+			if tc.recreated {
+				ls[0].Close()
+				os.Remove(path)
+				l := listen(t, path)
+				defer l.Close()
+				ls = append(ls, l)
+			}
+			res := s.resume(t)
+			if !res.Pass {
+				t.Errorf("SANDBOX BUG: a socket outside /run is reachable from inside: %q succeeded (errno %q)", res.Name, res.Errno)
+			}
+			for _, l := range ls {
+				if n := drain(l); n > 0 {
+					t.Errorf("HOST REACHED: %d connection(s) accepted on %s", n, path)
+				}
+			}
+		})
+	}
+}
+
+// TestTooManySocketsFailsClosed: more sockets outside /run than ronly
+// covers one by one (spread so that no directory is mirrored whole) stop
+// the session before it starts — exit 125, one line, the command never
+// ran — rather than leave some reachable.
+func TestTooManySocketsFailsClosed(t *testing.T) {
+	b := setup(t)
 	c := newCanaries(t, 0)
-	dir, err := os.MkdirTemp("/var/tmp", "ronly-e2e-sock-")
+	before := c.snapshot(t)
+	dir, err := os.MkdirTemp("/var/tmp", "ronly-e2e-socks-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	path := filepath.Join(dir, "api.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
+	for d := 0; d < 130; d++ {
+		sub := filepath.Join(dir, fmt.Sprint(d))
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 4; i++ {
+			l, err := net.Listen("unix", filepath.Join(sub, fmt.Sprintf("%d.sock", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+		}
 	}
-	defer l.Close()
-	os.Chmod(path, 0o777)
-
-	tg := c.targets()
-	tg.Socket = path
-	res := startPaused(t, b, tg, "connect hidden unix socket under /run").resume(t)
-	if !res.Pass {
-		t.Errorf("SANDBOX BUG: a socket outside /run is reachable from inside: %q succeeded (errno %q)", res.Name, res.Errno)
+	r := b.run(t, opts{}, "--rw", c.rwDir, "/bin/sh", "-c", "touch "+filepath.Join(c.rwDir, "ran"))
+	if r.code != 125 {
+		t.Errorf("want exit 125:\n%s", r)
 	}
-	if n := drain(l); n > 0 {
-		t.Errorf("HOST REACHED: %d connection(s) accepted on %s", n, path)
+	if lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n"); len(lines) != 1 || !strings.Contains(r.stderr, "520 unix sockets outside /run") {
+		t.Errorf("want one line naming the 520 sockets, got:\n%s", r.stderr)
 	}
+	if entries := dirNames(t, c.rwDir); len(entries) > 0 {
+		t.Errorf("the command ran: %v", entries)
+	}
+	c.verify(t, before)
 }
 
 // paused is a probe operation inside a running session, waiting for the
