@@ -490,8 +490,7 @@ static void build_root(void)
 	if (mount("tmpfs", HOLDER, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=1m") < 0)
 		die("mount tmpfs", HOLDER);
 	make_node(NEWROOT, 0755, 1);
-	make_node(HOLDER "/empty-file", 0, 0);
-	make_node(HOLDER "/empty-dir", 0, 1);
+	make_node(HOLDER "/empty-dir", 0, 1); /* a mirror's second, empty layer */
 	/* Covers for hidden sockets come from a read-only mount: a bind keeps
 	 * its source's flags, so each cover is one mount call, not two (a
 	 * host with hundreds of sockets outside /run pays per cover). */

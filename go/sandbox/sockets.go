@@ -49,9 +49,9 @@ func mirrorTree(dir string, points []string) []string {
 
 // crowdedAfter is how many sockets one directory may hold before the
 // directory is mirrored whole rather than each socket covered: a cover
-// costs a mount per socket (about 60 µs here), a mirror one per directory
-// and its submounts, and it also keeps a socket re-created there
-// unreachable.
+// costs a mount per socket (about 120 µs of a start here, its teardown
+// included), a mirror one per directory and its submounts, and a mirror
+// also keeps a socket re-created there unreachable.
 const crowdedAfter = 4
 
 // splitCrowded sorts the sockets to cover into directories to mirror
