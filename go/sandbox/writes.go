@@ -20,12 +20,21 @@ import (
 // named, as the process gave it (relative paths unresolved), read from its
 // memory after the refusal: a record for people, which the process could
 // falsify, and nothing here acts on it.
+//
+// Without an audit log, which is the usual case, the session joins the
+// counting program every such session on the host shares: the cost per
+// host syscall is then one program's, however many sessions run. A session
+// with an audit log needs its events and loads a program of its own.
 func (s *session) watchWrites(g *cgroup.Group) (stop func()) {
 	none := func() {}
 	if s.p.NoWriteCounting || g == nil || g.ID() == 0 || os.Geteuid() != 0 {
 		return none
 	}
-	w, err := writewatch.Start()
+	start := writewatch.Shared
+	if s.refused != nil {
+		start = writewatch.Start
+	}
+	w, err := start()
 	if err != nil {
 		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", err))
 		return none

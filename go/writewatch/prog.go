@@ -78,7 +78,9 @@ const (
 
 // program is the sys_exit raw tracepoint program. ctx (r1) is u64 args[2]:
 // args[0] the struct pt_regs * of the syscall, args[1] its return value.
-func program() *asm {
+// Without events it only counts, and uses only the sessions, counts and
+// dropped maps: that one is shared by every Watch on the host.
+func program(events bool) *asm {
 	var a asm
 
 	// Fast path: anything but -EROFS leaves at once.
@@ -150,8 +152,40 @@ func program() *asm {
 	a.AndImm(r1, tsCompat)
 	a.RshImm(r1, 1)
 	a.Store32(r10, fpABI, r1)
+	if events {
+		sendEvent(&a)
+	}
 
-	// The rest of the event record.
+	a.Label("count")
+	increment(&a, mapCounts, fpEvent, "create", "out")
+
+	// First refusal of this call in this cgroup. Another CPU may create the
+	// entry between our lookup and update: then add to theirs.
+	a.Label("create")
+	a.StoreImm64(r10, fpScratch, 1)
+	a.LoadMap(r1, mapCounts)
+	a.MovReg(r2, r10)
+	a.AddImm(r2, fpEvent)
+	a.MovReg(r3, r10)
+	a.AddImm(r3, fpScratch)
+	a.MovImm(r4, 1) // BPF_NOEXIST
+	a.Call(fnMapUpdateElem)
+	a.JumpImm(jmpJEQ, r0, 0, "out")
+	a.JumpImm(jmpJNE, r0, errEEXIST, "full")
+	increment(&a, mapCounts, fpEvent, "out", "out")
+
+	a.Label("full")
+	dropped(&a, 1, "out")
+
+	a.Label("out")
+	a.MovImm(r0, 0)
+	a.Exit()
+	return &a
+}
+
+// sendEvent fills the rest of the event record, reads the path and sends
+// the record through the ring buffer, then goes on to count.
+func sendEvent(a *asm) {
 	a.Call(fnKtimeGetNs)
 	a.Store64(r10, fpTime, r0)
 	a.Call(fnGetCurrentPidTgid)
@@ -219,33 +253,7 @@ func program() *asm {
 	a.MovReg(r3, r7)
 	a.Call(fnRingbufOutput)
 	a.JumpImm(jmpJEQ, r0, 0, "count")
-	dropped(&a, 0, "count")
-
-	a.Label("count")
-	increment(&a, mapCounts, fpEvent, "create", "out")
-
-	// First refusal of this call in this cgroup. Another CPU may create the
-	// entry between our lookup and update: then add to theirs.
-	a.Label("create")
-	a.StoreImm64(r10, fpScratch, 1)
-	a.LoadMap(r1, mapCounts)
-	a.MovReg(r2, r10)
-	a.AddImm(r2, fpEvent)
-	a.MovReg(r3, r10)
-	a.AddImm(r3, fpScratch)
-	a.MovImm(r4, 1) // BPF_NOEXIST
-	a.Call(fnMapUpdateElem)
-	a.JumpImm(jmpJEQ, r0, 0, "out")
-	a.JumpImm(jmpJNE, r0, errEEXIST, "full")
-	increment(&a, mapCounts, fpEvent, "out", "out")
-
-	a.Label("full")
-	dropped(&a, 1, "out")
-
-	a.Label("out")
-	a.MovImm(r0, 0)
-	a.Exit()
-	return &a
+	dropped(a, 0, "count")
 }
 
 // dropped adds one to slot i of the dropped array, then goes to next.

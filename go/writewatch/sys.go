@@ -153,3 +153,35 @@ func mapNextKey(fd int, key, next unsafe.Pointer) error {
 	_, err := bpfCall(unix.BPF_MAP_GET_NEXT_KEY, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
 	return err
 }
+
+type idAttr struct {
+	id, nextID, openFlags uint32
+}
+
+type infoAttr struct {
+	fd, infoLen uint32
+	info        unsafe.Pointer
+}
+
+// nextID returns the id after id of the links, programs or maps (cmd
+// BPF_*_GET_NEXT_ID); ENOENT after the last.
+func nextID(cmd int, id uint32) (uint32, error) {
+	attr := idAttr{id: id}
+	_, err := bpfCall(cmd, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	return attr.nextID, err
+}
+
+// fdByID opens the link, program or map with this id (cmd
+// BPF_*_GET_FD_BY_ID): a reference that keeps it alive.
+func fdByID(cmd int, id uint32) (int, error) {
+	attr := idAttr{id: id}
+	return bpfCall(cmd, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+}
+
+// objInfo fills info (a prefix of struct bpf_link_info, bpf_prog_info or
+// bpf_map_info) for the object behind fd.
+func objInfo(fd int, info []byte) error {
+	attr := infoAttr{fd: uint32(fd), infoLen: uint32(len(info)), info: unsafe.Pointer(&info[0])}
+	_, err := bpfCall(unix.BPF_OBJ_GET_INFO_BY_FD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	return err
+}

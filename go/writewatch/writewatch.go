@@ -16,9 +16,10 @@
 // watched or not: attaching any program to sys_exit sends every syscall
 // through the kernel's tracepoint path. On a 2-vCPU KVM guest that was about
 // 90 ns per syscall (getppid: 160 ns bare, 250 ns with one program), the
-// same as for a program that only returns; each further Watch adds about as
-// much again, since each attaches its own program. So a process should open
-// one Watch and Add every session's cgroup to it.
+// same as for a program that only returns; each further program adds about
+// as much again. A Watch from Start has a program of its own, which sends
+// events; Shared Watches, which only count, share one program among all
+// processes on the host (see Shared).
 //
 // Limits: x86_64 only. Syscall numbers are named with the x86_64 table
 // (bpf.SyscallName: "syscall_N" for a number it does not know); calls made
@@ -41,6 +42,7 @@
 package writewatch
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -52,6 +54,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/mountinfo"
 )
 
 // Sizes of the maps: cgroups watched at once, (cgroup, syscall) pairs
@@ -84,12 +87,13 @@ type Event struct {
 	Time time.Time
 }
 
-// Watch is one attached program and its maps; its methods are safe for
-// concurrent use.
+// Watch is an attached program (its own, or the one Shared Watches share)
+// and its maps; its methods are safe for concurrent use.
 type Watch struct {
 	maps  [numMaps]int
 	prog  int
-	link  int // closing it detaches the program
+	link  int             // closing it detaches the program (a Shared one: its last holder)
+	added map[uint64]bool // a Shared Watch's cgroups, forgotten by Close
 	ring  *ring
 	epoll int
 	stop  int // eventfd that ends the reader goroutine
@@ -153,7 +157,7 @@ func (w *Watch) start() error {
 			return fmt.Errorf("fill map paths: %w", err)
 		}
 	}
-	insns, err := program().assemble(w.maps[:])
+	insns, err := program(true).assemble(w.maps[:])
 	if err != nil {
 		return fmt.Errorf("assemble program: %w", err)
 	}
@@ -182,6 +186,239 @@ func (w *Watch) start() error {
 	return nil
 }
 
+// Shared returns a Watch that counts but sends no events, on the program
+// every Shared Watch on the host uses. It joins the program another
+// process attached, found among the host's links by its name, which
+// carries a hash of its instructions (another version of ronly has its
+// own), and holds a reference to its link; the kernel detaches it when the
+// last holder closes it or dies. Without one it loads and attaches it.
+// Two that start at the same moment may each load one; both stay correct.
+// A cgroup is watched by one Shared Watch at a time, and the counts map is
+// shared (maxCounts pairs for the host). On joining, the cgroups that no
+// longer exist are forgotten: a Watch whose process was killed could not
+// remove its own.
+func Shared() (*Watch, error) {
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Errorf("writewatch: %s is not supported (the program reads x86_64 struct pt_regs)", runtime.GOARCH)
+	}
+	w := &Watch{prog: -1, link: -1, epoll: -1, stop: -1, added: map[uint64]bool{}}
+	for i := range w.maps {
+		w.maps[i] = -1
+	}
+	name, err := progName()
+	if err != nil {
+		return nil, fmt.Errorf("writewatch: %w", err)
+	}
+	if w.join(name) {
+		w.prune()
+		return w, nil
+	}
+	if err := w.loadShared(name); err != nil {
+		w.release()
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("writewatch: %w (needs root, or CAP_BPF and CAP_PERFMON)", err)
+		}
+		return nil, fmt.Errorf("writewatch: %w", err)
+	}
+	return w, nil
+}
+
+// sharedMaps are the maps of the counting program, by which a Shared Watch
+// that joins finds them among the program's maps.
+var sharedMaps = map[string]int{"sessions": mapSessions, "counts": mapCounts, "dropped": mapDropped}
+
+// progName names the counting program after a hash of its instructions
+// (map fds left out).
+func progName() (string, error) {
+	insns, err := program(false).assemble(make([]int, numMaps))
+	if err != nil {
+		return "", fmt.Errorf("assemble program: %w", err)
+	}
+	sum := sha256.Sum256(insns)
+	return fmt.Sprintf("ronly_w%x", sum[:4]), nil
+}
+
+func (w *Watch) loadShared(name string) error {
+	var err error
+	specs := []struct {
+		name                    string
+		i                       int
+		typ, key, value, maxEnt uint32
+	}{
+		{"sessions", mapSessions, unix.BPF_MAP_TYPE_HASH, 8, 4, maxSessions},
+		{"counts", mapCounts, unix.BPF_MAP_TYPE_HASH, keyLen, 8, maxCounts},
+		{"dropped", mapDropped, unix.BPF_MAP_TYPE_ARRAY, 4, 8, 2},
+	}
+	for _, s := range specs {
+		if w.maps[s.i], err = createMap(s.name, s.typ, s.key, s.value, s.maxEnt); err != nil {
+			return err
+		}
+	}
+	insns, err := program(false).assemble(w.maps[:])
+	if err != nil {
+		return fmt.Errorf("assemble program: %w", err)
+	}
+	if w.prog, err = loadProgram(name, insns); err != nil {
+		return err
+	}
+	if w.link, err = attachRawTracepoint("sys_exit", w.prog); err != nil {
+		return err
+	}
+	return nil
+}
+
+// join looks for a link of the program called name among the host's and
+// takes references to it, its program and its maps. False when there is
+// none, or it went away while we looked.
+func (w *Watch) join(name string) bool {
+	for id, err := nextID(unix.BPF_LINK_GET_NEXT_ID, 0); err == nil; id, err = nextID(unix.BPF_LINK_GET_NEXT_ID, id) {
+		link, err := fdByID(unix.BPF_LINK_GET_FD_BY_ID, id)
+		if err != nil {
+			continue // gone since listed
+		}
+		if w.adopt(link, name) {
+			return true
+		}
+		unix.Close(link)
+	}
+	return false
+}
+
+// adopt takes link if it attaches a program called name with the counting
+// program's maps.
+func (w *Watch) adopt(link int, name string) bool {
+	// struct bpf_link_info: type, id, prog_id.
+	li := make([]byte, 64)
+	if objInfo(link, li) != nil || binary.LittleEndian.Uint32(li[0:]) != unix.BPF_LINK_TYPE_RAW_TRACEPOINT {
+		return false
+	}
+	prog, err := fdByID(unix.BPF_PROG_GET_FD_BY_ID, binary.LittleEndian.Uint32(li[8:]))
+	if err != nil {
+		return false
+	}
+	// struct bpf_prog_info: nr_map_ids at 52, map_ids at 56, name at 64.
+	// The kernel writes the ids to memory the info names by address only:
+	// pinned, so that neither the collector nor a stack copy moves it.
+	ids := make([]uint32, len(sharedMaps)+1)
+	var pin runtime.Pinner
+	pin.Pin(&ids[0])
+	defer pin.Unpin()
+	pi := make([]byte, 96)
+	binary.LittleEndian.PutUint32(pi[52:], uint32(len(ids)))
+	binary.LittleEndian.PutUint64(pi[56:], uint64(uintptr(unsafe.Pointer(&ids[0]))))
+	if objInfo(prog, pi) != nil || cString(pi[64:80]) != name || int(binary.LittleEndian.Uint32(pi[52:])) != len(sharedMaps) {
+		unix.Close(prog)
+		return false
+	}
+	maps := [numMaps]int{}
+	for i := range maps {
+		maps[i] = -1
+	}
+	ok := true
+	for _, id := range ids[:len(sharedMaps)] {
+		fd, err := fdByID(unix.BPF_MAP_GET_FD_BY_ID, id)
+		if err != nil {
+			ok = false
+			break
+		}
+		mi := make([]byte, 64) // struct bpf_map_info: name at 24
+		i, known := -1, false
+		if objInfo(fd, mi) == nil {
+			i, known = sharedMaps[cString(mi[24:40])]
+		}
+		if !known || maps[i] >= 0 {
+			unix.Close(fd)
+			ok = false
+			break
+		}
+		maps[i] = fd
+	}
+	if !ok {
+		for _, fd := range maps {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+		unix.Close(prog)
+		return false
+	}
+	w.link, w.prog, w.maps = link, prog, maps
+	return true
+}
+
+// prune forgets the cgroups that no longer exist, with their counts: a
+// Watch whose process was killed could not remove its own, and the
+// program outlives it while other Watches hold it. A cgroup's id is its
+// kernfs file handle: opening it by handle fails once the cgroup is
+// removed (ids are not reused). Best effort: an error leaves the entries.
+func (w *Watch) prune() {
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		return
+	}
+	root := -1
+	for _, m := range mounts {
+		if m.FSType == "cgroup2" {
+			if root, err = unix.Open(m.Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+				return
+			}
+			break
+		}
+	}
+	if root < 0 {
+		return
+	}
+	defer unix.Close(root)
+	seen := map[uint64]bool{} // id -> gone
+	gone := func(id uint64) bool {
+		if g, ok := seen[id]; ok {
+			return g
+		}
+		h := unix.NewFileHandle(fileidKernfs, binary.LittleEndian.AppendUint64(nil, id))
+		fd, err := unix.OpenByHandleAt(root, h, unix.O_RDONLY|unix.O_CLOEXEC)
+		if err == nil {
+			unix.Close(fd)
+		}
+		seen[id] = errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
+		return seen[id]
+	}
+	var id, next uint64
+	var prev unsafe.Pointer
+	var stale []uint64
+	for mapNextKey(w.maps[mapSessions], prev, unsafe.Pointer(&next)) == nil {
+		if gone(next) {
+			stale = append(stale, next)
+		}
+		id = next
+		prev = unsafe.Pointer(&id)
+	}
+	for _, id := range stale {
+		mapDelete(w.maps[mapSessions], unsafe.Pointer(&id))
+	}
+	w.dropCounts(gone)
+}
+
+// dropCounts deletes the counts of the cgroups for which drop says so.
+func (w *Watch) dropCounts(drop func(cgroupID uint64) bool) {
+	var key, next countKey
+	var prev unsafe.Pointer
+	var stale []countKey
+	for mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next)) == nil {
+		if drop(next.cgroup) {
+			stale = append(stale, next)
+		}
+		key = next
+		prev = unsafe.Pointer(&key)
+	}
+	for _, k := range stale {
+		mapDelete(w.maps[mapCounts], unsafe.Pointer(&k))
+	}
+}
+
+// fileidKernfs is the type of a kernfs file handle (FILEID_KERNFS), whose
+// eight bytes are a cgroup's id.
+const fileidKernfs = 0xfe
+
 // Add starts counting refused writes of the processes in the cgroup v2 with
 // this id (see CgroupID) and of those in cgroups below it. Adding twice is
 // harmless.
@@ -197,6 +434,9 @@ func (w *Watch) Add(cgroupID uint64) error {
 			err = fmt.Errorf("%w: already watching %d cgroups", err, maxSessions)
 		}
 		return fmt.Errorf("writewatch: watch cgroup %d: %w", cgroupID, err)
+	}
+	if w.added != nil {
+		w.added[cgroupID] = true
 	}
 	return nil
 }
@@ -218,6 +458,7 @@ func (w *Watch) Remove(cgroupID uint64) (map[string]uint64, error) {
 		}
 		return nil, fmt.Errorf("writewatch: unwatch cgroup %d: %w", cgroupID, err)
 	}
+	delete(w.added, cgroupID)
 	w.drain()
 
 	// Collect the keys first: deleting while walking would restart the walk.
@@ -263,7 +504,7 @@ func (w *Watch) Events(fn func(Event)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.handler = fn
-	if fn != nil && !w.reading && w.link >= 0 {
+	if fn != nil && !w.reading && w.link >= 0 && w.ring != nil {
 		w.reading = true
 		w.done = make(chan struct{})
 		go w.readLoop()
@@ -351,6 +592,14 @@ func (w *Watch) Close() error {
 	}
 	w.closed = true
 	var errs []error
+	if len(w.added) > 0 {
+		// Not removed: forgotten, counts and all, so that the program,
+		// which other Watches may keep, does not count for them.
+		for id := range w.added {
+			mapDelete(w.maps[mapSessions], unsafe.Pointer(&id))
+		}
+		w.dropCounts(func(id uint64) bool { return w.added[id] })
+	}
 	if w.link >= 0 {
 		errs = append(errs, unix.Close(w.link))
 		w.link = -1

@@ -462,7 +462,7 @@ func TestPaths(t *testing.T) {
 // load and a compare before the exit. And the paths map must hold every
 // number pathArgs names.
 func TestFastPath(t *testing.T) {
-	p := program()
+	p := program(true)
 	first, cmp := p.insns[0], p.insns[1]
 	if first.code != clsLDX|modeMEM|sizeDW || first.dst != r2 || first.src != r1 || first.off != 8 {
 		t.Errorf("first instruction %+v, want r2 = *(u64 *)(r1 + 8)", first)
@@ -511,6 +511,125 @@ func TestTwoWatches(t *testing.T) {
 			t.Errorf("watch %d: counts = %v, want %v", i+1, counts, wantCounts)
 		}
 	}
+}
+
+// Shared Watches, one per ronly process and cgroup, use one program: each
+// counts its own cgroup alone, and the program goes with the last of them.
+func TestSharedWatches(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	g1, g2 := newCgroup(t, ""), newCgroup(t, "")
+	w1, err := Shared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := Shared()
+	if err != nil {
+		w1.Close()
+		t.Fatal(err)
+	}
+	if progID(t, w1) != progID(t, w2) {
+		t.Errorf("the second Shared Watch loaded a program of its own")
+	}
+	if err := w1.Add(g1.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Add(g2.id); err != nil {
+		t.Fatal(err)
+	}
+	// Twice in the second cgroup, so that mixed-up counts would show.
+	for _, g := range []*cgroup{&g1, &g2, &g2} {
+		if b, err := command(g, "/bin/sh", "-c", writes(ro)).CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, b)
+		}
+	}
+	for i, x := range []struct {
+		w    *Watch
+		g    *cgroup
+		runs uint64
+	}{{w1, &g1, 1}, {w2, &g2, 2}} {
+		counts, err := x.w.Remove(x.g.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint64{}
+		for k, v := range wantCounts {
+			want[k] = v * x.runs
+		}
+		if !reflect.DeepEqual(counts, want) {
+			t.Errorf("watch %d: counts = %v, want %v", i+1, counts, want)
+		}
+	}
+	for _, w := range []*Watch{w1, w2} {
+		if err := w.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	name, err := progName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := &Watch{prog: -1, link: -1, epoll: -1, stop: -1}
+	for i := range probe.maps {
+		probe.maps[i] = -1
+	}
+	if probe.join(name) {
+		probe.release()
+		t.Errorf("the shared program is still attached after the last Watch closed")
+	}
+}
+
+// A Shared Watch whose process was killed leaves its cgroup in the shared
+// maps; the next one to join forgets it once the cgroup is gone, and only
+// it.
+func TestSharedPrunesGoneCgroups(t *testing.T) {
+	needRoot(t)
+	ro := readOnlyDir(t)
+	keep, g := newCgroup(t, ""), newCgroup(t, "")
+	w1, err := Shared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w1.Close()
+	for _, id := range []uint64{keep.id, g.id} {
+		if err := w1.Add(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := command(&g, "/bin/sh", "-c", writes(ro)).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	delete(w1.added, g.id) // as if killed: it never removes g
+	if err := removeCgroup(g.dir); err != nil {
+		t.Fatal(err)
+	}
+	w2, err := Shared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	var v uint32
+	if err := mapLookup(w2.maps[mapSessions], unsafe.Pointer(&g.id), unsafe.Pointer(&v)); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("the removed cgroup is still watched: %v", err)
+	}
+	if err := mapLookup(w2.maps[mapSessions], unsafe.Pointer(&keep.id), unsafe.Pointer(&v)); err != nil {
+		t.Errorf("a live cgroup is no longer watched: %v", err)
+	}
+	for _, k := range countKeys(t, w2) {
+		if k.cgroup == g.id {
+			t.Errorf("counts of the removed cgroup are left: %+v", k)
+		}
+	}
+}
+
+// progID is the kernel's id of the program a Watch holds.
+func progID(t *testing.T, w *Watch) uint32 {
+	t.Helper()
+	info := make([]byte, 96)
+	if err := objInfo(w.prog, info); err != nil {
+		t.Fatal(err)
+	}
+	return binary.LittleEndian.Uint32(info[4:])
 }
 
 // A signal handled right after a refused call returns through
@@ -967,7 +1086,7 @@ func TestOverhead(t *testing.T) {
 		op      string
 		n       int
 		dir     string
-		watches int  // programs attached
+		watches int  // programs attached; negative: that many Shared Watches
 		inside  bool // the child runs in the watched cgroup
 		empty   bool // attach a program that only returns, instead
 	}
@@ -977,6 +1096,7 @@ func TestOverhead(t *testing.T) {
 		{"getppid, 1 program, outside", "getppid", 2_000_000, "", 1, false, false},
 		{"getppid, 1 program, inside", "getppid", 2_000_000, "", 1, true, false},
 		{"getppid, 4 programs, outside", "getppid", 2_000_000, "", 4, false, false},
+		{"getppid, 4 Shared Watches, outside", "getppid", 2_000_000, "", -4, false, false},
 		{"refused mkdirat, no program", "erofs", 200_000, ro, 0, false, false},
 		{"refused mkdirat, 1 program, outside", "erofs", 200_000, ro, 1, false, false},
 		{"refused mkdirat, 1 program, inside", "erofs", 200_000, ro, 1, true, false},
@@ -987,8 +1107,12 @@ func TestOverhead(t *testing.T) {
 	results := make([][]float64, len(configs))
 	var dropped uint64
 	once := func(c config) float64 {
-		for range c.watches {
-			w, err := Start()
+		start, n := Start, c.watches
+		if n < 0 {
+			start, n = Shared, -n
+		}
+		for range n {
+			w, err := start()
 			if err != nil {
 				t.Fatal(err)
 			}
