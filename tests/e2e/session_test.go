@@ -114,9 +114,15 @@ func TestLeftoverProcessesKilled(t *testing.T) {
 			// A unique duration: sleep adds its arguments up, so the marker
 			// changes nothing but makes the process findable from outside.
 			marker := "0.000" + strconv.Itoa(os.Getpid()) + strconv.Itoa(len(u.name))
+			// The cmdline is read until the child has exec'd sleep: read
+			// during its exec, it is empty.
 			script := fmt.Sprintf(`sleep 1000 %[1]s & p=$!
 				(setsid sleep 1000 %[1]s &)
-				tr '\0' ' ' < /proc/$p/cmdline; echo`, marker)
+				i=0; while [ $i -lt 200 ]; do
+					c=$(tr '\0' ' ' < /proc/$p/cmdline)
+					case "$c" in *"sleep 1000"*) break;; esac
+					i=$((i+1)); sleep 0.01
+				done; echo "$c"`, marker)
 			r := b.sh(t, opts{uid: u.uid}, u.flags, script)
 			if r.code != 0 || !strings.Contains(r.stdout, "sleep 1000 "+marker) {
 				t.Fatalf("the background sleep did not start:\n%s", r)
