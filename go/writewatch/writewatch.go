@@ -356,9 +356,11 @@ func (w *Watch) prune() {
 	if err != nil {
 		return
 	}
+	// The whole hierarchy's mount: opening a handle through a mount of a
+	// subtree fails (ESTALE) for cgroups outside it, alive or not.
 	root := -1
 	for _, m := range mounts {
-		if m.FSType == "cgroup2" {
+		if m.FSType == "cgroup2" && m.Root == "/" {
 			if root, err = unix.Open(m.Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 				return
 			}
