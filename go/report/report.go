@@ -36,6 +36,16 @@ type Report struct {
 	// "write") and name (a syscall, "tool subcommand", "METHOD route").
 	Refused map[string]map[string]uint64 `json:"refused"`
 	Layers  Layers                       `json:"layers"`
+	// Timeline says when each step of the session was done, in
+	// milliseconds since ronly's own code started (after the exec and the
+	// Go runtime's start): where a slow start goes on a given host.
+	Timeline []Mark `json:"timeline"`
+}
+
+// Mark is one step of the session's timeline.
+type Mark struct {
+	Step string  `json:"step"` // e.g. "sandbox built", "command exited"
+	MS   float64 `json:"ms"`
 }
 
 // Exit is how the command ended. Code is ronly's own exit status: the

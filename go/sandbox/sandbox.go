@@ -86,6 +86,15 @@ type Options struct {
 	// Session names the session's cgroup, so an operator can tell which
 	// session a cgroup belongs to (the audit log's session id).
 	Session string
+	// Start is when ronly started, the origin of Result.Timeline; zero for
+	// the call to Run.
+	Start time.Time
+}
+
+// Mark is a step of a session and when it was done, since Options.Start.
+type Mark struct {
+	Step string
+	At   time.Duration
 }
 
 // Result is how a session went.
@@ -101,6 +110,9 @@ type Result struct {
 	// Signal is the signal that killed the command; 0 when it exited.
 	Signal syscall.Signal
 	Usage  Usage
+	// Timeline says when each step of the session was done: where a
+	// slow start goes on a given host.
+	Timeline []Mark
 }
 
 // Usage is what the session's processes consumed.
@@ -112,6 +124,11 @@ type Usage struct {
 // Run runs p.Command in the sandbox. An error means the sandbox could not
 // be built: the command did not run.
 func Run(p *policy.Policy, o Options) (Result, error) {
+	if o.Start.IsZero() {
+		o.Start = time.Now()
+	}
+	tl := &timeline{start: o.Start}
+	tl.mark("policy")
 	warn := o.Warn
 	if warn == nil {
 		warn = func(string) {}
@@ -217,8 +234,9 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	default:
 		l.Mode = "rootless"
 	}
+	tl.mark("sockets and mounts planned")
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
-		blocked: map[string]map[string]uint64{}}
+		blocked: map[string]map[string]uint64{}, timeline: tl}
 	guard, mount, err := startDockerGuard(s.record)
 	if err != nil {
 		return Result{Layers: l}, err
@@ -239,7 +257,18 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage}, err
+	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage,
+		Timeline: tl.marks}, err
+}
+
+// timeline collects a session's marks; only Run's goroutine marks.
+type timeline struct {
+	start time.Time
+	marks []Mark
+}
+
+func (t *timeline) mark(step string) {
+	t.marks = append(t.marks, Mark{Step: step, At: time.Since(t.start)})
 }
 
 // session is the supervisor's state for one run.
@@ -253,6 +282,7 @@ type session struct {
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
+	timeline  *timeline
 
 	mu       sync.Mutex
 	blocked  map[string]map[string]uint64
@@ -339,6 +369,7 @@ func (s *session) start() (int, error) {
 	defer signal.Stop(sigs)
 
 	group := s.newGroup()
+	s.timeline.mark("cgroup")
 	if group != nil {
 		dir, err := group.Dir()
 		if err != nil {
@@ -373,6 +404,7 @@ func (s *session) start() (int, error) {
 	}
 	child.Close()
 	reportW.Close()
+	s.timeline.mark("init started")
 	// The init is waiting for its records: whatever it starts from here
 	// on is born inside the session's cgroup and under its limits.
 	if err := s.confine(group, cmd.Process.Pid, bornInside); err != nil {
@@ -383,6 +415,7 @@ func (s *session) start() (int, error) {
 	}
 	stopWatch := s.watchLimits(group, cmd.Process)
 	stopWrites := s.watchWrites(group)
+	s.timeline.mark("write counter attached")
 	readDone := make(chan struct{})
 	go func() {
 		readReports(reports, s.record)
@@ -397,10 +430,12 @@ func (s *session) start() (int, error) {
 	}()
 
 	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
+	s.timeline.mark("sandbox built")
 	if listener >= 0 {
 		startNotifier(listener, s.table, s.record, s.refused != nil)
 	}
 	werr := cmd.Wait()
+	s.timeline.mark("command exited")
 	stopWatch()
 	stopWrites()
 	s.account(group, cmd, started)
@@ -413,6 +448,7 @@ func (s *session) start() (int, error) {
 	case <-time.After(time.Second):
 		reports.Close()
 	}
+	s.timeline.mark("cleaned up")
 	if initErr != nil {
 		return 0, initErr
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,7 +39,11 @@ type sessionReport struct {
 	} `json:"limits"`
 	LimitHit string                       `json:"limit_hit"`
 	Refused  map[string]map[string]uint64 `json:"refused"`
-	Layers   struct {
+	Timeline []struct {
+		Step string  `json:"step"`
+		MS   float64 `json:"ms"`
+	} `json:"timeline"`
+	Layers struct {
 		Mode          string `json:"mode"`
 		UserNS        bool   `json:"user_namespace"`
 		PIDNS         bool   `json:"pid_namespace"`
@@ -257,6 +262,22 @@ func TestReport(t *testing.T) {
 				if got.Refused["syscall"]["mount"] == 0 || got.Refused["syscall"]["unshare"] == 0 {
 					t.Errorf("refusals not in the report: %v", got.Refused)
 				}
+			}
+			var steps []string
+			for i, m := range got.Timeline {
+				steps = append(steps, m.Step)
+				if i > 0 && m.MS < got.Timeline[i-1].MS || m.MS <= 0 {
+					t.Errorf("timeline out of order: %+v", got.Timeline)
+					break
+				}
+			}
+			want := []string{"policy", "sockets and mounts planned", "cgroup", "init started", "write counter attached",
+				"sandbox built", "command exited", "cleaned up"}
+			if !reflect.DeepEqual(steps, want) {
+				t.Errorf("timeline steps %q, want %q", steps, want)
+			}
+			if n := len(got.Timeline); n > 0 && got.Timeline[n-1].MS > got.Usage.WallSeconds*1000+1000 {
+				t.Errorf("timeline ends at %.1f ms, after a %.3f s session", got.Timeline[n-1].MS, got.Usage.WallSeconds)
 			}
 		})
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -22,6 +23,10 @@ import (
 
 // version is stamped at build time (Bazel x_defs, or -ldflags -X).
 var version = "0.0.0-dev"
+
+// started is when ronly's own code started: the origin of a session's
+// timeline (initialised with the package, just before main runs).
+var started = time.Now()
 
 // Exit codes, as docker uses them: 125 ronly itself failed, 126 the command
 // cannot be executed, 127 it was not found; anything else is the command's.

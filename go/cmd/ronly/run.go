@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	opts := sandbox.Options{
 		Warn:    func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) },
 		Session: session,
+		Start:   started,
 	}
 	if log != nil {
 		opts.Refused = func(r sandbox.Refusal) {
@@ -52,6 +54,11 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
+		var steps []string
+		for _, m := range res.Timeline {
+			steps = append(steps, fmt.Sprintf("%s %.1f", m.Step, float64(m.At)/float64(time.Millisecond)))
+		}
+		fmt.Fprintf(os.Stderr, "ronly: session %s: ms since start: %s\n", session, strings.Join(steps, ", "))
 	}
 	if res.LimitHit != "" {
 		fmt.Fprintf(os.Stderr, "ronly: session killed with all its processes: %s\n", limitText(p.Limits, res.LimitHit))
@@ -158,6 +165,10 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
 			WriteCounting: res.Layers.WriteCounting,
 			Network:       res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets},
+	}
+	r.Timeline = []report.Mark{}
+	for _, m := range res.Timeline {
+		r.Timeline = append(r.Timeline, report.Mark{Step: m.Step, MS: float64(m.At) / float64(time.Millisecond)})
 	}
 	if r.Command == nil {
 		r.Command = []string{}
