@@ -47,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -117,14 +118,20 @@ type countKey struct {
 // host runs it until Close. Needs CAP_BPF and CAP_PERFMON (root). The error
 // names the step that failed (creating a map, loading, attaching).
 func Start() (*Watch, error) {
+	return newWatch(nil, (*Watch).start)
+}
+
+// newWatch makes a Watch with start, on one that is released if start
+// fails; added is nil for a Watch with a program of its own.
+func newWatch(added map[uint64]bool, start func(*Watch) error) (*Watch, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("writewatch: %s is not supported (the program reads x86_64 struct pt_regs)", runtime.GOARCH)
 	}
-	w := &Watch{prog: -1, link: -1, epoll: -1, stop: -1}
+	w := &Watch{prog: -1, link: -1, epoll: -1, stop: -1, added: added}
 	for i := range w.maps {
 		w.maps[i] = -1
 	}
-	if err := w.start(); err != nil {
+	if err := start(w); err != nil {
 		w.release()
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("writewatch: %w (needs root, or CAP_BPF and CAP_PERFMON)", err)
@@ -134,22 +141,40 @@ func Start() (*Watch, error) {
 	return w, nil
 }
 
-func (w *Watch) start() error {
-	var err error
-	specs := [numMaps]struct {
-		name                    string
-		typ, key, value, maxEnt uint32
-	}{
-		mapSessions: {"sessions", unix.BPF_MAP_TYPE_HASH, 8, 4, maxSessions},
-		mapCounts:   {"counts", unix.BPF_MAP_TYPE_HASH, keyLen, 8, maxCounts},
-		mapEvents:   {"events", unix.BPF_MAP_TYPE_RINGBUF, 0, 0, ringSize},
-		mapDropped:  {"dropped", unix.BPF_MAP_TYPE_ARRAY, 4, 8, 2},
-		mapPaths:    {"paths", unix.BPF_MAP_TYPE_ARRAY, 4, 4, maxNr},
-	}
-	for i, s := range specs {
-		if w.maps[i], err = createMap(s.name, s.typ, s.key, s.value, s.maxEnt); err != nil {
+// mapSpecs are the maps' names and shapes; a Shared Watch that joins finds
+// the maps among its program's by these names.
+var mapSpecs = [numMaps]struct {
+	name                    string
+	typ, key, value, maxEnt uint32
+}{
+	mapSessions: {"sessions", unix.BPF_MAP_TYPE_HASH, 8, 4, maxSessions},
+	mapCounts:   {"counts", unix.BPF_MAP_TYPE_HASH, keyLen, 8, maxCounts},
+	mapEvents:   {"events", unix.BPF_MAP_TYPE_RINGBUF, 0, 0, ringSize},
+	mapDropped:  {"dropped", unix.BPF_MAP_TYPE_ARRAY, 4, 8, 2},
+	mapPaths:    {"paths", unix.BPF_MAP_TYPE_ARRAY, 4, 4, maxNr},
+}
+
+// sharedMaps are the maps of the counting program, which Shared Watches
+// share: it sends no events and reads no paths.
+var sharedMaps = []int{mapSessions, mapCounts, mapDropped}
+
+// createMaps creates the maps with these indices.
+func (w *Watch) createMaps(which []int) error {
+	for _, i := range which {
+		s := mapSpecs[i]
+		fd, err := createMap(s.name, s.typ, s.key, s.value, s.maxEnt)
+		if err != nil {
 			return err
 		}
+		w.maps[i] = fd
+	}
+	return nil
+}
+
+func (w *Watch) start() error {
+	err := w.createMaps([]int{mapSessions, mapCounts, mapEvents, mapDropped, mapPaths})
+	if err != nil {
+		return err
 	}
 	for nr, off := range pathArgs {
 		k := uint32(nr)
@@ -198,34 +223,18 @@ func (w *Watch) start() error {
 // longer exist are forgotten: a Watch whose process was killed could not
 // remove its own.
 func Shared() (*Watch, error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("writewatch: %s is not supported (the program reads x86_64 struct pt_regs)", runtime.GOARCH)
-	}
-	w := &Watch{prog: -1, link: -1, epoll: -1, stop: -1, added: map[uint64]bool{}}
-	for i := range w.maps {
-		w.maps[i] = -1
-	}
-	name, err := progName()
-	if err != nil {
-		return nil, fmt.Errorf("writewatch: %w", err)
-	}
-	if w.join(name) {
-		w.prune()
-		return w, nil
-	}
-	if err := w.loadShared(name); err != nil {
-		w.release()
-		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("writewatch: %w (needs root, or CAP_BPF and CAP_PERFMON)", err)
+	return newWatch(map[uint64]bool{}, func(w *Watch) error {
+		name, err := progName()
+		if err != nil {
+			return err
 		}
-		return nil, fmt.Errorf("writewatch: %w", err)
-	}
-	return w, nil
+		if w.join(name) {
+			w.prune()
+			return nil
+		}
+		return w.loadShared(name)
+	})
 }
-
-// sharedMaps are the maps of the counting program, by which a Shared Watch
-// that joins finds them among the program's maps.
-var sharedMaps = map[string]int{"sessions": mapSessions, "counts": mapCounts, "dropped": mapDropped}
 
 // progName names the counting program after a hash of its instructions
 // (map fds left out).
@@ -239,20 +248,8 @@ func progName() (string, error) {
 }
 
 func (w *Watch) loadShared(name string) error {
-	var err error
-	specs := []struct {
-		name                    string
-		i                       int
-		typ, key, value, maxEnt uint32
-	}{
-		{"sessions", mapSessions, unix.BPF_MAP_TYPE_HASH, 8, 4, maxSessions},
-		{"counts", mapCounts, unix.BPF_MAP_TYPE_HASH, keyLen, 8, maxCounts},
-		{"dropped", mapDropped, unix.BPF_MAP_TYPE_ARRAY, 4, 8, 2},
-	}
-	for _, s := range specs {
-		if w.maps[s.i], err = createMap(s.name, s.typ, s.key, s.value, s.maxEnt); err != nil {
-			return err
-		}
+	if err := w.createMaps(sharedMaps); err != nil {
+		return err
 	}
 	insns, err := program(false).assemble(w.maps[:])
 	if err != nil {
@@ -322,16 +319,17 @@ func (w *Watch) adopt(link int, name string) bool {
 			break
 		}
 		mi := make([]byte, 64) // struct bpf_map_info: name at 24
-		i, known := -1, false
+		i := -1
 		if objInfo(fd, mi) == nil {
-			i, known = sharedMaps[cString(mi[24:40])]
+			name := cString(mi[24:40])
+			i = slices.IndexFunc(sharedMaps, func(m int) bool { return mapSpecs[m].name == name })
 		}
-		if !known || maps[i] >= 0 {
+		if i < 0 || maps[sharedMaps[i]] >= 0 {
 			unix.Close(fd)
 			ok = false
 			break
 		}
-		maps[i] = fd
+		maps[sharedMaps[i]] = fd
 	}
 	if !ok {
 		for _, fd := range maps {
@@ -401,19 +399,33 @@ func (w *Watch) prune() {
 }
 
 // dropCounts deletes the counts of the cgroups for which drop says so.
+// Best effort: a failed walk leaves what it did not reach.
 func (w *Watch) dropCounts(drop func(cgroupID uint64) bool) {
+	keys, _ := w.countKeys(drop)
+	for _, k := range keys {
+		mapDelete(w.maps[mapCounts], unsafe.Pointer(&k))
+	}
+}
+
+// countKeys lists the keys of the counts map whose cgroup match says so.
+// They are collected first: deleting while walking would restart the walk.
+func (w *Watch) countKeys(match func(cgroupID uint64) bool) ([]countKey, error) {
+	var keys []countKey
 	var key, next countKey
-	var prev unsafe.Pointer
-	var stale []countKey
-	for mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next)) == nil {
-		if drop(next.cgroup) {
-			stale = append(stale, next)
+	var prev unsafe.Pointer // nil: from the first key
+	for {
+		err := mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next))
+		if errors.Is(err, unix.ENOENT) {
+			return keys, nil
+		}
+		if err != nil {
+			return keys, fmt.Errorf("writewatch: walk counts: %w", err)
+		}
+		if match(next.cgroup) {
+			keys = append(keys, next)
 		}
 		key = next
 		prev = unsafe.Pointer(&key)
-	}
-	for _, k := range stale {
-		mapDelete(w.maps[mapCounts], unsafe.Pointer(&k))
 	}
 }
 
@@ -463,23 +475,9 @@ func (w *Watch) Remove(cgroupID uint64) (map[string]uint64, error) {
 	delete(w.added, cgroupID)
 	w.drain()
 
-	// Collect the keys first: deleting while walking would restart the walk.
-	var keys []countKey
-	var key, next countKey
-	var prev unsafe.Pointer // nil: from the first key
-	for {
-		err := mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next))
-		if errors.Is(err, unix.ENOENT) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("writewatch: walk counts: %w", err)
-		}
-		if next.cgroup == cgroupID {
-			keys = append(keys, next)
-		}
-		key = next
-		prev = unsafe.Pointer(&key)
+	keys, err := w.countKeys(func(id uint64) bool { return id == cgroupID })
+	if err != nil {
+		return nil, err
 	}
 	counts := map[string]uint64{}
 	for _, k := range keys {

@@ -317,21 +317,11 @@ func start(t testing.TB) *Watch {
 // that nothing was counted.
 func countKeys(t testing.TB, w *Watch) []countKey {
 	t.Helper()
-	var keys []countKey
-	var key, next countKey
-	var prev unsafe.Pointer
-	for {
-		err := mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next))
-		if errors.Is(err, unix.ENOENT) {
-			return keys
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, next)
-		key = next
-		prev = unsafe.Pointer(&key)
+	keys, err := w.countKeys(func(uint64) bool { return true })
+	if err != nil {
+		t.Fatal(err)
 	}
+	return keys
 }
 
 func TestCountsAndEvents(t *testing.T) {
