@@ -22,15 +22,6 @@ import (
 // /run/docker.sock.
 func TestSocketChangesDuringSession(t *testing.T) {
 	b := setup(t)
-	listen := func(t *testing.T, path string) *net.UnixListener {
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.SetUnlinkOnClose(false)
-		os.Chmod(path, 0o777)
-		return l
-	}
 	cases := []struct {
 		name    string
 		atStart bool // a listener exists before ronly starts
@@ -45,7 +36,7 @@ func TestSocketChangesDuringSession(t *testing.T) {
 			t.Cleanup(func() { os.Remove(path) })
 			var first *net.UnixListener
 			if tc.atStart {
-				first = listen(t, path)
+				first = listenUnix(t, path)
 				defer first.Close()
 			}
 			tg := c.targets()
@@ -56,7 +47,7 @@ func TestSocketChangesDuringSession(t *testing.T) {
 				first.Close()
 				os.Remove(path)
 			}
-			l := listen(t, path)
+			l := listenUnix(t, path)
 			defer l.Close()
 
 			res := s.resume(t)
@@ -77,15 +68,6 @@ func TestSocketChangesDuringSession(t *testing.T) {
 // socket its daemon re-creates during the session stays unreachable.
 func TestSocketOutsideRun(t *testing.T) {
 	b := setup(t)
-	listen := func(t *testing.T, path string) *net.UnixListener {
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.SetUnlinkOnClose(false)
-		os.Chmod(path, 0o777)
-		return l
-	}
 	cases := []struct {
 		name      string
 		sockets   int  // bound in the directory before ronly starts
@@ -105,7 +87,7 @@ func TestSocketOutsideRun(t *testing.T) {
 			os.Chmod(dir, 0o755)
 			var ls []*net.UnixListener
 			for i := 0; i < tc.sockets; i++ {
-				l := listen(t, filepath.Join(dir, fmt.Sprintf("api%d.sock", i)))
+				l := listenUnix(t, filepath.Join(dir, fmt.Sprintf("api%d.sock", i)))
 				defer l.Close()
 				ls = append(ls, l)
 			}
@@ -116,7 +98,7 @@ func TestSocketOutsideRun(t *testing.T) {
 			if tc.recreated {
 				ls[0].Close()
 				os.Remove(path)
-				l := listen(t, path)
+				l := listenUnix(t, path)
 				defer l.Close()
 				ls = append(ls, l)
 			}
@@ -152,11 +134,7 @@ func TestTooManySocketsFailsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 0; i < 4; i++ {
-			l, err := net.Listen("unix", filepath.Join(sub, fmt.Sprintf("%d.sock", i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			defer listenUnix(t, filepath.Join(sub, fmt.Sprintf("%d.sock", i))).Close()
 		}
 	}
 	r := b.run(t, opts{}, "--rw", c.rwDir, "/bin/sh", "-c", "touch "+filepath.Join(c.rwDir, "ran"))
@@ -170,6 +148,19 @@ func TestTooManySocketsFailsClosed(t *testing.T) {
 		t.Errorf("the command ran: %v", entries)
 	}
 	c.verify(t, before)
+}
+
+// listenUnix listens on a unix socket anyone may connect to, and leaves the
+// path in place when closed, as a daemon that is killed does.
+func listenUnix(t *testing.T, path string) *net.UnixListener {
+	t.Helper()
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	os.Chmod(path, 0o777)
+	return l
 }
 
 // paused is a probe operation inside a running session, waiting for the
