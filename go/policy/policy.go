@@ -148,7 +148,7 @@ func (p *Policy) Validate() error {
 	}
 	for _, rw := range p.RW {
 		for _, w := range p.Writable {
-			if within(rw, w) {
+			if Within(rw, w) {
 				return &FlagError{"--rw", rw, fmt.Sprintf("is inside --writable %s, which starts empty", w)}
 			}
 		}
@@ -233,7 +233,7 @@ func dirs(flag string, paths []string, mustExist bool) ([]string, error) {
 			return nil, &FlagError{flag, p, "not a directory"}
 		}
 		for _, bad := range []string{"/", "/proc", "/sys", "/dev"} {
-			if real == bad || (bad != "/" && within(real, bad)) {
+			if real == bad || (bad != "/" && Within(real, bad)) {
 				return nil, &FlagError{flag, p, "ronly cannot make " + bad + " writable"}
 			}
 		}
@@ -245,6 +245,8 @@ func dirs(flag string, paths []string, mustExist bool) ([]string, error) {
 	return out, nil
 }
 
-func within(path, dir string) bool {
+// Within says whether path is dir or lies below it; both are clean and
+// absolute.
+func Within(path, dir string) bool {
 	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/mountinfo"
+	"ronly.dev/ronly/go/policy"
 )
 
 // Errno sets the catalogue allows.
@@ -277,7 +278,7 @@ func writableMount(t Targets) error {
 
 func within(p string, dirs []string) bool {
 	for _, d := range dirs {
-		if p == d || strings.HasPrefix(p, d+"/") {
+		if policy.Within(p, d) {
 			return true
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"ronly.dev/ronly/go/policy"
 )
 
 // A read-only mount does not stop connect() on a socket inode, so API
@@ -37,7 +39,7 @@ func mirroredDirs(points []string) []string {
 func mirrorTree(dir string, points []string) []string {
 	out := []string{dir}
 	for _, mp := range points {
-		if strings.HasPrefix(mp, dir+"/") {
+		if policy.Within(mp, dir) {
 			if fi, err := os.Stat(mp); err == nil && fi.IsDir() {
 				out = append(out, mp)
 			}
@@ -66,7 +68,7 @@ func splitCrowded(socks []string, keep []string) (crowded, rest []string) {
 	for d, n := range per {
 		ancestor := d == "/"
 		for _, k := range keep {
-			ancestor = ancestor || strings.HasPrefix(k+"/", d+"/")
+			ancestor = ancestor || policy.Within(k, d)
 		}
 		if n > crowdedAfter && !ancestor {
 			dirs = append(dirs, d)
@@ -75,7 +77,7 @@ func splitCrowded(socks []string, keep []string) (crowded, rest []string) {
 	sort.Strings(dirs) // a parent sorts before its children
 	below := func(p string) bool {
 		for _, d := range crowded {
-			if strings.HasPrefix(p, d+"/") {
+			if policy.Within(p, d) {
 				return true
 			}
 		}
@@ -145,7 +147,7 @@ func coveredSockets(mirrored, fresh []string) []string {
 		}
 		below := false
 		for _, d := range skip {
-			below = below || real == d || strings.HasPrefix(real, strings.TrimSuffix(d, "/")+"/")
+			below = below || policy.Within(real, d)
 		}
 		if !below {
 			out = append(out, real)
