@@ -22,13 +22,14 @@ package main
 
 import (
 	"archive/tar"
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,12 +114,13 @@ func ratio(a, b []time.Duration) float64 {
 	for i := range a {
 		r[i] = float64(a[i]) / float64(b[i])
 	}
-	return medianF(r)
+	return median(r)
 }
 
-func median(s []time.Duration) time.Duration {
-	c := append([]time.Duration(nil), s...)
-	sort.Slice(c, func(i, j int) bool { return c[i] < c[j] })
+// median leaves s as it was: the benchmarks pair samples by index.
+func median[T cmp.Ordered](s []T) T {
+	c := slices.Clone(s)
+	slices.Sort(c)
 	return c[len(c)/2]
 }
 
@@ -208,7 +210,7 @@ func refused(ronly, self string, runs int) {
 		in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, "loop", "keyctl", n)))
 	}
 	fmt.Println("refused syscall (keyctl), answered and counted by the supervisor")
-	fmt.Printf("  inside ronly             %8.2f us per call\n\n", medianF(in)/1000)
+	fmt.Printf("  inside ronly             %8.2f us per call\n\n", median(in)/1000)
 }
 
 func syscalls(ronly, self string, runs int) {
@@ -247,13 +249,13 @@ func syscalls(ronly, self string, runs int) {
 		for i := range a {
 			d[i] = a[i] - b[i]
 		}
-		return medianF(d)
+		return median(d)
 	}
 	fmt.Println("allowed syscall (getppid), pinned to one CPU")
-	fmt.Printf("  outside, no filter       %8.1f ns\n", medianF(out))
-	fmt.Printf("  outside, allow-all filter%8.1f ns   %+6.1f ns per call (any filter's entry cost: the floor)\n", medianF(any), diff(any, out))
-	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all (write counting on)\n", medianF(in), diff(in, out), diff(in, any))
-	fmt.Printf("  inside, no write counting%8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", medianF(inNoCount), diff(inNoCount, out), diff(inNoCount, any))
+	fmt.Printf("  outside, no filter       %8.1f ns\n", median(out))
+	fmt.Printf("  outside, allow-all filter%8.1f ns   %+6.1f ns per call (any filter's entry cost: the floor)\n", median(any), diff(any, out))
+	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all (write counting on)\n", median(in), diff(in, out), diff(in, any))
+	fmt.Printf("  inside, no write counting%8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", median(inNoCount), diff(inNoCount, out), diff(inNoCount, any))
 }
 
 func loopRun(cmd *exec.Cmd) float64 {
@@ -266,13 +268,6 @@ func loopRun(cmd *exec.Cmd) float64 {
 		fatal(err)
 	}
 	return v
-}
-
-// medianF leaves s as it was: the syscall benchmark pairs samples by index.
-func medianF(s []float64) float64 {
-	c := append([]float64(nil), s...)
-	sort.Float64s(c)
-	return c[len(c)/2]
 }
 
 // writeHeavy untars 20,000 small files into a tmpfs and deletes them,
