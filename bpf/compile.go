@@ -20,8 +20,10 @@ const (
 	// ModeNotify: matched calls (except quiet rules) return
 	// SECCOMP_RET_USER_NOTIF, so a supervisor holding the listener fd answers
 	// them with the rule's errno (see Table) and counts them. Everything else
-	// is as in ModeErrno. A supervisor must only ever answer with an error:
-	// allowing a call based on its (user memory) arguments would be racy.
+	// is as in ModeErrno. A supervisor must never let a call continue on the
+	// strength of its (user memory) arguments, which the caller can change
+	// after the check: it answers with an error, or, for mediated rules,
+	// does the call itself with the arguments it read and checked.
 	ModeNotify
 )
 
@@ -121,7 +123,11 @@ func addRule(f *seccomp.ScmpFilter, r Rule, mode Mode) error {
 	if r.Nr < 0 || r.Nr >= maxNr {
 		return fmt.Errorf("syscall number %d out of range", r.Nr)
 	}
-	if r.Errno <= 0 || r.Errno > 4095 {
+	if r.Mediate {
+		if mode != ModeNotify {
+			return nil // no supervisor to ask: the default, allow
+		}
+	} else if r.Errno <= 0 || r.Errno > 4095 {
 		return fmt.Errorf("errno %d out of range 1..4095", int(r.Errno))
 	}
 	action := seccomp.ActErrno.SetReturnCode(int16(r.Errno))

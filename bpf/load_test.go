@@ -169,6 +169,15 @@ func i386Getpid() syscall.Errno {
 		return errnoOf(err)
 	}
 	copy(mem, code)
+	// Where the kernel has no i386 entry (booted with ia32_emulation=0),
+	// int 0x80 faults. Go's handler would turn that fault into a fatal
+	// error and exit status 2; with the default action the kernel kills
+	// the child with SIGSEGV, which the parent tells apart from SIGSYS.
+	// struct kernel_sigaction {handler, flags, restorer, mask}: all zero is SIG_DFL.
+	var dfl [4]uint64
+	if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSEGV), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0); e != 0 {
+		return e
+	}
 	entry := uintptr(unsafe.Pointer(&mem[0]))
 	fv := &entry // a Go func value points at a word holding the code address
 	call := *(*func())(unsafe.Pointer(&fv))

@@ -95,6 +95,12 @@ type Rule struct {
 	// the supervisor never hears of them (clone3's ENOSYS is a redirect to
 	// clone that libc takes on every thread creation, not a refused operation).
 	Quiet bool
+	// Mediate rules (ERRNO written as "mediate") send the call to the
+	// supervisor in ModeNotify, which decides it and may do it on the
+	// caller's behalf (connect to a unix socket, say); Errno is then 0. In
+	// ModeErrno, with no supervisor to ask, the call is allowed and only the
+	// kernel's own checks hold: the supervisor says so when it loads that.
+	Mediate bool
 }
 
 // Match reports whether a call of r.Nr with these arguments matches the rule.
@@ -157,6 +163,8 @@ func Parse(src []byte) ([]Rule, error) {
 // so that one syscall number maps to one errno (see Table).
 func compatible(prev, r Rule) error {
 	switch {
+	case prev.Mediate != r.Mediate:
+		return fmt.Errorf("%s: mediate differs from line %d (all lines of a syscall agree)", r.Syscall, prev.Line)
 	case prev.Errno != r.Errno:
 		return fmt.Errorf("%s: errno %s differs from %s on line %d (one errno per syscall)",
 			r.Syscall, errnoName(r.Errno), errnoName(prev.Errno), prev.Line)
@@ -184,7 +192,9 @@ func parseLine(text string) (Rule, error) {
 	if r.Syscall, r.Nr, err = parseSyscall(f[0]); err != nil {
 		return r, err
 	}
-	if r.Errno, err = parseErrno(f[1]); err != nil {
+	if f[1] == "mediate" {
+		r.Mediate = true
+	} else if r.Errno, err = parseErrno(f[1]); err != nil {
 		return r, err
 	}
 	f = f[2:]

@@ -11,7 +11,9 @@ type Entry struct {
 	Name  string        // syscall name, for metrics labels and logs
 	Errno syscall.Errno // the answer: every rule of a syscall shares it
 	Quiet bool          // never notified (answered by the kernel)
-	Rules []Rule        // the policy lines for this syscall, in file order
+	// Mediate: the supervisor decides each call (Errno is 0); see Rule.
+	Mediate bool
+	Rules   []Rule // the policy lines for this syscall, in file order
 }
 
 // Match returns the first rule of the entry that matches the arguments of a
@@ -37,7 +39,7 @@ func NewTable(rules []Rule) Table {
 	for _, r := range rules {
 		e, ok := t[r.Nr]
 		if !ok {
-			e = Entry{Name: r.Syscall, Errno: r.Errno, Quiet: r.Quiet}
+			e = Entry{Name: r.Syscall, Errno: r.Errno, Quiet: r.Quiet, Mediate: r.Mediate}
 		}
 		e.Rules = append(e.Rules, r)
 		t[r.Nr] = e

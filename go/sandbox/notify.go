@@ -57,14 +57,53 @@ type notifier struct {
 	table    bpf.Table
 	record   func(Refusal)
 	detailed bool // fill in Comm and Reason (for the audit log)
+	// mediators answer the calls the policy marks "mediate", by syscall
+	// number. A mediated call without one is refused with EPERM.
+	mediators map[int]mediator
+}
+
+// A mediator decides one mediated call and answers it (Call.Reply,
+// Call.Continue). It runs on a goroutine of its own, since it may block
+// (a connect to a busy socket), and must answer exactly once. It returns
+// the refusal to record, or nil when the call was not refused.
+type mediator func(c *Call) *Refusal
+
+// Call is one notified syscall being mediated.
+type Call struct {
+	seccompNotif
+	listener int
+}
+
+// Valid reports whether the caller is still waiting in this call: its
+// memory and descriptors were read from the right process.
+func (c *Call) Valid() bool {
+	id := c.ID
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.listener), unix.SECCOMP_IOCTL_NOTIF_ID_VALID, uintptr(unsafe.Pointer(&id)))
+	return e == 0
+}
+
+// Reply answers the call: it returns val, or fails with errno when errno
+// is not 0.
+func (c *Call) Reply(val int64, errno syscall.Errno) {
+	resp := seccompNotifResp{ID: c.ID, Val: val, Error: -int32(errno)}
+	unix.Syscall(unix.SYS_IOCTL, uintptr(c.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
+}
+
+// Continue lets the kernel run the call as the caller made it. Only for
+// calls whose decision rests on nothing the caller can change afterwards
+// (register arguments, not memory), or where the kernel's own checks are
+// the wall and the supervisor only counts.
+func (c *Call) Continue() {
+	resp := seccompNotifResp{ID: c.ID, Flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}
+	unix.Syscall(unix.SYS_IOCTL, uintptr(c.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
 }
 
 // seccompIoctlNotifSetFlags is SECCOMP_IOCTL_NOTIF_SET_FLAGS,
 // _IOW('!', 4, __u64) in linux/seccomp.h (Linux 6.6).
 const seccompIoctlNotifSetFlags = 0x40082104
 
-func startNotifier(listener int, table bpf.Table, record func(Refusal), detailed bool) *notifier {
-	n := &notifier{listener: listener, table: table, record: record, detailed: detailed}
+func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, record func(Refusal), detailed bool) *notifier {
+	n := &notifier{listener: listener, table: table, record: record, detailed: detailed, mediators: mediators}
 	// Ask the kernel to switch straight to us when a call is notified and
 	// straight back when we answer, on the same CPU, instead of waking
 	// us through the scheduler: the refused caller waits less. Older
@@ -99,6 +138,10 @@ func (n *notifier) answer() bool {
 		return e == unix.EINTR
 	}
 	e, ok := n.table[int(req.Nr)]
+	if m := n.mediators[int(req.Nr)]; ok && e.Mediate && m != nil {
+		go n.mediate(m, &Call{seccompNotif: req, listener: n.listener}, e)
+		return true
+	}
 	errno := e.Errno
 	if !ok || errno == 0 {
 		errno = unix.EPERM // a notification the policy does not know: refuse all the same
@@ -120,6 +163,24 @@ func (n *notifier) answer() bool {
 	}
 	n.record(r)
 	return true
+}
+
+func (n *notifier) mediate(m mediator, c *Call, e bpf.Entry) {
+	r := m(c)
+	if r == nil {
+		return
+	}
+	r.Time, r.PID = time.Now(), int(c.PID)
+	if r.Kind == "" {
+		r.Kind = "syscall"
+	}
+	if r.What == "" {
+		r.What = e.Name
+	}
+	if n.detailed {
+		r.Comm = comm(r.PID)
+	}
+	n.record(*r)
 }
 
 func comm(pid int) string {

@@ -236,7 +236,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	tl.mark("sockets and mounts planned")
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
-		blocked: map[string]map[string]uint64{}, timeline: tl}
+		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{}}
 	guard, mount, err := startDockerGuard(s.record)
 	if err != nil {
 		return Result{Layers: l}, err
@@ -279,6 +279,8 @@ type session struct {
 	warn    func(string)
 	table   bpf.Table
 	refused func(Refusal)
+	// mediators answer the policy's mediated calls, by syscall number.
+	mediators map[int]mediator
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
@@ -432,7 +434,7 @@ func (s *session) start() (int, error) {
 	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
 	s.timeline.mark("sandbox built")
 	if listener >= 0 {
-		startNotifier(listener, s.table, s.record, s.refused != nil)
+		startNotifier(listener, s.table, s.mediators, s.record, s.refused != nil)
 	}
 	werr := cmd.Wait()
 	s.timeline.mark("command exited")
