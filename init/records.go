@@ -13,7 +13,7 @@ import (
 // These mirror records.h.
 const (
 	magic          = 0x594c4e52
-	recordsVersion = 4
+	recordsVersion = 5
 	pathMax        = 4096
 	// MaxMounts is how many mount records the init takes.
 	MaxMounts = 1024
@@ -44,6 +44,13 @@ const (
 	MountShim MountKind = 5
 	// MountSocket binds the supervisor's socket at Source over Path.
 	MountSocket MountKind = 6
+	// MountBindRO binds Path, a directory or file inside a writable bind
+	// made by an earlier record, read-only onto itself: the init opens it
+	// without following symlinks and mounts through that descriptor.
+	MountBindRO MountKind = 7
+	// MountPin is MountBindRO left writable: a mount point cannot be
+	// renamed, removed or replaced from inside.
+	MountPin MountKind = 8
 )
 
 // ShimDir is where the init puts the shims inside the sandbox.

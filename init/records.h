@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 4u
+#define RONLY_RECORDS_VERSION 5u
 #define RONLY_PATH_MAX 4096
 #define RONLY_MAX_MOUNTS 1024u /* mount records the init takes */
 
@@ -43,6 +43,10 @@ struct ronly_header {
 #define RONLY_M_SOCKET 6  /* the supervisor's socket at source, bound over path (the Docker guard) */
 #define RONLY_M_MIRROR 4  /* read-only overlay of the host directory at path: files read live, but no
                            * unix socket in it, present or future, can be connected to */
+#define RONLY_M_BIND_RO 7 /* path, inside a writable bind made earlier, bound read-only onto itself (a
+                           * repository's .git/hooks, config, info); opened without following symlinks */
+#define RONLY_M_PIN 8     /* the same, but left writable: a mount point cannot be renamed, removed or
+                           * replaced from inside (a repository's .git, so hooks cannot be swapped out) */
 
 struct ronly_mount {
 	uint32_t kind;

@@ -29,6 +29,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <net/if.h>
@@ -449,6 +450,55 @@ static void mirror(const char *path, const char *target)
 	send_msg(RONLY_MSG_WARN, err, 0, "overlay", path, -1);
 }
 
+/*
+ * openat2 with RESOLVE_NO_SYMLINKS: a symlink anywhere in path (relative to
+ * dirfd) fails with ELOOP instead of being followed.
+ */
+static int open_no_symlinks(int dirfd, const char *path, int flags)
+{
+	struct open_how how;
+	memset(&how, 0, sizeof how);
+	how.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC);
+	how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/*
+ * RONLY_M_BIND_RO: path, inside a writable bind made by an earlier record,
+ * bound read-only onto itself (a repository's .git/hooks or .git/config in
+ * the workspace). It is opened from the new root without following any
+ * symlink, and from there everything goes through descriptors: the clone
+ * is made read-only while still detached and then attached onto the very
+ * inode that was opened, so the path is never resolved twice and the bind
+ * is never writable, not even for a moment. A path that is gone or became
+ * a symlink since the supervisor planned it stops the session.
+ * RONLY_M_PIN (writable set) is the same bind left writable: only a mount
+ * point, so that the path cannot be renamed, removed or replaced inside
+ * (the kernel refuses that with EBUSY in this mount namespace).
+ */
+static void bind_ro(int rootfd, const char *path, int writable)
+{
+	int fd = open_no_symlinks(rootfd, path + 1, O_PATH);
+	if (fd < 0)
+		die("open read-only bind (no symlinks)", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		die("fstat", path);
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		die("read-only bind: not a directory or regular file", path);
+	}
+	int tree = (int)syscall(SYS_open_tree, fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		die("open_tree(OPEN_TREE_CLONE)", path);
+	set_attr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, (writable ? 0 : MOUNT_ATTR_RDONLY) | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+	         writable ? "pin" : "read-only bind");
+	if (syscall(SYS_move_mount, tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die("move_mount read-only bind", path);
+	close(tree);
+	close(fd);
+}
+
 static void build_root(void)
 {
 	/* Private, not slave: with slave propagation, mounts the host makes
@@ -504,6 +554,7 @@ static void build_root(void)
 		die("move_mount", NEWROOT);
 	close(tree);
 
+	int rootfd = -1; /* NEWROOT, for RONLY_M_BIND_RO */
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		const struct ronly_mount *m = &mounts[i];
 		const char *target = in_root(m->path);
@@ -551,11 +602,19 @@ static void build_root(void)
 				die("bind writable", m->path);
 			set_attr(AT_FDCWD, target, AT_RECURSIVE, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "nosuid,nodev");
 			break;
+		case RONLY_M_BIND_RO:
+		case RONLY_M_PIN:
+			if (rootfd < 0 && (rootfd = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+				die("open", NEWROOT);
+			bind_ro(rootfd, m->path, m->kind == RONLY_M_PIN);
+			break;
 		default:
 			errno = EINVAL;
 			die("read records", "unknown mount kind");
 		}
 	}
+	if (rootfd >= 0)
+		close(rootfd);
 	if (hdr.flags & RONLY_F_PIDNS) {
 		/* Our own /proc: the host's would describe another PID
 		 * namespace, so getpid() and /proc/self would disagree. */

@@ -200,6 +200,13 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	for _, rw := range p.RW {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw})
 	}
+	// After every writable bind: the repositories' hooks and config in
+	// them stay read-only (gitprotect.go).
+	gitBinds, err := gitMounts(p.RW)
+	if err != nil {
+		return Result{Layers: l}, err
+	}
+	cfg.Mounts = append(cfg.Mounts, gitBinds...)
 	if !p.NoShims {
 		for _, tool := range p.ShimTools {
 			cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountShim, Path: "/" + tool})

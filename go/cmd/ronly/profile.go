@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/user"
 	"path/filepath"
 	"time"
 
@@ -47,6 +48,9 @@ func (c *CLI) applyProfile(p *policy.Policy) error {
 				return &policy.FlagError{Flag: "--workspace", Reason: "no current directory to use: " + err.Error()}
 			}
 			ws = wd
+			if err := implicitWorkspaceOK(ws); err != nil {
+				return err
+			}
 		}
 		if abs, err := filepath.Abs(ws); err == nil {
 			ws = abs
@@ -63,4 +67,47 @@ func (c *CLI) applyProfile(p *policy.Policy) error {
 	}
 	p.Env = env
 	return nil
+}
+
+// implicitWorkspaceOK refuses the current directory as the ci profile's
+// workspace when it is /, the invoking user's home or an ancestor of it: a
+// job started from there would get .bashrc, .ssh and .gitconfig writable,
+// which run commands outside the sandbox later. An explicit --workspace is
+// the user's choice and not checked here. The homes are $HOME and, under
+// sudo, SUDO_USER's home from the password database; symlinks are resolved
+// on both sides so that /home -> /usr/home cannot hide an ancestor.
+func implicitWorkspaceOK(wd string) error {
+	real, err := filepath.EvalSymlinks(wd)
+	if err != nil {
+		real = filepath.Clean(wd)
+	}
+	homes := []string{os.Getenv("HOME")}
+	if name := os.Getenv("SUDO_USER"); name != "" {
+		if u, err := user.Lookup(name); err == nil {
+			homes = append(homes, u.HomeDir)
+		}
+	}
+	why := ""
+	if real == "/" {
+		why = "is /"
+	}
+	for _, h := range homes {
+		if why != "" || h == "" || !filepath.IsAbs(h) {
+			continue
+		}
+		if r, err := filepath.EvalSymlinks(h); err == nil {
+			h = r
+		}
+		switch h = filepath.Clean(h); {
+		case h == real:
+			why = "is the home directory " + h
+		case policy.Within(h, real):
+			why = "holds the home directory " + h
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return &policy.FlagError{Flag: "--workspace", Value: wd, Reason: "the current directory, the ci profile's default workspace, " +
+		why + ": it would all be writable (.bashrc, .ssh, .gitconfig); cd to the project, or pass --workspace DIR explicitly"}
 }
