@@ -121,6 +121,7 @@ func NewSet() *Set {
 
 // Add counts one session's report.
 func (s *Set) Add(r Report) {
+	r = boundReport(r) // bounds.go: one report cannot use up the label budget
 	for name, n := range r.BlockedSyscalls {
 		s.add(blockedSyscalls, n, name)
 	}

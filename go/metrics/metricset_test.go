@@ -124,9 +124,14 @@ func promtoolCheckMetrics(t *testing.T, exposition []byte) {
 
 func TestLabelValuesBounded(t *testing.T) {
 	s := NewSet()
+	// Many sessions, each under its per-report bound (bounds.go).
 	r := Report{Session: "x", Start: t0, End: t0, BlockedSyscalls: map[string]uint64{}}
 	for i := 0; i < MaxLabelValues+50; i++ {
 		r.BlockedSyscalls[fmt.Sprintf("sys%03d", i)] = 1
+		if len(r.BlockedSyscalls) == maxReportSyscalls {
+			s.Add(r)
+			r.BlockedSyscalls = map[string]uint64{}
+		}
 	}
 	r.BlockedSyscalls[strings.Repeat("x", maxLabelLen+1)] = 1
 	r.BlockedSyscalls["\xff\xfe"] = 1

@@ -109,6 +109,10 @@ type Result struct {
 	LimitHit string
 	// Signal is the signal that killed the command; 0 when it exited.
 	Signal syscall.Signal
+	// MalformedReports counts the lines on the shims' report pipe that
+	// were dropped (reports.go): anything but a command refusal of one of
+	// the session's shims.
+	MalformedReports uint64
 	Usage  Usage
 	// Timeline says when each step of the session was done: where a
 	// slow start goes on a given host.
@@ -244,6 +248,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	tl.mark("sockets and mounts planned")
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
 		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{}}
+	s.reports = newReportReader(p)
 	guard, mount, err := startDockerGuard(s.record)
 	if err != nil {
 		return Result{Layers: l}, err
@@ -265,7 +270,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage,
-		Timeline: tl.marks}, err
+		Timeline: tl.marks, MalformedReports: s.reports.malformed.Load()}, err
 }
 
 // timeline collects a session's marks; only Run's goroutine marks.
@@ -288,6 +293,8 @@ type session struct {
 	refused func(Refusal)
 	// mediators answer the policy's mediated calls, by syscall number.
 	mediators map[int]mediator
+	// reports counts the shims' refusals from the report pipe.
+	reports *reportReader
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
@@ -427,7 +434,7 @@ func (s *session) start() (int, error) {
 	s.timeline.mark("write counter attached")
 	readDone := make(chan struct{})
 	go func() {
-		readReports(reports, s.record)
+		s.reports.read(reports, s.record)
 		close(readDone)
 	}()
 	go func() {
