@@ -109,14 +109,14 @@ type Result struct {
 	LimitHit string
 	// Signal is the signal that killed the command; 0 when it exited.
 	Signal syscall.Signal
-	// MalformedReports counts the lines on the shims' report pipe that
-	// were dropped (reports.go): anything but a command refusal of one of
-	// the session's shims.
-	MalformedReports uint64
 	Usage  Usage
 	// Timeline says when each step of the session was done: where a
 	// slow start goes on a given host.
 	Timeline []Mark
+	// MalformedReports counts the lines on the shims' report pipe that
+	// were dropped (reports.go): anything but a command refusal of one of
+	// the session's shims.
+	MalformedReports uint64
 }
 
 // Usage is what the session's processes consumed.
