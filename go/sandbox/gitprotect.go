@@ -46,7 +46,27 @@ type gitPlan struct {
 	mounts []cinit.Mount
 	seen   map[string]bool
 	dirs   int
+	// watch are the protected git directories, held open, with the
+	// redirecting files they lacked at the start (afterSession).
+	watch []gitWatch
 }
+
+// gitWatch is one protected git directory and the files in redirects it
+// did not have when the session started.
+type gitWatch struct {
+	fd     int
+	dir    string
+	absent []string
+}
+
+// redirects are files that, once created in a git directory, make git
+// read its config (and so its hooks) from elsewhere: commondir names
+// another common directory; config.worktree is read when the config sets
+// extensions.worktreeConfig. An existing one is bound read-only; a new one
+// cannot be refused by a mount (there is nothing to bind over, and an
+// empty placeholder would break git), so it is renamed away after the
+// session.
+var redirects = []string{"commondir", "config.worktree"}
 
 // gitMounts plans the pins and read-only binds for the repositories in
 // the writable directories rw; they must come after every writable bind.
@@ -55,14 +75,47 @@ type gitPlan struct {
 // create them with its own content: git init makes them anyway. An error
 // means a repository cannot be protected (a symlink where a protected path
 // should be): the session does not start.
-func gitMounts(rw []string) ([]cinit.Mount, error) {
+func gitMounts(rw []string) (*gitPlan, error) {
 	g := &gitPlan{rw: rw, seen: map[string]bool{}}
 	for _, w := range rw {
 		if err := g.worktree(w); err != nil {
+			g.close()
 			return nil, err
 		}
 	}
-	return g.mounts, nil
+	return g, nil
+}
+
+// close lets go of the git directories held open.
+func (g *gitPlan) close() {
+	for _, w := range g.watch {
+		unix.Close(w.fd)
+	}
+	g.watch = nil
+}
+
+// afterSession renames away each redirecting file the job created in a
+// protected git directory, to NAME.ronly-SESSION beside it, and says so:
+// left there, it would make the user's next git command read a config of
+// the job's. Every process of the session is gone by now, and the
+// directory is the one opened at the start (it was pinned: nothing inside
+// could rename it), so the names are looked up in the right place.
+func (g *gitPlan) afterSession(session string, warn func(string)) {
+	for _, w := range g.watch {
+		for _, name := range w.absent {
+			var st unix.Stat_t
+			if unix.Fstatat(w.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				continue
+			}
+			aside := name + ".ronly-" + session
+			if err := unix.Renameat2(w.fd, name, w.fd, aside, unix.RENAME_NOREPLACE); err != nil {
+				warn(fmt.Sprintf("the session created %s/%s, which makes git read another config, and ronly could not rename it away: %v; remove it before running git there",
+					w.dir, name, err))
+				continue
+			}
+			warn(fmt.Sprintf("the session created %s/%s, which makes git read another config: renamed to %s", w.dir, name, aside))
+		}
+	}
 }
 
 // exempt says whether the user made path writable on purpose: a --rw
@@ -161,14 +214,25 @@ func (g *gitPlan) gitDir(dir, w string, depth int) error {
 		}
 		g.add(cinit.MountBindRO, p)
 	}
-	// Files that, once there, redirect git elsewhere: bound read-only when
-	// they exist. (A commondir the job creates where there was none is
-	// not covered: see README.)
-	for _, name := range []string{"commondir", "config.worktree", "gitdir"} {
+	// Files that redirect git elsewhere: bound read-only when they exist,
+	// renamed away after the session when the job creates them.
+	gw := gitWatch{fd: -1, dir: dir}
+	for _, name := range append(append([]string{}, redirects...), "gitdir") {
 		p := filepath.Join(dir, name)
-		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+		if fi, err := os.Lstat(p); err == nil {
+			if !fi.Mode().IsRegular() {
+				return unprotectable(w, p)
+			}
 			g.add(cinit.MountBindRO, p)
+		} else if name != "gitdir" {
+			gw.absent = append(gw.absent, name)
 		}
+	}
+	if len(gw.absent) > 0 && !g.exempt(dir) {
+		if gw.fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			return fmt.Errorf("--rw %s: %s: %w", w, dir, err)
+		}
+		g.watch = append(g.watch, gw)
 	}
 	if common, err := readGitFile(filepath.Join(dir, "commondir"), ""); err == nil && common != "" {
 		if !filepath.IsAbs(common) {

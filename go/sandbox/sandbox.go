@@ -206,11 +206,12 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	// After every writable bind: the repositories' hooks and config in
 	// them stay read-only (gitprotect.go).
-	gitBinds, err := gitMounts(p.RW)
+	git, err := gitMounts(p.RW)
 	if err != nil {
 		return Result{Layers: l}, err
 	}
-	cfg.Mounts = append(cfg.Mounts, gitBinds...)
+	defer git.close()
+	cfg.Mounts = append(cfg.Mounts, git.mounts...)
 	if !p.NoShims {
 		for _, tool := range p.ShimTools {
 			cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountShim, Path: "/" + tool})
@@ -267,6 +268,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		l.Mode = "privileged"
 		code, err = s.start()
 	}
+	git.afterSession(o.Session, warn)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage,

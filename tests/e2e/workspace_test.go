@@ -110,6 +110,8 @@ echo '* filter=evil' > .git/info/attributes; echo "attributes=$?"
 mv .git .git-moved; echo "move=$?"
 rm -rf .git/hooks; echo "rmhooks=$?"
 echo new > work && g add work && g commit -q -m "from the job" && g checkout -q -b feature && echo git-ok
+mkdir -p evil && printf '[core]\n\tfsmonitor = echo evil\n' > evil/config && echo "$PWD/evil" > .git/commondir
+printf '[core]\n\tfsmonitor = echo evil\n' > .git/config.worktree
 `
 
 // TestGitMetadataReadOnly: in the ci workspace and in a --rw directory, a
@@ -147,6 +149,17 @@ func TestGitMetadataReadOnly(t *testing.T) {
 					filepath.Join(ws, ".git-moved")} {
 					if _, err := os.Lstat(p); err == nil {
 						t.Errorf("%s exists on the host after the session", p)
+					}
+				}
+				// Created by the job where ronly could not refuse them:
+				// renamed away after the session, with a warning.
+				for _, name := range []string{"commondir", "config.worktree"} {
+					if _, err := os.Lstat(filepath.Join(git, name)); err == nil {
+						t.Errorf(".git/%s the job created is still there", name)
+					}
+					if aside, _ := filepath.Glob(filepath.Join(git, name+".ronly-*")); len(aside) != 1 ||
+						!strings.Contains(r.stderr, "renamed to "+filepath.Base(aside[0])) {
+						t.Errorf(".git/%s not renamed away with a warning (%q):\n%s", name, aside, r)
 					}
 				}
 				if got, _ := os.ReadFile(filepath.Join(git, "config")); !bytes.Equal(got, config) {
