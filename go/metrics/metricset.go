@@ -62,6 +62,8 @@ var (
 		"Session reports lost because the spool was full while the exporter was unreachable.", counter)
 	reportsMalformed = newFamily("ronly_reports_malformed_total",
 		"Session reports the exporter could not parse or validate, and ignored.", counter)
+	shimReportsMalformed = newFamily("ronly_shim_reports_malformed_total",
+		"Lines on ronly sessions' shim report pipes that were dropped: not a command refusal by one of the session's shims (a forged syscall, write or api count, an unknown tool), not JSON, or longer than 1 KiB.", counter)
 )
 
 // families are all of them. (The exposition is in the Registry's order:
@@ -69,7 +71,7 @@ var (
 var families = []*family{
 	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
 	sessions, sessionDuration, landlockABI, seccompCounting, writeCounting,
-	reportsReceived, reportsDropped, reportsMalformed,
+	reportsReceived, reportsDropped, reportsMalformed, shimReportsMalformed,
 }
 
 // durationBuckets are the upper bounds of ronly_session_duration_seconds:
@@ -116,6 +118,7 @@ func NewSet() *Set {
 	}
 	s.add(sessions, 0, "ok")
 	s.add(sessions, 0, "failed")
+	s.add(shimReportsMalformed, 0)
 	return s
 }
 
@@ -136,6 +139,7 @@ func (s *Set) Add(r Report) {
 		method, route := splitPair(call)
 		s.add(blockedAPICalls, n, method, route)
 	}
+	s.add(shimReportsMalformed, r.ShimReportsMalformed)
 	result := "ok"
 	if r.Failed {
 		result = "failed"

@@ -29,6 +29,9 @@ type Report struct {
 	BlockedWrites   map[string]uint64 `json:"blocked_writes,omitempty"`
 	BlockedCommands map[string]uint64 `json:"blocked_commands,omitempty"`
 	BlockedAPICalls map[string]uint64 `json:"blocked_api_calls,omitempty"`
+	// ShimReportsMalformed counts the lines the session dropped from its
+	// shims' report pipe (go/sandbox reports.go).
+	ShimReportsMalformed uint64 `json:"shim_reports_malformed,omitempty"`
 }
 
 // The values of Report.SeccompMode.

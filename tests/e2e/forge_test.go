@@ -73,12 +73,15 @@ func TestForgedReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	series := 0
+	series, malformed := 0, ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "#") {
 			continue
+		}
+		if v, ok := strings.CutPrefix(line, "ronly_shim_reports_malformed_total "); ok {
+			malformed = v
 		}
 		if strings.Contains(line, "forged") || strings.Contains(line, `syscall="mount"`) || strings.Contains(line, `tool="junk`) {
 			t.Errorf("forged series in the textfile: %s", line)
@@ -89,6 +92,10 @@ func TestForgedReports(t *testing.T) {
 	}
 	if series == 0 || series > maxCommandLabels+2 {
 		t.Errorf("%d command series in the textfile, want 1 to %d", series, maxCommandLabels+2)
+	}
+	// Five lines of other kinds and 200 of tools that are not shims.
+	if malformed != "205" {
+		t.Errorf("ronly_shim_reports_malformed_total = %q, want 205", malformed)
 	}
 }
 

@@ -50,7 +50,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	res, err := sandbox.Run(p, opts)
 	deliverMetrics(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
-		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"],
+		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"], ShimReportsMalformed: res.MalformedReports,
 		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
