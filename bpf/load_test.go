@@ -357,6 +357,59 @@ var checks = map[string]func() syscall.Errno{
 		return sys(unix.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(set), ptr(&set))
 	},
 
+	// Set-id modes. Each check makes its own file in a fresh directory and
+	// removes it again; unfiltered, root may set the bits on its own file.
+	"chmod_setuid":     inScratch(func(d string) syscall.Errno { return sys(unix.SYS_CHMOD, cstr(touch(d)), 0o4755) }),
+	"chmod_plain":      inScratch(func(d string) syscall.Errno { return sys(unix.SYS_CHMOD, cstr(touch(d)), 0o1755) }),
+	"fchmodat_setgid":  inScratch(func(d string) syscall.Errno { return sys(unix.SYS_FCHMODAT, ^uintptr(99), cstr(touch(d)), 0o2755) }),
+	"fchmodat2_setuid": inScratch(func(d string) syscall.Errno { return sys(452, ^uintptr(99), cstr(touch(d)), 0o4755, 0) }),
+	"fchmod_setgid": inScratch(func(d string) syscall.Errno {
+		fd, err := unix.Open(touch(d), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errnoOf(err)
+		}
+		defer unix.Close(fd)
+		return sys(unix.SYS_FCHMOD, uintptr(fd), 0o2711)
+	}),
+	"open_creat_setuid": inScratch(func(d string) syscall.Errno {
+		return closeFd(sys3(unix.SYS_OPEN, cstr(d+"/new"), unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o4755))
+	}),
+	"openat_creat_plain": inScratch(func(d string) syscall.Errno {
+		return closeFd(sys4(unix.SYS_OPENAT, ^uintptr(99), cstr(d+"/new"), unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o755))
+	}),
+	"openat_tmpfile_setgid": inScratch(func(d string) syscall.Errno {
+		return closeFd(sys4(unix.SYS_OPENAT, ^uintptr(99), cstr(d), unix.O_WRONLY|unix.O_TMPFILE|unix.O_CLOEXEC, 0o2755))
+	}),
+	"creat_setuid": inScratch(func(d string) syscall.Errno {
+		return closeFd(sys3(unix.SYS_CREAT, cstr(d+"/new"), 0o4755, 0))
+	}),
+	"mknod_reg_setuid": inScratch(func(d string) syscall.Errno { return sys(unix.SYS_MKNOD, cstr(d+"/new"), unix.S_IFREG|0o4755, 0) }),
+	"mknodat_fifo": inScratch(func(d string) syscall.Errno {
+		return sys(unix.SYS_MKNODAT, ^uintptr(99), cstr(d+"/new"), unix.S_IFIFO|0o644, 0)
+	}),
+	"mkdir_setgid": inScratch(func(d string) syscall.Errno { return sys(unix.SYS_MKDIR, cstr(d+"/new"), 0o2775) }),
+	"openat2": inScratch(func(d string) syscall.Errno {
+		how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC}
+		return closeFd(sys4(unix.SYS_OPENAT2, ^uintptr(99), cstr(d), ptr(&how), unsafe.Sizeof(how)))
+	}),
+	// Scheduling calls on the process group or the user: never run
+	// unfiltered (they would renice the test's host processes).
+	"setpriority_pgrp": func() syscall.Errno { return sys(unix.SYS_SETPRIORITY, unix.PRIO_PGRP, 0, 19) },
+	"setpriority_user": func() syscall.Errno { return sys(unix.SYS_SETPRIORITY, unix.PRIO_USER, 0, 19) },
+	"ioprio_set_user": func() syscall.Errno {
+		return sys(unix.SYS_IOPRIO_SET, 3 /* IOPRIO_WHO_USER */, 0, 3<<13 /* IOPRIO_CLASS_IDLE */)
+	},
+	"ioprio_set_self": func() syscall.Errno {
+		return sys(unix.SYS_IOPRIO_SET, 1 /* IOPRIO_WHO_PROCESS */, 0, 2<<13|4 /* best effort, level 4 */)
+	},
+	"setsockopt_reuseport": func() syscall.Errno { return setsockoptInt(unix.SOL_SOCKET, unix.SO_REUSEPORT) },
+	"setsockopt_reuseaddr": func() syscall.Errno { return setsockoptInt(unix.SOL_SOCKET, unix.SO_REUSEADDR) },
+
+	"setxattr_user": inScratch(func(d string) syscall.Errno {
+		v := []byte("1")
+		return sys(unix.SYS_SETXATTR, cstr(touch(d)), cstr("user.ronly"), ptr(&v[0]), 1, 0)
+	}),
+
 	"keyctl": func() syscall.Errno {
 		return sys(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, uintptr(unix.KEY_SPEC_USER_KEYRING&0xffffffff), 0)
 	},
@@ -381,6 +434,55 @@ var checks = map[string]func() syscall.Errno{
 
 	"x32_getpid":  func() syscall.Errno { return sys(unix.SYS_GETPID | 0x40000000) },
 	"i386_getpid": i386Getpid,
+}
+
+// inScratch runs f on a fresh directory that is removed afterwards.
+func inScratch(f func(dir string) syscall.Errno) func() syscall.Errno {
+	return func() syscall.Errno {
+		d, err := os.MkdirTemp("", "ronly-bpf-test-")
+		if err != nil {
+			return errnoOf(err)
+		}
+		defer os.RemoveAll(d)
+		return f(d)
+	}
+}
+
+// touch makes a plain file in dir and returns its path.
+func touch(dir string) string {
+	p := dir + "/f"
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+	}
+	return p
+}
+
+func sys3(nr, a, b, c uintptr) (uintptr, syscall.Errno) {
+	r, _, e := unix.Syscall(nr, a, b, c)
+	return r, e
+}
+
+func sys4(nr, a, b, c, d uintptr) (uintptr, syscall.Errno) {
+	r, _, e := unix.Syscall6(nr, a, b, c, d, 0, 0)
+	return r, e
+}
+
+// closeFd closes the descriptor a successful open returned.
+func closeFd(fd uintptr, e syscall.Errno) syscall.Errno {
+	if e == 0 {
+		unix.Close(int(fd))
+	}
+	return e
+}
+
+func setsockoptInt(level, opt int) syscall.Errno {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return errnoOf(err)
+	}
+	defer unix.Close(fd)
+	one := int32(1)
+	return sys(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), ptr(&one), 4)
 }
 
 // spawn runs the test binary as a child with the given filter and check and
@@ -487,6 +589,25 @@ func TestKernelEnforcesPolicy(t *testing.T) {
 		{"setpriority_other", "EPERM", noControl},
 		{"sched_setaffinity_self", "ok", same},
 		{"sched_setaffinity_other", "EPERM", noControl},
+		{"chmod_setuid", "EPERM", differs},
+		{"chmod_plain", "ok", same},
+		{"fchmodat_setgid", "EPERM", differs},
+		{"fchmodat2_setuid", "EPERM", differs},
+		{"fchmod_setgid", "EPERM", differs},
+		{"open_creat_setuid", "EPERM", differs},
+		{"openat_creat_plain", "ok", same},
+		{"openat_tmpfile_setgid", "EPERM", differs},
+		{"creat_setuid", "EPERM", differs},
+		{"mknod_reg_setuid", "EPERM", differs},
+		{"mknodat_fifo", "ok", same},
+		{"mkdir_setgid", "EPERM", differs},
+		{"openat2", "ENOSYS", differs},
+		{"setpriority_pgrp", "EPERM", noControl},
+		{"setpriority_user", "EPERM", noControl},
+		{"ioprio_set_user", "EPERM", noControl},
+		{"ioprio_set_self", "ok", same},
+		{"setsockopt_reuseport", "EPERM", differs},
+		{"setsockopt_reuseaddr", "ok", same},
 		{"keyctl", "EPERM", differs},
 		{"io_uring_setup", "EPERM", differs},
 		{"userfaultfd", "EPERM", differs},
@@ -633,6 +754,18 @@ func TestNotifyListener(t *testing.T) {
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("child output lacks %q", want)
+		}
+	}
+}
+
+// TestMediatedWithoutSupervisor: a mediated call (setxattr) is allowed by the
+// errno program, which has no supervisor to ask, and notified by the notify
+// program: without a listener the kernel answers ENOSYS.
+func TestMediatedWithoutSupervisor(t *testing.T) {
+	requireRoot(t)
+	for filter, want := range map[string]string{"none": "ok", "errno": "ok", "notify": "ENOSYS"} {
+		if got := spawn(t, filter, "setxattr_user"); got != want {
+			t.Errorf("setxattr user.ronly with filter %s: %s, want %s", filter, got, want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -57,6 +58,9 @@ type Canaries struct {
 	Inherit []*os.File
 
 	sock, abs *net.UnixListener
+	// reusePort listens on 127.0.0.1 with SO_REUSEPORT, as a host service
+	// that shares its port with workers of its own does: Targets.ReusePort.
+	reusePort *net.TCPListener
 	sleeper   []string
 	procs     []*exec.Cmd // every canary process started, for Close
 	done      bool
@@ -129,6 +133,9 @@ func NewCanaries(o CanaryOptions) (c *Canaries, err error) {
 	if err = c.listen(o.SocketDir, o.Prefix); err != nil {
 		return c, err
 	}
+	if err = c.listenReusePort(); err != nil {
+		return c, err
+	}
 	for i := 0; i < 3; i++ {
 		f, err := os.OpenFile(c.File, os.O_RDWR, 0)
 		if err != nil {
@@ -197,6 +204,35 @@ func (c *Canaries) listen(socketDir, prefix string) error {
 	return err
 }
 
+// listenReusePort starts the TCP canary: a listener on a free port of
+// 127.0.0.1 with SO_REUSEPORT set, which the sandbox must not join.
+func (c *Canaries) listenReusePort() error {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("SO_REUSEPORT canary: %w", err)
+	}
+	c.reusePort = l.(*net.TCPListener)
+	return nil
+}
+
+// ReusePort is the port of the SO_REUSEPORT canary listener, 0 when none.
+func (c *Canaries) ReusePort() int {
+	if c.reusePort == nil {
+		return 0
+	}
+	return c.reusePort.Addr().(*net.TCPAddr).Port
+}
+
 // Targets describes the canaries for the probe, with the inherited
 // descriptors at the numbers they arrive as when Inherit is passed as
 // ExtraFiles (from 3). Without a socket file, Socket is empty: RunStream
@@ -206,7 +242,7 @@ func (c *Canaries) Targets() Targets {
 		File: c.File, Dir: c.Dir, Pid: c.Proc.Process.Pid, PidFD: 3,
 		Socket: c.Socket, Abstract: c.Abstract,
 		FDs: []int{3, 4, 5}, DirFD: 6,
-		RWDir: c.RWDir, Marker: c.Marker,
+		RWDir: c.RWDir, Marker: c.Marker, ReusePort: c.ReusePort(),
 	}
 }
 
@@ -230,6 +266,9 @@ func (c *Canaries) Close() error {
 	if c.abs != nil {
 		c.abs.Close()
 	}
+	if c.reusePort != nil {
+		c.reusePort.Close()
+	}
 	for _, f := range c.Inherit {
 		f.Close()
 	}
@@ -249,6 +288,9 @@ type HostState struct {
 	Hostname string
 	Shm      []string
 	Mounts   []string
+	// Sched is the canary process's nice value, I/O priority, CPU
+	// affinity and scheduling policy.
+	Sched string
 }
 
 // Snapshot records the host's state, from outside the sandbox.
@@ -263,6 +305,9 @@ func (c *Canaries) Snapshot() (HostState, error) {
 	}
 	if s.Hostname, err = os.Hostname(); err != nil {
 		return s, err
+	}
+	if c.Proc != nil {
+		s.Sched = SchedState(c.Proc.Process.Pid)
 	}
 	err = filepath.WalkDir(c.Root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -310,6 +355,12 @@ func (c *Canaries) verify(before HostState, own bool) []string {
 			add("HOST CHANGED: new entry %s (%s)", p, after.Files[p])
 		}
 	}
+	if after.Sched != before.Sched {
+		add("HOST CHANGED: the canary process's scheduling\n  before: %s\n  after:  %s", before.Sched, after.Sched)
+	}
+	for _, f := range SetIDFiles(c.RWDir) {
+		add("HOST CHANGED: %s", f)
+	}
 	if after.Hostname != before.Hostname {
 		add("HOST CHANGED: hostname %q, was %q", after.Hostname, before.Hostname)
 	}
@@ -328,6 +379,53 @@ func (c *Canaries) verify(before HostState, own bool) []string {
 	if n := Drain(c.abs); n > 0 {
 		add("HOST REACHED: %d connection(s) accepted on the abstract socket @%s", n, c.Abstract)
 	}
+	return out
+}
+
+// SchedState describes what the scheduling calls could change about
+// process pid, read from outside: nice value, I/O priority, CPU affinity,
+// scheduling policy.
+func SchedState(pid int) string {
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, pid)
+	if err != nil {
+		return "getpriority: " + err.Error()
+	}
+	const ioprioWhoProcess = 1
+	io, _, e := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(pid), 0)
+	var set unix.CPUSet
+	aff := "?"
+	if err := unix.SchedGetaffinity(pid, &set); err == nil {
+		aff = fmt.Sprintf("%x", set)
+	}
+	policy, _, pe := unix.Syscall(unix.SYS_SCHED_GETSCHEDULER, uintptr(pid), 0, 0)
+	return fmt.Sprintf("nice=%d ioprio=%#x(%v) affinity=%s policy=%d(%v)", 20-prio, io, e, aff, policy, pe)
+}
+
+// SetIDFiles lists, from outside, what under dir is set-user-ID or
+// set-group-ID or carries file capabilities: a host user who runs such a
+// file from the host's mount gets its owner's privileges. An empty dir
+// has none.
+func SetIDFiles(dir string) []string {
+	if dir == "" {
+		return nil
+	}
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil {
+			return nil
+		}
+		if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			out = append(out, fmt.Sprintf("set-id file %s (mode %o) in the --rw directory", p, st.Mode))
+		}
+		if n, err := unix.Lgetxattr(p, "security.capability", nil); err == nil && n > 0 {
+			out = append(out, fmt.Sprintf("file capabilities on %s in the --rw directory", p))
+		}
+		return nil
+	})
 	return out
 }
 

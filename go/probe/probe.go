@@ -73,6 +73,9 @@ type Targets struct {
 	// Marker makes the names the probe creates unique, so the caller can
 	// look for them on the host (/dev/shm) afterwards.
 	Marker string `json:"marker"`
+	// ReusePort is a TCP port on 127.0.0.1 where a host listener set
+	// SO_REUSEPORT (0: none; the operation that needs it is skipped).
+	ReusePort int `json:"reuse_port,omitempty"`
 }
 
 func (t Targets) sub() string   { return filepath.Join(t.Dir, SubName) }
@@ -282,7 +285,7 @@ func (t Targets) Validate() error {
 // All is the whole battery: hostile operations first, then everyday ones.
 func All() []Op {
 	var ops []Op
-	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), everyday()} {
+	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), setidHostile(), schedHostile(), everyday(), setidEveryday(), schedEveryday()} {
 		ops = append(ops, part...)
 	}
 	return ops

@@ -249,6 +249,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	tl.mark("sockets and mounts planned")
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
 		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{}}
+	addXattrMediators(s.mediators)
 	s.reports = newReportReader(p)
 	guard, mount, err := startDockerGuard(s.record)
 	if err != nil {
