@@ -115,6 +115,10 @@ func NewCanaries(o CanaryOptions) (c *Canaries, err error) {
 			return c, err
 		}
 	}
+	// RWDir is a repository, whose metadata must stay read-only (git.go).
+	if err = MakeGitCanary(c.RWDir, o.UID); err != nil {
+		return c, err
+	}
 	for _, f := range []struct{ path, content string }{
 		{c.File, "canary " + marker + "\n" + strings.Repeat("x", 8192)},
 		{filepath.Join(c.Dir, File2Name), "second canary\n"},
@@ -314,6 +318,7 @@ func (c *Canaries) Snapshot() (HostState, error) {
 			return err
 		}
 		if p == c.RWDir {
+			GitState(c.RWDir, s.Files)
 			return filepath.SkipDir
 		}
 		s.Files[p] = Describe(p)

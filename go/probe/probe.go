@@ -285,7 +285,7 @@ func (t Targets) Validate() error {
 // All is the whole battery: hostile operations first, then everyday ones.
 func All() []Op {
 	var ops []Op
-	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), setidHostile(), schedHostile(), everyday(), setidEveryday(), schedEveryday()} {
+	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), everyday(), setidEveryday(), schedEveryday()} {
 		ops = append(ops, part...)
 	}
 	return ops
