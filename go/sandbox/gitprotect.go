@@ -202,7 +202,11 @@ func (g *gitPlan) gitDir(dir, w string, depth int) error {
 		if g.exempt(p) {
 			continue
 		}
-		if err := ensure(p, name != "config", owner); err != nil {
+		if err := ensure(p, name != "config", owner); errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
+			// Not ours to create (ronly runs as a user who cannot write
+			// this .git): the job, as the same user, cannot either.
+			continue
+		} else if err != nil {
 			return fmt.Errorf("--rw %s: %s: %w", w, p, err)
 		}
 		fi, err := os.Lstat(p)
