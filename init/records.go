@@ -13,7 +13,7 @@ import (
 // These mirror records.h.
 const (
 	magic          = 0x594c4e52
-	recordsVersion = 5
+	recordsVersion = 8
 	pathMax        = 4096
 	// MaxMounts is how many mount records the init takes.
 	MaxMounts = 1024
@@ -33,17 +33,12 @@ type MountKind uint32
 
 // Mount kinds, applied in record order.
 const (
-	MountHide   MountKind = 1 // cover the path with an empty, mode-0 file or directory
+	// 1, 4 and 6 were the socket covers, retired (the supervisor
+	// mediates connect now); their numbers are not reused.
 	MountTmpfs  MountKind = 2 // fresh writable tmpfs
 	MountBindRW MountKind = 3 // host directory bound writable at the same path
-	// MountMirror is a read-only overlay of the host directory: its files
-	// read live, but a unix socket reached through an overlay is a
-	// different inode, so no socket in it, now or later, accepts a connect.
-	MountMirror MountKind = 4
 	// MountShim puts this binary at /dev/ronly-shims/NAME (Path "/NAME").
 	MountShim MountKind = 5
-	// MountSocket binds the supervisor's socket at Source over Path.
-	MountSocket MountKind = 6
 	// MountBindRO binds Path, a directory or file inside a writable bind
 	// made by an earlier record, read-only onto itself: the init opens it
 	// without following symlinks and mounts through that descriptor.
@@ -62,7 +57,7 @@ type Mount struct {
 	Path   string
 	Size   uint64 // tmpfs bytes
 	Mode   uint32 // tmpfs root mode
-	Source string // MountSocket: the host path bound over Path
+	Source string // unused since the socket covers were retired
 }
 
 // Config is everything the init needs, sent once as fixed records.
@@ -127,11 +122,17 @@ const (
 	MsgError     MsgType = 3 // a step failed
 	MsgReady     MsgType = 4 // sandbox built; Value is the Landlock ABI enforced
 	MsgWarn      MsgType = 5 // non-fatal degradation
+	// MsgListener names the seccomp listener's descriptor in the sender
+	// (Value), which the supervisor takes with pidfd_getfd: once the
+	// filter is loaded, sendmsg is mediated and cannot carry it.
+	MsgListener MsgType = 7
+	// MsgListenerTaken answers MsgListener (Err: why not).
+	MsgListenerTaken MsgType = 8
 )
 
 // Flags of a MsgReady.
 const (
-	ReadyListener uint32 = 0x1 // the seccomp listener fd rides along
+	ReadyListener uint32 = 0x1 // the seccomp listener was handed over (MsgListener)
 	ReadyFallback uint32 = 0x2 // a listener was refused; plain errnos, uncounted
 )
 

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 5u
+#define RONLY_RECORDS_VERSION 8u
 #define RONLY_PATH_MAX 4096
 #define RONLY_MAX_MOUNTS 1024u /* mount records the init takes */
 
@@ -36,13 +36,11 @@ struct ronly_header {
 };
 
 /* ronly_mount.kind, applied in this order of the records */
-#define RONLY_M_HIDE 1   /* cover path with an empty, mode-0 file or directory */
+/* 1, 4 and 6 were the socket covers (an empty file over a socket, a read-only overlay of /run, the
+ * Docker guard's socket bound over the host's), retired: the supervisor mediates connect() now. */
 #define RONLY_M_TMPFS 2  /* fresh tmpfs at path, size bytes, writable */
 #define RONLY_M_BIND_RW 3 /* host directory path bound writable at the same path */
 #define RONLY_M_SHIM 5    /* /dev/ronly-shims/NAME, where path is "/NAME": this binary, read-only */
-#define RONLY_M_SOCKET 6  /* the supervisor's socket at source, bound over path (the Docker guard) */
-#define RONLY_M_MIRROR 4  /* read-only overlay of the host directory at path: files read live, but no
-                           * unix socket in it, present or future, can be connected to */
 #define RONLY_M_BIND_RO 7 /* path, inside a writable bind made earlier, bound read-only onto itself (a
                            * repository's .git/hooks, config, info); opened without following symlinks */
 #define RONLY_M_PIN 8     /* the same, but left writable: a mount point cannot be renamed, removed or
@@ -53,7 +51,7 @@ struct ronly_mount {
 	uint32_t mode; /* tmpfs root mode */
 	uint64_t size; /* tmpfs size in bytes */
 	char path[RONLY_PATH_MAX];   /* absolute, NUL-terminated */
-	char source[RONLY_PATH_MAX]; /* RONLY_M_SOCKET: the host path bound over path */
+	char source[RONLY_PATH_MAX]; /* unused since the socket covers were retired; kept for the layout */
 };
 
 /* ronly_msg.type */
@@ -62,9 +60,12 @@ struct ronly_mount {
 #define RONLY_MSG_ERROR 3      /* init -> parent: step failed with err (errno) */
 #define RONLY_MSG_READY 4      /* init -> parent: about to run the front-end; value = landlock ABI enforced */
 #define RONLY_MSG_WARN 5       /* init -> parent: a non-fatal degradation */
+#define RONLY_MSG_LISTENER 7   /* init -> parent: value = the seccomp listener's descriptor in the sender (found by
+                                * its SCM_CREDENTIALS pid), to take with pidfd_getfd: sendmsg is mediated by then */
+#define RONLY_MSG_LISTENER_TAKEN 8 /* parent -> init: taken (err = 0), or why not; the init then closes its own */
 
 /* ronly_msg.flags of RONLY_MSG_READY */
-#define RONLY_READY_LISTENER 0x1u /* the listener fd rides along (SCM_RIGHTS) */
+#define RONLY_READY_LISTENER 0x1u /* the listener was handed over (RONLY_MSG_LISTENER) */
 #define RONLY_READY_FALLBACK 0x2u /* a listener was refused; the fallback program is loaded */
 
 struct ronly_msg {

@@ -10,13 +10,14 @@
  *   enter_userns     unshare(CLONE_NEWUSER); the parent writes our id maps
  *   enter_namespaces mount, IPC, UTS [, network] namespaces
  *   enter_pidns      [optional] a PID namespace: fork, the child is its PID 1
- *   build_root       recursive read-only clone of /, hidden sockets, scratch
- *                    mounts, a private /dev
+ *   build_root       recursive read-only clone of /, scratch mounts, a
+ *                    private /dev
  *   enter_root       pivot_root into it and drop the old root
  *   drop_privileges  capabilities, securebits, no_new_privs
  *   restrict_fs      Landlock: writes only where writable; signals scoped
  *   close_fds        nothing inherited by accident reaches the command
- *   load_seccomp     last, because it forbids the calls the steps above use
+ *   load_seccomp     last, because it forbids the calls the steps above use;
+ *                    the supervisor takes the listener out of this process
  *   [pidns] fork once more: PID 1 stays here forwarding signals and reaping
  * then it returns and the Go runtime starts as the sandbox's front-end.
  *
@@ -89,6 +90,13 @@ static void send_msg_flags(uint32_t type, int err, int value, uint32_t flags, co
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	/* Without a descriptor, send(): once the seccomp filter is loaded,
+	 * sendmsg goes to the supervisor, which is not answering yet. */
+	if (pass_fd < 0) {
+		while (send(sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+			;
+		return;
 	}
 	while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
 		;
@@ -164,7 +172,7 @@ static void read_config(void)
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		mounts[i].path[RONLY_PATH_MAX - 1] = 0;
 		mounts[i].source[RONLY_PATH_MAX - 1] = 0;
-		if (mounts[i].path[0] != '/' || (mounts[i].kind == RONLY_M_SOCKET && mounts[i].source[0] != '/')) {
+		if (mounts[i].path[0] != '/') {
 			errno = EINVAL;
 			die("read records", "mount path is not absolute");
 		}
@@ -424,81 +432,6 @@ static void build_dev(void)
 	set_attr(AT_FDCWD, dev, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "read-only /dev");
 }
 
-/*
- * Cover path with a read-only overlay whose only real layer is the host's
- * directory. connect() finds a socket by inode, and an overlay inode is not
- * the socket's, so docker.sock and friends refuse connections even when
- * the host re-creates them later (a bind-mounted cover would vanish with
- * the unlinked socket). Files still read live.
- */
-static void mirror(const char *path, const char *target)
-{
-	char opts[2 * RONLY_PATH_MAX + 64], *o = opts;
-	o += sprintf(o, "lowerdir=");
-	for (const char *c = path; *c; c++) {
-		if (*c == ',' || *c == ':' || *c == '\\')
-			*o++ = '\\'; /* overlayfs option escaping */
-		*o++ = *c;
-	}
-	sprintf(o, ":%s", HOLDER "/empty-dir");
-	if (mount("overlay", target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) == 0)
-		return;
-	/* Fail closed: an empty read-only directory hides the sockets too. */
-	int err = errno;
-	if (mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755") < 0)
-		die("cover", path);
-	send_msg(RONLY_MSG_WARN, err, 0, "overlay", path, -1);
-}
-
-/*
- * openat2 with RESOLVE_NO_SYMLINKS: a symlink anywhere in path (relative to
- * dirfd) fails with ELOOP instead of being followed.
- */
-static int open_no_symlinks(int dirfd, const char *path, int flags)
-{
-	struct open_how how;
-	memset(&how, 0, sizeof how);
-	how.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC);
-	how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-}
-
-/*
- * RONLY_M_BIND_RO: path, inside a writable bind made by an earlier record,
- * bound read-only onto itself (a repository's .git/hooks or .git/config in
- * the workspace). It is opened from the new root without following any
- * symlink, and from there everything goes through descriptors: the clone
- * is made read-only while still detached and then attached onto the very
- * inode that was opened, so the path is never resolved twice and the bind
- * is never writable, not even for a moment. A path that is gone or became
- * a symlink since the supervisor planned it stops the session.
- * RONLY_M_PIN (writable set) is the same bind left writable: only a mount
- * point, so that the path cannot be renamed, removed or replaced inside
- * (the kernel refuses that with EBUSY in this mount namespace).
- */
-static void bind_ro(int rootfd, const char *path, int writable)
-{
-	int fd = open_no_symlinks(rootfd, path + 1, O_PATH);
-	if (fd < 0)
-		die("open read-only bind (no symlinks)", path);
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		die("fstat", path);
-	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
-		errno = EINVAL;
-		die("read-only bind: not a directory or regular file", path);
-	}
-	int tree = (int)syscall(SYS_open_tree, fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
-	if (tree < 0)
-		die("open_tree(OPEN_TREE_CLONE)", path);
-	set_attr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, (writable ? 0 : MOUNT_ATTR_RDONLY) | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-	         writable ? "pin" : "read-only bind");
-	if (syscall(SYS_move_mount, tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-		die("move_mount read-only bind", path);
-	close(tree);
-	close(fd);
-}
-
 static void build_root(void)
 {
 	/* Private, not slave: with slave propagation, mounts the host makes
@@ -524,8 +457,6 @@ static void build_root(void)
 		die("allocation", "");
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		source_fd[i] = -1;
-		if (mounts[i].kind == RONLY_M_SOCKET && (source_fd[i] = open(mounts[i].source, O_PATH | O_CLOEXEC)) < 0)
-			die("open socket", mounts[i].source);
 		if (mounts[i].kind == RONLY_M_BIND_RW &&
 		    (source_fd[i] = open(mounts[i].path, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
 			die("open writable", mounts[i].path);
@@ -540,16 +471,6 @@ static void build_root(void)
 	if (mount("tmpfs", HOLDER, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=1m") < 0)
 		die("mount tmpfs", HOLDER);
 	make_node(NEWROOT, 0755, 1);
-	make_node(HOLDER "/empty-dir", 0, 1); /* a mirror's second, empty layer */
-	/* Covers for hidden sockets come from a read-only mount: a bind keeps
-	 * its source's flags, so each cover is one mount call, not two (a
-	 * host with hundreds of sockets outside /run pays per cover). */
-	make_node(HOLDER "/covers", 0755, 1);
-	make_node(HOLDER "/covers/file", 0, 0);
-	make_node(HOLDER "/covers/dir", 0, 1);
-	if (mount(HOLDER "/covers", HOLDER "/covers", NULL, MS_BIND, NULL) < 0)
-		die("bind", HOLDER "/covers");
-	set_attr(AT_FDCWD, HOLDER "/covers", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only covers");
 	if (syscall(SYS_move_mount, tree, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		die("move_mount", NEWROOT);
 	close(tree);
@@ -562,27 +483,8 @@ static void build_root(void)
 		char opts[64];
 
 		switch (m->kind) {
-		case RONLY_M_HIDE:
-			if (lstat(target, &st) < 0)
-				continue; /* gone since the supervisor looked */
-			if (mount(S_ISDIR(st.st_mode) ? HOLDER "/covers/dir" : HOLDER "/covers/file", target, NULL, MS_BIND, NULL) < 0)
-				die("hide", m->path);
-			break;
-		case RONLY_M_MIRROR:
-			mirror(m->path, target);
-			break;
 		case RONLY_M_SHIM:
 			break; /* in build_dev */
-		case RONLY_M_SOCKET:
-			/* Over the mirrored (unreachable) socket: the supervisor's
-			 * own, which forwards only what is allowed. */
-			if (lstat(target, &st) < 0)
-				continue; /* not visible inside (under /tmp, say) */
-			snprintf(opts, sizeof opts, "/proc/self/fd/%d", source_fd[i]);
-			if (mount(opts, target, NULL, MS_BIND, NULL) < 0)
-				die("bind socket", m->path);
-			set_attr(AT_FDCWD, target, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "read-only socket");
-			break;
 		case RONLY_M_TMPFS:
 			snprintf(opts, sizeof opts, "size=%llu,mode=%o", (unsigned long long)m->size, m->mode & 07777);
 			if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
@@ -824,9 +726,22 @@ static void load_seccomp(void)
 	} else if (hdr.bpf_len > 0 && seccomp_filter(0, bpf, hdr.bpf_len) < 0) {
 		die("seccomp(SECCOMP_SET_MODE_FILTER)", "");
 	}
-	send_msg_flags(RONLY_MSG_READY, 0, (int)hdr.landlock_abi, ready, "", "", fd);
-	if (fd >= 0)
+	if (fd >= 0) {
+		/* sendmsg is mediated now, by the supervisor that is waiting
+		 * for this very descriptor: it takes the listener out of this
+		 * process itself (pidfd_getfd), and only then is ours closed,
+		 * before the command could ever use it. */
+		send_msg(RONLY_MSG_LISTENER, 0, fd, "", "", -1);
+		struct ronly_msg m;
+		read_full(&m, sizeof m, "listener answer");
+		if (m.type != RONLY_MSG_LISTENER_TAKEN || m.err) {
+			errno = m.err ? m.err : EPROTO;
+			m.detail[sizeof m.detail - 1] = 0;
+			die("hand over the seccomp listener", m.detail);
+		}
 		close(fd);
+	}
+	send_msg_flags(RONLY_MSG_READY, 0, (int)hdr.landlock_abi, ready, "", "", -1);
 }
 
 __attribute__((constructor)) static void ronly_init(void)

@@ -196,7 +196,7 @@ func (w fdWriter) Write(b []byte) (int, error) { return unix.Write(int(w), b) }
 func TestTooManyMounts(t *testing.T) {
 	c := Config{Mounts: make([]Mount, MaxMounts+1)}
 	for i := range c.Mounts {
-		c.Mounts[i] = Mount{Kind: MountHide, Path: fmt.Sprintf("/s/%d.sock", i)}
+		c.Mounts[i] = Mount{Kind: MountTmpfs, Path: fmt.Sprintf("/s/%d", i)}
 	}
 	if _, err := c.MarshalBinary(); err == nil || !strings.Contains(err.Error(), "1025 mount records") {
 		t.Errorf("%d records: err = %v, want one naming the count", len(c.Mounts), err)

@@ -56,6 +56,8 @@ var (
 		"1 if the most recent ronly session counted refused syscalls through a seccomp listener, 0 if it fell back to plain errno and did not count.", gauge)
 	writeCounting = newFamily("ronly_write_counting",
 		"1 if the most recent ronly session counted refused writes (eBPF at syscall exit), 0 if it could not (not root, no cgroup v2).", gauge)
+	socketMediation = newFamily("ronly_socket_mediation",
+		"1 if the most recent ronly session mediated connects and sends to addresses (host unix sockets refused), 0 if it could not (a nested sandbox: no seccomp listener).", gauge)
 	reportsReceived = newFamily("ronly_reports_received_total",
 		"Session reports the exporter ingested, by how they arrived: socket or spool.", counter, "via")
 	reportsDropped = newFamily("ronly_reports_dropped_total",
@@ -70,7 +72,7 @@ var (
 // sorted by name, then by label values.)
 var families = []*family{
 	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
-	sessions, sessionDuration, landlockABI, seccompCounting, writeCounting,
+	sessions, sessionDuration, landlockABI, seccompCounting, writeCounting, socketMediation,
 	reportsReceived, reportsDropped, reportsMalformed, shimReportsMalformed,
 }
 
@@ -162,6 +164,10 @@ func (s *Set) Add(r Report) {
 		s.gauges[writeCounting] = 0
 		if r.WriteCounting {
 			s.gauges[writeCounting] = 1
+		}
+		s.gauges[socketMediation] = 0
+		if r.SocketMediation {
+			s.gauges[socketMediation] = 1
 		}
 	}
 }

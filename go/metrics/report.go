@@ -22,6 +22,9 @@ type Report struct {
 	SeccompMode string    `json:"seccomp_mode"` // "notify" (counted) or "errno" (not counted)
 	// WriteCounting says whether refused writes were counted.
 	WriteCounting bool `json:"write_counting,omitempty"`
+	// SocketMediation says whether the supervisor decided the session's
+	// connects and sends to addresses (host unix sockets refused).
+	SocketMediation bool `json:"socket_mediation,omitempty"`
 	// Counts of refused actions. Keys are bounded label values, never paths
 	// or pids: a syscall name; an operation (unlink, rename, open-write…);
 	// "tool subcommand" with unknown subcommands as "other"; "METHOD route".

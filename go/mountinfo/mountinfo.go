@@ -13,6 +13,8 @@ import (
 
 // Mount is one line of the table.
 type Mount struct {
+	ID        uint64 // the mount id (statx STATX_MNT_ID)
+	Opts      string // the mount's own options ("rw,nosuid"), comma-separated
 	Root      string // the directory of the file system mounted here ("/" for its root)
 	Point     string // where it is mounted
 	FSType    string
@@ -23,7 +25,13 @@ type Mount struct {
 // Read returns the mounts of this process's mount namespace, in the
 // kernel's order (parents before children).
 func Read() ([]Mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	return ReadFile("/proc/self/mountinfo")
+}
+
+// ReadFile reads a mount table in mountinfo's format: /proc/<pid>/mountinfo
+// is another process's, with mount points relative to its root.
+func ReadFile(path string) ([]Mount, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
@@ -38,6 +46,10 @@ func Read() ([]Mount, error) {
 			continue
 		}
 		m := Mount{Root: Unescape(fields[3]), Point: Unescape(fields[4])}
+		m.ID, _ = strconv.ParseUint(fields[0], 10, 64)
+		if len(fields) > 5 {
+			m.Opts = fields[5]
+		}
 		for i := 5; i < len(fields); i++ {
 			if fields[i] == "-" && i+3 < len(fields) {
 				m.FSType, m.Source, m.SuperOpts = fields[i+1], Unescape(fields[i+2]), fields[i+3]

@@ -35,6 +35,9 @@ type Policy struct {
 	Writable   []string // empty tmpfs mounted at each
 	RW         []string // host directories bound writable
 	ExtraShims []string // prepended to PATH inside
+	// AllowSocket are host unix sockets the session may connect to
+	// (--allow-socket), besides its own and the Docker guard.
+	AllowSocket []string
 	ShimTools  []string // tools the built-in shims answer for (docker, kubectl)
 	NoShims    bool
 	NoNetwork  bool
@@ -153,6 +156,9 @@ func (p *Policy) Validate() error {
 			}
 		}
 	}
+	if p.AllowSocket, err = sockets("--allow-socket", p.AllowSocket); err != nil {
+		return err
+	}
 	for _, d := range p.ExtraShims {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			return &FlagError{"--extra-shims", d, "not a directory"}
@@ -241,6 +247,28 @@ func dirs(flag string, paths []string, mustExist bool) ([]string, error) {
 			seen[real] = true
 			out = append(out, real)
 		}
+	}
+	return out, nil
+}
+
+// sockets resolves each path to an absolute, symlink-free unix socket.
+func sockets(flag string, paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, &FlagError{flag, p, "must be an absolute path"}
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &FlagError{flag, p, "no such socket"}
+		}
+		if err != nil {
+			return nil, &FlagError{flag, p, err.Error()}
+		}
+		if fi, err := os.Stat(real); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+			return nil, &FlagError{flag, p, "not a unix socket"}
+		}
+		out = append(out, real)
 	}
 	return out, nil
 }

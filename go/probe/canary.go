@@ -52,12 +52,16 @@ type Canaries struct {
 
 	Proc     *exec.Cmd // sleeps in Dir, holding File open read-write as descriptor 3
 	Socket   string    // the listening socket file, "" when there is none
+	// SocketLink is a hard link to Socket made on the host, and Dgram a
+	// datagram socket beside it; "" when there is no Socket.
+	SocketLink, Dgram string
 	Abstract string    // the listening abstract socket's name, without the NUL
 	// Inherit are File opened read-write three times, then Dir: pass them
 	// to ronly as descriptors 3, 4, 5 and 6 (ExtraFiles), as Targets says.
 	Inherit []*os.File
 
 	sock, abs *net.UnixListener
+	dgram     *net.UnixConn
 	// reusePort listens on 127.0.0.1 with SO_REUSEPORT, as a host service
 	// that shares its port with workers of its own does: Targets.ReusePort.
 	reusePort *net.TCPListener
@@ -202,6 +206,21 @@ func (c *Canaries) listen(socketDir, prefix string) error {
 		if err = os.Chmod(c.Socket, 0o777); err != nil {
 			return err
 		}
+		// The same socket under another name: a refusal must not rest
+		// on the path.
+		c.SocketLink = filepath.Join(socketDir, prefix+c.Marker+".link")
+		if err = os.Link(c.Socket, c.SocketLink); err != nil {
+			c.SocketLink = ""
+			return err
+		}
+		c.Dgram = filepath.Join(socketDir, prefix+c.Marker+".dgram")
+		if c.dgram, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: c.Dgram, Net: "unixgram"}); err != nil {
+			c.Dgram = ""
+			return err
+		}
+		if err = os.Chmod(c.Dgram, 0o777); err != nil {
+			return err
+		}
 	}
 	c.Abstract = prefix + c.Marker
 	c.abs, err = net.ListenUnix("unix", &net.UnixAddr{Name: "@" + c.Abstract, Net: "unix"})
@@ -244,7 +263,7 @@ func (c *Canaries) ReusePort() int {
 func (c *Canaries) Targets() Targets {
 	return Targets{
 		File: c.File, Dir: c.Dir, Pid: c.Proc.Process.Pid, PidFD: 3,
-		Socket: c.Socket, Abstract: c.Abstract,
+		Socket: c.Socket, SocketLink: c.SocketLink, Dgram: c.Dgram, Abstract: c.Abstract,
 		FDs: []int{3, 4, 5}, DirFD: 6,
 		RWDir: c.RWDir, Marker: c.Marker, ReusePort: c.ReusePort(),
 	}
@@ -266,6 +285,13 @@ func (c *Canaries) Close() error {
 	}
 	if c.Socket != "" {
 		os.Remove(c.Socket)
+	}
+	if c.SocketLink != "" {
+		os.Remove(c.SocketLink)
+	}
+	if c.dgram != nil {
+		c.dgram.Close()
+		os.Remove(c.Dgram)
 	}
 	if c.abs != nil {
 		c.abs.Close()
@@ -380,6 +406,9 @@ func (c *Canaries) verify(before HostState, own bool) []string {
 	}
 	if n := Drain(c.sock); n > 0 {
 		add("HOST REACHED: %d connection(s) accepted on the hidden socket %s", n, c.Socket)
+	}
+	if n := drainDgram(c.dgram); n > 0 {
+		add("HOST REACHED: %d datagram(s) received on the hidden socket %s", n, c.Dgram)
 	}
 	if n := Drain(c.abs); n > 0 {
 		add("HOST REACHED: %d connection(s) accepted on the abstract socket @%s", n, c.Abstract)

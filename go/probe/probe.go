@@ -58,6 +58,10 @@ type Targets struct {
 	// Socket is the path of a listening unix socket on the host (under /run,
 	// so the sandbox should hide it).
 	Socket string `json:"socket"`
+	// SocketLink is a hard link to Socket, made on the host; Dgram is a
+	// datagram socket beside it. Both "" when there is no Socket.
+	SocketLink string `json:"socket_link,omitempty"`
+	Dgram      string `json:"dgram,omitempty"`
 	// Abstract is the name of a listening abstract unix socket, without the
 	// leading NUL.
 	Abstract string `json:"abstract"`
@@ -285,7 +289,7 @@ func (t Targets) Validate() error {
 // All is the whole battery: hostile operations first, then everyday ones.
 func All() []Op {
 	var ops []Op
-	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), everyday(), setidEveryday(), schedEveryday()} {
+	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), socketHostile(), everyday(), setidEveryday(), schedEveryday(), socketEveryday()} {
 		ops = append(ops, part...)
 	}
 	return ops

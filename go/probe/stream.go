@@ -44,6 +44,13 @@ var socketOps = map[string]bool{
 	"connect hidden socket via /proc/<canary>/root": true,
 	"connect hidden socket via /proc/<parent>/root": true,
 	"umount2 the cover of the hidden socket":        true,
+	"connect canary socket by a hard link":          true,
+	"connect canary socket by a symlink in /tmp":    true,
+	"connect canary socket by a relative path":      true,
+	"sendto datagram canary socket":                 true,
+	"sendmsg datagram canary socket":                true,
+	"sendmmsg datagram canary socket":               true,
+	"connect datagram canary socket":                true,
 }
 
 // settle is how long RunStream waits before it looks at the canaries a

@@ -88,6 +88,13 @@ type Layers struct {
 	// reachable from inside (Landlock below ABI 6 with the host's network).
 	AbstractSockets bool   `json:"abstract_sockets_reachable"`
 	Cgroup          string `json:"cgroup"` // "v2", "v2+v1", "v1", "none"
+	// SocketMediation is true when the supervisor decided every connect
+	// and send to an address: no host unix socket outside the session's
+	// writable places answered unless the policy named it.
+	SocketMediation bool `json:"socket_mediation"`
+	// DockerGuard is true when the host's Docker socket answered inside,
+	// through the read-only guard (it runs and mediation sends to it).
+	DockerGuard bool `json:"docker_guard"`
 }
 
 // Write writes r to path ("-": stderr) atomically: a reader never sees

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"ronly.dev/ronly/go/dockerguard"
-	cinit "ronly.dev/ronly/init"
 )
 
 // dockerSocket is the host's Docker socket: DOCKER_HOST when it names a
@@ -31,41 +30,39 @@ func dockerSocket() string {
 }
 
 // dockerGuard serves the read-only Docker API on a socket of the
-// supervisor's, which the init binds over the host's socket inside: docker
-// ps works in the sandbox, docker run does not, whatever client is used.
+// supervisor's: a connect inside to the host's Docker socket, under any
+// name, is made to this one instead (mediate_sock.go), so docker ps works in
+// the sandbox and docker run does not, whatever client is used.
 type dockerGuard struct {
-	dir string
-	ln  net.Listener
+	upstream string // the host's Docker socket
+	path     string // the guard's
+	dir      string
+	ln       net.Listener
 }
 
 // startDockerGuard returns nil when the host has no Docker socket.
-func startDockerGuard(refused func(Refusal)) (*dockerGuard, *cinit.Mount, error) {
+func startDockerGuard(refused func(Refusal)) (*dockerGuard, error) {
 	upstream := dockerSocket()
 	if upstream == "" {
-		return nil, nil, nil
+		return nil, nil
 	}
 	dir, err := os.MkdirTemp("", "ronly-docker-")
 	if err != nil {
-		return nil, nil, fmt.Errorf("docker guard: %w", err)
+		return nil, fmt.Errorf("docker guard: %w", err)
 	}
 	path := filepath.Join(dir, "docker.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("docker guard: %w", err)
+		return nil, fmt.Errorf("docker guard: %w", err)
 	}
-	// The directory (0700) keeps everyone else on the host out; inside,
-	// any user of the session may ask.
-	if err := os.Chmod(path, 0o666); err != nil {
-		ln.Close()
-		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("docker guard: %w", err)
-	}
+	// The directory (0700) keeps everyone else on the host out; only the
+	// supervisor connects here, on the session's behalf.
 	g := &dockerguard.Guard{Upstream: upstream, Refused: func(method, route string) {
 		refused(Refusal{Time: time.Now(), Kind: "api", What: method + " " + route, Errno: 0})
 	}}
 	go g.Serve(ln)
-	return &dockerGuard{dir: dir, ln: ln}, &cinit.Mount{Kind: cinit.MountSocket, Path: upstream, Source: path}, nil
+	return &dockerGuard{upstream: upstream, path: path, dir: dir, ln: ln}, nil
 }
 
 func (d *dockerGuard) Close() {

@@ -23,8 +23,17 @@ func writeAll(fd int, b []byte) error {
 // recvFull reads exactly len(b) bytes and returns the descriptors that
 // came along (SCM_RIGHTS).
 func recvFull(fd int, b []byte) ([]int, error) {
+	fds, _, err := recvFrom(fd, b)
+	return fds, err
+}
+
+// recvFrom is recvFull that also says which process sent the bytes, when
+// the socket has SO_PASSCRED: the pid in this process's PID namespace, 0
+// when unknown.
+func recvFrom(fd int, b []byte) ([]int, int, error) {
 	var fds []int
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	pid := 0
+	oob := make([]byte, unix.CmsgSpace(4*4)+unix.CmsgSpace(unix.SizeofUcred))
 	for len(b) > 0 {
 		n, oobn, _, _, err := unix.Recvmsg(fd, b, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
@@ -32,7 +41,7 @@ func recvFull(fd int, b []byte) ([]int, error) {
 		}
 		if err != nil {
 			closeAll(fds)
-			return nil, err
+			return nil, 0, err
 		}
 		if oobn > 0 {
 			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
@@ -40,15 +49,18 @@ func recvFull(fd int, b []byte) ([]int, error) {
 				if rights, err := unix.ParseUnixRights(&m); err == nil {
 					fds = append(fds, rights...)
 				}
+				if cred, err := unix.ParseUnixCredentials(&m); err == nil {
+					pid = int(cred.Pid)
+				}
 			}
 		}
 		if n == 0 {
 			closeAll(fds)
-			return nil, io.ErrUnexpectedEOF
+			return nil, 0, io.ErrUnexpectedEOF
 		}
 		b = b[n:]
 	}
-	return fds, nil
+	return fds, pid, nil
 }
 
 func closeAll(fds []int) {

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/bpf"
-	"ronly.dev/ronly/go/mountinfo"
 	"ronly.dev/ronly/go/policy"
 	cinit "ronly.dev/ronly/init"
 )
@@ -55,16 +54,21 @@ type Layers struct {
 	// WriteCounting is set when refused writes (EROFS) are counted.
 	WriteCounting bool
 	// AbstractSockets is set when the host's abstract unix sockets are
-	// reachable from inside: Landlock below ABI 6 and the host's network.
+	// reachable from inside: no socket mediation, Landlock below ABI 6 and
+	// the host's network.
 	AbstractSockets bool
-	Mirrored        int  // directories shown through a read-only overlay (sockets unreachable)
-	DockerGuard     bool // the host's Docker socket answers read-only calls inside
-	HiddenSocks     int  // sockets outside them, covered one by one
+	// SocketMediation is set when the supervisor decides every connect and
+	// send to an address (mediate_sock.go): no host unix socket outside the
+	// session's writable places answers unless the policy names it.
+	SocketMediation bool
+	// DockerGuard is set when the host's Docker socket answers read-only
+	// calls inside: the guard runs and mediation sends connects to it.
+	DockerGuard bool
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t network=%s cgroup=%s mirrored_dirs=%d hidden_sockets=%d docker_guard=%t",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.Network, l.Cgroup, l.Mirrored, l.HiddenSocks, l.DockerGuard)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -172,26 +176,6 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		cfg.BPF, cfg.Fallback, cfg.Flags = nil, nil, 0
 		l.Seccomp = "none"
 	}
-	points, _ := mountinfo.Points() // none readable: no submount is mirrored
-	mirrored := mirroredDirs(points)
-	socks := coveredSockets(mirrored, append(append([]string{"/tmp"}, p.Writable...), p.Home))
-	crowded, socks := splitCrowded(socks, mirrored)
-	for _, d := range crowded {
-		mirrored = append(mirrored, mirrorTree(d, points)...)
-	}
-	for _, d := range mirrored {
-		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountMirror, Path: d})
-	}
-	for _, s := range socks {
-		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountHide, Path: s})
-	}
-	l.Mirrored, l.HiddenSocks = len(mirrored), len(socks)
-	if len(socks) > cinit.MaxMounts/2 {
-		return Result{Layers: l}, &HintError{
-			Err:  fmt.Errorf("%d unix sockets outside /run to cover one by one, more than ronly takes (%d)", len(socks), cinit.MaxMounts/2),
-			Hint: "bind API sockets under /run, or keep them in fewer directories: one holding more than four is mirrored whole",
-		}
-	}
 	cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777})
 	for _, w := range p.Writable {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
@@ -231,12 +215,6 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		l.PIDNS = true
 		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals: using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
 	}
-	if l.LandlockABI < 6 && !p.NoNetwork && !p.SkipLandlock {
-		// Nothing else stops connect() to the host's abstract unix
-		// sockets: they live in the network namespace.
-		l.AbstractSockets = true
-		warn(fmt.Sprintf("Landlock ABI %d cannot scope abstract unix sockets: the host's stay reachable; --no-network closes them", l.LandlockABI))
-	}
 
 	switch {
 	case p.Mode == policy.ModePrivileged:
@@ -251,15 +229,16 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{}}
 	addXattrMediators(s.mediators)
 	s.reports = newReportReader(p)
-	guard, mount, err := startDockerGuard(s.record)
+	s.socks = newSockets(p)
+	s.socks.register(s.mediators)
+	guard, err := startDockerGuard(s.record)
 	if err != nil {
 		return Result{Layers: l}, err
 	}
 	defer guard.Close()
-	if mount != nil {
-		// After the mirror of /run, over the socket it made unreachable.
-		s.cfg.Mounts = append(s.cfg.Mounts, *mount)
-		l.DockerGuard = true
+	if guard != nil {
+		// Mediation sends connects to the host's Docker socket here.
+		s.socks.docker, s.socks.guard = guard.upstream, guard.path
 	}
 	code, err := s.start()
 	var ie *cinit.Error
@@ -296,6 +275,8 @@ type session struct {
 	refused func(Refusal)
 	// mediators answer the policy's mediated calls, by syscall number.
 	mediators map[int]mediator
+	// socks decides the mediated socket calls (mediate_sock.go).
+	socks *sockets
 	// reports counts the shims' refusals from the report pipe.
 	reports *reportReader
 
@@ -350,6 +331,13 @@ func (s *session) start() (int, error) {
 		return 0, fmt.Errorf("socketpair: %w", err)
 	}
 	parent, child := pair[0], os.NewFile(uintptr(pair[1]), "ronly-init")
+	// Each message then says which process sent it: the init hands the
+	// seccomp listener over by naming its descriptor (MsgListener).
+	if err := unix.SetsockoptInt(parent, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(parent)
+		child.Close()
+		return 0, fmt.Errorf("socketpair: %w", err)
+	}
 	defer unix.Close(parent)
 
 	// Orphans of the command reparent to us, so we can kill them at the end.
@@ -450,6 +438,9 @@ func (s *session) start() (int, error) {
 
 	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
 	s.timeline.mark("sandbox built")
+	if initErr == nil {
+		s.socketLayers(cmd.Process.Pid, listener >= 0)
+	}
 	if listener >= 0 {
 		startNotifier(listener, s.table, s.mediators, s.record, s.refused != nil)
 	}
@@ -482,8 +473,14 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 		return -1, fmt.Errorf("send records to init: %w", err)
 	}
 	buf := make([]byte, cinit.MsgSize)
+	listener := -1 // taken out of the init (MsgListener)
+	defer func() {
+		if listener >= 0 {
+			unix.Close(listener)
+		}
+	}()
 	for {
-		fds, err := recvFull(fd, buf)
+		fds, sender, err := recvFrom(fd, buf)
 		if err != nil {
 			return -1, fmt.Errorf("init exited before the sandbox was ready: %w", err)
 		}
@@ -506,15 +503,29 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 		case cinit.MsgReady:
 			l.LandlockABI = int(m.Value)
 			switch {
-			case m.Flags&cinit.ReadyListener != 0 && len(fds) == 1:
+			case m.Flags&cinit.ReadyListener != 0 && listener >= 0:
 				l.Seccomp = "notify"
-				return fds[0], nil
+				closeAll(fds)
+				fd := listener
+				listener = -1
+				return fd, nil
 			case m.Flags&cinit.ReadyFallback != 0:
 				l.Seccomp = "errno"
 				s.warn("another seccomp listener is already installed (nested sandbox): refused calls are still refused, but not counted")
 			}
 			closeAll(fds)
 			return -1, nil
+		case cinit.MsgListener:
+			reply := cinit.Msg{Type: cinit.MsgListenerTaken}
+			if listener >= 0 {
+				unix.Close(listener)
+			}
+			if listener, err = takeFD(sender, int(m.Value)); err != nil {
+				reply.Err, reply.Detail = errnoOf(err), err.Error()
+			}
+			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
+				return -1, fmt.Errorf("answer init: %w", err)
+			}
 		case cinit.MsgWarn:
 			s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
 		default:

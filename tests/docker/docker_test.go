@@ -290,15 +290,33 @@ func TestRefusedCommands(t *testing.T) {
 	if after != before || !strings.HasPrefix(after, "true ") {
 		t.Errorf("ronly-live before: %s after: %s", before, after)
 	}
-	if got := docker(t, clients[0], direct, "ps", "-a", "--format", "{{.Names}}"); !slices.Equal(sorted(lines(got)), []string{"ronly-fixed", "ronly-live"}) {
-		t.Errorf("containers now: %q", got)
+	// The daemon's objects are those of setup's end (on a daemon of the
+	// test's own: exactly the two containers, the volume, the image and
+	// the networks host and none).
+	now, err := stateOf(clients[0], direct)
+	if err != nil {
+		t.Fatal(err)
 	}
-	docker(t, clients[0], direct, "volume", "inspect", "ronly-vol")
-	if got := docker(t, clients[0], direct, "images", "--format", "{{.Repository}}:{{.Tag}}"); strings.TrimSpace(got) != image {
-		t.Errorf("images now: %q", got)
+	for _, c := range ourContainers {
+		if !slices.Contains(atSetup.containers, c) {
+			t.Errorf("setup's containers lack %s: %q", c, atSetup.containers)
+		}
 	}
-	if got := docker(t, clients[0], direct, "network", "ls", "--format", "{{.Name}}"); !slices.Equal(sorted(lines(got)), []string{"host", "none"}) {
-		t.Errorf("networks now: %q", got)
+	if !slices.Contains(atSetup.images, image) || !slices.Contains(atSetup.networks, "none") {
+		t.Errorf("setup's images %q or networks %q lack %s or none", atSetup.images, atSetup.networks, image)
+	}
+	if !slices.Equal(now.containers, atSetup.containers) {
+		t.Errorf("containers now: %q, at setup: %q", now.containers, atSetup.containers)
+	}
+	docker(t, clients[0], direct, "volume", "inspect", ourVolume)
+	if !slices.Equal(now.volumes, atSetup.volumes) {
+		t.Errorf("volumes now: %q, at setup: %q", now.volumes, atSetup.volumes)
+	}
+	if !slices.Equal(now.images, atSetup.images) {
+		t.Errorf("images now: %q, at setup: %q", now.images, atSetup.images)
+	}
+	if !slices.Equal(now.networks, atSetup.networks) {
+		t.Errorf("networks now: %q, at setup: %q", now.networks, atSetup.networks)
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Errorf("%s was written", out)

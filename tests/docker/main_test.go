@@ -1,14 +1,15 @@
 // Package docker_e2e runs the real docker CLI against a real Docker engine
 // through dockerguard.Guard.
 //
-// TestMain starts a private dockerd (Debian's docker.io, 20.10) and its own
-// containerd, both confined to a temporary directory: vfs storage, no
-// iptables, no bridge, its own socket, data, exec root, pid file and
-// daemon.json, so it neither touches nor uses a system daemon. It imports a
-// one-file image (a static Go program built by the test, see logger.go),
-// runs containers with --network none, and serves a Guard on a second
-// socket. Every docker client found (PATH, /usr/bin/docker,
-// /usr/local/bin/docker) is run against both sockets.
+// TestMain uses a dockerd in its standard place (tests/dockerd: the one
+// already answering on /run/docker.sock, else Debian's docker.io 20.10
+// started there with vfs storage, no iptables and no bridge, and stopped at
+// the end), as users have it. It imports a one-file image (a static Go
+// program built by the test, see logger.go), runs containers with
+// --network none, and serves a Guard on a socket of its own. Every docker
+// client found (PATH, /usr/bin/docker, /usr/local/bin/docker) is run
+// against both sockets. What it created (containers, volume) is removed at
+// the end; the image stays for the next run.
 //
 // Needs root, dockerd, containerd, runc and go. Missing ones skip, except
 // under CI=true, where they fail.
@@ -19,23 +20,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/dockerguard"
+	"ronly.dev/ronly/tests/dockerd"
 )
 
 const image = "ronly-e2e:latest"
@@ -44,7 +43,8 @@ var (
 	// skipReason is set when the environment cannot run these tests.
 	skipReason string
 
-	tmp       string   // everything the test creates lives here
+	tmp       string // everything the test creates lives here
+	daemon    *dockerd.Daemon
 	direct    string   // the daemon's socket
 	guardSock string   // the guard's socket
 	clients   []string // docker CLIs to run
@@ -53,6 +53,41 @@ var (
 	guardRefused = &refusals{}
 
 	t0, t1 time.Time // around the setup's events
+
+	// atSetup is the daemon's objects when setup finished: a daemon in
+	// its standard place may hold others' besides this test's.
+	atSetup daemonState
+)
+
+// daemonState is the names of a daemon's objects, each list sorted.
+type daemonState struct {
+	containers, images, networks, volumes []string
+}
+
+func stateOf(cli, sock string) (daemonState, error) {
+	var s daemonState
+	for _, q := range []struct {
+		dst  *[]string
+		args []string
+	}{
+		{&s.containers, []string{"ps", "-a", "--format", "{{.Names}}"}},
+		{&s.images, []string{"images", "--format", "{{.Repository}}:{{.Tag}}"}},
+		{&s.networks, []string{"network", "ls", "--format", "{{.Name}}"}},
+		{&s.volumes, []string{"volume", "ls", "--format", "{{.Name}}"}},
+	} {
+		out, err := dockerRaw(cli, sock, q.args...)
+		if err != nil {
+			return s, err
+		}
+		*q.dst = sorted(lines(out))
+	}
+	return s, nil
+}
+
+// The test's own objects in the daemon.
+var (
+	ourContainers = []string{"ronly-fixed", "ronly-live"}
+	ourVolume     = "ronly-vol"
 )
 
 // refusals records Guard.Refused calls.
@@ -114,10 +149,11 @@ func missing() string {
 	if os.Geteuid() != 0 {
 		return "not root"
 	}
-	for _, tool := range []string{"dockerd", "containerd", "runc", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return tool + " not found: apt-get install docker.io (and Go)"
-		}
+	if reason := dockerd.Missing(); reason != "" {
+		return reason
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		return "go not found"
 	}
 	seen := map[string]bool{}
 	add := func(p string) {
@@ -158,84 +194,23 @@ func setup() (stop func(), err error) {
 			stops[i]()
 		}
 	}
-	direct = filepath.Join(tmp, "docker.sock")
 	guardSock = filepath.Join(tmp, "guard.sock")
 	cfgDir = filepath.Join(tmp, "cli-config")
-	for _, d := range []string{cfgDir, filepath.Join(tmp, "containerd")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return stop, err
-		}
-	}
-
-	// containerd of our own: left to itself, dockerd 20.10 uses a system
-	// containerd whenever /run/containerd/containerd.sock exists.
-	ctrdSock := filepath.Join(tmp, "containerd", "containerd.sock")
-	ctrdCfg := filepath.Join(tmp, "containerd", "config.toml")
-	if err := os.WriteFile(ctrdCfg, []byte(fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  address = ""
-`, filepath.Join(tmp, "containerd", "root"), filepath.Join(tmp, "containerd", "state"), ctrdSock, ctrdSock+".ttrpc")), 0o600); err != nil {
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
 		return stop, err
 	}
-	ctrd, err := startDaemon("containerd", filepath.Join(tmp, "containerd.log"), "--config", ctrdCfg)
-	if err != nil {
+	if daemon, err = dockerd.Start(tmp); err != nil {
 		return stop, err
 	}
-	stops = append(stops, func() { stopDaemon(ctrd, 20*time.Second) })
-	if err := waitSocket(ctrdSock, ctrd); err != nil {
-		return stop, fmt.Errorf("containerd: %v (log: %s)", err, tail(filepath.Join(tmp, "containerd.log")))
-	}
-
-	daemonJSON := filepath.Join(tmp, "daemon.json")
-	if err := os.WriteFile(daemonJSON, []byte("{}\n"), 0o600); err != nil {
-		return stop, err
-	}
-	dockerd, err := startDaemon("dockerd", filepath.Join(tmp, "dockerd.log"),
-		"--config-file", daemonJSON,
-		"--containerd", ctrdSock,
-		"--storage-driver=vfs",
-		"--iptables=false", "--ip-forward=false", "--ip-masq=false",
-		"--bridge=none",
-		"--host", "unix://"+direct,
-		"--data-root", filepath.Join(tmp, "data"),
-		"--exec-root", filepath.Join(tmp, "exec"),
-		"--pidfile", filepath.Join(tmp, "dockerd.pid"),
-	)
-	if err != nil {
-		return stop, err
-	}
+	direct = daemon.Socket
 	stops = append(stops, func() {
-		// Containers first, through the daemon, so that no shim outlives it.
-		if out, err := dockerRaw(clients[0], direct, "ps", "-aq"); err == nil {
-			if ids := strings.Fields(out); len(ids) > 0 {
-				dockerRaw(clients[0], direct, append([]string{"rm", "-f"}, ids...)...)
-			}
+		removeOurs()
+		if err := daemon.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "docker e2e:", err)
 		}
-		stopDaemon(dockerd, 30*time.Second)
-		killShims(ctrdSock)
 	})
-	if err := waitSocket(direct, dockerd); err != nil {
-		return stop, fmt.Errorf("dockerd: %v (log: %s)", err, tail(filepath.Join(tmp, "dockerd.log")))
-	}
-	// The socket exists before the API answers.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := dockerRaw(clients[0], direct, "version")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return stop, fmt.Errorf("dockerd does not answer: %v (log: %s)", err, tail(filepath.Join(tmp, "dockerd.log")))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	// Left by an interrupted run: the names must be free.
+	removeOurs()
 
 	// The guard.
 	ln, err := net.Listen("unix", guardSock)
@@ -266,10 +241,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := writeRootfs(rootfs, bin); err != nil {
 		return stop, err
 	}
+	if err := daemon.Import(rootfs, image); err != nil {
+		return stop, err
+	}
 	t0 = time.Now().Add(-time.Second)
 	for _, args := range [][]string{
-		{"import", rootfs, image},
-		{"volume", "create", "ronly-vol"},
+		{"volume", "create", ourVolume},
 		{"run", "-d", "--name", "ronly-live", "--network", "none", image, "/logger", "loop"},
 		{"run", "-d", "--name", "ronly-fixed", "--network", "none", image, "/logger", "once"},
 		{"wait", "ronly-fixed"},
@@ -280,69 +257,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	}
 	time.Sleep(time.Second) // events before t1 only, and a few log lines
 	t1 = time.Now()
-	return stop, nil
+	atSetup, err = stateOf(clients[0], direct)
+	return stop, err
 }
 
-// startDaemon starts name in a process group of its own, output to logFile.
-func startDaemon(name, logFile string, args ...string) (*exec.Cmd, error) {
-	lf, err := os.Create(logFile)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Dir = tmp
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, err
-	}
-	lf.Close()
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	daemons.Store(cmd, done)
-	return cmd, nil
-}
-
-var daemons sync.Map // *exec.Cmd → chan struct{} closed when it exits
-
-func exited(cmd *exec.Cmd) <-chan struct{} {
-	d, _ := daemons.Load(cmd)
-	return d.(chan struct{})
-}
-
-// stopDaemon sends SIGTERM, waits, then SIGKILLs the process group.
-func stopDaemon(cmd *exec.Cmd, grace time.Duration) {
-	pid := cmd.Process.Pid
-	syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case <-exited(cmd):
-	case <-time.After(grace):
-		fmt.Fprintf(os.Stderr, "%s did not stop in %v; killing its process group\n", cmd.Path, grace)
-	}
-	syscall.Kill(-pid, syscall.SIGKILL)
-	<-exited(cmd)
-}
-
-// killShims kills containerd shims left for our containerd (they put
-// themselves in process groups of their own).
-func killShims(ctrdSock string) {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && slices.Contains(args, ctrdSock) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
+// removeOurs removes the containers and the volume the test creates.
+func removeOurs() {
+	dockerRaw(clients[0], direct, append([]string{"rm", "-f"}, ourContainers...)...)
+	dockerRaw(clients[0], direct, "volume", "rm", "-f", ourVolume)
 }
 
 // cleanupMounts detaches whatever is still mounted under dir, deepest first.
@@ -365,30 +287,6 @@ func cleanupMounts(dir string) {
 	for _, m := range mounts {
 		unix.Unmount(m, unix.MNT_DETACH)
 	}
-}
-
-func waitSocket(path string, cmd *exec.Cmd) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-exited(cmd):
-			return errors.New("exited")
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return errors.New("no socket after 60s")
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
-	}
-	return string(b)
 }
 
 // cliEnv is the environment of every docker CLI run: no ambient host,

@@ -51,6 +51,7 @@ type CLI struct {
 	Writable       []string `placeholder:"PATH" sep:"none" help:"Mount an empty writable tmpfs at PATH, an existing directory (repeatable)."`
 	RW             []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
 	ExtraShims     []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
+	AllowSocket    []string `name:"allow-socket" placeholder:"PATH" sep:"none" help:"Let the session connect to the host's unix socket PATH (repeatable); every other socket outside its writable places is refused."`
 	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
 	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
 	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
@@ -99,7 +100,7 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 	}
 	p := &policy.Policy{
 		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
-		ExtraShims: c.ExtraShims, NoShims: c.NoShims, NoNetwork: c.NoNetwork,
+		ExtraShims: c.ExtraShims, AllowSocket: c.AllowSocket, NoShims: c.NoShims, NoNetwork: c.NoNetwork,
 		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, LandlockMaxABI: c.LandlockMaxABI, Verbose: c.Verbose,
 		NoWriteCounting: c.NoWriteCounting,
 	}

@@ -51,7 +51,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	deliverMetrics(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
 		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"], ShimReportsMalformed: res.MalformedReports,
-		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting})
+		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting, SocketMediation: res.Layers.SocketMediation})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
 		var steps []string
@@ -164,7 +164,8 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 		Layers: report.Layers{Mode: res.Layers.Mode, UserNS: res.Layers.UserNS, PIDNS: res.Layers.PIDNS,
 			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
 			WriteCounting: res.Layers.WriteCounting,
-			Network:       res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets},
+			Network:       res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets,
+			SocketMediation: res.Layers.SocketMediation, DockerGuard: res.Layers.DockerGuard},
 	}
 	r.Timeline = []report.Mark{}
 	for _, m := range res.Timeline {

@@ -1,0 +1,358 @@
+package sandbox
+
+import (
+	"encoding/binary"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mediated sends: sendto with an address, sendmsg and sendmmsg (whose
+// msghdr lives in memory, so every call is mediated, connected or not).
+// The supervisor copies the address, the data (at most maxSendData a call)
+// and the control messages out of the caller, judges the address as
+// connect does (mediate_sock.go), and sends its copy on a dup of the
+// caller's socket, with the caller's flags.
+//
+// Control messages are sent by the supervisor, with its privileges, so
+// only those that carry none pass: SCM_RIGHTS, translated into the
+// supervisor's dups of the caller's descriptors (the receiver gets the same
+// open files); the IP, IPv6 and UDP options an unprivileged sender may set
+// (TTL, TOS, PKTINFO, hop limit, traffic class, DONTFRAG, GSO segment size);
+// and AF_ALG's and kTLS's, which are about the socket's own stream.
+// SCM_CREDENTIALS would let the caller claim the supervisor's pid or any
+// uid, and IP options or IPv6 extension headers need CAP_NET_RAW: those and
+// every other SOL_SOCKET message are refused with EPERM.
+
+// Offsets in struct msghdr and struct mmsghdr (x86_64).
+const (
+	msghdrSize  = 56
+	mmsghdrSize = 64
+	msgLenOff   = 56 // mmsghdr.msg_len
+)
+
+// Socket levels and control message types (linux/in.h, in6.h, udp.h,
+// socket.h) that pass.
+const (
+	solALG            = 279
+	solTLS            = 282
+	ipv6DontFrag      = 62
+	udpSegment        = 103
+	controlRefusedWhy = "control message a sender needs privileges for, or that would carry the supervisor's credentials"
+)
+
+var passControl = map[int32]map[int32]bool{
+	unix.SOL_IP:   {unix.IP_TTL: true, unix.IP_TOS: true, unix.IP_PKTINFO: true},
+	unix.SOL_IPV6: {unix.IPV6_PKTINFO: true, unix.IPV6_HOPLIMIT: true, unix.IPV6_TCLASS: true, ipv6DontFrag: true},
+	unix.SOL_UDP:  {udpSegment: true},
+}
+
+// message is one message read out of the caller, ready to send.
+type message struct {
+	t    target
+	data []byte
+	oob  []byte
+	fds  []int // the supervisor's dups of SCM_RIGHTS descriptors
+}
+
+func (m *message) close() {
+	m.t.close()
+	for _, fd := range m.fds {
+		unix.Close(fd)
+	}
+}
+
+// send sends m on sock with flags; the supervisor never takes SIGPIPE.
+func (m *message) send(sock int, flags uint64) (int64, syscall.Errno) {
+	var msg unix.Msghdr
+	if len(m.t.addr) > 0 {
+		msg.Name, msg.Namelen = &m.t.addr[0], uint32(len(m.t.addr))
+	}
+	var iov unix.Iovec
+	if len(m.data) > 0 {
+		iov.Base = &m.data[0]
+		iov.SetLen(len(m.data))
+		msg.Iov = &iov
+		msg.SetIovlen(1)
+	}
+	if len(m.oob) > 0 {
+		msg.Control = &m.oob[0]
+		msg.SetControllen(len(m.oob))
+	}
+	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(sock), uintptr(unsafe.Pointer(&msg)), uintptr(uint32(flags)|unix.MSG_NOSIGNAL))
+	return int64(n), e
+}
+
+// readMsg reads the struct msghdr at addr and what it points to; budget
+// bounds the data. A refusal comes with the errno to answer.
+func (s *sockets) readMsg(k *caller, addr uint64, budget int) (*message, syscall.Errno, *Refusal) {
+	h, e := k.read(addr, msghdrSize)
+	if e != 0 {
+		return nil, e, nil
+	}
+	u64 := func(off int) uint64 { return binary.NativeEndian.Uint64(h[off:]) }
+	m := &message{t: target{hold: -1}}
+	if name, namelen := u64(0), uint64(binary.NativeEndian.Uint32(h[8:])); name != 0 && namelen > 0 {
+		sa, e := k.sockaddr(name, namelen)
+		if e != 0 {
+			return nil, e, nil
+		}
+		m.t = s.judge(k, sa)
+		if m.t.refused != "" {
+			m.close()
+			return nil, refusedSocket, m.t.refusal()
+		}
+		if m.t.errno != 0 {
+			m.close()
+			return nil, m.t.errno, nil
+		}
+	}
+	if e := m.readData(k, u64(16), u64(24), budget); e != 0 {
+		m.close()
+		return nil, e, nil
+	}
+	if ctl, ctllen := u64(32), u64(40); ctl != 0 && ctllen > 0 {
+		if ctllen > maxControl {
+			m.close()
+			return nil, unix.ENOBUFS, nil
+		}
+		b, e := k.read(ctl, int(ctllen))
+		if e != 0 {
+			m.close()
+			return nil, e, nil
+		}
+		if e, r := m.translate(k, b); e != 0 {
+			m.close()
+			return nil, e, r
+		}
+	}
+	return m, 0, nil
+}
+
+// readData gathers the iovecs' data, at most budget bytes.
+func (m *message) readData(k *caller, iovp, iovlen uint64, budget int) syscall.Errno {
+	if iovlen == 0 {
+		return 0
+	}
+	if iovlen > uioMaxIOV {
+		return unix.EMSGSIZE
+	}
+	vec, e := k.read(iovp, int(iovlen)*16)
+	if e != 0 {
+		return e
+	}
+	for i := 0; i < int(iovlen) && len(m.data) < budget; i++ {
+		base, n := binary.NativeEndian.Uint64(vec[16*i:]), binary.NativeEndian.Uint64(vec[16*i+8:])
+		if int64(n) < 0 {
+			return unix.EINVAL
+		}
+		if left := uint64(budget - len(m.data)); n > left {
+			n = left
+		}
+		if n == 0 {
+			continue
+		}
+		b, e := k.read(base, int(n))
+		if e != 0 {
+			return e
+		}
+		m.data = append(m.data, b...)
+	}
+	return 0
+}
+
+// translate checks the caller's control messages and builds the
+// supervisor's.
+func (m *message) translate(k *caller, b []byte) (syscall.Errno, *Refusal) {
+	cms, err := unix.ParseSocketControlMessage(b)
+	if err != nil {
+		return unix.EINVAL, nil
+	}
+	for _, cm := range cms {
+		level, typ := cm.Header.Level, cm.Header.Type
+		switch {
+		case level == unix.SOL_SOCKET && typ == unix.SCM_RIGHTS:
+			if len(cm.Data)%4 != 0 {
+				return unix.EINVAL, nil
+			}
+			var fds []int
+			for i := 0; i < len(cm.Data); i += 4 {
+				n := int32(binary.NativeEndian.Uint32(cm.Data[i:]))
+				if n < 0 {
+					return unix.EBADF, nil
+				}
+				fd, e := k.fd(uint64(n))
+				if e != 0 {
+					return e, nil
+				}
+				m.fds = append(m.fds, fd)
+				fds = append(fds, fd)
+			}
+			m.oob = append(m.oob, unix.UnixRights(fds...)...)
+		case level == solALG || level == solTLS || passControl[level][typ]:
+			c := make([]byte, unix.CmsgSpace(len(cm.Data)))
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+			h.Level, h.Type = level, typ
+			h.SetLen(unix.CmsgLen(len(cm.Data)))
+			copy(c[unix.CmsgLen(0):], cm.Data)
+			m.oob = append(m.oob, c...)
+		default:
+			return unix.EPERM, &Refusal{Errno: unix.EPERM, Reason: controlRefusedWhy,
+				Path: controlName(level, typ)}
+		}
+	}
+	return 0, nil
+}
+
+func controlName(level, typ int32) string {
+	if level == unix.SOL_SOCKET && typ == unix.SCM_CREDENTIALS {
+		return "SCM_CREDENTIALS"
+	}
+	return "cmsg level " + strconv.Itoa(int(level)) + " type " + strconv.Itoa(int(typ))
+}
+
+// sendto(fd, buf, len, flags, addr, addrlen); the policy mediates only
+// calls with an address.
+func (s *sockets) sendto(c *Call) *Refusal {
+	k, e := openCaller(c)
+	if e != 0 {
+		return nil
+	}
+	defer k.close()
+	m := &message{t: target{hold: -1}}
+	defer m.close()
+	if c.Args[4] != 0 {
+		sa, e := k.sockaddr(c.Args[4], c.Args[5])
+		if e != 0 {
+			return answer(c, 0, e)
+		}
+		m.t = s.judge(k, sa)
+		if m.t.errno != 0 || m.t.refused != "" {
+			return s.deny(c, &m.t)
+		}
+	}
+	if n := c.Args[2]; n > 0 {
+		if int64(n) < 0 || n > maxSendData {
+			n = maxSendData
+		}
+		var e syscall.Errno
+		if m.data, e = k.read(c.Args[1], int(n)); e != 0 {
+			return answer(c, 0, e)
+		}
+	}
+	sock, e := k.fd(c.Args[0])
+	if e != 0 {
+		return answer(c, 0, e)
+	}
+	defer unix.Close(sock)
+	if !c.Valid() {
+		return nil
+	}
+	n, e := m.send(sock, c.Args[3])
+	k.sigpipe(c.Args[3], e)
+	c.Reply(n, e)
+	return nil
+}
+
+// sendmsg(fd, msg, flags)
+func (s *sockets) sendmsg(c *Call) *Refusal {
+	k, e := openCaller(c)
+	if e != 0 {
+		return nil
+	}
+	defer k.close()
+	m, e, r := s.readMsg(k, c.Args[1], maxSendData)
+	if e != 0 {
+		if !c.Valid() {
+			return nil
+		}
+		c.Reply(0, e)
+		return r
+	}
+	defer m.close()
+	sock, e := k.fd(c.Args[0])
+	if e != 0 {
+		return answer(c, 0, e)
+	}
+	defer unix.Close(sock)
+	if !c.Valid() {
+		return nil
+	}
+	n, e := m.send(sock, c.Args[2])
+	k.sigpipe(c.Args[2], e)
+	c.Reply(n, e)
+	return nil
+}
+
+// sendmmsg(fd, msgvec, vlen, flags): each message as sendmsg, msg_len
+// written back; like the kernel, it returns how many were sent when a
+// later one fails, and the first one's error otherwise.
+func (s *sockets) sendmmsg(c *Call) *Refusal {
+	vlen := c.Args[2] & 0xffffffff
+	if vlen > uioMaxIOV {
+		vlen = uioMaxIOV
+	}
+	if vlen == 0 {
+		if c.Valid() {
+			c.Reply(0, 0)
+		}
+		return nil
+	}
+	k, e := openCaller(c)
+	if e != 0 {
+		return nil
+	}
+	defer k.close()
+	var msgs []*message
+	defer func() {
+		for _, m := range msgs {
+			m.close()
+		}
+	}()
+	var refusal *Refusal
+	budget := maxSendData
+	for i := uint64(0); i < vlen && budget > 0; i++ {
+		m, e, r := s.readMsg(k, c.Args[1]+i*mmsghdrSize, budget)
+		if e != 0 {
+			if i == 0 {
+				if !c.Valid() {
+					return nil
+				}
+				c.Reply(0, e)
+				return r
+			}
+			refusal = r
+			break
+		}
+		msgs = append(msgs, m)
+		budget -= len(m.data)
+	}
+	sock, e := k.fd(c.Args[0])
+	if e != 0 {
+		return answer(c, 0, e)
+	}
+	defer unix.Close(sock)
+	if !c.Valid() {
+		return nil
+	}
+	sent := 0
+	for i, m := range msgs {
+		n, e := m.send(sock, c.Args[3])
+		if e != 0 {
+			k.sigpipe(c.Args[3], e)
+			if sent == 0 {
+				c.Reply(0, e)
+				return refusal
+			}
+			break
+		}
+		var l [4]byte
+		binary.NativeEndian.PutUint32(l[:], uint32(n))
+		k.write(c.Args[1]+uint64(i)*mmsghdrSize+msgLenOff, l[:])
+		sent++
+	}
+	c.Reply(int64(sent), 0)
+	return refusal
+}

@@ -1,0 +1,606 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/mountinfo"
+	"ronly.dev/ronly/go/policy"
+)
+
+// Socket mediation. A read-only mount does not stop connect() on a socket
+// inode, and a cover per path misses hard links, sockets bound later and
+// sockets bound in other mount namespaces. So the seccomp filter sends
+// connect, sendto with an address, sendmsg, sendmmsg and bind here
+// ("mediate" in bpf/syscalls.policy), and the supervisor does each call
+// itself:
+//
+//   - it takes the caller's very socket with pidfd_getfd (the same open
+//     file: options, O_NONBLOCK and network namespace included) and copies
+//     the address and data out of the caller's memory;
+//   - it decides on its copy, and calls the kernel on the dup with that
+//     copy, so nothing the caller changes afterwards (another thread
+//     rewriting the address, dup2 of another socket onto the number)
+//     reaches a decision: the call is never let continue;
+//   - a unix path is resolved in the caller's root and cwd, and the
+//     supervisor connects through /proc/self/fd/N of the inode it judged,
+//     never through the name again.
+//
+// A unix socket is reachable when its inode lives on one of the session's
+// writable mounts (the /tmp tmpfs, --writable, --rw, the ci workspace and
+// HOME, /dev/shm), when it is an --allow-socket, or when it is the host's
+// Docker socket, whose connections go to the Docker guard instead. Abstract
+// names are the session's own with --no-network; on the host's network only
+// the names the session bound itself (bind is mediated for that) are.
+//
+// Refusals fail with EACCES ("permission denied": a client says so, where
+// ECONNREFUSED would read as "the daemon is down"), are counted and audited
+// with the path.
+//
+// The supervisor connects as itself: the peer credentials a server reads
+// (SO_PEERCRED, SCM_CREDENTIALS it asks for) carry the supervisor's pid,
+// with the same uid and gid as the session's (root mapped to root, or the
+// caller's own ids), and the socket file's own permission bits are judged
+// against the supervisor's, not the caller's: only the session's own
+// sockets and the ones the policy names are reachable at all.
+
+// refusedSocket is the errno of a refused address.
+const refusedSocket = unix.EACCES
+
+// maxSendData bounds what one mediated send copies; a stream send may be
+// short, as the kernel's may be. Datagrams cannot be this large anyway.
+const maxSendData = 4 << 20
+
+// maxControl bounds a sendmsg's control data (the kernel's own limit,
+// net.core.optmem_max, is smaller by default).
+const maxControl = 64 << 10
+
+// uioMaxIOV is the kernel's UIO_MAXIOV: most iovecs, and most messages of a
+// sendmmsg, in one call.
+const uioMaxIOV = 1024
+
+// sockets is the socket policy of one session and the abstract names it
+// bound.
+type sockets struct {
+	// ownNet: the session has its own network namespace, so every abstract
+	// name it can reach is its own.
+	ownNet bool
+	// writablePaths are the session's writable places; writable holds
+	// their mount ids once the sandbox is built (learnMounts).
+	writablePaths []string
+	writable      map[uint64]bool
+	// allow are --allow-socket paths on the host.
+	allow []string
+	// docker is the host's Docker socket and guard the Docker guard's
+	// socket of the supervisor's own; both "" without a guard.
+	docker, guard string
+
+	mu       sync.Mutex
+	abstract map[string]uint64 // abstract names the session bound, to the inode of the socket that bound each
+}
+
+func newSockets(p *policy.Policy) *sockets {
+	paths := []string{"/tmp", "/dev/shm"}
+	paths = append(paths, p.Writable...)
+	paths = append(paths, p.RW...)
+	if p.Home != "" {
+		paths = append(paths, p.Home)
+	}
+	return &sockets{ownNet: p.NoNetwork, writablePaths: paths, allow: p.AllowSocket, abstract: map[string]uint64{}}
+}
+
+// register puts the socket mediators in m.
+func (s *sockets) register(m map[int]mediator) {
+	m[unix.SYS_CONNECT] = s.connect
+	m[unix.SYS_SENDTO] = s.sendto
+	m[unix.SYS_SENDMSG] = s.sendmsg
+	m[unix.SYS_SENDMMSG] = s.sendmmsg
+	m[unix.SYS_BIND] = s.bind
+}
+
+// learnMounts reads which mounts of the finished sandbox are the session's
+// writable places, from the mount table of pid, a process inside: each
+// read-write mount at or below a writable path. It must run before the
+// first mediated call is answered; without it no path socket is the
+// session's (fail closed).
+func (s *sockets) learnMounts(pid int) error {
+	ms, err := mountinfo.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return err
+	}
+	s.writable = writableMounts(ms, s.writablePaths)
+	return nil
+}
+
+func writableMounts(ms []mountinfo.Mount, paths []string) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, m := range ms {
+		if !hasOpt(m.Opts, "rw") {
+			continue
+		}
+		for _, p := range paths {
+			if policy.Within(m.Point, p) {
+				out[m.ID] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+func hasOpt(opts, opt string) bool {
+	for _, o := range strings.Split(opts, ",") {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+// socketLayers says, once the sandbox is built, what its sockets got, and
+// warns of each protection asked for and lost: only what is in force is
+// reported.
+func (s *session) socketLayers(pid int, listener bool) {
+	l, p := s.layers, s.p
+	l.SocketMediation, l.DockerGuard, l.AbstractSockets = false, false, false
+	if listener {
+		if err := s.socks.learnMounts(pid); err != nil {
+			s.warn(fmt.Sprintf("cannot read the sandbox's mount table (%v): unix sockets in its own writable places are refused too", err))
+		}
+		l.SocketMediation = true
+		l.DockerGuard = s.socks.guard != ""
+		return
+	}
+	if !p.SkipSeccomp {
+		msg := "unix sockets are NOT mediated (no seccomp listener could be had: a nested sandbox): every host unix socket its permissions allow is reachable from inside"
+		if s.socks.guard != "" {
+			msg += ", the Docker socket too: the Docker guard is off"
+		}
+		s.warn(msg)
+	}
+	if l.LandlockABI < 6 && !p.NoNetwork && !p.SkipLandlock {
+		// Nothing else stops connect() to the host's abstract unix
+		// sockets: they live in the network namespace.
+		l.AbstractSockets = true
+		s.warn(fmt.Sprintf("Landlock ABI %d cannot scope abstract unix sockets and nothing mediates them: the host's stay reachable; --no-network closes them", l.LandlockABI))
+	}
+}
+
+// takeFD copies descriptor fd out of process pid (the init handing over
+// its seccomp listener).
+func takeFD(pid, fd int) (int, error) {
+	if pid <= 0 {
+		return -1, fmt.Errorf("take the seccomp listener: the init's message came without its pid")
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("take the seccomp listener: pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	r, _, e := unix.Syscall(unix.SYS_PIDFD_GETFD, uintptr(pidfd), uintptr(fd), 0)
+	if e != 0 {
+		return -1, fmt.Errorf("take the seccomp listener: pidfd_getfd: %w", e)
+	}
+	return int(r), nil
+}
+
+// caller is the process of one mediated call, pinned by a pidfd.
+type caller struct {
+	c     *Call
+	tid   int
+	pidfd int
+}
+
+// pidfdThread is PIDFD_THREAD (Linux 6.9): a pidfd for the calling thread,
+// whose descriptor table and signals are the ones that matter.
+const pidfdThread = unix.O_EXCL
+
+func openCaller(c *Call) (*caller, syscall.Errno) {
+	tid := int(c.PID)
+	fd, err := unix.PidfdOpen(tid, pidfdThread)
+	if err == unix.EINVAL {
+		// Before 6.9 a pidfd names a thread group: its leader's
+		// descriptor table is the caller's unless a thread unshared it.
+		fd, err = unix.PidfdOpen(tgidOf(tid), 0)
+	}
+	if err != nil {
+		return nil, unix.ESRCH
+	}
+	return &caller{c: c, tid: tid, pidfd: fd}, 0
+}
+
+func tgidOf(tid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return tid
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n
+			}
+		}
+	}
+	return tid
+}
+
+func (k *caller) close() { unix.Close(k.pidfd) }
+
+// fd is the caller's descriptor n, as a descriptor of ours (close-on-exec).
+func (k *caller) fd(n uint64) (int, syscall.Errno) {
+	if n > 1<<31-1 {
+		return -1, unix.EBADF
+	}
+	r, _, e := unix.Syscall(unix.SYS_PIDFD_GETFD, uintptr(k.pidfd), uintptr(n), 0)
+	if e != 0 {
+		if e == unix.EPERM || e == unix.ESRCH {
+			return -1, unix.EBADF
+		}
+		return -1, e
+	}
+	return int(r), 0
+}
+
+// read copies n bytes at addr out of the caller's memory. What it returns
+// is trustworthy only once Call.Valid says the caller is still waiting.
+func (k *caller) read(addr uint64, n int) ([]byte, syscall.Errno) {
+	b := make([]byte, n)
+	for done := 0; done < n; {
+		local := []unix.Iovec{{Base: &b[done]}}
+		local[0].SetLen(n - done)
+		remote := []unix.RemoteIovec{{Base: uintptr(addr) + uintptr(done), Len: n - done}}
+		got, err := unix.ProcessVMReadv(k.tid, local, remote, 0)
+		if err != nil || got == 0 {
+			return nil, unix.EFAULT
+		}
+		done += got
+	}
+	return b, 0
+}
+
+// write copies b into the caller's memory at addr (sendmmsg's msg_len).
+func (k *caller) write(addr uint64, b []byte) {
+	local := []unix.Iovec{{Base: &b[0]}}
+	local[0].SetLen(len(b))
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
+	unix.ProcessVMWritev(k.tid, local, remote, 0)
+}
+
+// sockaddr copies a socket address of n bytes; the kernel takes at most a
+// sockaddr_storage.
+func (k *caller) sockaddr(addr, n uint64) ([]byte, syscall.Errno) {
+	if int64(int32(n)) < 0 || n > unix.SizeofSockaddrAny {
+		return nil, unix.EINVAL
+	}
+	if n == 0 {
+		return []byte{}, 0
+	}
+	return k.read(addr, int(n))
+}
+
+// sigpipe is what the kernel does to a sender whose peer is gone, unless
+// it passed MSG_NOSIGNAL: the supervisor always sends with MSG_NOSIGNAL and
+// signals the caller itself.
+func (k *caller) sigpipe(flags uint64, e syscall.Errno) {
+	if e == unix.EPIPE && flags&unix.MSG_NOSIGNAL == 0 {
+		unix.PidfdSendSignal(k.pidfd, unix.SIGPIPE, nil, 0)
+	}
+}
+
+// target is where a mediated call may go: the address the supervisor
+// passes to the kernel, and a descriptor to close after the call.
+type target struct {
+	addr  []byte
+	hold  int
+	errno syscall.Errno // answer with this instead, not a refusal
+	// refused names the address refused, for the audit log.
+	refused string
+	reason  string
+}
+
+func (t *target) close() {
+	if t.hold >= 0 {
+		unix.Close(t.hold)
+	}
+}
+
+// judge decides the address sa of the caller k.
+func (s *sockets) judge(k *caller, sa []byte) target {
+	t := target{addr: sa, hold: -1}
+	if len(sa) <= 2 || binary.NativeEndian.Uint16(sa) != unix.AF_UNIX {
+		return t // not a unix socket: the kernel decides, as for the caller
+	}
+	path := sa[2:]
+	if path[0] == 0 {
+		name := string(path[1:])
+		if s.ownNet || s.ownsAbstract(name) {
+			return t
+		}
+		t.refused, t.reason = "@"+printable(name), "abstract unix socket the session did not bind"
+		return t
+	}
+	if i := bytes.IndexByte(path, 0); i >= 0 {
+		path = path[:i]
+	}
+	return s.judgePath(k, string(path))
+}
+
+// judgePath resolves a socket path as the caller would, in its root and
+// cwd, and decides on the inode found.
+func (s *sockets) judgePath(k *caller, path string) target {
+	t := target{hold: -1}
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", k.tid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.errno = unix.ESRCH
+		return t
+	}
+	defer unix.Close(root)
+	full := path
+	if !strings.HasPrefix(path, "/") {
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", k.tid))
+		if err != nil || !strings.HasPrefix(cwd, "/") || strings.HasSuffix(cwd, " (deleted)") {
+			t.errno = unix.ENOENT
+			return t
+		}
+		full = cwd + "/" + path
+	}
+	// In the caller's root, symlinks included; magic links (/proc/<pid>/root,
+	// /proc/self/fd/N) are refused: the supervisor would follow them with
+	// its own privileges, and out of the sandbox's mount tree.
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(root, full, &how)
+	for i := 0; err == unix.EAGAIN && i < 8; i++ {
+		fd, err = unix.Openat2(root, full, &how) // a rename raced the walk
+	}
+	switch err {
+	case nil:
+	case unix.ENOENT, unix.ENOTDIR, unix.ENAMETOOLONG:
+		t.errno = err.(syscall.Errno)
+		return t
+	default:
+		t.refused, t.reason = path, fmt.Sprintf("unix socket path that cannot be resolved safely (%v)", err)
+		return t
+	}
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_MNT_ID, &st); err != nil {
+		unix.Close(fd)
+		t.errno = unix.EACCES
+		return t
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(fd)
+		t.errno = unix.ECONNREFUSED // what connect says of a file that is no socket
+		return t
+	}
+	dev := unix.Mkdev(st.Dev_major, st.Dev_minor)
+	switch {
+	case st.Mask&unix.STATX_MNT_ID != 0 && s.writable[st.Mnt_id]:
+	case s.guard != "" && isHostFile(s.docker, dev, st.Ino):
+		// The host's Docker socket, under any name: the guard answers.
+		unix.Close(fd)
+		t.addr = unixAddr(s.guard)
+		return t
+	case s.allowed(dev, st.Ino):
+	default:
+		unix.Close(fd)
+		t.refused, t.reason = path, "unix socket outside the session's writable places"
+		return t
+	}
+	// Exactly the inode judged, whatever happens to the name meanwhile.
+	t.hold, t.addr = fd, unixAddr("/proc/self/fd/"+strconv.Itoa(fd))
+	return t
+}
+
+func (s *sockets) allowed(dev, ino uint64) bool {
+	for _, a := range s.allow {
+		if isHostFile(a, dev, ino) {
+			return true
+		}
+	}
+	return false
+}
+
+// isHostFile says whether the host's path names the inode (dev, ino) now; a
+// socket its daemon re-created since the start is the new one.
+func isHostFile(path string, dev, ino uint64) bool {
+	var st unix.Stat_t
+	return path != "" && unix.Stat(path, &st) == nil && st.Dev == dev && st.Ino == ino
+}
+
+// unixAddr is a sockaddr_un for path.
+func unixAddr(path string) []byte {
+	b := make([]byte, 2, 2+len(path)+1)
+	binary.NativeEndian.PutUint16(b, unix.AF_UNIX)
+	b = append(b, path...)
+	return append(b, 0)
+}
+
+func printable(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '@'
+		}
+		return r
+	}, name)
+}
+
+// ownsAbstract says whether the session bound name, on the host's network,
+// and a socket of the session still holds it: once it is closed, a host
+// process may bind the same name.
+func (s *sockets) ownsAbstract(name string) bool {
+	s.mu.Lock()
+	ino, ok := s.abstract[name]
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if boundAbstract(name, ino) {
+		return true
+	}
+	s.mu.Lock()
+	if s.abstract[name] == ino {
+		delete(s.abstract, name)
+	}
+	s.mu.Unlock()
+	return false
+}
+
+// boundAbstract says whether the socket with inode ino holds the abstract
+// name in this network namespace, by /proc/net/unix (names shown with "@"
+// for each NUL).
+func boundAbstract(name string, ino uint64) bool {
+	f, err := os.Open("/proc/self/net/unix")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	want := "@" + strings.ReplaceAll(name, "\x00", "@")
+	inode := strconv.FormatUint(ino, 10)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		// Num RefCount Protocol Flags Type St Inode Path: the inode is
+		// padded, the path follows it after one space.
+		rest, field := sc.Text(), ""
+		for i := 0; i < 7; i++ {
+			rest = strings.TrimLeft(rest, " ")
+			field, rest, _ = strings.Cut(rest, " ")
+		}
+		if field == inode && rest == want {
+			return true
+		}
+	}
+	return false
+}
+
+// boundName is the abstract name sock is bound to, without its leading NUL,
+// and the socket's inode.
+func boundName(sock int) (string, uint64, bool) {
+	var buf [unix.SizeofSockaddrAny]byte
+	n := uint32(len(buf))
+	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(sock), uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n))); e != 0 {
+		return "", 0, false
+	}
+	var st unix.Stat_t
+	if n <= 3 || n > uint32(len(buf)) || buf[2] != 0 || unix.Fstat(sock, &st) != nil {
+		return "", 0, false
+	}
+	return string(buf[3:n]), st.Ino, true
+}
+
+// refusal is what a mediator records for t.
+func (t *target) refusal() *Refusal {
+	return &Refusal{Path: t.refused, Reason: t.reason, Errno: refusedSocket}
+}
+
+// connect(fd, addr, addrlen)
+func (s *sockets) connect(c *Call) *Refusal {
+	k, e := openCaller(c)
+	if e != 0 {
+		return nil // gone
+	}
+	defer k.close()
+	sa, e := k.sockaddr(c.Args[1], c.Args[2])
+	if e != 0 {
+		return answer(c, 0, e)
+	}
+	t := s.judge(k, sa)
+	defer t.close()
+	if t.errno != 0 || t.refused != "" {
+		return s.deny(c, &t)
+	}
+	sock, e := k.fd(c.Args[0])
+	if e != 0 {
+		return answer(c, 0, e)
+	}
+	defer unix.Close(sock)
+	if !c.Valid() {
+		return nil
+	}
+	_, _, e = unix.Syscall(unix.SYS_CONNECT, uintptr(sock), addrPtr(t.addr), uintptr(len(t.addr)))
+	c.Reply(0, e)
+	return nil
+}
+
+// deny answers a call whose address was refused or could not be used.
+func (s *sockets) deny(c *Call, t *target) *Refusal {
+	if !c.Valid() {
+		return nil // what was read may be another process's
+	}
+	if t.refused != "" {
+		c.Reply(0, refusedSocket)
+		return t.refusal()
+	}
+	c.Reply(0, t.errno)
+	return nil
+}
+
+// answer replies errno after checking the call is still the caller's.
+func answer(c *Call, val int64, e syscall.Errno) *Refusal {
+	if c.Valid() {
+		c.Reply(val, e)
+	}
+	return nil
+}
+
+func addrPtr(b []byte) uintptr {
+	if len(b) == 0 {
+		return 0
+	}
+	return uintptr(unsafe.Pointer(&b[0]))
+}
+
+// bind(fd, addr, addrlen). On the host's network the session's abstract
+// names are recorded, so that its own connects to them can be let through:
+// the supervisor binds those itself. Every other bind continues: paths are
+// judged by the kernel's read-only mounts and Landlock, and a caller that
+// swaps an abstract address in after the check only gets a name that was
+// not recorded, which connects are then refused (fail closed).
+func (s *sockets) bind(c *Call) *Refusal {
+	if s.ownNet {
+		c.Continue() // every abstract name here is the session's own
+		return nil
+	}
+	k, e := openCaller(c)
+	if e != 0 {
+		return nil
+	}
+	defer k.close()
+	sa, e := k.sockaddr(c.Args[1], c.Args[2])
+	if e != 0 || len(sa) < 2 || binary.NativeEndian.Uint16(sa) != unix.AF_UNIX || (len(sa) > 2 && sa[2] != 0) {
+		if c.Valid() {
+			c.Continue()
+		}
+		return nil
+	}
+	sock, e := k.fd(c.Args[0])
+	if e != 0 {
+		return answer(c, 0, e)
+	}
+	defer unix.Close(sock)
+	if !c.Valid() {
+		return nil
+	}
+	_, _, e = unix.Syscall(unix.SYS_BIND, uintptr(sock), addrPtr(sa), uintptr(len(sa)))
+	if e == 0 {
+		// The name the kernel gave (autobind: an address of the family
+		// alone) and the socket holding it.
+		if name, ino, ok := boundName(sock); ok {
+			s.mu.Lock()
+			s.abstract[name] = ino
+			s.mu.Unlock()
+		}
+	}
+	c.Reply(0, e)
+	return nil
+}
