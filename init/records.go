@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 
 	"ronly.dev/ronly/shims"
@@ -17,6 +18,8 @@ const (
 	pathMax        = 4096
 	// MaxMounts is how many mount records the init takes.
 	MaxMounts = 1024
+	// MaxUsernsLimits is how many user namespace limits the init takes.
+	MaxUsernsLimits = 16
 )
 
 // Flags of Config.
@@ -26,6 +29,12 @@ const (
 	FlagKeepDACRead   uint32 = 0x4  // keep CAP_DAC_READ_SEARCH inside
 	FlagSeccompNotify uint32 = 0x8  // load the filter with a user-notification listener
 	FlagPIDNS         uint32 = 0x10 // private PID namespace with its own /proc and a tiny PID 1
+	// FlagPTY puts a pty of the sandbox's own devpts on stdin, as the
+	// controlling terminal of a new session; its master comes back in a
+	// MsgPTY. FlagPTYOut and FlagPTYErr put it on stdout and stderr too.
+	FlagPTY    uint32 = 0x20
+	FlagPTYOut uint32 = 0x40
+	FlagPTYErr uint32 = 0x80
 )
 
 // MountKind says what the init does with a Mount.
@@ -58,6 +67,10 @@ type Mount struct {
 	Size   uint64 // tmpfs bytes
 	Mode   uint32 // tmpfs root mode
 	Source string // unused since the socket covers were retired
+	// Dev and Ino identify the file the supervisor checked at Path
+	// (MountBindRW): the init opens it without
+	// following symlinks and refuses any other file found there.
+	Dev, Ino uint64
 }
 
 // Config is everything the init needs, sent once as fixed records.
@@ -72,16 +85,33 @@ type Config struct {
 	// ReportFD is an inherited descriptor (≥ 3) the init keeps open for
 	// the command's reports; 0 for none.
 	ReportFD uint32
+	// UsernsLimits are written to /proc/sys/user/<name> inside the
+	// session's user namespace (FlagUserNS only), before its capabilities
+	// are dropped: that namespace's own limits, on top of the host's.
+	UsernsLimits []UsernsLimit
+}
+
+// UsernsLimit is one /proc/sys/user limit of the session's user namespace.
+type UsernsLimit struct {
+	Name  string // max_inotify_instances, max_user_namespaces…
+	Value uint64
 }
 
 type header struct {
 	Magic, Version, Flags, NMounts, BPFLen, LandlockABI uint32
 	FallbackLen, ReportFD                               uint32
+	UsernsLimits                                        [MaxUsernsLimits]usernsLimitRecord
+}
+
+type usernsLimitRecord struct {
+	Name  [32]byte
+	Value uint64
 }
 
 type mountRecord struct {
 	Kind, Mode uint32
 	Size       uint64
+	Dev, Ino   uint64
 	Path       [pathMax]byte
 	Source     [pathMax]byte
 }
@@ -97,12 +127,22 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 	var b bytes.Buffer
 	h := header{Magic: magic, Version: recordsVersion, Flags: c.Flags, NMounts: uint32(len(c.Mounts)),
 		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI, FallbackLen: uint32(len(c.Fallback)), ReportFD: c.ReportFD}
+	if len(c.UsernsLimits) > MaxUsernsLimits {
+		return nil, fmt.Errorf("%d user namespace limits, more than the init takes (%d)", len(c.UsernsLimits), MaxUsernsLimits)
+	}
+	for i, l := range c.UsernsLimits {
+		if l.Name == "" || len(l.Name) >= len(h.UsernsLimits[i].Name) || strings.ContainsAny(l.Name, "/.") {
+			return nil, fmt.Errorf("user namespace limit %q: not a file name in /proc/sys/user", l.Name)
+		}
+		copy(h.UsernsLimits[i].Name[:], l.Name)
+		h.UsernsLimits[i].Value = l.Value
+	}
 	binary.Write(&b, binary.LittleEndian, &h)
 	for _, m := range c.Mounts {
 		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax || len(m.Source) >= pathMax {
 			return nil, fmt.Errorf("mount path %q: must be absolute and shorter than %d bytes", m.Path, pathMax)
 		}
-		r := mountRecord{Kind: uint32(m.Kind), Mode: m.Mode, Size: m.Size}
+		r := mountRecord{Kind: uint32(m.Kind), Mode: m.Mode, Size: m.Size, Dev: m.Dev, Ino: m.Ino}
 		copy(r.Path[:], m.Path)
 		copy(r.Source[:], m.Source)
 		binary.Write(&b, binary.LittleEndian, &r)
@@ -122,6 +162,7 @@ const (
 	MsgError     MsgType = 3 // a step failed
 	MsgReady     MsgType = 4 // sandbox built; Value is the Landlock ABI enforced
 	MsgWarn      MsgType = 5 // non-fatal degradation
+	MsgPTY       MsgType = 6 // the master of the session's pty rides along
 	// MsgListener names the seccomp listener's descriptor in the sender
 	// (Value), which the supervisor takes with pidfd_getfd: once the
 	// filter is loaded, sendmsg is mediated and cannot carry it.

@@ -23,6 +23,19 @@
 #define RONLY_F_KEEP_DAC_READ 0x4u /* keep CAP_DAC_READ_SEARCH: root inside still reads root-only files */
 #define RONLY_F_SECCOMP_NOTIFY 0x8u /* load the filter with a user-notification listener */
 #define RONLY_F_PIDNS 0x10u /* private PID namespace with its own /proc and a tiny PID 1 */
+#define RONLY_F_PTY 0x20u     /* a pty of the sandbox's own devpts on stdin, the controlling terminal of a new
+                               * session; its master goes to the supervisor (RONLY_MSG_PTY) */
+#define RONLY_F_PTY_OUT 0x40u /* with RONLY_F_PTY: on stdout too */
+#define RONLY_F_PTY_ERR 0x80u /* with RONLY_F_PTY: on stderr too */
+
+/* A limit of the session's user namespace (RONLY_F_USERNS only): the init
+ * writes value, in decimal, to /proc/sys/user/<name>, which inside the new
+ * namespace is that namespace's own limit, charged on top of the host's. */
+#define RONLY_MAX_USERNS_LIMITS 16u
+struct ronly_userns_limit {
+	char name[32];  /* "max_inotify_instances"…, NUL-terminated; "" ends the list */
+	uint64_t value;
+};
 
 struct ronly_header {
 	uint32_t magic;
@@ -33,6 +46,7 @@ struct ronly_header {
 	uint32_t landlock_abi; /* the ABI the supervisor probed and wants enforced; 0 = none */
 	uint32_t fallback_len; /* program to load instead when no listener can be had (EBUSY) */
 	uint32_t report_fd;    /* an inherited fd kept open for the command's reports (shims); 0 = none */
+	struct ronly_userns_limit userns_limits[RONLY_MAX_USERNS_LIMITS];
 };
 
 /* ronly_mount.kind, applied in this order of the records */
@@ -50,6 +64,11 @@ struct ronly_mount {
 	uint32_t kind;
 	uint32_t mode; /* tmpfs root mode */
 	uint64_t size; /* tmpfs size in bytes */
+	/* RONLY_M_BIND_RW (path): the st_dev and
+	 * st_ino the supervisor found there. The init opens the path without
+	 * following any symlink and stops if it finds another file. */
+	uint64_t dev;
+	uint64_t ino;
 	char path[RONLY_PATH_MAX];   /* absolute, NUL-terminated */
 	char source[RONLY_PATH_MAX]; /* unused since the socket covers were retired; kept for the layout */
 };
@@ -63,6 +82,7 @@ struct ronly_mount {
 #define RONLY_MSG_LISTENER 7   /* init -> parent: value = the seccomp listener's descriptor in the sender (found by
                                 * its SCM_CREDENTIALS pid), to take with pidfd_getfd: sendmsg is mediated by then */
 #define RONLY_MSG_LISTENER_TAKEN 8 /* parent -> init: taken (err = 0), or why not; the init then closes its own */
+#define RONLY_MSG_PTY 6        /* init -> parent: the master of the session's pty rides along (SCM_RIGHTS) */
 
 /* ronly_msg.flags of RONLY_MSG_READY */
 #define RONLY_READY_LISTENER 0x1u /* the listener was handed over (RONLY_MSG_LISTENER) */

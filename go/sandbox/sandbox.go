@@ -93,6 +93,9 @@ type Options struct {
 	// Start is when ronly started, the origin of Result.Timeline; zero for
 	// the call to Run.
 	Start time.Time
+	// Stdin, Stdout and Stderr are the caller's streams, which the
+	// supervisor relays to the command (stdio.go); nil for this process's.
+	Stdin, Stdout, Stderr *os.File
 }
 
 // Mark is a step of a session and when it was done, since Options.Start.
@@ -186,7 +189,13 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: p.Home, Size: p.TmpfsSize, Mode: 0o700})
 	}
 	for _, rw := range p.RW {
-		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw})
+		// What the init must find at the path when it opens it again,
+		// without following symlinks: a swapped directory stops it.
+		id, err := policy.HostDir(rw)
+		if err != nil {
+			return Result{Layers: l}, &policy.FlagError{Flag: "--rw", Value: rw, Reason: err.Error()}
+		}
+		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw, Dev: id.Dev, Ino: id.Ino})
 	}
 	// After every writable bind: the repositories' hooks and config in
 	// them stay read-only (gitprotect.go).
@@ -226,8 +235,10 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	tl.mark("sockets and mounts planned")
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
-		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{}}
+		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{},
+		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}}
 	addXattrMediators(s.mediators)
+	addSchedMediators(s.mediators, table)
 	s.reports = newReportReader(p)
 	s.socks = newSockets(p)
 	s.socks.register(s.mediators)
@@ -275,6 +286,8 @@ type session struct {
 	refused func(Refusal)
 	// mediators answer the policy's mediated calls, by syscall number.
 	mediators map[int]mediator
+	std       [3]*os.File // the caller's streams (Options)
+	stdio     *stdio      // the running start's relay
 	// socks decides the mediated socket calls (mediate_sock.go).
 	socks *sockets
 	// reports counts the shims' refusals from the report pipe.
@@ -308,6 +321,7 @@ func (s *session) start() (int, error) {
 	l.UserNS = l.Mode != "privileged"
 	if l.UserNS {
 		cfg.Flags |= cinit.FlagUserNS
+		cfg.UsernsLimits = usernsLimits("/proc/sys/user", s.warn) // userns.go
 	}
 	if os.Geteuid() == 0 {
 		cfg.Flags |= cinit.FlagKeepDACRead
@@ -321,6 +335,15 @@ func (s *session) start() (int, error) {
 	defer reports.Close()
 	defer reportW.Close()
 	cfg.ReportFD = reportFD
+	// The command's fds 0-2 are pipes or a pty of its own, never the
+	// caller's files or terminal (stdio.go).
+	x, err := newStdio(s.std, s.warn)
+	if err != nil {
+		return 0, err
+	}
+	defer x.close()
+	s.stdio = x
+	cfg.Flags |= x.Flags
 	records, err := cfg.MarshalBinary()
 	if err != nil {
 		return 0, err
@@ -364,7 +387,7 @@ func (s *session) start() (int, error) {
 			cmd.Env = append(cmd.Env, EnvExtraRules+"="+strings.Join(p.ExtraShims, ":"))
 		}
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	x.wire(cmd)
 	cmd.ExtraFiles = []*os.File{child, reportW}
 	// If the supervisor dies, the sandbox dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -411,6 +434,7 @@ func (s *session) start() (int, error) {
 	}
 	child.Close()
 	reportW.Close()
+	x.childStarted()
 	s.timeline.mark("init started")
 	// The init is waiting for its records: whatever it starts from here
 	// on is born inside the session's cgroup and under its limits.
@@ -437,12 +461,19 @@ func (s *session) start() (int, error) {
 	}()
 
 	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
+	if initErr == nil {
+		if err := x.start(); err != nil {
+			initErr = err
+			cmd.Process.Kill()
+		}
+	}
 	s.timeline.mark("sandbox built")
 	if initErr == nil {
 		s.socketLayers(cmd.Process.Pid, listener >= 0)
 	}
+	var notes *notifier
 	if listener >= 0 {
-		startNotifier(listener, s.table, s.mediators, s.record, s.refused != nil)
+		notes = startNotifier(listener, s.table, s.mediators, s.record, s.refused != nil)
 	}
 	werr := cmd.Wait()
 	s.timeline.mark("command exited")
@@ -451,6 +482,12 @@ func (s *session) start() (int, error) {
 	s.account(group, cmd, started)
 	closeGroup(group, s.warn)
 	killDescendants()
+	if notes != nil {
+		// Nothing is left to notify: the last refusals are recorded
+		// before the counts are read.
+		notes.wait(time.Second)
+	}
+	x.finish() // the output drained, the caller's terminal restored
 	// Every holder of the pipe is gone now; a process that escaped the
 	// reaping must not hold the session open.
 	select {
@@ -526,7 +563,20 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
 				return -1, fmt.Errorf("answer init: %w", err)
 			}
+		case cinit.MsgPTY:
+			if len(fds) != 1 {
+				closeAll(fds)
+				return -1, errors.New("the init sent its pty message without the pty")
+			}
+			if err := s.stdio.setPTY(fds[0]); err != nil {
+				return -1, err
+			}
+			continue
 		case cinit.MsgWarn:
+			if m.Step == "user namespace limit" {
+				s.warn(fmt.Sprintf("%s %s: %v; the session's share of it is not bounded", m.Step, m.Detail, m.Err))
+				break
+			}
 			s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
 		default:
 			return -1, fmt.Errorf("unexpected message %d from init", m.Type)

@@ -1,9 +1,17 @@
 package e2e
 
 import (
+	"errors"
+	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // ptyDriver runs ronly ARGS on a new pseudo-terminal, waits for "ready",
@@ -65,7 +73,7 @@ func TestCtrlCReachesTheCommand(t *testing.T) {
 	// sleep" races dash's fork of sleep against the keystroke under load,
 	// with or without ronly.
 	out, code := onPTY(t, b.ronly, `\x03`, "--", "/bin/sh", "-c", `trap "exit 130" INT; echo ready; sleep 100 & wait; echo not-interrupted`)
-	if code != "130" || strings.Contains(out, "not-interrupted") {
+	if code != "130" || strings.Contains(out, "not-1-interrupted") {
 		t.Fatalf("want exit 130 from an interrupted sleep, got %s:\n%s", code, out)
 	}
 }
@@ -81,5 +89,244 @@ func TestInteractiveShellWithJobControl(t *testing.T) {
 		`echo ready; exec bash --norc --noprofile -i`)
 	if code != "4" || !strings.Contains(out, "killed-42") {
 		t.Fatalf("want the job killed and exit 4, got %s:\n%s", code, out)
+	}
+}
+
+// callerPTY is a terminal the test owns, as a user's: ronly runs on its
+// slave, as the session leader with it as the controlling terminal, and
+// the test types into and reads from its master.
+type callerPTY struct {
+	t      *testing.T
+	master *os.File
+	slave  *os.File // kept open: the caller's terminal, checked after the session
+	cmd    *exec.Cmd
+
+	mu     sync.Mutex
+	out    []byte
+	seen   int  // expect's position in out
+	closed bool // read to the end
+	read   chan struct{}
+}
+
+func startOnCallerPTY(t *testing.T, ronly string, args ...string) *callerPTY {
+	t.Helper()
+	m, s, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	if err := pty.Setsize(m, &pty.Winsize{Rows: 30, Cols: 100}); err != nil {
+		t.Fatal(err)
+	}
+	c := &callerPTY{t: t, master: m, slave: s, read: make(chan struct{}, 1)}
+	c.cmd = exec.Command(ronly, args...)
+	c.cmd.Dir = "/"
+	c.cmd.Env = append(os.Environ(), "TERM=xterm", "PS1=$ ")
+	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = s, s, s
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := m.Read(buf)
+			c.mu.Lock()
+			c.out = append(c.out, buf[:n]...)
+			if err != nil {
+				c.closed = true // the caller's terminal has no session on it any more
+			}
+			c.mu.Unlock()
+			select {
+			case c.read <- struct{}{}:
+			default:
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// expect waits until the output after the last match holds want.
+func (c *callerPTY) expect(want string) {
+	c.t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		c.mu.Lock()
+		i := strings.Index(string(c.out[c.seen:]), want)
+		if i >= 0 {
+			c.seen += i + len(want)
+		}
+		out, closed := string(c.out), c.closed
+		c.mu.Unlock()
+		if i >= 0 {
+			return
+		}
+		if closed {
+			c.t.Fatalf("no %q before ronly left the terminal; it shows:\n%s", want, out)
+		}
+		select {
+		case <-c.read:
+		case <-deadline:
+			c.t.Fatalf("no %q within 30s; the terminal shows:\n%s", want, out)
+		}
+	}
+}
+
+func (c *callerPTY) send(s string) {
+	c.t.Helper()
+	if _, err := c.master.WriteString(s); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// wait returns ronly's exit code.
+func (c *callerPTY) wait() int {
+	c.t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			c.t.Fatal(err)
+		}
+		return c.cmd.ProcessState.ExitCode()
+	case <-time.After(hangGuard):
+		c.t.Fatalf("ronly did not end within %v", hangGuard)
+	}
+	return -1
+}
+
+// ttyState is what a session could change of the caller's terminal.
+type ttyState struct {
+	mode, uid uint32
+	ldisc     int
+	termios   unix.Termios
+}
+
+func stateOf(t *testing.T, f *os.File) ttyState {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	ldisc, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGETD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ttyState{mode: st.Mode, uid: st.Uid, ldisc: ldisc, termios: *tio}
+}
+
+var ttyProfiles = []struct {
+	name  string
+	flags []string
+}{
+	{"debug", nil},
+	{"ci", []string{"--profile", "ci", "--workspace", "/var/tmp"}},
+}
+
+// TestPTYIsTheSessionsOwn: a caller at a terminal gives the session a pty
+// of its own: `tty` names it, the window size follows the caller's, and a
+// chmod 4777 and TIOCSETD N_NULL of the session's terminal leave the
+// caller's terminal as it was (mode, line discipline), whose settings are
+// restored after the session; the exit code passes through.
+func TestPTYIsTheSessionsOwn(t *testing.T) {
+	b := setup(t)
+	needTool(t, "python3")
+	for _, p := range ttyProfiles {
+		t.Run(p.name, func(t *testing.T) {
+			if p.name == "ci" {
+				p.flags = []string{"--profile", "ci", "--workspace", userDir(t, 0, "ronly-e2e-tty-")}
+			}
+			c := startOnCallerPTY(t, b.ronly, append(p.flags, "--", "/bin/sh", "-c",
+				`tty; stty size; echo ready-$((1+1)); read x; stty size; chmod 4777 /proc/self/fd/0 $(tty); `+
+					`python3 -c 'import fcntl,struct,termios; fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))'; exit 7`)...)
+			before := stateOf(t, c.slave)
+			c.expect("/dev/pts/")
+			c.expect("30 100")
+			c.expect("ready-2")
+			if err := pty.Setsize(c.master, &pty.Winsize{Rows: 41, Cols: 132}); err != nil {
+				t.Fatal(err)
+			}
+			// SIGWINCH reaches ronly (the foreground of the caller's
+			// terminal) at once, but give it a moment to pass it on.
+			time.Sleep(300 * time.Millisecond)
+			c.send("\n")
+			c.expect("41 132")
+			if code := c.wait(); code != 7 {
+				t.Errorf("exit code %d, want the command's 7", code)
+			}
+			after := stateOf(t, c.slave)
+			if after.mode != before.mode || after.uid != before.uid {
+				t.Errorf("HOST CHANGED: the caller's terminal is mode %o uid %d, was %o uid %d", after.mode, after.uid, before.mode, before.uid)
+			}
+			if after.ldisc != before.ldisc {
+				t.Errorf("HOST CHANGED: the caller's terminal has line discipline %d, was %d", after.ldisc, before.ldisc)
+			}
+			if after.termios != before.termios {
+				t.Errorf("the caller's terminal settings were not restored:\n  before %+v\n  after  %+v", before.termios, after.termios)
+			}
+		})
+	}
+}
+
+// TestPTYCtrlCAndJobControl drives an interactive bash on the session's pty:
+// Ctrl-C ends a foreground sleep and the shell goes on, Ctrl-Z stops one
+// and the shell lists and kills it, and the shell's exit code comes back.
+func TestPTYCtrlCAndJobControl(t *testing.T) {
+	b := setup(t)
+	needTool(t, "bash")
+	for _, p := range ttyProfiles {
+		t.Run(p.name, func(t *testing.T) {
+			if p.name == "ci" {
+				p.flags = []string{"--profile", "ci", "--workspace", userDir(t, 0, "ronly-e2e-tty-")}
+			}
+			start := time.Now()
+			c := startOnCallerPTY(t, b.ronly, append(p.flags, "--", "/bin/bash", "--norc", "--noprofile", "-i")...)
+			before := stateOf(t, c.slave)
+			c.send("echo ready-$((1+1))\n")
+			c.expect("ready-2")
+			c.send("sleep 100; echo not-$((0+1))-interrupted\n")
+			time.Sleep(500 * time.Millisecond) // bash forks and execs sleep
+			c.send("\x03")
+			c.send("echo after-$((2+3))\n")
+			c.expect("after-5")
+			c.send("sleep 200\n")
+			time.Sleep(500 * time.Millisecond)
+			c.send("\x1a")
+			c.expect("Stopped")
+			c.send("jobs; kill -9 %1; wait %1; echo killed-$((40+2))\n")
+			c.expect("killed-42")
+			c.send("exit 6\n")
+			code := c.wait()
+			c.mu.Lock()
+			out := string(c.out)
+			c.mu.Unlock()
+			if code != 6 {
+				t.Errorf("exit code %d, want the shell's 6; the terminal shows:\n%s", code, out)
+			}
+			if strings.Contains(out, "not-1-interrupted") {
+				t.Errorf("Ctrl-C did not interrupt the sleep:\n%s", out)
+			}
+			if d := time.Since(start); d > 90*time.Second {
+				t.Errorf("the session took %v: a sleep was not interrupted", d)
+			}
+			if after := stateOf(t, c.slave); after != before {
+				t.Errorf("the caller's terminal is not as before:\n  before %+v\n  after  %+v", before, after)
+			}
+		})
 	}
 }
