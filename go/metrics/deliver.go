@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"ronly.dev/ronly/go/hostfile"
 )
 
 const (
@@ -30,6 +33,13 @@ type DeliverOptions struct {
 	Textfile string        // a node_exporter textfile to merge into instead
 	Spool    string        // where the report waits if the exporter is down (DefaultSpool)
 	Timeout  time.Duration // the longest Deliver may take (DefaultTimeout)
+
+	// TextfileDir and SpoolDir, when set, are Textfile's directory and
+	// Spool, opened when the session started (hostfile.OpenDir), so that
+	// nothing a session does to the paths meanwhile redirects the write.
+	// Nil: opened from the paths when delivering.
+	TextfileDir *hostfile.Dir
+	SpoolDir    *hostfile.Dir
 
 	SpoolMaxFiles int   // at most this many reports wait in the spool (DefaultSpoolMaxFiles)
 	SpoolMaxBytes int64 // and at most this many bytes (DefaultSpoolMaxBytes)
@@ -79,7 +89,10 @@ func Deliver(r Report, o DeliverOptions) error {
 		r.Session = newSessionID()
 	}
 	if o.Textfile != "" {
-		return MergeTextfile(o.Textfile, r, deadline)
+		if o.TextfileDir == nil {
+			return MergeTextfile(o.Textfile, r, deadline)
+		}
+		return mergeTextfileIn(o.TextfileDir, filepath.Base(o.Textfile), r, deadline)
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
@@ -99,7 +112,15 @@ func Deliver(r Report, o DeliverOptions) error {
 	if errors.As(sendErr, &rejected) {
 		return sendErr
 	}
-	if err := spoolWrite(o, r.Session, data, deadline); err != nil {
+	spool := o.SpoolDir
+	if spool == nil {
+		var err error
+		if spool, err = openSpool(o.Spool); err != nil {
+			return fmt.Errorf("exporter unreachable (%v), and the spool failed: %w", sendErr, err)
+		}
+		defer spool.Close()
+	}
+	if err := spoolWrite(spool, o, r.Session, data, deadline); err != nil {
 		return fmt.Errorf("exporter unreachable (%v), and the spool failed: %w", sendErr, err)
 	}
 	return nil

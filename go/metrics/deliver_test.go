@@ -124,9 +124,7 @@ func TestDeliverSpoolsWhenExporterDown(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(o.Spool)
 	for _, ent := range entries {
-		if ent.Name() != spoolLock {
-			t.Errorf("%s left in the spool after ingestion", ent.Name())
-		}
+		t.Errorf("%s left in the spool after ingestion", ent.Name())
 	}
 	// Ingested once: a second pass adds nothing.
 	e.IngestSpool()

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"ronly.dev/ronly/go/hostfile"
 )
 
 // The spool is a directory of reports that could not reach the exporter,
@@ -18,7 +20,7 @@ import (
 // and renamed so the exporter never reads half a report. It is bounded;
 // a report that does not fit is dropped and counted in the file "dropped",
 // which the exporter adds to ronly_reports_dropped_total. Writers take an
-// flock on "lock" so that the bound and the drop count are exact.
+// flock on the directory so that the bound and the drop count are exact.
 
 const (
 	// DefaultSpoolMaxFiles bounds the reports waiting in the spool.
@@ -26,7 +28,6 @@ const (
 	// DefaultSpoolMaxBytes bounds their total size.
 	DefaultSpoolMaxBytes = 16 << 20
 
-	spoolLock    = "lock"
 	spoolDropped = "dropped"
 	spoolExt     = ".json"
 )
@@ -35,41 +36,45 @@ const (
 // is at its bound.
 var ErrSpoolFull = errors.New("spool full: report dropped")
 
-func spoolWrite(o DeliverOptions, session string, data []byte, deadline time.Time) error {
-	if err := os.MkdirAll(o.Spool, 0o700); err != nil {
-		return err
-	}
-	lock, err := lockFile(filepath.Join(o.Spool, spoolLock), deadline)
+// spoolWrite writes a session's report into the spool, the directory dir.
+func spoolWrite(dir *hostfile.Dir, o DeliverOptions, session string, data []byte, deadline time.Time) error {
+	lock, err := lockFile(dir, deadline)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
 
-	entries, err := os.ReadDir(o.Spool)
+	entries, err := dir.Entries()
 	if err != nil {
 		return err
 	}
 	name := spoolName(session)
 	files, size := 0, int64(0)
 	for _, e := range entries {
-		if e.Name() == name || !isSpooled(e.Name()) {
+		if e.Name == name || !isSpooled(e.Name) {
 			continue // a report of the same session is replaced, not added
 		}
 		files++
-		if info, err := e.Info(); err == nil {
-			size += info.Size()
-		}
+		size += e.Size
 	}
 	if files+1 > o.SpoolMaxFiles || size+int64(len(data)) > o.SpoolMaxBytes {
-		if err := addDropped(o.Spool, 1); err != nil {
+		if err := addDropped(dir, 1); err != nil {
 			return fmt.Errorf("%w, and counting it failed: %v", ErrSpoolFull, err)
 		}
 		return ErrSpoolFull
 	}
-	return writeAtomic(filepath.Join(o.Spool, name), 0o600, func(w io.Writer) error {
+	return dir.WriteFile(name, 0o600, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
+}
+
+// openSpool opens the spool directory, creating it (0700) when missing.
+func openSpool(path string) (*hostfile.Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, err
+	}
+	return hostfile.OpenDir(path)
 }
 
 // spoolName is the file name of a session's report: the session id when it
@@ -93,48 +98,51 @@ func isSpooled(name string) bool {
 }
 
 // addDropped adds n to the spool's drop count. The caller holds the lock.
-func addDropped(dir string, n uint64) error {
-	path := filepath.Join(dir, spoolDropped)
-	old, err := readDropped(path)
+func addDropped(dir *hostfile.Dir, n uint64) error {
+	old, err := readDropped(dir)
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, 0o600, func(w io.Writer) error {
+	return dir.WriteFile(spoolDropped, 0o600, func(w io.Writer) error {
 		_, err := fmt.Fprintf(w, "%d\n", old+n)
 		return err
 	})
 }
 
-func readDropped(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+func readDropped(dir *hostfile.Dir) (uint64, error) {
+	b, err := dir.ReadFile(spoolDropped)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, hostfile.ErrNotPlain) {
+		return 0, nil // a symlink planted there is not ronly's count, and is replaced
 	}
 	if err != nil {
 		return 0, err
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return 0, fmt.Errorf("%s: %w", filepath.Join(dir.Path(), spoolDropped), err)
 	}
 	return n, nil
 }
 
 // takeDropped returns the spool's drop count and resets it.
-func takeDropped(dir string) (uint64, error) {
-	lock, err := lockFile(filepath.Join(dir, spoolLock), time.Now().Add(5*time.Second))
+func takeDropped(path string) (uint64, error) {
+	dir, err := hostfile.OpenDir(path)
+	if err != nil {
+		return 0, err
+	}
+	defer dir.Close()
+	lock, err := lockFile(dir, time.Now().Add(5*time.Second))
 	if err != nil {
 		return 0, err
 	}
 	defer lock.Close()
-	path := filepath.Join(dir, spoolDropped)
-	n, err := readDropped(path)
+	n, err := readDropped(dir)
 	if err != nil {
-		os.Remove(path) // a corrupt count would otherwise stick
+		dir.Remove(spoolDropped) // a corrupt count would otherwise stick
 		return 0, err
 	}
 	if n == 0 {
 		return 0, nil
 	}
-	return n, os.Remove(path)
+	return n, dir.Remove(spoolDropped)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +15,13 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/hostfile"
 )
 
 // MergeTextfile adds r to the counters in the node_exporter textfile at
 // path and rewrites it atomically: concurrent sessions serialise on an
-// flock of path+".lock", read the file's ronly_ samples, add their own and
+// flock of its directory, read the file's ronly_ samples, add their own and
 // rename a temporary file from the same directory over it, so the collector
 // never sees half a file and no session's counts are lost. It gives up at
 // deadline rather than block the session.
@@ -28,35 +29,49 @@ import (
 // The file belongs to ronly: lines that are not ronly_ samples are dropped.
 // Every session that merges needs write access to the directory.
 func MergeTextfile(path string, r Report, deadline time.Time) error {
-	lock, err := lockFile(path+".lock", deadline)
+	dir, name, err := hostfile.OpenFileDir(path)
+	if err != nil {
+		return fmt.Errorf("textfile: %w", err)
+	}
+	defer dir.Close()
+	return mergeTextfileIn(dir, name, r, deadline)
+}
+
+// mergeTextfileIn is MergeTextfile of the file name in dir, a directory
+// held open (hostfile): nothing is read or written through a symlink.
+func mergeTextfileIn(dir *hostfile.Dir, name string, r Report, deadline time.Time) error {
+	lock, err := lockFile(dir, deadline)
 	if err != nil {
 		return err
 	}
 	defer lock.Close() // closing the only descriptor releases the flock
 
 	s := NewSet()
-	switch f, err := os.Open(path); {
+	switch f, err := dir.Open(name); {
 	case err == nil:
 		err = s.readText(f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("textfile %s: %w", path, err)
+			return fmt.Errorf("textfile %s: %w", f.Name(), err)
 		}
+	case errors.Is(err, hostfile.ErrNotPlain):
+		// Not ronly's file (a symlink planted there): start afresh
+		// and replace it.
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("textfile: %w", err)
 	}
 	s.Add(r)
-	return writeAtomic(path, 0o644, s.WriteText)
+	return dir.WriteFile(name, 0o644, s.WriteText)
 }
 
-// lockFile opens (creating) path and takes an exclusive flock on it,
+// lockFile takes an exclusive flock on dir itself (hostfile.Dir.LockFile),
 // waiting at most until deadline. The wait is a blocking flock, so that
 // the kernel hands the lock from one session to the next as soon as it is
 // free: polling with LOCK_NB starved the holder when 50 sessions ended at
 // once on 2 CPUs. When the deadline passes first, the waiting flock is
 // abandoned: if it succeeds later it lets go at once.
-func lockFile(path string, deadline time.Time) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644) // flock needs no write access
+func lockFile(dir *hostfile.Dir, deadline time.Time) (*os.File, error) {
+	f, err := dir.LockFile()
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
@@ -86,54 +101,20 @@ func lockFile(path string, deadline time.Time) (*os.File, error) {
 	case err := <-done:
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("flock(%s): %w", path, err)
+			return nil, fmt.Errorf("flock(%s): %w", f.Name(), err)
 		}
 		return f, nil
 	case <-timer.C:
 		if state.CompareAndSwap(waiting, abandoned) {
-			return nil, fmt.Errorf("flock(%s): still held by another session at the deadline", path)
+			return nil, fmt.Errorf("flock(%s): still held by another session at the deadline", f.Name())
 		}
 		// Taken just as the deadline passed: use it.
 		if err := <-done; err != nil {
 			f.Close()
-			return nil, fmt.Errorf("flock(%s): %w", path, err)
+			return nil, fmt.Errorf("flock(%s): %w", f.Name(), err)
 		}
 		return f, nil
 	}
-}
-
-// writeAtomic writes path through a temporary file in the same directory
-// (rename is atomic only within one filesystem) renamed over it. It does
-// not fsync: after a crash a counter may restart from zero, which
-// Prometheus's rate() handles, and a session does not wait for the disk.
-func writeAtomic(path string, mode os.FileMode, write func(io.Writer) error) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(tmp)
-	err = write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // readText adds the ronly_ samples of a text exposition, as WriteText

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mode says how ronly gets the privileges to build the sandbox.
@@ -38,10 +40,10 @@ type Policy struct {
 	// AllowSocket are host unix sockets the session may connect to
 	// (--allow-socket), besides its own and the Docker guard.
 	AllowSocket []string
-	ShimTools  []string // tools the built-in shims answer for (docker, kubectl)
-	NoShims    bool
-	NoNetwork  bool
-	Mode       Mode
+	ShimTools   []string // tools the built-in shims answer for (docker, kubectl)
+	NoShims     bool
+	NoNetwork   bool
+	Mode        Mode
 	// LandlockMinABI is the floor: ronly refuses to start on a kernel whose
 	// Landlock ABI is lower. 6 is the first that scopes signals.
 	LandlockMinABI int
@@ -143,10 +145,15 @@ func (p *Policy) Validate() error {
 		return &FlagError{"--tmpfs-size", strconv.FormatUint(p.TmpfsSize, 10), "must be at least 4k"}
 	}
 	var err error
-	if p.Writable, err = dirs("--writable", p.Writable, false); err != nil {
+	if p.Writable, err = dirs("--writable", p.Writable, false, true); err != nil {
 		return err
 	}
-	if p.RW, err = dirs("--rw", p.RW, true); err != nil {
+	for _, rw := range p.RW {
+		if err := NoSymlinks("--rw", rw); err != nil {
+			return err
+		}
+	}
+	if p.RW, err = dirs("--rw", p.RW, true, false); err != nil {
 		return err
 	}
 	for _, rw := range p.RW {
@@ -208,7 +215,7 @@ func (p *Policy) Validate() error {
 // $HOME that is missing or is / (system users) gets no tmpfs rather than
 // an error: the job then simply has no writable home.
 func homeDir(home string) (string, error) {
-	out, err := dirs("$HOME", []string{home}, true)
+	out, err := dirs("$HOME", []string{home}, true, true)
 	if err != nil {
 		return "", nil
 	}
@@ -217,8 +224,11 @@ func homeDir(home string) (string, error) {
 
 // dirs resolves each path to an absolute, symlink-free directory that ronly
 // may mount on. The init joins paths onto the new root, so a symlink left
-// in one would be followed on the host side.
-func dirs(flag string, paths []string, mustExist bool) ([]string, error) {
+// in one would be followed on the host side. Without follow, a path is
+// only cleaned, never resolved: a writable bind's path was checked to have
+// no symlink (NoSymlinks), and resolving it again here would follow one
+// swapped in since.
+func dirs(flag string, paths []string, mustExist, follow bool) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, p := range paths {
@@ -234,6 +244,9 @@ func dirs(flag string, paths []string, mustExist bool) ([]string, error) {
 		}
 		if err != nil {
 			return nil, &FlagError{flag, p, err.Error()}
+		}
+		if !follow {
+			real = filepath.Clean(p)
 		}
 		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
 			return nil, &FlagError{flag, p, "not a directory"}
@@ -271,6 +284,58 @@ func sockets(flag string, paths []string) ([]string, error) {
 		out = append(out, real)
 	}
 	return out, nil
+}
+
+// FileID identifies a file on the host.
+type FileID struct{ Dev, Ino uint64 }
+
+// ErrSymlink says a path has a symlink in some component.
+var ErrSymlink = errors.New("is a symlink or lies under one, which ronly does not follow for a writable bind")
+
+// HostDir opens the directory path without following a symlink in any
+// component (openat2 RESOLVE_NO_SYMLINKS) and returns its identity, which
+// the init checks when it opens the path again to bind it. A --rw path
+// is often inside a directory an earlier session could write: a symlink
+// planted there would otherwise make ronly bind another host directory
+// writable.
+func HostDir(path string) (FileID, error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return FileID{}, ErrSymlink
+	case errors.Is(err, unix.ENOSYS):
+		return FileID{}, errors.New("ronly needs Linux 5.6 or newer (openat2) to open it without following symlinks")
+	case errors.Is(err, unix.ENOTDIR):
+		return FileID{}, errors.New("not a directory")
+	case err != nil:
+		return FileID{}, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return FileID{}, err
+	}
+	return FileID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+// NoSymlinks refuses a writable bind's path with a symlink in it, naming
+// flag, the path and, when it resolves, the directory to name instead.
+// Other problems (missing, relative) are left to the checks that follow.
+func NoSymlinks(flag, path string) error {
+	if !filepath.IsAbs(path) {
+		return nil
+	}
+	if _, err := HostDir(filepath.Clean(path)); !errors.Is(err, ErrSymlink) {
+		return nil
+	}
+	reason := ErrSymlink.Error()
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		reason += "; name the directory itself: " + real
+	}
+	return &FlagError{flag, path, reason}
 }
 
 // Within says whether path is dir or lies below it; both are clean and

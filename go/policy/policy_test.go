@@ -59,16 +59,39 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 	}
 }
 
-func TestValidateResolvesSymlinks(t *testing.T) {
+func TestValidateResolvesWritableSymlinks(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(t.TempDir(), "link")
 	os.Symlink(dir, link)
 	p := valid()
-	p.RW = []string{link, dir}
+	p.Writable = []string{link, dir}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if len(p.RW) != 1 || p.RW[0] != dir {
-		t.Fatalf("RW = %v, want [%s] (resolved, deduplicated)", p.RW, dir)
+	if len(p.Writable) != 1 || p.Writable[0] != dir {
+		t.Fatalf("Writable = %v, want [%s] (resolved, deduplicated)", p.Writable, dir)
+	}
+}
+
+// A writable bind is never made through a symlink, at the path or above
+// it: one planted by an earlier session would bind another directory.
+func TestValidateRefusesSymlinksInRW(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(dir, link)
+	for _, rw := range []string{link, filepath.Join(link, "sub")} {
+		p := valid()
+		p.RW = []string{rw}
+		err := p.Validate()
+		var fe *FlagError
+		if !errors.As(err, &fe) || fe.Flag != "--rw" || fe.Value != rw || !strings.Contains(fe.Reason, "symlink") {
+			t.Errorf("--rw %s: %v, want a FlagError naming --rw, the path and the symlink", rw, err)
+		}
+	}
+	p := valid()
+	p.RW = []string{filepath.Join(dir, "sub")}
+	if err := p.Validate(); err != nil {
+		t.Errorf("a path without symlinks: %v", err)
 	}
 }

@@ -7,9 +7,6 @@ package report
 
 import (
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -97,36 +94,12 @@ type Layers struct {
 	DockerGuard bool `json:"docker_guard"`
 }
 
-// Write writes r to path ("-": stderr) atomically: a reader never sees
-// half a report.
-func Write(path string, r *Report) error {
+// Encode is r as the document: indented JSON and a newline. The caller
+// writes it atomically (a reader never sees half a report).
+func Encode(r *Report) ([]byte, error) {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b = append(b, '\n')
-	if path == "-" {
-		_, err := os.Stderr.Write(b)
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("--report %q: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("--report %q: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("--report %q: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("--report %q: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("--report %q: %w", path, err)
-	}
-	return nil
+	return append(b, '\n'), nil
 }

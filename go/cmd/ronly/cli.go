@@ -72,6 +72,7 @@ type CLI struct {
 	Report          string        `placeholder:"FILE" help:"Write a JSON report of the session to FILE ('-' for stderr): exit, times, memory, limits hit, refusals, layers."`
 	AuditLog        string        `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
 	MetricsSocket   string        `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to the ronly exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
+	MetricsSpool    string        `name:"metrics-spool" default:"/var/lib/ronly/spool" placeholder:"DIR" help:"Where this session's counts wait while the exporter is down: the exporter's --spool (default ${default})."`
 	MetricsTextfile string        `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
 	NoMetrics       bool          `name:"no-metrics" help:"Report no metrics for this session."`
 	NoWriteCounting bool          `name:"no-write-counting" help:"Do not count refused writes (the eBPF program that counts them adds about 100 ns to every syscall on the host while a session runs)."`

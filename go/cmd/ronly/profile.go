@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ronly.dev/ronly/go/policy"
 )
 
@@ -43,7 +45,10 @@ func (c *CLI) applyProfile(p *policy.Policy) error {
 	if c.Profile == policy.ProfileCI {
 		ws := c.Workspace
 		if ws == "" {
-			wd, err := os.Getwd()
+			// The kernel's name for it, without symlinks ($PWD may
+			// have some, and the workspace is bound only by a path
+			// without any).
+			wd, err := unix.Getwd()
 			if err != nil {
 				return &policy.FlagError{Flag: "--workspace", Reason: "no current directory to use: " + err.Error()}
 			}
@@ -54,6 +59,9 @@ func (c *CLI) applyProfile(p *policy.Policy) error {
 		}
 		if abs, err := filepath.Abs(ws); err == nil {
 			ws = abs
+		}
+		if err := policy.NoSymlinks("--workspace", ws); err != nil {
+			return err
 		}
 		p.RW = append([]string{ws}, p.RW...)
 		p.PIDNS = true

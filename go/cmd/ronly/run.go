@@ -3,16 +3,17 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/audit"
+	"ronly.dev/ronly/go/hostfile"
 	"ronly.dev/ronly/go/metrics"
 	"ronly.dev/ronly/go/policy"
 	"ronly.dev/ronly/go/report"
@@ -26,14 +27,22 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 		return err
 	}
 	session := newSessionID()
-	if err := checkReportPath(cli.Report); err != nil {
+	// Every file ronly writes on the host for the session is written
+	// through a directory opened now, before the sandbox exists, never
+	// through a path looked up again later: the session may write where
+	// they lie and plant symlinks there (go/hostfile).
+	reportDir, reportName, err := openReport(cli.Report)
+	if err != nil {
 		return err
 	}
+	defer reportDir.Close()
 	log, closeLog, err := openAuditLog(cli.AuditLog)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
+	mo := openMetrics(cli)
+	defer mo.close()
 
 	opts := sandbox.Options{
 		Warn:    func(msg string) { fmt.Fprintf(os.Stderr, "ronly: warning: %s\n", msg) },
@@ -48,10 +57,18 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	}
 	start := time.Now()
 	res, err := sandbox.Run(p, opts)
-	deliverMetrics(cli, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
+	var auditDropped uint64
+	if log != nil {
+		// The session is over: the last "dropped" line, and the total
+		// for the metrics.
+		log.Close()
+		auditDropped = log.Dropped()
+	}
+	deliverMetrics(mo, metrics.Report{Session: session, Start: start, End: time.Now(), Failed: err != nil,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
 		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"], ShimReportsMalformed: res.MalformedReports,
-		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting, SocketMediation: res.Layers.SocketMediation})
+		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting, SocketMediation: res.Layers.SocketMediation,
+		AuditLinesDropped: auditDropped})
 	if p.Verbose {
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
 		var steps []string
@@ -64,8 +81,8 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 		fmt.Fprintf(os.Stderr, "ronly: session killed with all its processes: %s\n", limitText(p.Limits, res.LimitHit))
 	}
 	if cli.Report != "" {
-		if werr := report.Write(cli.Report, sessionReport(session, p, start, res, err)); werr != nil {
-			fmt.Fprintf(os.Stderr, "ronly: warning: %v\n", werr)
+		if werr := writeReport(reportDir, reportName, sessionReport(session, p, start, res, err)); werr != nil {
+			fmt.Fprintf(os.Stderr, "ronly: warning: --report %s: %v\n", cli.Report, werr)
 		}
 	}
 	if log != nil && log.Err() != nil {
@@ -78,18 +95,54 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	return nil
 }
 
-// deliverMetrics delivers the session's counts. A host without an exporter, a
-// spool or a textfile gets nothing, and a failure is a warning: metrics
-// never fail a session.
-func deliverMetrics(cli *CLI, r metrics.Report) {
+// metricsOut is where the session's counts go, its directories opened at
+// the start.
+type metricsOut struct {
+	o   metrics.DeliverOptions
+	on  bool  // something to deliver to
+	err error // why the textfile's directory or the spool could not be opened
+}
+
+// openMetrics opens the directories the session's counts may be written
+// in. A host without an exporter, a spool or a textfile gets nothing, and a
+// failure is only a warning at the end: metrics never fail a session.
+func openMetrics(cli *CLI) *metricsOut {
+	m := &metricsOut{o: metrics.DeliverOptions{Socket: cli.MetricsSocket, Textfile: cli.MetricsTextfile, Spool: cli.MetricsSpool}}
 	if cli.NoMetrics {
+		return m
+	}
+	if m.o.Textfile != "" {
+		m.on = true
+		m.o.TextfileDir, _, m.err = hostfile.OpenFileDir(m.o.Textfile)
+		return m
+	}
+	if !exists(m.o.Socket) && !exists(m.o.Spool) {
+		return m
+	}
+	m.on = true
+	// Created now if missing: the spool must be open before the sandbox
+	// exists, although only a session whose exporter is down writes in it.
+	if m.err = os.MkdirAll(m.o.Spool, 0o700); m.err == nil {
+		m.o.SpoolDir, m.err = hostfile.OpenDir(m.o.Spool)
+	}
+	return m
+}
+
+func (m *metricsOut) close() {
+	m.o.TextfileDir.Close()
+	m.o.SpoolDir.Close()
+}
+
+// deliverMetrics delivers the session's counts; a failure is a warning.
+func deliverMetrics(m *metricsOut, r metrics.Report) {
+	if !m.on {
 		return
 	}
-	o := metrics.DeliverOptions{Socket: cli.MetricsSocket, Textfile: cli.MetricsTextfile, Spool: metrics.DefaultSpool}
-	if o.Textfile == "" && !exists(o.Socket) && !exists(o.Spool) {
-		return
+	err := m.err
+	if err == nil {
+		err = metrics.Deliver(r, m.o)
 	}
-	if err := metrics.Deliver(r, o); err != nil {
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "ronly: warning: metrics not delivered: %v\n", err)
 	}
 }
@@ -99,6 +152,9 @@ func exists(path string) bool {
 	return err == nil
 }
 
+// openAuditLog opens the audit log for appending, through its directory and
+// never through a symlink or a file with other hard links (either could
+// name any host file: see hostfile.OpenAppend).
 func openAuditLog(path string) (*audit.Log, func(), error) {
 	switch path {
 	case "":
@@ -106,11 +162,25 @@ func openAuditLog(path string) (*audit.Log, func(), error) {
 	case "-":
 		return audit.New(os.Stderr), func() {}, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	dir, name, err := hostfile.OpenFileDir(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--audit-log %q: %w", path, err)
+		return nil, nil, &policy.FlagError{Flag: "--audit-log", Value: path, Reason: "its directory cannot be opened: " + reason(err)}
+	}
+	defer dir.Close()
+	f, err := dir.OpenAppend(name, 0o640)
+	if err != nil {
+		return nil, nil, &policy.FlagError{Flag: "--audit-log", Value: path, Reason: reason(err)}
 	}
 	return audit.New(f), func() { f.Close() }, nil
+}
+
+// reason is err without the path a PathError repeats.
+func reason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 func newSessionID() string {
@@ -121,20 +191,39 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// checkReportPath fails before the session starts when the report could
-// not be written after it: a CI job must not run only to lose its report.
-func checkReportPath(path string) error {
+// openReport opens the directory the report will be written in, so that
+// a session cannot redirect it, and fails before the session starts when
+// the report could not be written after it: a CI job must not run only to
+// lose its report. No directory for "" and "-" (stderr).
+func openReport(path string) (*hostfile.Dir, string, error) {
 	if path == "" || path == "-" {
-		return nil
+		return nil, "", nil
 	}
-	fi, err := os.Stat(filepath.Dir(path))
-	if err != nil || !fi.IsDir() {
-		return &policy.FlagError{Flag: "--report", Value: path, Reason: "its directory does not exist"}
+	dir, name, err := hostfile.OpenFileDir(path)
+	if err != nil {
+		return nil, "", &policy.FlagError{Flag: "--report", Value: path, Reason: "its directory does not exist or cannot be opened: " + reason(err)}
 	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return &policy.FlagError{Flag: "--report", Value: path, Reason: "is a directory"}
+		dir.Close()
+		return nil, "", &policy.FlagError{Flag: "--report", Value: path, Reason: "is a directory"}
 	}
-	return nil
+	return dir, name, nil
+}
+
+// writeReport writes r as name in dir, atomically; to stderr when dir is nil.
+func writeReport(dir *hostfile.Dir, name string, r *report.Report) error {
+	b, err := report.Encode(r)
+	if err != nil {
+		return err
+	}
+	if dir == nil {
+		_, err := os.Stderr.Write(b)
+		return err
+	}
+	return dir.WriteFile(name, 0o644, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
 }
 
 func limitText(l policy.Limits, hit string) string {
