@@ -10,9 +10,13 @@
  *   enter_userns     unshare(CLONE_NEWUSER); the parent writes our id maps
  *   enter_namespaces mount, IPC, UTS [, network] namespaces
  *   enter_pidns      [optional] a PID namespace: fork, the child is its PID 1
+ *   open_userns_limits [userns] open /proc/sys/user/max_* of the new user ns
  *   build_root       recursive read-only clone of /, scratch mounts, a
  *                    private /dev
  *   enter_root       pivot_root into it and drop the old root
+ *   own_terminal     [optional] a pty of its own on stdio; else no controlling terminal
+ *   limit_userns     [userns] the session's share of inotify, fanotify and
+ *                    namespaces: its user namespace's /proc/sys/user limits
  *   drop_privileges  capabilities, securebits, no_new_privs
  *   restrict_fs      Landlock: writes only where writable; signals scoped
  *   close_fds        nothing inherited by accident reaches the command
@@ -193,6 +197,58 @@ static void enter_userns(void)
 		errno = m.err ? m.err : EPROTO;
 		m.detail[sizeof m.detail - 1] = 0;
 		die("write id maps", m.detail);
+	}
+}
+
+/*
+ * The session's share of the kernel objects its user shares with the host.
+ * Inside the new user namespace /proc/sys/user/ holds that namespace's own
+ * limits (the kernel starts them at INT_MAX); what the session creates is
+ * charged there and to its user on the host, so a limit here keeps the
+ * rest of the host's for the host (inotify instances and watches, fanotify
+ * groups and marks). The supervisor chose the values (namespaces: 0, as
+ * seccomp already refuses new ones).
+ *
+ * Two steps. open_userns_limits opens the files while /proc is still the
+ * host's procfs, writable; limit_userns writes them once the root is built:
+ * after the last namespace the init itself makes (a limit is checked when
+ * something is created, and build_root's open_tree clones count as mount
+ * namespaces on recent kernels) and while the init still has
+ * CAP_SYS_RESOURCE in the namespace, which the writes need.
+ */
+static int userns_limit_fd[RONLY_MAX_USERNS_LIMITS];
+
+static void open_userns_limits(void)
+{
+	for (uint32_t i = 0; i < RONLY_MAX_USERNS_LIMITS; i++) {
+		struct ronly_userns_limit *l = &hdr.userns_limits[i];
+		l->name[sizeof l->name - 1] = 0;
+		userns_limit_fd[i] = -1;
+		if (!l->name[0])
+			continue;
+		if (strchr(l->name, '/') || l->name[0] == '.') {
+			errno = EINVAL;
+			die("read records", "user namespace limit is not a file name");
+		}
+		char path[64];
+		snprintf(path, sizeof path, "/proc/sys/user/%s", l->name);
+		if ((userns_limit_fd[i] = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+			send_msg(RONLY_MSG_WARN, errno, 0, "user namespace limit", l->name, -1);
+	}
+}
+
+static void limit_userns(void)
+{
+	for (uint32_t i = 0; i < RONLY_MAX_USERNS_LIMITS; i++) {
+		if (userns_limit_fd[i] < 0)
+			continue;
+		struct ronly_userns_limit *l = &hdr.userns_limits[i];
+		char value[24];
+		int n = snprintf(value, sizeof value, "%llu", (unsigned long long)l->value);
+		if (write(userns_limit_fd[i], value, (size_t)n) != n)
+			send_msg(RONLY_MSG_WARN, errno, 0, "user namespace limit", l->name, -1);
+		close(userns_limit_fd[i]);
+		userns_limit_fd[i] = -1;
 	}
 }
 
@@ -481,6 +537,57 @@ static void bind_ro(int rootfd, const char *path, int writable)
 	close(fd);
 }
 
+/*
+ * The host file a record names (a --rw directory, the Docker guard's
+ * socket), opened in our copy of the host's mount tree without following a
+ * symlink in any component, and checked to be the very file the supervisor
+ * looked at (dev, ino): a path swapped for a symlink, or for another file,
+ * since the supervisor checked it stops the session instead of binding
+ * whatever the path leads to now.
+ */
+static int open_checked(const struct ronly_mount *m, const char *path, int flags, mode_t type, const char *step)
+{
+	int fd = open_no_symlinks(AT_FDCWD, path, O_PATH | flags);
+	if (fd < 0 && errno == ENOSYS)
+		die("openat2", "ronly needs Linux 5.6 or newer to open paths without following symlinks");
+	if (fd < 0)
+		die(step, path);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		die("fstat", path);
+	if ((st.st_mode & S_IFMT) != type || st.st_dev != m->dev || st.st_ino != m->ino) {
+		errno = ESTALE;
+		die("replaced since ronly checked it", path);
+	}
+	return fd;
+}
+
+/*
+ * Bind the file or tree held open as src onto the one held open as dst,
+ * with attrs set while the clone is still detached: neither end is looked
+ * up by path again, so nothing swapped in since can redirect the bind, and
+ * the bind never exists without its attributes.
+ */
+static void bind_fds(int src, int dst, unsigned int recursive, uint64_t attrs, const char *what)
+{
+	int tree = (int)syscall(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | recursive);
+	if (tree < 0)
+		die("open_tree(OPEN_TREE_CLONE)", what);
+	struct mount_attr a;
+	memset(&a, 0, sizeof a);
+	a.attr_set = attrs;
+	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | recursive, &a, sizeof a) < 0)
+		die("mount_setattr", what);
+	if (syscall(SYS_move_mount, tree, "", dst, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die("move_mount", what);
+	close(tree);
+}
+
+/* The sources of RONLY_M_BIND_RW records, by record;
+ * -1 for others. restrict_fs takes the --rw directories' Landlock rules
+ * from these descriptors, not from their paths. */
+static int *source_fd;
+
 static void build_root(void)
 {
 	/* Private, not slave: with slave propagation, mounts the host makes
@@ -500,15 +607,14 @@ static void build_root(void)
 	         MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "mount_setattr(AT_RECURSIVE, RDONLY)");
 
 	/* Sources under the host's /tmp vanish behind the holder: hold them
-	 * open from here on and bind them through /proc/self/fd. */
-	int *source_fd = calloc(hdr.n_mounts + 1, sizeof *source_fd);
+	 * open from here on and bind them through their descriptors. */
+	source_fd = calloc(hdr.n_mounts + 1, sizeof *source_fd);
 	if (!source_fd)
 		die("allocation", "");
 	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
 		source_fd[i] = -1;
-		if (mounts[i].kind == RONLY_M_BIND_RW &&
-		    (source_fd[i] = open(mounts[i].path, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
-			die("open writable", mounts[i].path);
+		if (mounts[i].kind == RONLY_M_BIND_RW)
+			source_fd[i] = open_checked(&mounts[i], mounts[i].path, O_DIRECTORY, S_IFDIR, "open writable (no symlinks)");
 	}
 
 	for (uint32_t i = 0; i < hdr.n_mounts; i++)
@@ -530,6 +636,7 @@ static void build_root(void)
 		const char *target = in_root(m->path);
 		struct stat st;
 		char opts[64];
+		int dst;
 
 		switch (m->kind) {
 		case RONLY_M_SHIM:
@@ -548,10 +655,13 @@ static void build_root(void)
 			 * the read-only clone that fails, as it must. */
 			if (lstat(target, &st) < 0 && errno == ENOENT)
 				make_path(target);
-			snprintf(opts, sizeof opts, "/proc/self/fd/%d", source_fd[i]);
-			if (mount(opts, target, NULL, MS_BIND | MS_REC, NULL) < 0)
-				die("bind writable", m->path);
-			set_attr(AT_FDCWD, target, AT_RECURSIVE, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "nosuid,nodev");
+			/* The target, too, is opened without following symlinks:
+			 * the clone shows the host's files live, so a path swapped
+			 * after the source was opened would move the bind. */
+			if ((dst = open_no_symlinks(AT_FDCWD, target, O_PATH | O_DIRECTORY)) < 0)
+				die("open writable's place (no symlinks)", m->path);
+			bind_fds(source_fd[i], dst, AT_RECURSIVE, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, m->path);
+			close(dst);
 			break;
 		case RONLY_M_BIND_RO:
 		case RONLY_M_PIN:
@@ -575,9 +685,10 @@ static void build_root(void)
 			die("mount proc", "/proc");
 	}
 	for (uint32_t i = 0; i < hdr.n_mounts; i++)
-		if (source_fd[i] >= 0)
+		if (source_fd[i] >= 0 && mounts[i].kind != RONLY_M_BIND_RW) {
 			close(source_fd[i]);
-	free(source_fd);
+			source_fd[i] = -1;
+		}
 	build_dev();
 }
 
@@ -597,6 +708,53 @@ static void enter_root(void)
 		die("detach old root", "/");
 	if (chdir("/") < 0 || (chdir(cwd) < 0 && chdir("/") < 0))
 		die("chdir", cwd);
+}
+
+/*
+ * fds 0-2 are the supervisor's pipes, never the caller's files or terminal:
+ * reopening /proc/self/fd/0 would reach the host's writable mount, and
+ * fchmod, futimens, fsetxattr and TIOCSETD need no reopen at all. A caller
+ * at a terminal gets a pty of the sandbox's own devpts (build_dev) as the
+ * controlling terminal of a new session, its master handed to the
+ * supervisor, which relays it to the caller's terminal (as runc does for
+ * `docker run -t`); so `tty` names it and a chmod or TIOCSETD of it stays
+ * in here. Without one, the command must not keep the caller's terminal as
+ * its controlling one either, or /dev/tty would reach it; it stays in the
+ * caller's session and process group, so Ctrl-C and Ctrl-Z still reach it.
+ * After pivot_root, where /dev/pts is ours; before Landlock and seccomp.
+ */
+static void own_terminal(void)
+{
+	if (!(hdr.flags & RONLY_F_PTY)) {
+		int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (tty < 0)
+			return; /* no controlling terminal (ENXIO), or no /dev/tty */
+		/* Never as a session leader: that would hang up the caller's
+		 * foreground jobs. A child of the supervisor is not one. */
+		if (getsid(0) != getpid() && ioctl(tty, TIOCNOTTY) < 0)
+			die("ioctl(TIOCNOTTY)", "the caller's terminal");
+		close(tty);
+		return;
+	}
+	int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		die("open", "/dev/pts/ptmx");
+	int unlock = 0;
+	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+		die("ioctl(TIOCSPTLCK)", "/dev/pts/ptmx");
+	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0)
+		die("ioctl(TIOCGPTPEER)", "/dev/pts/ptmx");
+	if (getsid(0) != getpid() && setsid() < 0)
+		die("setsid", "");
+	if (ioctl(slave, TIOCSCTTY, 0) < 0)
+		die("ioctl(TIOCSCTTY)", "the session's pty");
+	if (dup2(slave, 0) < 0 || ((hdr.flags & RONLY_F_PTY_OUT) && dup2(slave, 1) < 0) ||
+	    ((hdr.flags & RONLY_F_PTY_ERR) && dup2(slave, 2) < 0))
+		die("dup2", "the session's pty");
+	close(slave);
+	send_msg(RONLY_MSG_PTY, 0, 0, "", "", master);
+	close(master);
 }
 
 static void drop_privileges(void)
@@ -654,6 +812,16 @@ static int add_path_rule(int ruleset, const char *path, uint64_t access)
 	return r;
 }
 
+/* A rule for the directory held open as fd: Landlock rules are on inodes,
+ * so this is the rule the path would give, without looking it up again
+ * inside, where the session's own processes could have swapped it. */
+static void allow_fd(int ruleset, int fd, uint64_t access, const char *what)
+{
+	struct ll_path_beneath pb = {.allowed_access = access, .parent_fd = fd};
+	if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &pb, 0) < 0)
+		die("landlock_add_rule", what);
+}
+
 static void allow_path(int ruleset, const char *path, uint64_t access)
 {
 	if (add_path_rule(ruleset, path, access) < 0)
@@ -690,8 +858,10 @@ static void restrict_fs(void)
 		die("landlock_create_ruleset", "");
 
 	for (uint32_t i = 0; i < hdr.n_mounts; i++)
-		if (mounts[i].kind == RONLY_M_TMPFS || mounts[i].kind == RONLY_M_BIND_RW)
+		if (mounts[i].kind == RONLY_M_TMPFS)
 			allow_path(ruleset, mounts[i].path, fs);
+		else if (mounts[i].kind == RONLY_M_BIND_RW)
+			allow_fd(ruleset, source_fd[i], fs, mounts[i].path);
 	allow_path(ruleset, "/dev/shm", fs);
 	/* Writing to null, tty and ptys (and their ioctls) is normal work. */
 	const uint64_t file_rights = (LL_FS_WRITE_FILE | LL_FS_TRUNCATE | LL_FS_IOCTL_DEV) & fs;
@@ -810,8 +980,13 @@ __attribute__((constructor)) static void ronly_init(void)
 	enter_namespaces();
 	if (hdr.flags & RONLY_F_PIDNS)
 		enter_pidns();
+	if (hdr.flags & RONLY_F_USERNS)
+		open_userns_limits();
 	build_root();
 	enter_root();
+	own_terminal();
+	if (hdr.flags & RONLY_F_USERNS)
+		limit_userns();
 	drop_privileges();
 	restrict_fs();
 	close_fds();
@@ -820,6 +995,7 @@ __attribute__((constructor)) static void ronly_init(void)
 		become_pid1();
 	close(sock);
 	free(mounts);
+	free(source_fd);
 	free(bpf);
 	free(fallback);
 	ronly_init_ran = 1;
