@@ -58,6 +58,8 @@ var (
 		"1 if the most recent ronly session counted refused writes (eBPF at syscall exit), 0 if it could not (not root, no cgroup v2).", gauge)
 	socketMediation = newFamily("ronly_socket_mediation",
 		"1 if the most recent ronly session mediated connects and sends to addresses (host unix sockets refused), 0 if it could not (a nested sandbox: no seccomp listener).", gauge)
+	auditLinesDropped = newFamily("ronly_audit_lines_dropped_total",
+		"Audit lines of ronly sessions that the per-session rate limit left out of --audit-log (the refusals are still counted).", counter)
 	reportsReceived = newFamily("ronly_reports_received_total",
 		"Session reports the exporter ingested, by how they arrived: socket or spool.", counter, "via")
 	reportsDropped = newFamily("ronly_reports_dropped_total",
@@ -73,7 +75,7 @@ var (
 var families = []*family{
 	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
 	sessions, sessionDuration, landlockABI, seccompCounting, writeCounting, socketMediation,
-	reportsReceived, reportsDropped, reportsMalformed, shimReportsMalformed,
+	reportsReceived, reportsDropped, reportsMalformed, shimReportsMalformed, auditLinesDropped,
 }
 
 // durationBuckets are the upper bounds of ronly_session_duration_seconds:
@@ -121,6 +123,7 @@ func NewSet() *Set {
 	s.add(sessions, 0, "ok")
 	s.add(sessions, 0, "failed")
 	s.add(shimReportsMalformed, 0)
+	s.add(auditLinesDropped, 0)
 	return s
 }
 
@@ -141,6 +144,7 @@ func (s *Set) Add(r Report) {
 		method, route := splitPair(call)
 		s.add(blockedAPICalls, n, method, route)
 	}
+	s.add(auditLinesDropped, r.AuditLinesDropped)
 	s.add(shimReportsMalformed, r.ShimReportsMalformed)
 	result := "ok"
 	if r.Failed {

@@ -24,17 +24,19 @@ func goldenReports() []Report {
 		{
 			Session: "s1", Start: t0, End: t0.Add(2500 * time.Millisecond),
 			LandlockABI: 5, SeccompMode: SeccompNotify,
-			BlockedSyscalls: map[string]uint64{"mount": 3, "ptrace": 1},
-			BlockedWrites:   map[string]uint64{"unlink": 2, "open-write": 7},
-			BlockedCommands: map[string]uint64{"docker rm": 1, "kubectl delete": 2},
-			BlockedAPICalls: map[string]uint64{"POST /containers/{id}/kill": 1},
+			BlockedSyscalls:   map[string]uint64{"mount": 3, "ptrace": 1},
+			BlockedWrites:     map[string]uint64{"unlink": 2, "open-write": 7},
+			BlockedCommands:   map[string]uint64{"docker rm": 1, "kubectl delete": 2},
+			BlockedAPICalls:   map[string]uint64{"POST /containers/{id}/kill": 1},
+			AuditLinesDropped: 7,
 		},
 		{
 			Session: "s2", Start: t0, End: t0.Add(40 * time.Second),
 			LandlockABI: 2, SeccompMode: SeccompErrno,
-			BlockedSyscalls: map[string]uint64{"mount": 1},
-			BlockedCommands: map[string]uint64{"git": 1, "docker other": 4},
-			BlockedAPICalls: map[string]uint64{"DELETE /containers/{id}": 2},
+			BlockedSyscalls:   map[string]uint64{"mount": 1},
+			BlockedCommands:   map[string]uint64{"git": 1, "docker other": 4},
+			BlockedAPICalls:   map[string]uint64{"DELETE /containers/{id}": 2},
+			AuditLinesDropped: 5,
 		},
 		// Older than s2: must not overwrite the gauges.
 		{

@@ -35,6 +35,9 @@ type Report struct {
 	// ShimReportsMalformed counts the lines the session dropped from its
 	// shims' report pipe (go/sandbox reports.go).
 	ShimReportsMalformed uint64 `json:"shim_reports_malformed,omitempty"`
+	// AuditLinesDropped is how many audit lines the session's rate limit
+	// left out of --audit-log (go/audit.DefaultLimit).
+	AuditLinesDropped uint64 `json:"audit_lines_dropped,omitempty"`
 }
 
 // The values of Report.SeccompMode.

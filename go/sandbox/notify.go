@@ -60,6 +60,18 @@ type notifier struct {
 	// mediators answer the calls the policy marks "mediate", by syscall
 	// number. A mediated call without one is refused with EPERM.
 	mediators map[int]mediator
+	// done is closed when the answering goroutine ends: after the last
+	// process of the session is gone and every refusal is recorded.
+	done chan struct{}
+}
+
+// wait waits at most d for the answering goroutine to end, so that the
+// counts and the audit log hold every refusal once the session is over.
+func (n *notifier) wait(d time.Duration) {
+	select {
+	case <-n.done:
+	case <-time.After(d):
+	}
 }
 
 // A mediator decides one mediated call and answers it (Call.Reply,
@@ -103,13 +115,14 @@ func (c *Call) Continue() {
 const seccompIoctlNotifSetFlags = 0x40082104
 
 func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, record func(Refusal), detailed bool) *notifier {
-	n := &notifier{listener: listener, table: table, record: record, detailed: detailed, mediators: mediators}
+	n := &notifier{listener: listener, table: table, record: record, detailed: detailed, mediators: mediators, done: make(chan struct{})}
 	// Ask the kernel to switch straight to us when a call is notified and
 	// straight back when we answer, on the same CPU, instead of waking
 	// us through the scheduler: the refused caller waits less. Older
 	// kernels refuse the ioctl; the wake-up is then the ordinary one.
 	unix.Syscall(unix.SYS_IOCTL, uintptr(listener), seccompIoctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	go func() {
+		defer close(n.done)
 		for n.answer() {
 		}
 	}()
