@@ -497,8 +497,8 @@ func (pr *prober) describe(i int) string {
 	l := cfg.layers
 	switch cfg.name {
 	case "mount+caps", "mount+caps+userns":
-		d := "mount, IPC and UTS namespaces; a read-only root, a private /dev, /tmp and /dev/shm, /run's sockets hidden; " +
-			"every capability dropped (root keeps CAP_DAC_READ_SEARCH), no_new_privs; "
+		d := "mount, IPC and UTS namespaces; a read-only root, a private /dev, /tmp and /dev/shm; " +
+			"every capability dropped (root keeps CAP_DAC_READ_SEARCH), no_new_privs; stdio are pipes the supervisor relays; "
 		if l.UserNS {
 			d += "a user namespace mapping only your own ids; "
 		} else {
@@ -523,7 +523,11 @@ func (pr *prober) describe(i int) string {
 		}
 		return d
 	case "seccomp":
-		return "+ the seccomp filter (" + l.Seccomp + "): the full default sandbox"
+		d := "+ the seccomp filter (" + l.Seccomp + "): the full default sandbox"
+		if l.SocketMediation {
+			d += "; the supervisor decides every connect and send to an address (host unix sockets refused)"
+		}
+		return d
 	}
 	return ""
 }
