@@ -197,7 +197,16 @@ func (g *gitPlan) gitDir(dir, w string, depth int) error {
 		return fmt.Errorf("--rw %s: %w", w, err)
 	}
 	g.add(cinit.MountPin, dir)
-	for _, name := range []string{"hooks", "info", "config"} {
+	protected := []string{"hooks", "info", "config"}
+	// Checked before anything is created, so that a repository that
+	// cannot be protected leaves the host as it was.
+	for _, name := range protected {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Lstat(p); err == nil && !g.exempt(p) && !(fi.IsDir() || fi.Mode().IsRegular()) {
+			return unprotectable(w, p)
+		}
+	}
+	for _, name := range protected {
 		p := filepath.Join(dir, name)
 		if g.exempt(p) {
 			continue

@@ -109,4 +109,7 @@ func TestGitMountsGitFileAndSymlinks(t *testing.T) {
 	if _, err := plan(t, root, link); !errors.As(err, &he) || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("symlinked hooks: want a HintError naming the symlink, got %v", err)
 	}
+	if _, err := os.Lstat(filepath.Join(link, ".git", "info")); err == nil {
+		t.Errorf("a repository that cannot be protected got a .git/info made anyway")
+	}
 }
