@@ -216,7 +216,7 @@ func (e *Exporter) IngestSpool() error {
 			if err := e.ingestFile(path); err != nil {
 				errs = append(errs, err)
 			}
-		case strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp"): // see writeAtomic
+		case strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp"): // see hostfile.Dir.WriteFile
 			if info, err := ent.Info(); err == nil && time.Since(info.ModTime()) > staleTmp {
 				os.Remove(path)
 			}

@@ -615,6 +615,9 @@ func withHint(e *cinit.Error) error {
 		}
 	case e.Step == "write id maps":
 		return &HintError{e, "the supervisor could not map ids into the user namespace"}
+	case e.Step == "replaced since ronly checked it" ||
+		strings.HasSuffix(e.Step, "(no symlinks)") && (e.Errno == unix.ELOOP || e.Errno == unix.ENOTDIR):
+		return &HintError{e, "a symlink or another file was put at this path after ronly checked it; nothing was bound"}
 	}
 	return e
 }

@@ -142,9 +142,9 @@ func TestRWSwapRace(t *testing.T) {
 			if r.code == 125 {
 				// Which check stopped it: validation, or the init
 				// finding a symlink or another directory.
-				stops[i] = "validation"
+				stops[i] = "validation: " + r.stderr
 				if strings.Contains(r.stderr, "no symlinks") || strings.Contains(r.stderr, "replaced since") {
-					stops[i] = "init"
+					stops[i] = "init: " + r.stderr
 				}
 			}
 			// 1: the bind was made, but the path was swapped again
@@ -159,14 +159,15 @@ func TestRWSwapRace(t *testing.T) {
 	close(stop)
 	swaps.Wait()
 	c.check(t)
-	tally, stopped := map[int]int{}, map[string]int{}
+	tally, stopped, sample := map[int]int{}, map[string]int{}, map[string]string{}
 	for i, code := range codes {
 		tally[code]++
-		if stops[i] != "" {
-			stopped[stops[i]]++
+		if by, msg, ok := strings.Cut(stops[i], ": "); ok {
+			stopped[by]++
+			sample[by] = msg
 		}
 	}
-	t.Logf("exit codes of %d sessions: %v; exit 125 by %v", n, tally, stopped)
+	t.Logf("exit codes of %d sessions: %v; exit 125 by %v, e.g. %q", n, tally, stopped, sample)
 }
 
 // TestOutputsNotRedirected: a session with --report, --audit-log and
