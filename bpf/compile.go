@@ -123,11 +123,10 @@ func addRule(f *seccomp.ScmpFilter, r Rule, mode Mode) error {
 	if r.Nr < 0 || r.Nr >= maxNr {
 		return fmt.Errorf("syscall number %d out of range", r.Nr)
 	}
-	if r.Mediate {
-		if mode != ModeNotify {
-			return nil // no supervisor to ask: the default, allow
-		}
-	} else if r.Errno <= 0 || r.Errno > 4095 {
+	if r.Mediate && mode != ModeNotify && r.Errno == 0 {
+		return nil // no supervisor to ask and no errno for that case: the default, allow
+	}
+	if (r.Errno == 0 && !r.Mediate) || r.Errno > 4095 {
 		return fmt.Errorf("errno %d out of range 1..4095", int(r.Errno))
 	}
 	action := seccomp.ActErrno.SetReturnCode(int16(r.Errno))

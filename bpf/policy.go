@@ -97,9 +97,11 @@ type Rule struct {
 	Quiet bool
 	// Mediate rules (ERRNO written as "mediate") send the call to the
 	// supervisor in ModeNotify, which decides it and may do it on the
-	// caller's behalf (connect to a unix socket, say); Errno is then 0. In
-	// ModeErrno, with no supervisor to ask, the call is allowed and only the
-	// kernel's own checks hold: the supervisor says so when it loads that.
+	// caller's behalf (connect to a unix socket, say). In ModeErrno, with
+	// no supervisor to ask, the call fails with Errno when the rule names
+	// one ("mediate EPERM": refused unless someone can tell it is safe),
+	// and is allowed when Errno is 0 (plain "mediate": only the kernel's
+	// own checks hold; the supervisor says so when it loads that).
 	Mediate bool
 }
 
@@ -194,6 +196,13 @@ func parseLine(text string) (Rule, error) {
 	}
 	if f[1] == "mediate" {
 		r.Mediate = true
+		if len(f) > 2 && f[2] != "quiet" && f[2] != "if" {
+			// The errno where no supervisor can be asked.
+			if r.Errno, err = parseErrno(f[2]); err != nil {
+				return r, err
+			}
+			f = f[1:]
+		}
 	} else if r.Errno, err = parseErrno(f[1]); err != nil {
 		return r, err
 	}

@@ -21,6 +21,8 @@ quotactl_fd:443    EPERM -- known to libseccomp, number checked
 439                EACCES -- bare number known to libseccomp (faccessat2)
 500                EPERM  -- bare number nobody knows
 setpriority        EPERM  if arg1 < 10 && arg0 <= 1 && arg2 > 3 && arg3 >= 4 && arg4 == 5 && arg5 != 6 -- all ops
+connect            mediate -- decided by the supervisor, else allowed
+sched_setparam     mediate EPERM if arg0 != 0 -- decided by the supervisor, else refused
 `
 	rules, err := Parse([]byte(src))
 	if err != nil {
@@ -43,6 +45,9 @@ setpriority        EPERM  if arg1 < 10 && arg0 <= 1 && arg2 > 3 && arg3 >= 4 && 
 			{Arg: 1, Op: OpLt, Value: 10}, {Arg: 0, Op: OpLe, Value: 1}, {Arg: 2, Op: OpGt, Value: 3},
 			{Arg: 3, Op: OpGe, Value: 4}, {Arg: 4, Op: OpEq, Value: 5}, {Arg: 5, Op: OpNe, Value: 6},
 		}, Reason: "all ops", Line: 13},
+		{Syscall: "connect", Nr: 42, Mediate: true, Reason: "decided by the supervisor, else allowed", Line: 14},
+		{Syscall: "sched_setparam", Nr: 142, Mediate: true, Errno: syscall.EPERM, Conds: []Cond{{Arg: 0, Op: OpNe}},
+			Reason: "decided by the supervisor, else refused", Line: 15},
 	}
 	if !reflect.DeepEqual(rules, want) {
 		for i := range max(len(rules), len(want)) {
@@ -70,6 +75,7 @@ func TestParseErrors(t *testing.T) {
 		{"mount EPERM --  ", `line 1: missing "-- reason"`},
 		{"\n\nmount -- x", "line 3: want: SYSCALL ERRNO"},
 		{"mount EPREM -- x", `line 1: unknown errno "EPREM"`},
+		{"mount mediate EPREM -- x", `line 1: unknown errno "EPREM"`},
 		{"mount 1 -- x", `line 1: unknown errno "1"`},
 		{"nosuchcall EPERM -- x", `line 1: libseccomp does not know syscall "nosuchcall" on x86_64: write it as nosuchcall:NUMBER`},
 		{"socketcall EPERM -- x", `line 1: "socketcall" is not an x86_64 syscall`},

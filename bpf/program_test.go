@@ -164,7 +164,7 @@ func expected(tab Table, mode Mode, nr int, args [6]uint64) uint32 {
 	if _, hit := e.Match(args); !hit {
 		return retAllow
 	}
-	if e.Mediate && mode != ModeNotify {
+	if e.Mediate && mode != ModeNotify && e.Errno == 0 {
 		return retAllow // no supervisor to ask: the kernel's own checks hold
 	}
 	if mode == ModeNotify && !e.Quiet {

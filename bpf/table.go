@@ -11,7 +11,8 @@ type Entry struct {
 	Name  string        // syscall name, for metrics labels and logs
 	Errno syscall.Errno // the answer: every rule of a syscall shares it
 	Quiet bool          // never notified (answered by the kernel)
-	// Mediate: the supervisor decides each call (Errno is 0); see Rule.
+	// Mediate: the supervisor decides each call; Errno is then the answer
+	// where no supervisor can (0: allowed), see Rule.
 	Mediate bool
 	Rules   []Rule // the policy lines for this syscall, in file order
 }

@@ -3,6 +3,7 @@ package probe
 import (
 	"fmt"
 	"os/exec"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -126,6 +127,28 @@ func schedEveryday() []Op {
 		e("ionice -c3 true", func(Targets) error { return runTool("ionice", "-c3", "true") }),
 		e("taskset -c 0 true", func(Targets) error { return runTool("taskset", "-c", "0", "true") }),
 		e("renice -p 0 (self)", func(Targets) error { return runTool("renice", "-n", "3", "-p", "0") }),
+		e("renice and taskset -p of self by own pid", func(Targets) error {
+			if err := runTool("sh", "-c", "exec renice -n 3 -p $$"); err != nil {
+				return err
+			}
+			return runTool("sh", "-c", "exec taskset -p 1 $$")
+		}),
+		e("sched_setaffinity own thread id", func(Targets) error {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var set unix.CPUSet
+			if err := unix.SchedGetaffinity(0, &set); err != nil {
+				return err
+			}
+			return unix.SchedSetaffinity(unix.Gettid(), &set)
+		}),
+		e("prlimit own pid (same value)", func(Targets) error {
+			var lim unix.Rlimit
+			if err := unix.Prlimit(unix.Getpid(), unix.RLIMIT_NOFILE, nil, &lim); err != nil {
+				return err
+			}
+			return unix.Prlimit(unix.Getpid(), unix.RLIMIT_NOFILE, &lim, nil)
+		}),
 		e("ioprio_set self (idle, in a child)", func(Targets) error {
 			return inChild(sysCall{nr: unix.SYS_IOPRIO_SET, args: [6]uintptr{ioprioWhoProcess, 0, 3 << 13}})
 		}),

@@ -194,11 +194,23 @@ func niceOf(t *testing.T, pid int) int {
 // TestSchedulingStaysInside: setpriority and ioprio_set on "my user" and
 // "my process group", and on a host process by pid, are refused; the host
 // processes of the same user keep their nice value, checked from outside;
-// nice, ionice, taskset and renice of the caller itself keep working.
+// nice, ionice, taskset and renice of the caller itself keep working, by
+// pid 0 and by its own pid or thread id.
 func TestSchedulingStaysInside(t *testing.T) {
 	b := setup(t)
 	needTool(t, "python3")
+	// The ci profile's own PID namespace: the ids the calls name are the
+	// namespace's, the supervisor translates the caller's.
+	type mode struct {
+		name  string
+		uid   int
+		flags []string
+	}
+	modes := []mode{{"ci", 0, []string{"--profile", "ci", "--workspace", userDir(t, 0, "ronly-e2e-sched-ws-")}}}
 	for _, u := range users {
+		modes = append(modes, mode{u.name, u.uid, u.flags})
+	}
+	for _, u := range modes {
 		t.Run(u.name, func(t *testing.T) {
 			// A host process of the same user, started in the test's
 			// process group (which the supervisor shares). The group and
@@ -230,6 +242,13 @@ ionice -c3 true; echo "ok ionice: $?"
 taskset -c 0 true; echo "ok taskset: $?"
 sh -c 'exec renice -n 3 -p 0' >/dev/null; echo "ok renice self: $?"
 py 'os.setpriority(os.PRIO_PROCESS, 0, 4)' "ok setpriority self"
+sh -c 'exec renice -n 3 -p $$' >/dev/null; echo "ok renice own pid: $?"
+sh -c 'exec taskset -p 1 $$' >/dev/null; echo "ok taskset -p own pid: $?"
+sh -c 'exec ionice -c3 -p $$'; echo "ok ionice -p own pid: $?"
+py 'os.sched_setaffinity(os.getpid(), {0})' "ok sched_setaffinity own pid"
+py 'import threading; r=[]; t=threading.Thread(target=lambda: r.append(os.sched_setaffinity(threading.get_native_id(), {0}))); t.start(); t.join(); assert r' "ok sched_setaffinity own thread id"
+py 'import resource; resource.prlimit(os.getpid(), resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))' "ok prlimit own pid"
+py 'os.sched_setaffinity(os.getppid(), {0})' "sched_setaffinity parent"
 `, pid, pid, u.uid, u.uid)
 			r := b.sh(t, opts{uid: u.uid}, u.flags, script)
 			if r.code != 0 {
