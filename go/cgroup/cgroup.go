@@ -38,6 +38,10 @@ type Group struct {
 	v2     string            // the v2 directory, "" when there is none
 	v1     map[string]string // controller -> its v1 directory
 	limits Limits
+	// locks hold an exclusive flock on each directory for as long as
+	// the session lives: what tells every ronly on the host, in any PID
+	// namespace, that the session is not stale (see Sweep).
+	locks []*os.File
 }
 
 // parentName is the directory under each hierarchy's root that holds the
@@ -84,15 +88,32 @@ func v1Controller(opt string) bool {
 	return false
 }
 
-// Name is the cgroup name of a session run by supervisor pid: Sweep tells
-// from it whether the session's supervisor is still alive. It holds the
-// supervisor's start time too, so that a reused pid is not taken for it.
+// Name is the cgroup name of a session run by supervisor pid, for the
+// operator who looks for it: the session id (as in the audit log), the
+// supervisor's pid and its start time in clock ticks after boot, as the
+// supervisor sees them (in its own PID namespace), with lockMark between
+// them: SESSION-PID-flock-START. Nothing decides by the pid: a session is
+// alive while its supervisor holds the flock on its directory
+// (`flock -n DIR true` fails then).
 func Name(session string, pid int) string {
 	state, start := procStat(pid)
 	if state == 0 {
 		start = "0"
 	}
-	return session + "-" + strconv.Itoa(pid) + "-" + start
+	return session + "-" + strconv.Itoa(pid) + "-" + lockMark + "-" + start
+}
+
+// lockMark is in the name of every session cgroup whose supervisor holds
+// its lock. Sweep leaves other directories alone: those of sessions of a
+// ronly from before the locks, which hold none even while they run. In
+// that place it also keeps such an older ronly, which judged a session by
+// the pid in the second-to-last field, from judging these at all.
+const lockMark = "flock"
+
+// sweepable says whether Sweep may judge directory name by its lock.
+func sweepable(name string) bool {
+	f := strings.Split(name, "-")
+	return len(f) >= 4 && f[len(f)-2] == lockMark
 }
 
 // procStat reads a process's state letter and start time (clock ticks
@@ -117,8 +138,15 @@ func procStat(pid int) (state byte, start string) {
 
 // Sweep removes the cgroups of sessions whose supervisor died without
 // cleaning up (SIGKILL, a crash, the host's OOM killer), killing whatever
-// still runs in them. A cgroup is stale when the pid in its name is gone
-// or belongs to a process started after the cgroup was made.
+// still runs in them. A cgroup is stale when nothing holds its lock (and
+// its name says it has one: see lockMark): a
+// live supervisor holds an exclusive flock on each of its session's
+// directories (New), through a close-on-exec descriptor the sandbox never
+// inherits, and the kernel drops it when the supervisor dies however it
+// dies. Every ronly on the host sees a lock the same way, whatever its PID
+// namespace; a pid would not be (another namespace cannot see it, and
+// reads 0 for it in cgroup.procs). The sweeper holds the lock it took
+// while it kills and removes, so two sweepers never both act.
 func Sweep() {
 	m, err := findMounts()
 	if err != nil {
@@ -139,8 +167,12 @@ func Sweep() {
 		}
 		for _, e := range entries {
 			dir := filepath.Join(parent, e.Name())
-			if !e.IsDir() || !stale(e.Name()) {
+			if !e.IsDir() || !sweepable(e.Name()) {
 				continue
+			}
+			lock, err := lockDir(dir)
+			if err != nil {
+				continue // alive (locked), or already gone
 			}
 			g := &Group{v1: map[string]string{}}
 			if isV2(dir) {
@@ -149,23 +181,66 @@ func Sweep() {
 				g.v1["any"] = dir
 			}
 			g.Close()
+			lock.Close()
 		}
 	}
 }
 
-func stale(name string) bool {
-	f := strings.Split(name, "-")
-	if len(f) < 3 {
+// lockDir opens dir and takes an exclusive flock on it without waiting:
+// the lock a live session's supervisor holds. It fails with EWOULDBLOCK
+// while another open of the directory holds it. The descriptor is
+// close-on-exec, so no process the supervisor starts keeps the lock alive
+// after it (and the C init closes every descriptor above 2 anyway).
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("flock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Alive says whether a live supervisor holds the lock of the session
+// cgroup dir; false when the directory is gone or nothing holds it.
+func Alive(dir string) bool {
+	f, err := lockDir(dir)
+	if err == nil {
+		f.Close()
 		return false
 	}
-	pid, err := strconv.Atoi(f[len(f)-2])
-	if err != nil || pid <= 0 {
-		return false
+	return errors.Is(err, unix.EWOULDBLOCK)
+}
+
+// errSwept: a sweeping session locked our new directory between its mkdir
+// and our flock, took it for a dead session's, and removes it.
+var errSwept = errors.New("taken by a sweep")
+
+// lockNew locks a directory this session has just made. A sweep may have
+// locked it first, or locked it, removed it and let go: either way the
+// directory at the path must be the one we hold, or we start again.
+func lockNew(dir string) (*os.File, error) {
+	f, err := lockDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.EWOULDBLOCK):
+		return nil, errSwept
+	case err != nil:
+		return nil, err
 	}
-	state, start := procStat(pid)
-	// Gone, a zombie, or the pid reused by another process: the
-	// supervisor is dead.
-	return state == 0 || state == 'Z' || start != f[len(f)-1]
+	var held, now unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(dir, &now) != nil || held.Ino != now.Ino || held.Dev != now.Dev {
+		f.Close()
+		return nil, errSwept
+	}
+	return f, nil
 }
 
 // isV2 says whether dir is in a cgroup v2 hierarchy.
@@ -194,11 +269,12 @@ func New(session string, l Limits) (*Group, error) {
 	}()
 	enabled := map[string]bool{}
 	if m.v2 != "" {
-		dir, err := makeDir(m.v2, session)
+		dir, lock, err := makeDir(m.v2, session)
 		if err != nil {
 			return nil, fmt.Errorf("cgroup v2 at %s: %w", m.v2, err)
 		}
 		g.v2 = dir
+		g.locks = append(g.locks, lock)
 		for _, c := range wanted(l) {
 			if c == "cpuacct" {
 				enabled[c] = true // cpu.stat's usage is there without any controller
@@ -215,11 +291,12 @@ func New(session string, l Limits) (*Group, error) {
 		if !found {
 			return nil, fmt.Errorf("no %s controller: not enabled in cgroup v2 (%s) and no v1 hierarchy has it", c, orNone(m.v2))
 		}
-		dir, err := makeDir(point, session)
+		dir, lock, err := makeDir(point, session)
 		if err != nil {
 			return nil, fmt.Errorf("cgroup v1 %s at %s: %w", c, point, err)
 		}
 		g.v1[c] = dir
+		g.locks = append(g.locks, lock)
 	}
 	if g.v2 == "" && len(g.v1) == 0 {
 		return nil, errors.New("no cgroup hierarchy is mounted")
@@ -253,22 +330,31 @@ func wanted(l Limits) []string {
 	return out
 }
 
-// makeDir creates root/ronly/session. A concurrent session may remove an
-// empty root/ronly between our two mkdirs; then we try again.
-func makeDir(root, session string) (string, error) {
+// makeDir creates root/ronly/session and locks it (lockNew). A concurrent
+// session may remove an empty root/ronly between our two mkdirs, or sweep
+// our new directory before we lock it (it is empty: nothing is lost); then
+// we try again.
+func makeDir(root, session string) (string, *os.File, error) {
 	parent := filepath.Join(root, parentName)
 	dir := filepath.Join(parent, session)
 	for try := 0; ; try++ {
 		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", err
+			return "", nil, err
 		}
 		err := os.Mkdir(dir, 0o755)
 		if err == nil {
-			return dir, nil
+			var lock *os.File
+			if lock, err = lockNew(dir); err == nil {
+				return dir, lock, nil
+			}
 		}
-		if !errors.Is(err, os.ErrNotExist) || try == 3 {
-			return "", err
+		// ErrNotExist: the parent went; ErrExist: a sweep is still
+		// removing our directory; errSwept: it is about to.
+		again := errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrExist) || errors.Is(err, errSwept)
+		if !again || try == 100 {
+			return "", nil, err
 		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -505,23 +591,36 @@ func field(dir, file, name string) int64 {
 // cgroup.kill (v2, Linux 5.14) does it in one step that forks cannot
 // outrun; otherwise each round kills what cgroup.procs lists, and the
 // pids limit, where set, bounds how many a fork loop can add per round.
+// It only ever kills a positive pid: cgroup.procs reads 0 for a process
+// this PID namespace cannot see, and kill(0) would be our own process
+// group. Such processes only cgroup.kill reaches; without it Kill gives
+// up on them at once.
 func (g *Group) Kill() error {
+	killed := false
 	if g.v2 != "" && exists(filepath.Join(g.v2, "cgroup.kill")) {
 		if err := write(g.v2, "cgroup.kill", "1"); err != nil {
 			return err
 		}
+		killed = true
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		left := 0
+		left, unseen := 0, 0
 		for _, d := range g.dirs() {
 			for _, pid := range procs(d) {
 				left++
+				if pid <= 0 {
+					unseen++
+					continue
+				}
 				unix.Kill(pid, unix.SIGKILL)
 			}
 		}
 		if left == 0 {
 			return nil
+		}
+		if unseen == left && !killed {
+			return fmt.Errorf("%d processes in %s are in another PID namespace, and there is no cgroup.kill", left, strings.Join(g.dirs(), ", "))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d processes still in %s after 5s of SIGKILL", left, strings.Join(g.dirs(), ", "))
@@ -530,6 +629,8 @@ func (g *Group) Kill() error {
 	}
 }
 
+// procs lists cgroup.procs of dir: pids in this PID namespace, 0 for a
+// process outside it.
 func procs(dir string) []int {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
@@ -579,6 +680,10 @@ func (g *Group) remove() error {
 		// any other error means it is still in use.
 		unix.Rmdir(filepath.Dir(d))
 	}
-	g.v2, g.v1 = "", map[string]string{}
+	// Only now: while a directory exists, its lock says it is in use.
+	for _, l := range g.locks {
+		l.Close()
+	}
+	g.v2, g.v1, g.locks = "", map[string]string{}, nil
 	return first
 }

@@ -1,53 +1,133 @@
 package cgroup
 
 import (
+	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// A session's cgroup is stale exactly when its supervisor is gone: dead,
-// a zombie, or its pid now someone else's.
-func TestStale(t *testing.T) {
-	if stale(Name("s1", os.Getpid())) {
-		t.Errorf("a live supervisor's cgroup is taken for stale")
+// A session is alive exactly while a process holds its lock: its own, or
+// one that shares the locked descriptor (the supervisor). Nothing about
+// pids enters into it. Plain directories stand in for cgroups here: flock
+// is the same on cgroupfs (the end-to-end tests use real ones).
+func TestAliveByLock(t *testing.T) {
+	dir := t.TempDir()
+	if Alive(dir) {
+		t.Fatal("an unlocked directory is taken for a live session's")
 	}
-
-	child := exec.Command("sleep", "60")
-	if err := child.Start(); err != nil {
+	lock, err := lockNew(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	name := Name("s2", child.Process.Pid)
-	if stale(name) {
-		t.Errorf("a running child's cgroup is taken for stale")
+	if !Alive(dir) {
+		t.Error("a locked directory is taken for a dead session's")
 	}
-	child.Process.Kill()
-	// Unreaped, the child is a zombie: its session is over.
-	for i := 0; i < 200; i++ {
-		if state, _ := procStat(child.Process.Pid); state == 'Z' {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !stale(name) {
-		t.Errorf("a zombie supervisor's cgroup is not taken for stale")
-	}
-	child.Wait()
-	if !stale(name) {
-		t.Errorf("a dead supervisor's cgroup is not taken for stale")
+	if _, err := lockDir(dir); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Errorf("a second lock while held: %v, want EWOULDBLOCK", err)
 	}
 
-	// The same pid with another start time is another process.
-	live := Name("s3", os.Getpid())
-	reused := live[:strings.LastIndexByte(live, '-')] + "-1"
-	if !stale(reused) {
-		t.Errorf("a reused pid is taken for the supervisor")
+	// Held by another process (the supervisor), in another PID namespace
+	// when we may make one: the same answer, from here and from there.
+	holder := exec.Command("sleep", "60")
+	holder.ExtraFiles = []*os.File{lock}
+	if os.Geteuid() == 0 {
+		holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 	}
-	for _, odd := range []string{"plain", "s-x-1", "s--1"} {
-		if stale(odd) {
-			t.Errorf("%q: a name ronly did not make is taken for stale", odd)
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Process.Kill()
+	lock.Close() // only the holder has it now
+	if !Alive(dir) {
+		t.Error("a directory locked by a live process is taken for a dead session's")
+	}
+	holder.Process.Kill()
+	holder.Wait()
+	if Alive(dir) {
+		t.Error("a directory whose holder died is taken for a live session's")
+	}
+	if Alive(filepath.Join(dir, "gone")) {
+		t.Error("a directory that does not exist is taken for a live session's")
+	}
+}
+
+// A new directory that a sweep locked (or removed) before the session
+// could is not the session's: lockNew says so, and makeDir makes it again.
+func TestLockNewLosesToSweep(t *testing.T) {
+	root := t.TempDir()
+	parent := filepath.Join(root, parentName)
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, "s1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sweeper, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockNew(dir); !errors.Is(err, errSwept) {
+		t.Errorf("lockNew of a directory a sweep holds: %v, want errSwept", err)
+	}
+	// The sweep removes it while we retry, then lets go of the lock.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		os.Remove(dir)
+		sweeper.Close()
+	}()
+	got, lock, err := makeDir(root, "s1")
+	if err != nil {
+		t.Fatalf("makeDir after a sweep: %v", err)
+	}
+	defer lock.Close()
+	var held, now unix.Stat_t
+	if unix.Fstat(int(lock.Fd()), &held) != nil || unix.Stat(got, &now) != nil || held.Ino != now.Ino {
+		t.Error("makeDir's lock is not on the directory at its path")
+	}
+	if !Alive(got) {
+		t.Error("makeDir's directory is not locked")
+	}
+}
+
+// Kill never kills pid 0 or a negative pid: cgroup.procs reads 0 for a
+// process in another PID namespace, and kill(0) is our own process group.
+func TestKillSkipsUnseenPids(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("0\n0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := &Group{v1: map[string]string{"pids": dir}}
+	start := time.Now()
+	err := g.Kill()
+	if err == nil {
+		t.Error("Kill of processes it cannot see or reach reports success")
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("Kill waited %v for processes it cannot kill", time.Since(start))
+	}
+	// Still here: had it killed pid 0, this test's process group (and
+	// the test) would be gone.
+}
+
+// Only directories named as sessions that hold a lock are judged by it:
+// a running session of an older ronly holds none.
+func TestSweepable(t *testing.T) {
+	name := Name("s1", os.Getpid())
+	if !sweepable(name) || !strings.HasPrefix(name, "s1-"+strconv.Itoa(os.Getpid())+"-flock-") {
+		t.Errorf("Name = %q: want s1-PID-flock-START, sweepable", name)
+	}
+	for _, old := range []string{"s1-123-4567", "plain", "flock", "s1-flock", "x-flock-1-2"} {
+		if sweepable(old) {
+			t.Errorf("%q is taken for a session that holds a lock", old)
 		}
 	}
 }

@@ -8,9 +8,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// wantNamespace: ENOSPC is the wall of a user namespace that allows no
+// more namespaces of a kind (/proc/sys/user/max_*_namespaces 0 in the
+// session's, set by the init).
+var wantNamespace = []unix.Errno{unix.EPERM, unix.ENOSPC}
+
 // unshareOp unshares flags in a single-threaded child (see fork.go).
 func unshareOp(name string, flags uintptr) Op {
-	return Op{Name: name, Kind: Hostile, Want: wantPerm, Run: func(Targets) error {
+	return Op{Name: name, Kind: Hostile, Want: wantNamespace, Run: func(Targets) error {
 		return inChild(sysCall{nr: unix.SYS_UNSHARE, args: [6]uintptr{flags}})
 	}}
 }
@@ -18,7 +23,7 @@ func unshareOp(name string, flags uintptr) Op {
 // cloneOp makes a child with flags in a single-threaded child; a new
 // process that appears exits at once.
 func cloneOp(name string, flags uintptr) Op {
-	return Op{Name: name, Kind: Hostile, Want: wantPerm, Run: func(Targets) error {
+	return Op{Name: name, Kind: Hostile, Want: wantNamespace, Run: func(Targets) error {
 		return inChild(sysCall{nr: unix.SYS_CLONE, args: [6]uintptr{flags | uintptr(unix.SIGCHLD)}})
 	}}
 }
