@@ -77,7 +77,7 @@ func netHostile() []Op {
 				return connectUnix(&unix.SockaddrUnix{Name: fmt.Sprintf("/proc/%d/root%s", ppid, t.Socket)})
 			})
 		}),
-		h("connect host abstract unix socket", []unix.Errno{unix.EPERM, unix.ECONNREFUSED}, func(t Targets) error {
+		h("connect host abstract unix socket", []unix.Errno{unix.EPERM, unix.EACCES, unix.ECONNREFUSED}, func(t Targets) error {
 			return connectUnix(&unix.SockaddrUnix{Name: "@" + t.Abstract})
 		}),
 		h("raw socket AF_INET", wantPerm, func(Targets) error { return socketOp(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP) }),

@@ -6,6 +6,8 @@
 //	refused     a refused call (keyctl) inside ronly: the supervisor's
 //	            deny-and-count round trip, vs an allowed call inside
 //	write-heavy untar then delete 20,000 small files in /tmp, inside vs outside
+//	sockets     TCP connects and UDP sendmsg, which the supervisor mediates,
+//	            inside vs outside
 //
 // Each target also gets a floor: the same work under only the layers the
 // issue requires (one Go runtime start; an allow-all seccomp filter;
@@ -47,6 +49,14 @@ func main() {
 		loopAllowAll(os.Args[2])
 		return
 	}
+	if len(os.Args) == 3 && os.Args[1] == "loop-connect" {
+		loopConnect(os.Args[2])
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "loop-sendmsg" {
+		loopSendmsg(os.Args[2])
+		return
+	}
 	if len(os.Args) == 2 && os.Args[1] == "hello" {
 		return // one Go runtime start, nothing else
 	}
@@ -76,6 +86,7 @@ func main() {
 	startup(*ronly, *bwrap, self, *runs)
 	syscalls(*ronly, self, *runs)
 	refused(*ronly, self, *runs/4+1)
+	sockets(*ronly, self, *runs/4+1)
 	writeHeavy(*ronly, self, work, *runs/2+1)
 }
 
