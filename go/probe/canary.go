@@ -49,6 +49,10 @@ type Canaries struct {
 	Dir    string // Targets.Dir
 	File   string // Targets.File
 	RWDir  string // to pass with --rw: the probe's everyday writes go here
+	// Stdin and Log are files to give ronly as its stdio: Stdin read-only
+	// as descriptor 0, Log opened O_APPEND (a `>> log`) as 1 or 2. Their
+	// identities go into Targets.Stdio by the runner, which knows where.
+	Stdin, Log string
 
 	Proc     *exec.Cmd // sleeps in Dir, holding File open read-write as descriptor 3
 	Socket   string    // the listening socket file, "" when there is none
@@ -111,6 +115,8 @@ func NewCanaries(o CanaryOptions) (c *Canaries, err error) {
 	c.Dir = filepath.Join(c.Root, "dir")
 	c.File = filepath.Join(c.Root, "canary.txt")
 	c.RWDir = filepath.Join(c.Root, "rw")
+	c.Stdin = filepath.Join(c.Root, "stdin.txt")
+	c.Log = filepath.Join(c.Root, "log.txt")
 	for _, d := range []string{c.Dir, filepath.Join(c.Dir, SubName), c.RWDir} {
 		if err = os.Mkdir(d, 0o755); err != nil {
 			return c, err
@@ -127,6 +133,8 @@ func NewCanaries(o CanaryOptions) (c *Canaries, err error) {
 		{c.File, "canary " + marker + "\n" + strings.Repeat("x", 8192)},
 		{filepath.Join(c.Dir, File2Name), "second canary\n"},
 		{filepath.Join(c.Dir, SubName, "inner"), "inner canary\n"},
+		{c.Stdin, "stdin canary " + marker + "\n"},
+		{c.Log, "log canary " + marker + "\n"},
 	} {
 		if err = os.WriteFile(f.path, []byte(f.content), 0o644); err != nil {
 			return c, err

@@ -77,6 +77,10 @@ type Targets struct {
 	// Marker makes the names the probe creates unique, so the caller can
 	// look for them on the host (/dev/shm) afterwards.
 	Marker string `json:"marker"`
+	// Stdio are the host objects the runner gave ronly as descriptors 0-2
+	// (a file, an O_APPEND log, its terminal), by number: the sandbox
+	// must give the command streams of its own instead (stdio.go).
+	Stdio map[int]FileID `json:"stdio,omitempty"`
 	// ReusePort is a TCP port on 127.0.0.1 where a host listener set
 	// SO_REUSEPORT (0: none; the operation that needs it is skipped).
 	ReusePort int `json:"reuse_port,omitempty"`
@@ -278,6 +282,11 @@ func (t Targets) Validate() error {
 	case t.PidFD < 0 || t.DirFD < 0:
 		return fmt.Errorf("targets: negative descriptor number")
 	}
+	for fd := range t.Stdio {
+		if fd < 0 || fd > 2 {
+			return fmt.Errorf("targets: stdio descriptor %d is not 0, 1 or 2", fd)
+		}
+	}
 	for _, fd := range t.FDs {
 		if fd < 3 {
 			return fmt.Errorf("targets: inherited descriptor %d is stdio, not a canary", fd)
@@ -289,7 +298,7 @@ func (t Targets) Validate() error {
 // All is the whole battery: hostile operations first, then everyday ones.
 func All() []Op {
 	var ops []Op
-	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), socketHostile(), everyday(), setidEveryday(), schedEveryday(), socketEveryday()} {
+	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), socketHostile(), stdioHostile(), everyday(), setidEveryday(), schedEveryday(), socketEveryday()} {
 		ops = append(ops, part...)
 	}
 	return ops

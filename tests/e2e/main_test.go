@@ -160,6 +160,9 @@ type opts struct {
 	env   []string   // added to the environment
 	extra []*os.File // passed on as descriptors 3, 4, ...
 	dir   string     // working directory; "" is /
+	// stdinFile and stderrFile, when set, are ronly's stdin and stderr
+	// instead of stdin and a buffer (result.stderr is then empty).
+	stdinFile, stderrFile *os.File
 }
 
 // result is what one ronly run did.
@@ -190,6 +193,12 @@ func (b bins) run(t *testing.T, o opts, args ...string) result {
 	cmd.Stdin = strings.NewReader(o.stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if o.stdinFile != nil {
+		cmd.Stdin = o.stdinFile
+	}
+	if o.stderrFile != nil {
+		cmd.Stderr = o.stderrFile
+	}
 	cmd.ExtraFiles = o.extra
 	err := cmd.Run()
 	if ctx.Err() != nil {

@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/creack/pty"
 
 	"ronly.dev/ronly/go/probe"
 )
@@ -32,15 +35,30 @@ func TestProbeBattery(t *testing.T) {
 	for _, m := range probeModes {
 		t.Run(m.name, func(t *testing.T) {
 			c := newCanaries(t, m.uid)
-			tg, err := json.Marshal(c.targets())
+			// ronly's stdin is a canary file, its stderr a terminal of
+			// the test's, as a user's: the stdio operations attack them.
+			stdin, err := os.Open(c.Stdin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdin.Close()
+			term := newTestTerminal(t, m.uid)
+			targets := c.targets()
+			targets.Stdio = map[int]probe.FileID{0: fileID(t, stdin), 2: fileID(t, term.slave)}
+			tg, err := json.Marshal(targets)
 			if err != nil {
 				t.Fatal(err)
 			}
 			before := c.snapshot(t)
+			termBefore := stateOf(t, term.slave)
 			args := append(append([]string{}, m.flags...), "--rw", c.rwDir, "--", b.probe, "-targets", string(tg))
-			r := b.run(t, opts{uid: m.uid, extra: c.inherit}, args...)
+			r := b.run(t, opts{uid: m.uid, extra: c.inherit, stdinFile: stdin, stderrFile: term.slave}, args...)
+			r.stderr = term.output()
 			if r.code != 0 {
 				t.Fatalf("probe inside ronly failed:\n%s", r)
+			}
+			if after := stateOf(t, term.slave); after != termBefore {
+				t.Errorf("HOST CHANGED: the terminal given as stderr:\n  before %+v\n  after  %+v", termBefore, after)
 			}
 			results, err := probe.ReadJSON(strings.NewReader(r.stdout))
 			if err != nil {
@@ -162,4 +180,60 @@ func checkRWDirWritten(t *testing.T, c *canaries, results []probe.Result) {
 	if _, err := os.Stat(created); err != nil {
 		t.Errorf("the file the probe created in --rw is not on the host: %v", err)
 	}
+}
+
+// testTerminal is a pseudo-terminal the test owns, given to ronly as a
+// user's terminal would be; its output is collected.
+type testTerminal struct {
+	master, slave *os.File
+	mu            sync.Mutex
+	out           []byte
+	done          chan struct{}
+}
+
+func newTestTerminal(t *testing.T, uid int) *testTerminal {
+	t.Helper()
+	m, s, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The user's own terminal, whose mode it could change.
+	if err := s.Chown(uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	tt := &testTerminal{master: m, slave: s, done: make(chan struct{})}
+	go func() {
+		defer close(tt.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := m.Read(buf)
+			tt.mu.Lock()
+			tt.out = append(tt.out, buf[:n]...)
+			tt.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		m.Close()
+		<-tt.done
+	})
+	return tt
+}
+
+func (tt *testTerminal) output() string {
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	return string(tt.out)
+}
+
+func fileID(t *testing.T, f *os.File) probe.FileID {
+	t.Helper()
+	id, err := probe.IDOf(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

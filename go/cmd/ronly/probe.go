@@ -233,6 +233,15 @@ type probeRequest struct {
 	Policy  *policy.Policy `json:"policy"`
 	Targets probe.Targets  `json:"targets"`
 	Ops     []int          `json:"ops"`
+	// Stdin and Stdout are host files the session gets as stdin and, opened
+	// O_APPEND, as stdout: canaries for the stdio operations.
+	Stdin  string `json:"stdin"`
+	Stdout string `json:"stdout"`
+	// Events is the file in the --rw directory the battery appends its
+	// events to: written by the kernel as they happen, they outlive a
+	// supervisor that an operation killed (stdio would die with it, since
+	// the supervisor relays the session's stdio).
+	Events string `json:"events"`
 }
 
 // probeSession is the supervisor's last line on stdout, after the
@@ -269,11 +278,22 @@ func (pr *prober) runOnce(cfg *probeConfig, pending []int) (map[int]probe.Result
 		tg.Writable = append(tg.Writable, p.Home)
 	}
 	p.RW = append(slices.Clip(p.RW), c.RWDir) // where the everyday operations write
-	req, err := json.Marshal(probeRequest{Policy: &p, Targets: tg, Ops: pending})
+	// The session's stdin and stdout are host files (a `< file` and a
+	// `>> log`): the command must get streams instead.
+	tg.Stdio = map[int]probe.FileID{}
+	for fd, path := range map[int]string{0: c.Stdin, 1: c.Log} {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			return nil, fmt.Errorf("stdio canary: %w", err)
+		}
+		tg.Stdio[fd] = probe.FileID{Dev: st.Dev, Ino: st.Ino}
+	}
+	eventsPath := filepath.Join(c.RWDir, "ronly-probe-events.jsonl")
+	req, err := json.Marshal(probeRequest{Policy: &p, Targets: tg, Ops: pending, Stdin: c.Stdin, Stdout: c.Log, Events: eventsPath})
 	if err != nil {
 		return nil, err
 	}
-	events, session, stderr, err := pr.supervise(req, c.Inherit)
+	events, session, stderr, err := pr.supervise(req, c.Inherit, eventsPath)
 	cfg.changes = append(cfg.changes, c.VerifyOwn(before)...)
 	if err != nil {
 		return nil, err
@@ -346,9 +366,10 @@ func (pr *prober) canaryOptions() probe.CanaryOptions {
 
 // supervise runs one session: `ronly probe-internal supervise` in a process
 // group of its own, the request on its stdin, the canary descriptors as 3
-// to 6. It returns the battery's events, the supervisor's last line (nil
-// when it died before writing it) and its stderr.
-func (pr *prober) supervise(req []byte, inherit []*os.File) ([]probe.Event, *probeSession, string, error) {
+// to 6. It returns the battery's events (from the file eventsPath), the
+// supervisor's last line (nil when it died before writing it) and its
+// stderr.
+func (pr *prober) supervise(req []byte, inherit []*os.File, eventsPath string) ([]probe.Event, *probeSession, string, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, "", err
@@ -406,10 +427,18 @@ func (pr *prober) supervise(req []byte, inherit []*os.File) ([]probe.Event, *pro
 		io.Copy(io.Discard, errR)
 		errText <- string(b)
 	}()
-	events, rest, _ := probe.ReadStream(outR)
+	_, rest, _ := probe.ReadStream(outR)
 	werr := <-waited
 	stderr := <-errText
 	timer.Stop()
+	// The whole process group is dead: nothing writes the events any more.
+	var events []probe.Event
+	if f, err := os.Open(eventsPath); err == nil {
+		var more []string
+		events, more, _ = probe.ReadStream(f)
+		f.Close()
+		rest = append(rest, more...)
+	}
 
 	pr.mu.Lock()
 	pr.pgid = 0
@@ -782,17 +811,29 @@ func (c *ProbeSuperviseCmd) Run() error {
 	p := req.Policy
 	// The battery is this binary: /proc/self/exe, as the front-end inside
 	// resolves it when it execs the command, wherever the binary lives.
-	p.Command = []string{"/proc/self/exe", "probe-internal", "inside", "--targets", string(targets), "--ops", strings.Join(ops, ",")}
+	p.Command = []string{"/proc/self/exe", "probe-internal", "inside", "--targets", string(targets), "--ops", strings.Join(ops, ","),
+		"--events", req.Events}
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	// stdin and stdout are the stdio canaries.
+	stdin, err := os.Open(req.Stdin)
+	if err != nil {
+		return fmt.Errorf("stdio canary: %w", err)
+	}
+	defer stdin.Close()
+	stdout, err := os.OpenFile(req.Stdout, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("stdio canary: %w", err)
+	}
+	defer stdout.Close()
 	var mu sync.Mutex
 	var warnings []string
 	res, err := sandbox.Run(p, sandbox.Options{Warn: func(m string) {
 		mu.Lock()
 		warnings = append(warnings, m)
 		mu.Unlock()
-	}})
+	}, Stdin: stdin, Stdout: stdout})
 	s := probeSession{Layers: res.Layers, Blocked: res.Blocked, ExitCode: res.ExitCode, Warnings: warnings}
 	if err != nil {
 		s.Error = err.Error()
@@ -812,10 +853,12 @@ type ProbeSuperviseCmd struct{}
 type ProbeInsideCmd struct {
 	Targets string `required:"" placeholder:"JSON" help:"The host's canaries (probe.Targets)."`
 	Ops     string `required:"" placeholder:"N,N..." help:"The operations to run, by index in the battery."`
+	Events  string `required:"" placeholder:"FILE" help:"Append the events to FILE (in the --rw directory)."`
 }
 
-// Run runs the operations, one JSON event per line on stdout; it refuses
-// to run outside a sandbox.
+// Run runs the operations, one JSON event per line appended to --events
+// (stdin and stdout are the stdio canaries); it refuses to run outside a
+// sandbox.
 func (c *ProbeInsideCmd) Run() error {
 	if err := probe.CheckConfined(); err != nil {
 		return err
@@ -832,7 +875,25 @@ func (c *ProbeInsideCmd) Run() error {
 		}
 		idx = append(idx, n)
 	}
-	return probe.RunStream(os.Stdout, probe.All(), idx, t)
+	return probe.RunStream(appendFile(c.Events), probe.All(), idx, t)
+}
+
+// appendFile appends each Write to the file it names, opened for that
+// write only: each event is in the file as soon as it is written, whatever
+// kills this process next, and no descriptor stays open for the battery's
+// look at its own (an operation checks that none is).
+type appendFile string
+
+func (f appendFile) Write(b []byte) (int, error) {
+	fd, err := os.OpenFile(string(f), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	n, err := fd.Write(b)
+	if cerr := fd.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }
 
 // ProbeCanaryCmd is the probe's canary process.
