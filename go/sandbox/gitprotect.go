@@ -255,6 +255,7 @@ func (g *gitPlan) gitDir(dir, w string, depth int) error {
 			return err
 		}
 	}
+	g.submoduleWorktree(dir)
 	if err := g.linkedWorktrees(dir); err != nil {
 		return err
 	}
@@ -312,6 +313,54 @@ func (g *gitPlan) linkedWorktrees(dir string) error {
 		}
 	}
 	return nil
+}
+
+// submoduleWorktree protects the .git file of the worktree a git
+// directory's config names (core.worktree: a submodule's git directory in
+// .git/modules names its checkout), when it lies in a writable directory:
+// pointed at a git directory of the job's, it would make git status in the
+// superproject run git there with the job's config.
+func (g *gitPlan) submoduleWorktree(dir string) {
+	wt := coreWorktree(filepath.Join(dir, "config"))
+	if wt == "" {
+		return
+	}
+	if !filepath.IsAbs(wt) {
+		wt = filepath.Join(dir, wt)
+	}
+	dotgit := filepath.Join(filepath.Clean(wt), ".git")
+	if !g.writable(dotgit) {
+		return
+	}
+	if real, err := filepath.EvalSymlinks(dotgit); err != nil || real != dotgit {
+		return
+	}
+	if fi, err := os.Lstat(dotgit); err == nil && fi.Mode().IsRegular() {
+		g.pinDirs(filepath.Dir(dotgit))
+		g.add(cinit.MountBindRO, dotgit)
+	}
+}
+
+// coreWorktree is core.worktree from a git config file, "" when unset: a
+// plain reading of "[core]" and "worktree = PATH", as git writes it.
+func coreWorktree(config string) string {
+	b, err := os.ReadFile(config)
+	if err != nil || len(b) > 1<<20 {
+		return ""
+	}
+	section, value := "", ""
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			section = strings.ToLower(strings.Trim(line, "[] \t"))
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if ok && section == "core" && strings.EqualFold(strings.TrimSpace(k), "worktree") {
+			value = strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return value
 }
 
 // pinDirs pins dir and every directory between it and the writable

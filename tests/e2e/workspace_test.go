@@ -235,3 +235,57 @@ echo change >> README && git -c user.name=j -c user.email=j@x commit -qam wt && 
 		t.Errorf("the worktree's commit is not there outside: %q", log)
 	}
 }
+
+// TestSubmoduleReadOnly: in a superproject used as the ci workspace, a
+// submodule's git directory (.git/modules/lib) keeps its hooks and config
+// read-only, and the submodule's .git file cannot be pointed elsewhere or
+// its checkout moved aside; committing in the submodule and in the
+// superproject works, and is there outside afterwards.
+func TestSubmoduleReadOnly(t *testing.T) {
+	b := setup(t)
+	needTool(t, "git")
+	lib := newRepo(t, 0)
+	ws := newRepo(t, 0)
+	gitAs(t, 0, ws, "-c", "protocol.file.allow=always", "submodule", "add", "-q", lib, "lib")
+	gitAs(t, 0, ws, "commit", "-q", "-m", "add lib")
+	mods := filepath.Join(ws, ".git", "modules", "lib")
+	config, err := os.ReadFile(filepath.Join(mods, "config"))
+	if err != nil {
+		t.Fatalf("git submodule add made no %s/config: %v", mods, err)
+	}
+	dotgit, err := os.ReadFile(filepath.Join(ws, "lib", ".git"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := b.sh(t, opts{dir: ws}, []string{"--profile", "ci"}, `
+g() { git -c user.name=job -c user.email=job@ronly.dev "$@"; }
+echo evil > .git/modules/lib/hooks/post-checkout; echo hook=$?
+g -C lib config core.fsmonitor 'echo evil'; echo config=$?
+echo "gitdir: /tmp/evil" > lib/.git; echo gitfile=$?
+mv lib lib-moved; echo move=$?
+echo new > lib/new && g -C lib add new && g -C lib commit -q -m "in the submodule" && g add lib && g commit -q -m bump && echo git-ok
+`)
+	if r.code != 0 || !strings.Contains(r.stdout, "git-ok") {
+		t.Fatalf("commits in the submodule and the superproject must work:\n%s", r)
+	}
+	for _, refused := range []string{"hook", "config", "gitfile", "move"} {
+		if strings.Contains(r.stdout, refused+"=0\n") {
+			t.Errorf("%s: the job's attempt succeeded:\n%s", refused, r)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(mods, "hooks", "post-checkout")); err == nil {
+		t.Errorf("a hook was planted in the submodule's git directory")
+	}
+	if got, _ := os.ReadFile(filepath.Join(mods, "config")); !bytes.Equal(got, config) {
+		t.Errorf("the submodule's config changed on the host:\n%s", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(ws, "lib", ".git")); !bytes.Equal(got, dotgit) {
+		t.Errorf("the submodule's .git file changed on the host: %q", got)
+	}
+	if log := gitAs(t, 0, filepath.Join(ws, "lib"), "log", "-1", "--format=%s"); log != "in the submodule" {
+		t.Errorf("the submodule's commit is not there outside: %q", log)
+	}
+	if log := gitAs(t, 0, ws, "log", "-1", "--format=%s"); log != "bump" {
+		t.Errorf("the superproject's commit is not there outside: %q", log)
+	}
+}
