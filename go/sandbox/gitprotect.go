@@ -227,25 +227,8 @@ func (g *gitPlan) gitDir(dir, w string, depth int) error {
 		}
 		g.add(cinit.MountBindRO, p)
 	}
-	// Files that redirect git elsewhere: bound read-only when they exist,
-	// renamed away after the session when the job creates them.
-	gw := gitWatch{fd: -1, dir: dir}
-	for _, name := range append(append([]string{}, redirects...), "gitdir") {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Lstat(p); err == nil {
-			if !fi.Mode().IsRegular() {
-				return unprotectable(w, p)
-			}
-			g.add(cinit.MountBindRO, p)
-		} else if name != "gitdir" {
-			gw.absent = append(gw.absent, name)
-		}
-	}
-	if len(gw.absent) > 0 && !g.exempt(dir) {
-		if gw.fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
-			return fmt.Errorf("--rw %s: %s: %w", w, dir, err)
-		}
-		g.watch = append(g.watch, gw)
+	if err := g.redirects(dir, w); err != nil {
+		return err
 	}
 	if common, err := readGitFile(filepath.Join(dir, "commondir"), ""); err == nil && common != "" {
 		if !filepath.IsAbs(common) {
@@ -296,10 +279,8 @@ func (g *gitPlan) linkedWorktrees(dir string) error {
 				Hint: "pass the repositories' .git directories with --rw to make them writable on purpose"}
 		}
 		g.add(cinit.MountPin, admin)
-		for _, name := range []string{"commondir", "gitdir", "config.worktree"} {
-			if fi, err := os.Lstat(filepath.Join(admin, name)); err == nil && fi.Mode().IsRegular() {
-				g.add(cinit.MountBindRO, filepath.Join(admin, name))
-			}
+		if err := g.redirects(admin, dir); err != nil {
+			return err
 		}
 		dotgit, err := readGitFile(filepath.Join(admin, "gitdir"), "")
 		if err != nil || !filepath.IsAbs(dotgit) || !g.writable(dotgit) {
@@ -312,6 +293,33 @@ func (g *gitPlan) linkedWorktrees(dir string) error {
 			}
 		}
 	}
+	return nil
+}
+
+// redirects protects the files of git directory dir that redirect git
+// elsewhere: bound read-only when they exist, renamed away after the
+// session when the job creates them (afterSession).
+func (g *gitPlan) redirects(dir, w string) error {
+	gw := gitWatch{fd: -1, dir: dir}
+	for _, name := range append(append([]string{}, redirects...), "gitdir") {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Lstat(p); err == nil {
+			if !fi.Mode().IsRegular() {
+				return unprotectable(w, p)
+			}
+			g.add(cinit.MountBindRO, p)
+		} else if name != "gitdir" {
+			gw.absent = append(gw.absent, name)
+		}
+	}
+	if len(gw.absent) == 0 || g.exempt(dir) {
+		return nil
+	}
+	var err error
+	if gw.fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+		return fmt.Errorf("--rw %s: %s: %w", w, dir, err)
+	}
+	g.watch = append(g.watch, gw)
 	return nil
 }
 
