@@ -32,8 +32,9 @@ import (
 
 const (
 	// maxGitDirs bounds the git directories protected in all (each
-	// worktree's, its common directory, the submodules in .git/modules):
-	// each costs up to seven of the init's mount records.
+	// worktree's, its common directory, the submodules in .git/modules,
+	// the linked worktrees' admin directories): each costs a handful of
+	// the init's mount records (cinit.MaxMounts in all).
 	maxGitDirs = 32
 	// maxModuleDepth bounds how deep .git/modules/a/modules/b… is followed.
 	maxModuleDepth = 3
