@@ -8,6 +8,8 @@
 //	write-heavy untar then delete 20,000 small files in /tmp, inside vs outside
 //	sockets     TCP connects and UDP sendmsg, which the supervisor mediates,
 //	            inside vs outside
+//	stdio       cat of 1 GB from a file to a file inside ronly (stdio relayed
+//	            through pipes by the supervisor) vs directly
 //
 // Each target also gets a floor: the same work under only the layers the
 // issue requires (one Go runtime start; an allow-all seccomp filter;
@@ -19,7 +21,7 @@
 //
 // Runs are interleaved (A B C A B C …) so drift on a busy machine hits every
 // variant alike, and a ratio is the median of the per-round ratios.
-// Usage: bench -ronly PATH [-runs N] [-bwrap PATH].
+// Usage: bench -ronly PATH [-runs N] [-bwrap PATH] [-only TARGET].
 package main
 
 import (
@@ -67,6 +69,7 @@ func main() {
 	ronly := flag.String("ronly", "", "path of the ronly binary")
 	bwrap := flag.String("bwrap", "/usr/bin/bwrap", "path of bubblewrap, the startup baseline")
 	runs := flag.Int("runs", 40, "runs of each variant")
+	only := flag.String("only", "", "run only this target: startup, syscall, refused, sockets, write-heavy or stdio")
 	flag.Parse()
 	if *ronly == "" {
 		fmt.Fprintln(os.Stderr, "bench: -ronly PATH is required")
@@ -83,11 +86,22 @@ func main() {
 	defer os.RemoveAll(work)
 
 	fmt.Printf("ronly benchmark: %d interleaved runs per variant, medians\n\n", *runs)
-	startup(*ronly, *bwrap, self, *runs)
-	syscalls(*ronly, self, *runs)
-	refused(*ronly, self, *runs/4+1)
-	sockets(*ronly, self, *runs/4+1)
-	writeHeavy(*ronly, self, work, *runs/2+1)
+	targets := []struct {
+		name string
+		run  func()
+	}{
+		{"startup", func() { startup(*ronly, *bwrap, self, *runs) }},
+		{"syscall", func() { syscalls(*ronly, self, *runs) }},
+		{"refused", func() { refused(*ronly, self, *runs/4+1) }},
+		{"sockets", func() { sockets(*ronly, self, *runs/4+1) }},
+		{"write-heavy", func() { writeHeavy(*ronly, self, work, *runs/2+1) }},
+		{"stdio", func() { stdioCopy(*ronly, work, *runs/8+5) }},
+	}
+	for _, t := range targets {
+		if *only == "" || *only == t.name {
+			t.run()
+		}
+	}
 }
 
 func fatal(err error) {
