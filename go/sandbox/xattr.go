@@ -24,6 +24,15 @@ var xattrNameArg = map[int]int{
 	463:                3,
 }
 
+// xattrPathArg is the argument that points at the file's path, for the
+// audit line: setxattr and lsetxattr (first), setxattrat (second, relative
+// to its dfd). fsetxattr names a descriptor.
+var xattrPathArg = map[int]int{
+	unix.SYS_SETXATTR:  0,
+	unix.SYS_LSETXATTR: 0,
+	463:                1,
+}
+
 // addXattrMediators registers mediateSetxattr for every setxattr variant.
 func addXattrMediators(m map[int]mediator) {
 	for nr := range xattrNameArg {
@@ -47,8 +56,13 @@ func mediateSetxattr(c *Call) *Refusal {
 		return nil
 	}
 	c.Reply(0, unix.EPERM)
-	return &Refusal{Errno: unix.EPERM,
-		Reason: "security.capability: file capabilities any host user who runs the file gets"}
+	r := &Refusal{Errno: unix.EPERM, Reason: "security.capability: file capabilities any host user who runs the file gets"}
+	if i, ok := xattrPathArg[int(c.Nr)]; ok {
+		// For the record only, read after the answer: the caller may
+		// have changed it since.
+		r.Path, _ = readCString(int(c.PID), c.Args[i], unix.PathMax)
+	}
+	return r
 }
 
 // readCString reads a NUL-terminated string of at most max bytes at addr

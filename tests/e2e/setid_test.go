@@ -81,7 +81,7 @@ func writeSetIDTar(t *testing.T, path string, uid int) {
 }
 
 // auditEntry is one line of --audit-log.
-type auditEntry struct{ Kind, What, Errno, Reason, Comm string }
+type auditEntry struct{ Kind, What, Errno, Reason, Comm, Path string }
 
 func readAudit(t *testing.T, path string) []auditEntry {
 	t.Helper()
@@ -159,6 +159,9 @@ func TestSetIDFilesRefused(t *testing.T) {
 					refused[e.What]++
 					if e.Reason == "" {
 						t.Errorf("incomplete audit line %+v", e)
+					}
+					if e.What == "setxattr" && e.Path != "cap" {
+						t.Errorf("the audit line of the refused setxattr names %q, not the file (cap)", e.Path)
 					}
 				}
 			}
