@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,72 @@ func OpenFileDir(path string) (*Dir, string, error) {
 		return nil, "", err
 	}
 	return d, name, nil
+}
+
+// PendingDir is a directory that may not exist yet: its nearest existing
+// ancestor, opened now (OpenDir), and the names below it, created only
+// when the directory is needed, each with mkdirat and opened with
+// O_NOFOLLOW from the one before. So a directory ronly creates late lies
+// where the path led when ronly started, whatever was planted since.
+type PendingDir struct {
+	base *Dir
+	rest []string
+}
+
+// OpenPendingDir opens the nearest existing ancestor of the directory path.
+func OpenPendingDir(path string) (*PendingDir, error) {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	var rest []string
+	for {
+		d, err := OpenDir(p)
+		if err == nil {
+			for i, j := 0, len(rest)-1; i < j; i, j = i+1, j-1 {
+				rest[i], rest[j] = rest[j], rest[i]
+			}
+			return &PendingDir{base: d, rest: rest}, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || p == "/" {
+			return nil, err
+		}
+		rest = append(rest, filepath.Base(p))
+		p = filepath.Dir(p)
+	}
+}
+
+// Create makes the missing directories with perm and opens the last.
+func (p *PendingDir) Create(perm os.FileMode) (*Dir, error) {
+	fd, err := unix.Openat(p.base.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, p.base.pathErr("open", ".", err)
+	}
+	path := p.base.path
+	for _, name := range p.rest {
+		if err := unix.Mkdirat(fd, name, uint32(perm.Perm())); err != nil && err != unix.EEXIST {
+			unix.Close(fd)
+			return nil, &os.PathError{Op: "mkdir", Path: filepath.Join(path, name), Err: err}
+		}
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			if err == unix.ELOOP || err == unix.ENOTDIR {
+				err = ErrNotPlain
+			}
+			return nil, &os.PathError{Op: "open", Path: filepath.Join(path, name), Err: err}
+		}
+		fd, path = next, filepath.Join(path, name)
+	}
+	return &Dir{fd: fd, path: path}, nil
+}
+
+// Close lets the ancestor go.
+func (p *PendingDir) Close() error {
+	if p == nil {
+		return nil
+	}
+	return p.base.Close()
 }
 
 // Path is the directory's path as it was when opened.

@@ -210,3 +210,40 @@ func TestOpenRefusesSymlinks(t *testing.T) {
 	}
 	check()
 }
+
+// A directory created late is created below the ancestor opened early,
+// never through a symlink planted in its place meanwhile.
+func TestPendingDirCreatesBelowTheAncestor(t *testing.T) {
+	base := t.TempDir()
+	other := t.TempDir()
+	d, err := OpenPendingDir(filepath.Join(base, "a", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// Planted after the start: a symlink where "a" will be created.
+	if err := os.Symlink(other, filepath.Join(base, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Create(0o700); !errors.Is(err, ErrNotPlain) {
+		t.Errorf("Create through a planted symlink: %v, want ErrNotPlain", err)
+	}
+	if ents, _ := os.ReadDir(other); len(ents) != 0 {
+		t.Errorf("%s got %v", other, ents)
+	}
+	os.Remove(filepath.Join(base, "a"))
+	dir, err := d.Create(0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if err := dir.WriteFile("f", 0o600, text("x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(base, "a", "b", "f")); got != "x" {
+		t.Errorf("f = %q", got)
+	}
+	if fi, err := os.Stat(filepath.Join(base, "a")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("a: %v, %v; want a 0700 directory", fi, err)
+	}
+}

@@ -35,11 +35,12 @@ type DeliverOptions struct {
 	Timeout  time.Duration // the longest Deliver may take (DefaultTimeout)
 
 	// TextfileDir and SpoolDir, when set, are Textfile's directory and
-	// Spool, opened when the session started (hostfile.OpenDir), so that
+	// Spool, opened when the session started (the spool, which may not
+	// exist yet, is created below its ancestor opened then), so that
 	// nothing a session does to the paths meanwhile redirects the write.
 	// Nil: opened from the paths when delivering.
 	TextfileDir *hostfile.Dir
-	SpoolDir    *hostfile.Dir
+	SpoolDir    *hostfile.PendingDir
 
 	SpoolMaxFiles int   // at most this many reports wait in the spool (DefaultSpoolMaxFiles)
 	SpoolMaxBytes int64 // and at most this many bytes (DefaultSpoolMaxBytes)
@@ -112,14 +113,16 @@ func Deliver(r Report, o DeliverOptions) error {
 	if errors.As(sendErr, &rejected) {
 		return sendErr
 	}
-	spool := o.SpoolDir
-	if spool == nil {
-		var err error
-		if spool, err = openSpool(o.Spool); err != nil {
-			return fmt.Errorf("exporter unreachable (%v), and the spool failed: %w", sendErr, err)
-		}
-		defer spool.Close()
+	var spool *hostfile.Dir
+	if o.SpoolDir != nil {
+		spool, err = o.SpoolDir.Create(0o700)
+	} else {
+		spool, err = openSpool(o.Spool)
 	}
+	if err != nil {
+		return fmt.Errorf("exporter unreachable (%v), and the spool failed: %w", sendErr, err)
+	}
+	defer spool.Close()
 	if err := spoolWrite(spool, o, r.Session, data, deadline); err != nil {
 		return fmt.Errorf("exporter unreachable (%v), and the spool failed: %w", sendErr, err)
 	}

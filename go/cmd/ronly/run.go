@@ -120,11 +120,9 @@ func openMetrics(cli *CLI) *metricsOut {
 		return m
 	}
 	m.on = true
-	// Created now if missing: the spool must be open before the sandbox
-	// exists, although only a session whose exporter is down writes in it.
-	if m.err = os.MkdirAll(m.o.Spool, 0o700); m.err == nil {
-		m.o.SpoolDir, m.err = hostfile.OpenDir(m.o.Spool)
-	}
+	// Only a session whose exporter is down writes in the spool, and
+	// creates it if missing: what exists of its path is opened now.
+	m.o.SpoolDir, m.err = hostfile.OpenPendingDir(m.o.Spool)
 	return m
 }
 
