@@ -233,8 +233,9 @@ func (d *Dir) WriteFile(name string, perm os.FileMode, write func(io.Writer) err
 }
 
 // OpenAppend opens name for appending, creating it with perm. It refuses
-// a symlink at name, and a file with other hard links: a hard link planted
-// there earlier could name any file of its owner's on the same file system.
+// a symlink at name, a FIFO, and a file with other hard links: a hard link
+// planted there earlier could name any file of its owner's on the same
+// file system.
 func (d *Dir) OpenAppend(name string, perm os.FileMode) (*os.File, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
@@ -249,7 +250,10 @@ func (d *Dir) OpenAppend(name string, perm os.FileMode) (*os.File, error) {
 		unix.Close(fd)
 		return nil, d.pathErr("fstat", name, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink > 1 {
+	// A character device (/dev/null) is written as it is: a session
+	// cannot make one (no CAP_MKNOD, nodev mounts).
+	plain := st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
+	if !plain && st.Mode&unix.S_IFMT != unix.S_IFCHR {
 		unix.Close(fd)
 		return nil, d.pathErr("open", name, ErrNotPlain)
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // canary is a host file the sandbox would like ronly to overwrite.
@@ -169,6 +171,33 @@ func TestOpenAppendRefusesSymlinkAndHardLink(t *testing.T) {
 		t.Error("hard link: opened")
 	}
 	check()
+	if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// No reader: ENXIO rather than a hang; with one, ErrNotPlain.
+	if f, err := d.OpenAppend("fifo", 0o640); err == nil {
+		f.Close()
+		t.Error("FIFO: opened")
+	}
+	r, err := os.OpenFile(filepath.Join(dir, "fifo"), os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if f, err := d.OpenAppend("fifo", 0o640); !errors.Is(err, ErrNotPlain) {
+		f.Close()
+		t.Errorf("FIFO with a reader: err = %v", err)
+	}
+	dev, err := OpenDir("/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if f, err := dev.OpenAppend("null", 0o640); err != nil {
+		t.Errorf("/dev/null: %v", err)
+	} else {
+		f.Close()
+	}
 	f, err := d.OpenAppend("audit.log", 0o640)
 	if err != nil {
 		t.Fatal(err)
