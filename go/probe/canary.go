@@ -54,12 +54,12 @@ type Canaries struct {
 	// identities go into Targets.Stdio by the runner, which knows where.
 	Stdin, Log string
 
-	Proc     *exec.Cmd // sleeps in Dir, holding File open read-write as descriptor 3
-	Socket   string    // the listening socket file, "" when there is none
+	Proc   *exec.Cmd // sleeps in Dir, holding File open read-write as descriptor 3
+	Socket string    // the listening socket file, "" when there is none
 	// SocketLink is a hard link to Socket made on the host, and Dgram a
 	// datagram socket beside it; "" when there is no Socket.
 	SocketLink, Dgram string
-	Abstract string    // the listening abstract socket's name, without the NUL
+	Abstract          string // the listening abstract socket's name, without the NUL
 	// Inherit are File opened read-write three times, then Dir: pass them
 	// to ronly as descriptors 3, 4, 5 and 6 (ExtraFiles), as Targets says.
 	Inherit []*os.File

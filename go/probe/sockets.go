@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -93,6 +94,9 @@ func socketEveryday() []Op {
 		}),
 		e("UDP sendto and sendmsg on 127.0.0.1", func(Targets) error {
 			return udpRoundTrip()
+		}),
+		e("a send that waits holds up no other socket call", func(Targets) error {
+			return blockedSend()
 		}),
 	}
 }
@@ -341,4 +345,66 @@ func drainDgram(c *net.UnixConn) int {
 		}
 	})
 	return n
+}
+
+// blockedSend sends 1 MiB on a unix stream socket nobody reads yet (so the
+// send waits), makes other mediated calls meanwhile, then reads: the send
+// completes with the very bytes sent.
+func blockedSend() error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	type sent struct {
+		n   int
+		err error
+	}
+	done := make(chan sent, 1)
+	go func() {
+		n, err := unix.SendmsgN(fds[0], data, nil, nil, 0)
+		done <- sent{n, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // the send fills the buffer and waits
+	t0 := time.Now()
+	if err := udpRoundTrip(); err != nil {
+		return err
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		return fmt.Errorf("a UDP round trip took %v while a send waited", d)
+	}
+	var got []byte
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case s := <-done:
+			if s.err != nil {
+				return s.err
+			}
+			for len(got) < s.n {
+				n, err := unix.Read(fds[1], buf)
+				if err != nil {
+					return err
+				}
+				got = append(got, buf[:n]...)
+			}
+			if s.n == 0 || !bytes.Equal(got, data[:s.n]) {
+				return fmt.Errorf("sent %d bytes, received %d that differ", s.n, len(got))
+			}
+			return nil
+		default:
+		}
+		if n, _, err := unix.Recvfrom(fds[1], buf, unix.MSG_DONTWAIT); err == nil {
+			got = append(got, buf[:n]...)
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return fmt.Errorf("the send never finished")
 }

@@ -213,6 +213,102 @@ func controlName(level, typ int32) string {
 	return "cmsg level " + strconv.Itoa(int(level)) + " type " + strconv.Itoa(int(typ))
 }
 
+// sending is the supervisor sending a call's messages on the caller's
+// socket. It tries without waiting first, on the answering goroutine; a
+// call that would wait (a full send buffer, the rest of a stream send) is
+// finished on a goroutine of its own, with the caller's own flags.
+type sending struct {
+	c     *Call
+	k     *caller
+	sock  int
+	msgs  []*message
+	flags uint64
+	// block: the caller waits for the send (no MSG_DONTWAIT, no
+	// O_NONBLOCK on its socket).
+	block bool
+	// vec is sendmmsg's vector, where msg_len is written back; 0 for
+	// sendto and sendmsg.
+	vec  uint64
+	i    int   // the message being sent
+	n    int64 // bytes of it sent so far
+	sent int   // messages sent
+}
+
+func newSending(c *Call, k *caller, sock int, msgs []*message, flags, vec uint64) *sending {
+	return &sending{c: c, k: k, sock: sock, msgs: msgs, flags: flags, vec: vec,
+		block: flags&unix.MSG_DONTWAIT == 0 && !nonblocking(sock)}
+}
+
+// run sends what is left and answers the call; with wait false it stops
+// instead of waiting, and says so (false): then run(true) finishes.
+func (st *sending) run(wait bool) bool {
+	for st.i < len(st.msgs) {
+		m := st.msgs[st.i]
+		part := message{t: m.t, data: m.data[st.n:], oob: m.oob}
+		if st.n > 0 {
+			part.oob = nil // went with the first part
+		}
+		flags := st.flags
+		if !wait {
+			flags |= unix.MSG_DONTWAIT
+		}
+		n, e := part.send(st.sock, flags)
+		if e == unix.EAGAIN && !wait && st.block {
+			return false
+		}
+		if e != 0 {
+			st.k.sigpipe(st.flags, e)
+			st.fail(e)
+			return true
+		}
+		st.n += n
+		if int(st.n) < len(m.data) && !wait && st.block {
+			return false // a stream send the caller waits for in full
+		}
+		if st.vec != 0 {
+			var l [4]byte
+			binary.NativeEndian.PutUint32(l[:], uint32(st.n))
+			st.k.write(st.vec+uint64(st.i)*mmsghdrSize+msgLenOff, l[:])
+		}
+		st.sent++
+		st.i++
+		if st.i < len(st.msgs) {
+			st.n = 0
+		}
+	}
+	if st.vec != 0 {
+		st.c.Reply(int64(st.sent), 0)
+	} else {
+		st.c.Reply(st.n, 0)
+	}
+	return true
+}
+
+// fail answers an error as the kernel would: a sendmmsg that sent some
+// messages, or a stream send that sent some bytes, succeeds with that much.
+func (st *sending) fail(e syscall.Errno) {
+	switch {
+	case st.vec != 0 && st.sent > 0:
+		st.c.Reply(int64(st.sent), 0)
+	case st.vec == 0 && st.n > 0:
+		st.c.Reply(st.n, 0)
+	default:
+		st.c.Reply(0, e)
+	}
+}
+
+// send finishes a mediator: the messages go out now, or on a goroutine
+// that takes cl with it when they would wait.
+func (st *sending) send(cl *cleanup) {
+	if st.run(false) {
+		return
+	}
+	go func(cl cleanup) {
+		defer cl.run()
+		st.run(true)
+	}(cl.handOff())
+}
+
 // sendto(fd, buf, len, flags, addr, addrlen); the policy mediates only
 // calls with an address.
 func (s *sockets) sendto(c *Call) *Refusal {
@@ -220,9 +316,11 @@ func (s *sockets) sendto(c *Call) *Refusal {
 	if e != 0 {
 		return nil
 	}
-	defer k.close()
+	var cl cleanup
+	defer cl.run()
+	cl.add(k.close)
 	m := &message{t: target{hold: -1}}
-	defer m.close()
+	cl.add(m.close)
 	if c.Args[4] != 0 {
 		sa, e := k.sockaddr(c.Args[4], c.Args[5])
 		if e != 0 {
@@ -246,13 +344,11 @@ func (s *sockets) sendto(c *Call) *Refusal {
 	if e != 0 {
 		return answer(c, 0, e)
 	}
-	defer unix.Close(sock)
+	cl.add(func() { unix.Close(sock) })
 	if !c.Valid() {
 		return nil
 	}
-	n, e := m.send(sock, c.Args[3])
-	k.sigpipe(c.Args[3], e)
-	c.Reply(n, e)
+	newSending(c, k, sock, []*message{m}, c.Args[3]&0xffffffff, 0).send(&cl)
 	return nil
 }
 
@@ -262,7 +358,9 @@ func (s *sockets) sendmsg(c *Call) *Refusal {
 	if e != 0 {
 		return nil
 	}
-	defer k.close()
+	var cl cleanup
+	defer cl.run()
+	cl.add(k.close)
 	m, e, r := s.readMsg(k, c.Args[1], maxSendData)
 	if e != 0 {
 		if !c.Valid() {
@@ -271,18 +369,16 @@ func (s *sockets) sendmsg(c *Call) *Refusal {
 		c.Reply(0, e)
 		return r
 	}
-	defer m.close()
+	cl.add(m.close)
 	sock, e := k.fd(c.Args[0])
 	if e != 0 {
 		return answer(c, 0, e)
 	}
-	defer unix.Close(sock)
+	cl.add(func() { unix.Close(sock) })
 	if !c.Valid() {
 		return nil
 	}
-	n, e := m.send(sock, c.Args[2])
-	k.sigpipe(c.Args[2], e)
-	c.Reply(n, e)
+	newSending(c, k, sock, []*message{m}, c.Args[2]&0xffffffff, 0).send(&cl)
 	return nil
 }
 
@@ -304,13 +400,10 @@ func (s *sockets) sendmmsg(c *Call) *Refusal {
 	if e != 0 {
 		return nil
 	}
-	defer k.close()
+	var cl cleanup
+	defer cl.run()
+	cl.add(k.close)
 	var msgs []*message
-	defer func() {
-		for _, m := range msgs {
-			m.close()
-		}
-	}()
 	var refusal *Refusal
 	budget := maxSendData
 	for i := uint64(0); i < vlen && budget > 0; i++ {
@@ -323,9 +416,10 @@ func (s *sockets) sendmmsg(c *Call) *Refusal {
 				c.Reply(0, e)
 				return r
 			}
-			refusal = r
+			refusal = r // the messages before it are sent
 			break
 		}
+		cl.add(m.close)
 		msgs = append(msgs, m)
 		budget -= len(m.data)
 	}
@@ -333,26 +427,10 @@ func (s *sockets) sendmmsg(c *Call) *Refusal {
 	if e != 0 {
 		return answer(c, 0, e)
 	}
-	defer unix.Close(sock)
+	cl.add(func() { unix.Close(sock) })
 	if !c.Valid() {
 		return nil
 	}
-	sent := 0
-	for i, m := range msgs {
-		n, e := m.send(sock, c.Args[3])
-		if e != 0 {
-			k.sigpipe(c.Args[3], e)
-			if sent == 0 {
-				c.Reply(0, e)
-				return refusal
-			}
-			break
-		}
-		var l [4]byte
-		binary.NativeEndian.PutUint32(l[:], uint32(n))
-		k.write(c.Args[1]+uint64(i)*mmsghdrSize+msgLenOff, l[:])
-		sent++
-	}
-	c.Reply(int64(sent), 0)
+	newSending(c, k, sock, msgs, c.Args[3]&0xffffffff, c.Args[1]).send(&cl)
 	return refusal
 }

@@ -503,19 +503,23 @@ func (t *target) refusal() *Refusal {
 	return &Refusal{Path: t.refused, Reason: t.reason, Errno: refusedSocket}
 }
 
-// connect(fd, addr, addrlen)
+// connect(fd, addr, addrlen). A connect on a blocking socket may take
+// long (a TCP handshake, a listener's full backlog): it is finished on a
+// goroutine of its own, so the answering goroutine goes on answering.
 func (s *sockets) connect(c *Call) *Refusal {
 	k, e := openCaller(c)
 	if e != 0 {
 		return nil // gone
 	}
-	defer k.close()
+	var cl cleanup
+	defer cl.run()
+	cl.add(k.close)
 	sa, e := k.sockaddr(c.Args[1], c.Args[2])
 	if e != 0 {
 		return answer(c, 0, e)
 	}
 	t := s.judge(k, sa)
-	defer t.close()
+	cl.add(t.close)
 	if t.errno != 0 || t.refused != "" {
 		return s.deny(c, &t)
 	}
@@ -523,13 +527,47 @@ func (s *sockets) connect(c *Call) *Refusal {
 	if e != 0 {
 		return answer(c, 0, e)
 	}
-	defer unix.Close(sock)
+	cl.add(func() { unix.Close(sock) })
 	if !c.Valid() {
 		return nil
 	}
-	_, _, e = unix.Syscall(unix.SYS_CONNECT, uintptr(sock), addrPtr(t.addr), uintptr(len(t.addr)))
-	c.Reply(0, e)
+	do := func(cl cleanup) {
+		defer cl.run()
+		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(sock), addrPtr(t.addr), uintptr(len(t.addr)))
+		c.Reply(0, e)
+	}
+	if nonblocking(sock) {
+		do(cl.handOff())
+	} else {
+		go do(cl.handOff())
+	}
 	return nil
+}
+
+// nonblocking says whether the open file fd has O_NONBLOCK: the caller's
+// own socket, so its calls return at once.
+func nonblocking(fd int) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_NONBLOCK != 0
+}
+
+// cleanup is what a mediator closes when it is done, or hands off to the
+// goroutine that finishes a call which may block.
+type cleanup []func()
+
+func (cl *cleanup) add(f func()) { *cl = append(*cl, f) }
+
+func (cl *cleanup) run() {
+	for i := len(*cl) - 1; i >= 0; i-- {
+		(*cl)[i]()
+	}
+	*cl = nil
+}
+
+func (cl *cleanup) handOff() cleanup {
+	out := *cl
+	*cl = nil
+	return out
 }
 
 // deny answers a call whose address was refused or could not be used.
