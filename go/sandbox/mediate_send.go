@@ -299,11 +299,20 @@ func (st *sending) fail(e syscall.Errno) {
 
 // send finishes a mediator: the messages go out now, or on a goroutine
 // that takes cl with it when they would wait.
-func (st *sending) send(cl *cleanup) {
+func (st *sending) send(s *sockets, cl *cleanup) {
 	if st.run(false) {
 		return
 	}
+	held := 0
+	for _, m := range st.msgs[st.i:] {
+		held += len(m.data)
+	}
+	if !s.reserve(held) {
+		st.fail(unix.ENOBUFS)
+		return
+	}
 	go func(cl cleanup) {
+		defer s.release(held)
 		defer cl.run()
 		st.run(true)
 	}(cl.handOff())
@@ -348,7 +357,7 @@ func (s *sockets) sendto(c *Call) *Refusal {
 	if !c.Valid() {
 		return nil
 	}
-	newSending(c, k, sock, []*message{m}, c.Args[3]&0xffffffff, 0).send(&cl)
+	newSending(c, k, sock, []*message{m}, c.Args[3]&0xffffffff, 0).send(s, &cl)
 	return nil
 }
 
@@ -378,7 +387,7 @@ func (s *sockets) sendmsg(c *Call) *Refusal {
 	if !c.Valid() {
 		return nil
 	}
-	newSending(c, k, sock, []*message{m}, c.Args[2]&0xffffffff, 0).send(&cl)
+	newSending(c, k, sock, []*message{m}, c.Args[2]&0xffffffff, 0).send(s, &cl)
 	return nil
 }
 
@@ -431,6 +440,6 @@ func (s *sockets) sendmmsg(c *Call) *Refusal {
 	if !c.Valid() {
 		return nil
 	}
-	newSending(c, k, sock, msgs, c.Args[3]&0xffffffff, c.Args[1]).send(&cl)
+	newSending(c, k, sock, msgs, c.Args[3]&0xffffffff, c.Args[1]).send(s, &cl)
 	return refusal
 }

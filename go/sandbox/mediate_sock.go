@@ -87,6 +87,36 @@ type sockets struct {
 
 	mu       sync.Mutex
 	abstract map[string]uint64 // abstract names the session bound, to the inode of the socket that bound each
+	// waiting counts the calls finishing on goroutines of their own and
+	// the bytes they hold: the supervisor's memory is the host's, not
+	// the session's, so both are bounded.
+	waiting struct{ calls, bytes int }
+}
+
+// Bounds of what calls that wait may hold in the supervisor; past them a
+// call that would wait fails with ENOBUFS.
+const (
+	maxWaitingCalls = 1024
+	maxWaitingBytes = 64 << 20
+)
+
+// reserve takes a waiting call's place and its bytes, if there is room.
+func (s *sockets) reserve(bytes int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waiting.calls >= maxWaitingCalls || s.waiting.bytes+bytes > maxWaitingBytes {
+		return false
+	}
+	s.waiting.calls++
+	s.waiting.bytes += bytes
+	return true
+}
+
+func (s *sockets) release(bytes int) {
+	s.mu.Lock()
+	s.waiting.calls--
+	s.waiting.bytes -= bytes
+	s.mu.Unlock()
 }
 
 func newSockets(p *policy.Policy) *sockets {
@@ -536,10 +566,16 @@ func (s *sockets) connect(c *Call) *Refusal {
 		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(sock), addrPtr(t.addr), uintptr(len(t.addr)))
 		c.Reply(0, e)
 	}
-	if nonblocking(sock) {
+	switch {
+	case nonblocking(sock):
 		do(cl.handOff())
-	} else {
-		go do(cl.handOff())
+	case s.reserve(0):
+		go func(cl cleanup) {
+			defer s.release(0)
+			do(cl)
+		}(cl.handOff())
+	default:
+		c.Reply(0, unix.ENOBUFS)
 	}
 	return nil
 }

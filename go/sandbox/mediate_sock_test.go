@@ -320,3 +320,21 @@ func TestUnixAddr(t *testing.T) {
 		t.Errorf("printable")
 	}
 }
+
+// Calls that wait hold the supervisor's memory, which is the host's: at
+// most maxWaitingCalls of them and maxWaitingBytes in all.
+func TestWaitingBounded(t *testing.T) {
+	s := &sockets{}
+	if !s.reserve(maxWaitingBytes) || s.reserve(1) {
+		t.Fatalf("the byte bound does not hold")
+	}
+	s.release(maxWaitingBytes)
+	for i := 0; i < maxWaitingCalls; i++ {
+		if !s.reserve(0) {
+			t.Fatalf("call %d refused", i)
+		}
+	}
+	if s.reserve(0) {
+		t.Errorf("call %d admitted", maxWaitingCalls+1)
+	}
+}
