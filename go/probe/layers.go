@@ -218,8 +218,12 @@ func NewOperation(op Op, results []Result, layers []string) Operation {
 		o.Want = append(o.Want, ErrnoName(w))
 	}
 	outcomes := make([]Outcome, len(results))
+	absent := op.Kind == Hostile && kernelLacks(results)
 	for i, r := range results {
 		outcomes[i] = OutcomeOf(r)
+		if absent {
+			outcomes[i], r.Skipped = Skipped, NoSuchCall
+		}
 		if i < len(layers) {
 			o.ResultsByConfig[layers[i]] = ConfigResult{Outcome: outcomes[i], Errno: r.Errno, Error: r.Error, Skipped: r.Skipped, Detail: r.Detail}
 			if outcomes[i] == OtherErrno && op.Kind == Hostile {
@@ -232,6 +236,24 @@ func NewOperation(op Op, results []Result, layers []string) Operation {
 	}
 	o.BlockedBy = Attribute(op.Kind, outcomes, layers)
 	return o
+}
+
+// NoSuchCall is the reason a hostile operation is not applicable when the
+// kernel does not have its system call.
+const NoSuchCall = "the kernel does not have this system call (ENOSYS in every configuration)"
+
+// kernelLacks says whether every configuration answered ENOSYS: the first
+// one has no seccomp filter of ronly's, so ENOSYS there comes from the
+// kernel (fchmodat2 before 6.6) or from a filter outside ronly, and the
+// call cannot run here at all. An ENOSYS that only the seccomp layer gives
+// (clone3, openat2) is a refusal, judged by the operation's Want.
+func kernelLacks(results []Result) bool {
+	for _, r := range results {
+		if r.Errno != "ENOSYS" {
+			return false
+		}
+	}
+	return len(results) > 0
 }
 
 // Summarize counts ops into a Summary; hostChanged is whether the full

@@ -92,6 +92,28 @@ func TestProbeNewOperationAndSummary(t *testing.T) {
 	if s := Summarize([]Operation{o, day}, true); s.Good() {
 		t.Errorf("a changed host is good: %+v", s)
 	}
+	// A call the kernel does not have (fchmodat2 on 6.1): ENOSYS in every
+	// configuration, the bare one included, is not applicable.
+	enosys := Result{Name: "c", Kind: Hostile, Errno: "ENOSYS", Error: "function not implemented", Want: []string{"EROFS"}}
+	absent := NewOperation(Op{Name: "c", Kind: Hostile, Want: wantPerm}, []Result{enosys, enosys, enosys}, layers)
+	if absent.BlockedBy != BlockedByNA || absent.Result != Skipped || len(absent.ArgumentRejectedIn) != 0 ||
+		absent.ResultsByConfig["seccomp"].Skipped != NoSuchCall {
+		t.Errorf("a call the kernel lacks: %+v", absent)
+	}
+	if s := Summarize([]Operation{o, absent, day}, false); !s.Good() || s.BlockedByLayer[BlockedByNA] != 1 {
+		t.Errorf("a call the kernel lacks spoils the summary: %+v", s)
+	}
+	// ENOSYS from the seccomp layer only (clone3): refused, by seccomp.
+	bare := Result{Name: "c", Kind: Hostile, Errno: "EINVAL", Error: "invalid argument", Want: []string{"ENOSYS"}}
+	filtered := Result{Name: "c", Kind: Hostile, Errno: "ENOSYS", Error: "function not implemented", Want: []string{"ENOSYS"}}
+	if c3 := NewOperation(Op{Name: "c", Kind: Hostile}, []Result{bare, bare, filtered}, layers); c3.BlockedBy != "seccomp" || c3.Result != Refused {
+		t.Errorf("ENOSYS from seccomp only: %+v", c3)
+	}
+	// ENOSYS from seccomp and a wall's errno before it: not the kernel's.
+	late := NewOperation(Op{Name: "c", Kind: Hostile}, []Result{bare, bare, enosys}, layers)
+	if late.BlockedBy != BlockedByNone {
+		t.Errorf("ENOSYS in the full sandbox only, not wanted: %+v", late)
+	}
 	b, err := json.Marshal(Report{Version: ReportVersion, Operations: []Operation{o}})
 	if err != nil || !strings.Contains(string(b), `"blocked_by":"seccomp"`) || !strings.Contains(string(b), `"version":1`) {
 		t.Errorf("JSON: %s %v", b, err)
