@@ -480,3 +480,71 @@ func (p *paused) resume(t *testing.T) probe.Result {
 	}
 	return results[0]
 }
+
+// TestNestedNoSocketMediation: under a seccomp listener of an outer sandbox
+// ronly gets none of its own, so nothing mediates connect: it must say so
+// on stderr without -v, and the report must say socket_mediation and
+// docker_guard false. What it says is true: a host socket answers.
+func TestNestedNoSocketMediation(t *testing.T) {
+	b := setup(t)
+	c := newCanaries(t, 0)
+	dir := sockDir(t)
+	path := filepath.Join(dir, "api.sock")
+	l := listenUnix(t, path)
+	defer l.Close()
+	tg := c.targets()
+	tg.Socket = path
+	js, err := json.Marshal(tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := filepath.Join(dir, "report.json")
+	r := underFilter(t, "listener", b.ronly, "--report", rep, "--", b.probe, "-only", "connect hidden unix socket under /run", "-targets", string(js))
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	if !strings.Contains(r.stderr, "unix sockets are NOT mediated") {
+		t.Errorf("ronly did not warn that sockets are not mediated:\n%s", r)
+	}
+	var doc struct {
+		Layers struct {
+			SocketMediation *bool `json:"socket_mediation"`
+			DockerGuard     *bool `json:"docker_guard"`
+		} `json:"layers"`
+	}
+	b2, err := os.ReadFile(rep)
+	if err != nil || json.Unmarshal(b2, &doc) != nil || doc.Layers.SocketMediation == nil || doc.Layers.DockerGuard == nil {
+		t.Fatalf("report: %v\n%s", err, b2)
+	}
+	if *doc.Layers.SocketMediation || *doc.Layers.DockerGuard {
+		t.Errorf("the report claims socket mediation or a Docker guard that was not in force:\n%s", b2)
+	}
+	if n := drain(l); n != 1 {
+		t.Errorf("the host socket saw %d connections: the warning should match what happened (1)", n)
+	}
+}
+
+// TestReportSocketMediation: a normal session reports the mediation it had.
+func TestReportSocketMediation(t *testing.T) {
+	b := setup(t)
+	rep := filepath.Join(sockDir(t), "report.json")
+	r := b.run(t, opts{}, "--report", rep, "--", "/bin/true")
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	var doc struct {
+		Layers struct {
+			SocketMediation bool `json:"socket_mediation"`
+		} `json:"layers"`
+	}
+	b2, err := os.ReadFile(rep)
+	if err != nil || json.Unmarshal(b2, &doc) != nil {
+		t.Fatalf("report: %v\n%s", err, b2)
+	}
+	if !doc.Layers.SocketMediation {
+		t.Errorf("the report says socket_mediation false in a plain session:\n%s", b2)
+	}
+	if strings.Contains(r.stderr, "NOT mediated") {
+		t.Errorf("a warning about mediation in a plain session:\n%s", r)
+	}
+}
