@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/probe"
+	"ronly.dev/ronly/go/report"
 )
 
 // stdioModes are the ways the stdio tests run ronly: a root-owned file is
@@ -155,7 +157,7 @@ func TestStdioPipes(t *testing.T) {
 			if r.code != 3 || r.stdout != "got a\ngot b\neof\n" {
 				t.Errorf("want both lines, eof and exit 3, got:\n%s", r)
 			}
-			r = b.sh(t, opts{uid: m.uid}, flags, `ls -l /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2`)
+			r = b.sh(t, opts{uid: m.uid}, flags, `ls -l /proc/$$/fd/0 /proc/$$/fd/1 /proc/$$/fd/2`)
 			if r.code != 0 || strings.Count(r.stdout, "pipe:") != 3 {
 				t.Errorf("want fds 0-2 to be pipes inside, got:\n%s", r)
 			}
@@ -215,9 +217,14 @@ func TestStdioBrokenPipe(t *testing.T) {
 	needTool(t, "bash")
 	for _, m := range stdioModes {
 		t.Run(m.name, func(t *testing.T) {
-			flags := strings.Join(m.flags, " ")
+			// The report is written only by a ronly that survived, and
+			// says how the command ended: 141 alone could be ronly's own
+			// death by SIGPIPE.
+			dir := userDir(t, m.uid, "ronly-e2e-stdio-")
+			rep := filepath.Join(dir, "report.json")
+			flags := strings.Join(m.flags, " ") + " --report " + rep
 			if m.name == "ci" {
-				flags += " --workspace " + userDir(t, 0, "ronly-e2e-stdio-ws-")
+				flags += " --workspace " + dir
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 			defer cancel()
@@ -232,6 +239,16 @@ func TestStdioBrokenPipe(t *testing.T) {
 			}
 			if err != nil || string(out) != "y\nstatus 141\n" {
 				t.Errorf("want y and status 141, got %v:\n%s", err, out)
+			}
+			doc, err := os.ReadFile(rep)
+			if err != nil {
+				t.Fatalf("ronly wrote no report (did it die itself?): %v", err)
+			}
+			var r report.Report
+			// (In the ci profile the command's PID 1 passes its death on
+			// as the exit status 141, so the report names no signal.)
+			if err := json.Unmarshal(doc, &r); err != nil || r.Exit.Code != 141 || (m.name != "ci" && r.Exit.Signal != "SIGPIPE") {
+				t.Errorf("report: want the command's exit 141 by SIGPIPE, got %+v (%v)", r.Exit, err)
 			}
 		})
 	}

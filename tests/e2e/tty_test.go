@@ -110,6 +110,13 @@ type callerPTY struct {
 
 func startOnCallerPTY(t *testing.T, ronly string, args ...string) *callerPTY {
 	t.Helper()
+	return startOnCallerPTYOut(t, ronly, nil, args...)
+}
+
+// startOnCallerPTYOut is startOnCallerPTY with stdout, when not nil, a file
+// (`ronly ... > out` at a terminal).
+func startOnCallerPTYOut(t *testing.T, ronly string, stdout *os.File, args ...string) *callerPTY {
+	t.Helper()
 	m, s, err := pty.Open()
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +130,9 @@ func startOnCallerPTY(t *testing.T, ronly string, args ...string) *callerPTY {
 	c.cmd.Dir = "/"
 	c.cmd.Env = append(os.Environ(), "TERM=xterm", "PS1=$ ")
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = s, s, s
+	if stdout != nil {
+		c.cmd.Stdout = stdout
+	}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -328,5 +338,28 @@ func TestPTYCtrlCAndJobControl(t *testing.T) {
 				t.Errorf("the caller's terminal is not as before:\n  before %+v\n  after  %+v", before, after)
 			}
 		})
+	}
+}
+
+// TestPTYWithStdoutToFile: `ronly -- cmd > out` at a terminal: stdin and
+// stderr are the session's pty, stdout a pipe whose bytes reach the file.
+func TestPTYWithStdoutToFile(t *testing.T) {
+	b := setup(t)
+	dir := userDir(t, 0, "ronly-e2e-tty-")
+	out, err := os.Create(dir + "/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	// ls's own descriptors are the command's: no redirection in between.
+	c := startOnCallerPTYOut(t, b.ronly, out, "--", "/bin/sh", "-c", `ls -l /proc/self/fd/; echo done-$((1+1)) >&2`)
+	c.expect("done-2")
+	if code := c.wait(); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	got, _ := os.ReadFile(dir + "/out")
+	if !strings.Contains(string(got), " 0 -> /dev/pts/") || !strings.Contains(string(got), " 2 -> /dev/pts/") ||
+		!strings.Contains(string(got), " 1 -> pipe:") {
+		t.Errorf("want stdin and stderr on the session's pty and stdout a pipe into the file, which holds:\n%s", got)
 	}
 }
