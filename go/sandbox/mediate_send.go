@@ -85,7 +85,8 @@ func (m *message) send(sock int, flags uint64) (int64, syscall.Errno) {
 	return int64(n), e
 }
 
-// readMsg reads the struct msghdr at addr and what it points to; budget
+// readMsg reads the struct msghdr at addr and what it points to (three
+// copies: the header; the name, iovecs and control; the data); budget
 // bounds the data. A refusal comes with the errno to answer.
 func (s *sockets) readMsg(k *caller, addr uint64, budget int) (*message, syscall.Errno, *Refusal) {
 	h, e := k.read(addr, msghdrSize)
@@ -93,12 +94,33 @@ func (s *sockets) readMsg(k *caller, addr uint64, budget int) (*message, syscall
 		return nil, e, nil
 	}
 	u64 := func(off int) uint64 { return binary.NativeEndian.Uint64(h[off:]) }
+	name, namelen := u64(0), uint64(binary.NativeEndian.Uint32(h[8:]))
+	iov, iovlen := u64(16), u64(24)
+	ctl, ctllen := u64(32), u64(40)
+	if name == 0 {
+		namelen = 0
+	}
+	if iov == 0 && iovlen > 0 {
+		return nil, unix.EFAULT, nil
+	}
+	if ctl == 0 {
+		ctllen = 0
+	}
+	switch {
+	case namelen > unix.SizeofSockaddrAny:
+		return nil, unix.EINVAL, nil
+	case iovlen > uioMaxIOV:
+		return nil, unix.EMSGSIZE, nil
+	case ctllen > maxControl:
+		return nil, unix.ENOBUFS, nil
+	}
+	meta, e := k.gather([]span{{name, int(namelen)}, {iov, int(iovlen) * 16}, {ctl, int(ctllen)}})
+	if e != 0 {
+		return nil, e, nil
+	}
+	sa, vec, control := meta[:namelen], meta[namelen:namelen+iovlen*16], meta[namelen+iovlen*16:]
 	m := &message{t: target{hold: -1}}
-	if name, namelen := u64(0), uint64(binary.NativeEndian.Uint32(h[8:])); name != 0 && namelen > 0 {
-		sa, e := k.sockaddr(name, namelen)
-		if e != 0 {
-			return nil, e, nil
-		}
+	if len(sa) > 0 {
 		m.t = s.judge(k, sa)
 		if m.t.refused != "" {
 			m.close()
@@ -109,21 +131,12 @@ func (s *sockets) readMsg(k *caller, addr uint64, budget int) (*message, syscall
 			return nil, m.t.errno, nil
 		}
 	}
-	if e := m.readData(k, u64(16), u64(24), budget); e != 0 {
+	if e := m.readData(k, vec, budget); e != 0 {
 		m.close()
 		return nil, e, nil
 	}
-	if ctl, ctllen := u64(32), u64(40); ctl != 0 && ctllen > 0 {
-		if ctllen > maxControl {
-			m.close()
-			return nil, unix.ENOBUFS, nil
-		}
-		b, e := k.read(ctl, int(ctllen))
-		if e != 0 {
-			m.close()
-			return nil, e, nil
-		}
-		if e, r := m.translate(k, b); e != 0 {
+	if len(control) > 0 {
+		if e, r := m.translate(k, control); e != 0 {
 			m.close()
 			return nil, e, r
 		}
@@ -131,36 +144,26 @@ func (s *sockets) readMsg(k *caller, addr uint64, budget int) (*message, syscall
 	return m, 0, nil
 }
 
-// readData gathers the iovecs' data, at most budget bytes.
-func (m *message) readData(k *caller, iovp, iovlen uint64, budget int) syscall.Errno {
-	if iovlen == 0 {
-		return 0
-	}
-	if iovlen > uioMaxIOV {
-		return unix.EMSGSIZE
-	}
-	vec, e := k.read(iovp, int(iovlen)*16)
-	if e != 0 {
-		return e
-	}
-	for i := 0; i < int(iovlen) && len(m.data) < budget; i++ {
-		base, n := binary.NativeEndian.Uint64(vec[16*i:]), binary.NativeEndian.Uint64(vec[16*i+8:])
+// readData gathers the data of the iovecs vec (struct iovec[]), at most
+// budget bytes.
+func (m *message) readData(k *caller, vec []byte, budget int) syscall.Errno {
+	var spans []span
+	for i := 0; i+16 <= len(vec) && budget > 0; i += 16 {
+		base, n := binary.NativeEndian.Uint64(vec[i:]), binary.NativeEndian.Uint64(vec[i+8:])
 		if int64(n) < 0 {
 			return unix.EINVAL
 		}
-		if left := uint64(budget - len(m.data)); n > left {
-			n = left
+		if n > uint64(budget) {
+			n = uint64(budget)
 		}
-		if n == 0 {
-			continue
+		if n > 0 {
+			spans = append(spans, span{base, int(n)})
+			budget -= int(n)
 		}
-		b, e := k.read(base, int(n))
-		if e != 0 {
-			return e
-		}
-		m.data = append(m.data, b...)
 	}
-	return 0
+	var e syscall.Errno
+	m.data, e = k.gather(spans)
+	return e
 }
 
 // translate checks the caller's control messages and builds the
@@ -223,9 +226,6 @@ type sending struct {
 	sock  int
 	msgs  []*message
 	flags uint64
-	// block: the caller waits for the send (no MSG_DONTWAIT, no
-	// O_NONBLOCK on its socket).
-	block bool
 	// vec is sendmmsg's vector, where msg_len is written back; 0 for
 	// sendto and sendmsg.
 	vec  uint64
@@ -235,8 +235,13 @@ type sending struct {
 }
 
 func newSending(c *Call, k *caller, sock int, msgs []*message, flags, vec uint64) *sending {
-	return &sending{c: c, k: k, sock: sock, msgs: msgs, flags: flags, vec: vec,
-		block: flags&unix.MSG_DONTWAIT == 0 && !nonblocking(sock)}
+	return &sending{c: c, k: k, sock: sock, msgs: msgs, flags: flags, vec: vec}
+}
+
+// waits says whether the caller waits for its send: no MSG_DONTWAIT, no
+// O_NONBLOCK on its socket. Asked only when a send would wait.
+func (st *sending) waits() bool {
+	return st.flags&unix.MSG_DONTWAIT == 0 && !nonblocking(st.sock)
 }
 
 // run sends what is left and answers the call; with wait false it stops
@@ -253,7 +258,7 @@ func (st *sending) run(wait bool) bool {
 			flags |= unix.MSG_DONTWAIT
 		}
 		n, e := part.send(st.sock, flags)
-		if e == unix.EAGAIN && !wait && st.block {
+		if e == unix.EAGAIN && !wait && st.waits() {
 			return false
 		}
 		if e != 0 {
@@ -262,7 +267,7 @@ func (st *sending) run(wait bool) bool {
 			return true
 		}
 		st.n += n
-		if int(st.n) < len(m.data) && !wait && st.block {
+		if int(st.n) < len(m.data) && !wait && st.waits() {
 			return false // a stream send the caller waits for in full
 		}
 		if st.vec != 0 {

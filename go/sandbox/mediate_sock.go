@@ -298,6 +298,36 @@ func (k *caller) read(addr uint64, n int) ([]byte, syscall.Errno) {
 	return b, 0
 }
 
+// span is a range of the caller's memory.
+type span struct {
+	addr uint64
+	n    int
+}
+
+// gather copies several ranges of the caller's memory, one after the
+// other, in one call.
+func (k *caller) gather(spans []span) ([]byte, syscall.Errno) {
+	total := 0
+	var remote []unix.RemoteIovec
+	for _, sp := range spans {
+		if sp.n > 0 {
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(sp.addr), Len: sp.n})
+			total += sp.n
+		}
+	}
+	b := make([]byte, total)
+	if total == 0 {
+		return b, 0
+	}
+	local := []unix.Iovec{{Base: &b[0]}}
+	local[0].SetLen(total)
+	got, err := unix.ProcessVMReadv(k.tid, local, remote, 0)
+	if err != nil || got != total {
+		return nil, unix.EFAULT
+	}
+	return b, 0
+}
+
 // write copies b into the caller's memory at addr (sendmmsg's msg_len).
 func (k *caller) write(addr uint64, b []byte) {
 	local := []unix.Iovec{{Base: &b[0]}}
