@@ -563,9 +563,9 @@ func (t *target) refusal() *Refusal {
 	return &Refusal{Path: t.refused, Reason: t.reason, Errno: refusedSocket}
 }
 
-// connect(fd, addr, addrlen). A connect on a blocking socket may take
-// long (a TCP handshake, a listener's full backlog): it is finished on a
-// goroutine of its own, so the answering goroutine goes on answering.
+// connect(fd, addr, addrlen). A connect on a blocking stream socket may
+// take long (a TCP handshake, a listener's full backlog): it is finished on
+// a goroutine of its own, so the answering goroutine goes on answering.
 func (s *sockets) connect(c *Call) *Refusal {
 	k, e := openCaller(c)
 	if e != 0 {
@@ -597,7 +597,7 @@ func (s *sockets) connect(c *Call) *Refusal {
 		c.Reply(0, e)
 	}
 	switch {
-	case nonblocking(sock):
+	case nonblocking(sock) || datagram(sock):
 		do(cl.handOff())
 	case s.reserve(0):
 		go func(cl cleanup) {
@@ -615,6 +615,13 @@ func (s *sockets) connect(c *Call) *Refusal {
 func nonblocking(fd int) bool {
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	return err == nil && fl&unix.O_NONBLOCK != 0
+}
+
+// datagram says whether fd is a datagram socket, whose connect only sets
+// the peer and never waits (DNS resolvers connect one for every query).
+func datagram(fd int) bool {
+	t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	return err == nil && t == unix.SOCK_DGRAM
 }
 
 // cleanup is what a mediator closes when it is done, or hands off to the
