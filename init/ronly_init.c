@@ -272,7 +272,7 @@ static void enter_namespaces(void)
 	if (hdr.flags & RONLY_F_NETNS)
 		flags |= CLONE_NEWNET;
 	if (unshare(flags) < 0)
-		die("unshare", "mount, IPC, UTS and network namespaces");
+		die("unshare", (hdr.flags & RONLY_F_NETNS) ? "mount, IPC, UTS and network namespaces" : "mount, IPC and UTS namespaces");
 	if (hdr.flags & RONLY_F_NETNS)
 		loopback_up();
 }

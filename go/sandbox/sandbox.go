@@ -64,6 +64,9 @@ type Layers struct {
 	// DockerGuard is set when the host's Docker socket answers read-only
 	// calls inside: the guard runs and mediation sends connects to it.
 	DockerGuard bool
+	// Fallback says why auto mode chose Mode after the mode it tried
+	// first failed; "" when it did not fall back.
+	Fallback string
 }
 
 func (l Layers) String() string {
@@ -144,6 +147,12 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	if warn == nil {
 		warn = func(string) {}
 	}
+	// A fallback builds the sandbox again: say each thing once. What is
+	// said before the sandbox is built is held until it is: a failure to
+	// build it is one line, the error, without warnings about a session
+	// that never ran.
+	gate := &warnGate{out: once(warn)}
+	warn = gate.warn
 	l := Layers{Seccomp: "errno", Network: "host", Cgroup: "none"}
 	if p.NoNetwork {
 		l.Network = "none"
@@ -234,7 +243,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		l.Mode = "rootless"
 	}
 	tl.mark("sockets and mounts planned")
-	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, table: table, refused: o.Refused, name: o.Session,
+	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, gate: gate, table: table, refused: o.Refused, name: o.Session,
 		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{},
 		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}}
 	addXattrMediators(s.mediators)
@@ -253,12 +262,30 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	code, err := s.start()
 	var ie *cinit.Error
-	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) && ie.Step == "unshare(CLONE_NEWUSER)" {
-		// Nested in a container whose seccomp or AppArmor profile
-		// refuses user namespaces: as root, fall back to privileged.
-		l.Mode = "privileged"
-		code, err = s.start()
+	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) {
+		switch ie.Step {
+		case "write id maps":
+			// Root of a user namespace that is not the host's (a
+			// rootless container, a pod with user namespaces): only ids
+			// mapped into ours can be mapped on, so root's identity map
+			// of every id is refused. Mapping only our own ids works.
+			l.Mode, l.Fallback = "rootless", "root's id maps cannot be written here ("+ie.Error()+"): only ronly's own ids are mapped"
+			gate.drop() // what the failed attempt said
+			code, err = s.start()
+		case "unshare(CLONE_NEWUSER)":
+			// Nested in a container whose seccomp or AppArmor profile
+			// refuses user namespaces: as root, fall back to privileged.
+			l.Mode, l.Fallback = "privileged", "user namespaces are refused here ("+ie.Error()+")"
+			first := ie
+			gate.drop()
+			code, err = s.start()
+			err = afterUserNSRefused(first, err)
+		}
 	}
+	if err != nil {
+		gate.drop()
+	}
+	gate.release()
 	git.afterSession(o.Session, warn)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -296,6 +323,7 @@ type session struct {
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
 	timeline  *timeline
+	gate      *warnGate // releases the warnings once the sandbox is built
 
 	mu       sync.Mutex
 	blocked  map[string]map[string]uint64
@@ -323,7 +351,10 @@ func (s *session) start() (int, error) {
 		cfg.Flags |= cinit.FlagUserNS
 		cfg.UsernsLimits = usernsLimits("/proc/sys/user", s.warn) // userns.go
 	}
-	if os.Geteuid() == 0 {
+	// Root keeps CAP_DAC_READ_SEARCH to read root-only files; without a
+	// user namespace only if it has it (Docker's root does not: capset
+	// would fail asking for it).
+	if os.Geteuid() == 0 && (l.UserNS || permittedCap(unix.CAP_DAC_READ_SEARCH)) {
 		cfg.Flags |= cinit.FlagKeepDACRead
 	}
 	// Shims report the commands they refuse on a pipe: its write end is
@@ -469,6 +500,7 @@ func (s *session) start() (int, error) {
 	}
 	s.timeline.mark("sandbox built")
 	if initErr == nil {
+		s.gate.release()
 		s.socketLayers(cmd.Process.Pid, listener >= 0)
 	}
 	var notes *notifier
@@ -531,6 +563,10 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 			reply := cinit.Msg{Type: cinit.MsgIDMapDone}
 			if err := writeIDMaps(pid, l.Mode == "userns"); err != nil {
 				reply.Err, reply.Detail = errnoOf(err), err.Error()
+				var pe *os.PathError
+				if errors.As(err, &pe) {
+					reply.Detail = pe.Path
+				}
 			}
 			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
 				return -1, fmt.Errorf("answer init: %w", err)
@@ -593,33 +629,14 @@ func writeIDMaps(pid int, all bool) error {
 	if all {
 		uidMap, gidMap = "0 0 4294967295\n", "0 0 4294967295\n"
 	} else if err := os.WriteFile(fmt.Sprintf("/proc/%d/setgroups", pid), []byte("deny"), 0); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+		return err
 	}
+	// Errors are *os.PathError: the init's line names the file and the
+	// errno, once each.
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/uid_map", pid), []byte(uidMap), 0); err != nil {
-		return fmt.Errorf("uid_map: %w", err)
+		return err
 	}
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/gid_map", pid), []byte(gidMap), 0); err != nil {
-		return fmt.Errorf("gid_map: %w", err)
-	}
-	return nil
-}
-
-func withHint(e *cinit.Error) error {
-	switch {
-	case e.Step == "unshare(CLONE_NEWUSER)":
-		return &HintError{e, "user namespaces are refused here: check sysctl user.max_user_namespaces, " +
-			"kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu, or the container's seccomp profile; as root, --privileged works without them"}
-	case strings.HasPrefix(e.Step, "mount_setattr") || strings.HasPrefix(e.Step, "open_tree"):
-		if e.Errno == unix.ENOSYS {
-			return &HintError{e, "ronly needs Linux 5.12 or newer for recursive read-only mounts"}
-		}
-	case e.Step == "write id maps":
-		return &HintError{e, "the supervisor could not map ids into the user namespace"}
-	case e.Step == "replaced since ronly checked it" ||
-		strings.HasSuffix(e.Step, "(no symlinks)") && (e.Errno == unix.ELOOP || e.Errno == unix.ENOTDIR):
-		return &HintError{e, "a symlink or another file was put at this path after ronly checked it; nothing was bound"}
-	}
-	return e
+	return os.WriteFile(fmt.Sprintf("/proc/%d/gid_map", pid), []byte(gidMap), 0)
 }
 
 func errnoOf(err error) syscall.Errno {

@@ -70,6 +70,9 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting, SocketMediation: res.Layers.SocketMediation,
 		AuditLinesDropped: auditDropped})
 	if p.Verbose {
+		if res.Layers.Fallback != "" {
+			fmt.Fprintf(os.Stderr, "ronly: session %s: mode %s: %s\n", session, res.Layers.Mode, res.Layers.Fallback)
+		}
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
 		var steps []string
 		for _, m := range res.Timeline {
