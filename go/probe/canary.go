@@ -35,6 +35,11 @@ type CanaryOptions struct {
 	// under /run, which the sandbox hides. Empty: no socket file (the
 	// operations that need one are skipped, see Targets.Socket).
 	SocketDir string
+	// SocketInRoot, when SocketDir is empty, makes the socket files in the
+	// canary directory itself: where nothing under /run is writable (the
+	// sandbox refuses to connect to them just the same). Left out when
+	// their paths would be too long for a socket address.
+	SocketInRoot bool
 	// Sleeper is the canary process's command line; it must run until
 	// killed. Default: sleep 100000.
 	Sleeper []string
@@ -145,6 +150,9 @@ func NewCanaries(o CanaryOptions) (c *Canaries, err error) {
 	}
 	if err = c.StartProcess(); err != nil {
 		return c, err
+	}
+	if o.SocketDir == "" && o.SocketInRoot && len(c.Root)+len(o.Prefix)+len(marker)+8 < len(unix.RawSockaddrUnix{}.Path) {
+		o.SocketDir = c.Root
 	}
 	if err = c.listen(o.SocketDir, o.Prefix); err != nil {
 		return c, err

@@ -44,7 +44,8 @@ import (
 
 // ProbeCmd checks what ronly's sandbox refuses on this kernel.
 type ProbeCmd struct {
-	JSON bool `name:"json" help:"Print a JSON document (version 1) instead of the table."`
+	JSON      bool   `name:"json" help:"Print a JSON document (version 1) instead of the table."`
+	CanaryDir string `name:"canary-dir" placeholder:"DIR" help:"Make the canaries in DIR (default: $TMPDIR, /var/tmp, /run or your runtime directory, /tmp: the first that is writable and visible inside)."`
 }
 
 // Help is `ronly probe --help`'s text after the synopsis.
@@ -61,8 +62,13 @@ ones inside the sandbox your flags describe, first with layers left out:
 
 An operation is blocked by the layer from which on it is refused: found by
 trying, not guessed from the errno. NONE means no layer refused it.
-The canaries are made for the occasion (under /var/tmp and /run), checked
-from outside after each sandbox, and removed.
+The canaries are made for the occasion, checked from outside after each
+sandbox, and removed: in --canary-dir, else in the first writable directory
+of $TMPDIR, /var/tmp, /run (your runtime directory when not root) and /tmp
+that the sandbox shows as the host has it (not /tmp, which it replaces).
+--rootless and --privileged choose the configurations' mode; as root, a
+first configuration without a user namespace that cannot be built here is
+left out, and the report says why.
 
 --json prints a document, version 1: {"version", "kernel", "landlock_abi",
 "configurations": [{"name", "mode", "landlock_abi", "seccomp", "host_changes",
@@ -114,6 +120,9 @@ func (c *ProbeCmd) Run(cli *CLI, status *int) error {
 	}
 	pr := &prober{ops: probe.All(), root: os.Geteuid() == 0, verbose: full.Verbose}
 	pr.configs = probeConfigs(full, pr.root)
+	if pr.canaryDir, err = canaryParent(c.CanaryDir, full, pr.root); err != nil {
+		return err
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
@@ -124,8 +133,26 @@ func (c *ProbeCmd) Run(cli *CLI, status *int) error {
 		}
 	}()
 
-	for _, cfg := range pr.configs {
-		if err := pr.runConfig(cfg); err != nil {
+	for i := 0; i < len(pr.configs); i++ {
+		cfg := pr.configs[i]
+		err := pr.runConfig(cfg)
+		var se *sessionError
+		if errors.As(err, &se) && i == 0 && full.Mode == policy.ModeAuto && cfg.policy.Mode == policy.ModePrivileged && len(cfg.results) == 0 {
+			// Root without the capabilities or the seccomp profile that
+			// privileged mode needs (a container's root): ronly itself
+			// runs in a user namespace here, and so does the probe.
+			why := err
+			if u := errors.Unwrap(err); u != nil {
+				why = u // without "probe: configuration NAME: "
+			}
+			pr.left = fmt.Sprintf("the %s configuration (no user namespace) cannot be built here (%v): "+
+				"the first configuration has a user namespace, so the mount and user namespace layers cannot be told apart", cfg.name, why)
+			pr.configs = pr.configs[1:]
+			pr.configs[0].name = "mount+caps+userns"
+			i--
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -159,11 +186,11 @@ func probeConfigs(full *policy.Policy, root bool) []*probeConfig {
 	bare := func(p *policy.Policy) { p.SkipLandlock, p.SkipSeccomp, p.LandlockMinABI = true, true, 0 }
 	var out []*probeConfig
 	switch {
-	case root && full.Mode != policy.ModePrivileged:
+	case root && full.Mode == policy.ModeAuto:
 		out = append(out,
 			with("mount+caps", func(p *policy.Policy) { bare(p); p.Mode = policy.ModePrivileged }),
 			with("userns", bare))
-	case root:
+	case full.Mode == policy.ModePrivileged:
 		out = append(out, with("mount+caps", bare))
 	default:
 		out = append(out, with("mount+caps+userns", bare))
@@ -178,6 +205,10 @@ type prober struct {
 	configs []*probeConfig
 	root    bool
 	verbose bool
+	// canaryDir is where the canaries are made (canaryParent).
+	canaryDir string
+	// left says why the first configuration was left out; "" when none was.
+	left string
 
 	mu          sync.Mutex
 	pgid        int // the running session's process group, 0 when none
@@ -227,6 +258,12 @@ func (pr *prober) runConfig(cfg *probeConfig) error {
 	}
 	return nil
 }
+
+// sessionError is a session's failure to build its sandbox, as its
+// supervisor reported it.
+type sessionError struct{ msg string }
+
+func (e *sessionError) Error() string { return e.msg }
 
 // probeRequest is what the orchestrator sends a supervisor on its stdin.
 type probeRequest struct {
@@ -300,7 +337,7 @@ func (pr *prober) runOnce(cfg *probeConfig, pending []int) (map[int]probe.Result
 	}
 	if session != nil {
 		if session.Error != "" {
-			return nil, errors.New(session.Error)
+			return nil, &sessionError{session.Error}
 		}
 		cfg.layers = session.Layers
 		cfg.warnings = appendNew(cfg.warnings, session.Warnings...)
@@ -350,18 +387,96 @@ func (pr *prober) runOnce(cfg *probeConfig, pending []int) (map[int]probe.Result
 // socket under /run (root) or in the caller's runtime directory there
 // (another user: under /run, the sandbox hides it just the same).
 func (pr *prober) canaryOptions() probe.CanaryOptions {
-	o := probe.CanaryOptions{UID: os.Geteuid(), Prefix: "ronly-probe-", Sleeper: []string{"/proc/self/exe", "probe-internal", "canary"}}
-	if pr.root {
-		o.SocketDir = "/run"
-		return o
-	}
-	for _, d := range []string{os.Getenv("XDG_RUNTIME_DIR"), fmt.Sprintf("/run/user/%d", os.Geteuid())} {
-		if real, err := filepath.EvalSymlinks(d); err == nil && strings.HasPrefix(real, "/run/") && unix.Access(real, unix.W_OK|unix.X_OK) == nil {
-			o.SocketDir = real
-			break
-		}
+	o := probe.CanaryOptions{UID: os.Geteuid(), Parent: pr.canaryDir, Prefix: "ronly-probe-", Sleeper: []string{"/proc/self/exe", "probe-internal", "canary"}}
+	if d := runtimeDir(pr.root); d != "" {
+		o.SocketDir = d
+	} else {
+		// No writable /run (a read-only container): the socket lives
+		// beside the other canaries, outside the writable places just
+		// the same.
+		o.SocketInRoot = true
 	}
 	return o
+}
+
+// runtimeDir is the caller's writable directory under /run: /run itself
+// for root, else $XDG_RUNTIME_DIR or /run/user/UID; "" when there is none.
+func runtimeDir(root bool) string {
+	dirs := []string{os.Getenv("XDG_RUNTIME_DIR"), fmt.Sprintf("/run/user/%d", os.Geteuid())}
+	if root {
+		dirs = []string{"/run"}
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		if real, err := filepath.EvalSymlinks(d); err == nil && (real == "/run" || strings.HasPrefix(real, "/run/")) &&
+			unix.Access(real, unix.W_OK|unix.X_OK) == nil {
+			return real
+		}
+	}
+	return ""
+}
+
+// canaryParent is the directory the canaries are made in: dir when given,
+// else the first of $TMPDIR, /var/tmp, the runtime directory and /tmp that
+// this process can write and that the sandbox shows as the host has it.
+// The sandbox replaces /tmp, /dev, its --writable places and the ci
+// profile's $HOME: canaries there would be out of the battery's sight.
+func canaryParent(dir string, p *policy.Policy, root bool) (string, error) {
+	replaced := append([]string{"/tmp", "/dev"}, p.Writable...)
+	if p.Home != "" {
+		replaced = append(replaced, p.Home)
+	}
+	// Under a --rw directory a canary would be writable on purpose.
+	replaced = append(replaced, p.RW...)
+	usable := func(d string) error {
+		if !filepath.IsAbs(d) {
+			return errors.New("not an absolute path")
+		}
+		real, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			return err
+		}
+		for _, r := range replaced {
+			if rr, err := filepath.EvalSymlinks(r); err == nil {
+				r = rr
+			}
+			if real == r || strings.HasPrefix(real, strings.TrimSuffix(r, "/")+"/") {
+				return fmt.Errorf("the sandbox replaces %s", r)
+			}
+		}
+		// Tried, not judged from the mode bits: root passes access(2)
+		// on /proc and on a file system that refuses it anyway.
+		try, err := os.MkdirTemp(real, ".ronly-probe-try-")
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return fmt.Errorf("not writable: %w", err)
+		}
+		return os.Remove(try)
+	}
+	if dir != "" {
+		if err := usable(dir); err != nil {
+			return "", &policy.FlagError{Flag: "--canary-dir", Value: dir, Reason: err.Error()}
+		}
+		return dir, nil
+	}
+	var tried []string
+	for _, d := range []string{os.Getenv("TMPDIR"), "/var/tmp", runtimeDir(root), "/tmp"} {
+		if d == "" || slices.Contains(tried, d) {
+			continue
+		}
+		err := usable(d)
+		if err == nil {
+			return d, nil
+		}
+		tried = append(tried, d)
+	}
+	return "", &sandbox.HintError{Err: fmt.Errorf("probe: nowhere to make the canaries: none of %s is writable and visible inside the sandbox",
+		strings.Join(tried, ", ")), Hint: "give a writable directory with --canary-dir DIR"}
 }
 
 // supervise runs one session: `ronly probe-internal supervise` in a process
@@ -568,6 +683,9 @@ func (pr *prober) notes() []string {
 	case !pr.root:
 		out = append(out, "not root: no sandbox can go without a user namespace, so the mount and user namespace layers cannot be told apart: "+
 			"what either refuses is under "+first.name)
+	case first.policy.Mode == policy.ModeRootless:
+		out = append(out, "--rootless: every configuration has a user namespace mapping only your own ids, so the mount and user namespace layers "+
+			"cannot be told apart: what either refuses is under "+first.name)
 	case first.policy.Mode == policy.ModePrivileged && pr.configs[1].name != "userns":
 		out = append(out, "--privileged: no configuration has a user namespace")
 	}
@@ -575,6 +693,9 @@ func (pr *prober) notes() []string {
 		if cfg.name == "userns" && !cfg.layers.UserNS {
 			out = append(out, "user namespaces are refused on this host: the userns configuration ran without one, like mount+caps")
 		}
+	}
+	if pr.left != "" {
+		out = append(out, pr.left)
 	}
 	out = append(out, first.name+" includes what the host enforces anyway: file permissions, Yama's ptrace scope, sysctls; "+
 		"an operation it refuses may be refused by the kernel's own rules, not by ronly")
@@ -616,7 +737,7 @@ func printProbeTable(w io.Writer, rep *probe.Report) {
 	fmt.Fprintf(w, "ronly probe: Linux %s, Landlock ABI %d, uid %d\n\n", rep.Kernel, rep.LandlockABI, rep.UID)
 	fmt.Fprintf(w, "The battery ran in %d cumulative sandboxes; each operation is blocked by the layer from which on it is refused.\n", len(names))
 	fmt.Fprintf(w, "BY CONFIG has its result in each: R refused, - went through, e the kernel rejected its deliberately invalid\n"+
-		"argument (or lacks the call) before any layer refused it, + ok, F failed, s skipped.\n")
+		"argument before any layer refused it, + ok, F failed, s skipped (or the kernel lacks the call: n/a).\n")
 	for i, c := range rep.Configurations {
 		fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %d %-18s %s", i+1, c.Name, c.Description), " "))
 	}
