@@ -109,3 +109,24 @@ func TestKernelAtLeast(t *testing.T) {
 		}
 	}
 }
+
+// TestWarnGate: warnings wait for the sandbox to be built, each is said
+// once, and those of an attempt that failed are forgotten.
+func TestWarnGate(t *testing.T) {
+	var got []string
+	g := &warnGate{out: once(func(m string) { got = append(got, m) })}
+	g.warn("a")
+	g.warn("b")
+	g.drop() // the attempt failed
+	g.warn("c")
+	g.warn("c")
+	if len(got) != 0 {
+		t.Fatalf("said before the sandbox was built: %q", got)
+	}
+	g.release()
+	g.warn("d")
+	g.warn("c")
+	if strings.Join(got, ",") != "c,d" {
+		t.Errorf("said %q, want c,d", got)
+	}
+}
