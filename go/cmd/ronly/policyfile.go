@@ -24,12 +24,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/alecthomas/kong"
+	"github.com/pelletier/go-toml/v2/unstable"
 
 	"ronly.dev/ronly/go/policy"
 )
@@ -550,7 +552,11 @@ func editDistance(a, b string) int {
 	return prev[len(rb)]
 }
 
-// The TOML subset.
+// The TOML subset, on go-toml's parser: its AST keeps where each node lies
+// in the file, so every entry and every error has a line. The library reads
+// all of TOML; what a flag cannot hold (tables, dotted keys, floats, dates,
+// multi-line strings, arrays of anything but strings) is refused here, and
+// the library's errors are put in this file's words.
 
 type tomlKind int
 
@@ -593,340 +599,236 @@ type tomlEntry struct {
 	val  tomlValue
 }
 
-type tomlParser struct {
-	src  []byte
-	pos  int
-	line int
-	key  string // the entry being read, for errors
-}
-
-func (p *tomlParser) fail(format string, args ...any) error {
-	return &policyFileError{Line: p.line, Key: p.key, Msg: fmt.Sprintf(format, args...)}
-}
-
-func (p *tomlParser) eof() bool { return p.pos >= len(p.src) }
-
-func (p *tomlParser) peek() byte {
-	if p.eof() {
-		return 0
-	}
-	return p.src[p.pos]
-}
-
-func (p *tomlParser) skipSpace() {
-	for !p.eof() && (p.src[p.pos] == ' ' || p.src[p.pos] == '\t') {
-		p.pos++
-	}
-}
-
-// skipComment skips a comment, if one starts here, up to the newline.
-func (p *tomlParser) skipComment() {
-	if p.peek() == '#' {
-		for !p.eof() && p.src[p.pos] != '\n' {
-			p.pos++
-		}
-	}
-}
-
-// newline consumes "\n" or "\r\n".
-func (p *tomlParser) newline() bool {
-	if p.peek() == '\n' {
-		p.pos++
-		p.line++
-		return true
-	}
-	if p.peek() == '\r' && p.pos+1 < len(p.src) && p.src[p.pos+1] == '\n' {
-		p.pos += 2
-		p.line++
-		return true
-	}
-	return false
+// tomlDoc is the file being read, for the lines of nodes and errors.
+type tomlDoc struct {
+	src []byte
+	p   unstable.Parser
 }
 
 // parseTOML reads the subset: the entries in file order. A
 // *policyFileError without a File is returned for a mistake.
 func parseTOML(src []byte) ([]tomlEntry, error) {
-	p := &tomlParser{src: bytes.TrimPrefix(src, []byte("\ufeff")), line: 1}
-	if !utf8.Valid(p.src) {
+	src = bytes.TrimPrefix(src, []byte("\ufeff"))
+	// The parser finds a slice's offset from its capacity: no spare one.
+	d := &tomlDoc{src: src[:len(src):len(src)]}
+	if !utf8.Valid(src) {
 		bad := 0
-		for bad < len(p.src) {
-			r, size := utf8.DecodeRune(p.src[bad:])
-			if r == utf8.RuneError && size == 1 {
-				break
-			}
-			bad += size
+		for r, n := utf8.DecodeRune(src); r != utf8.RuneError || n != 1; r, n = utf8.DecodeRune(src[bad:]) {
+			bad += n
 		}
-		p.line += bytes.Count(p.src[:bad], []byte("\n"))
-		return nil, p.fail("not UTF-8 text")
+		return nil, d.fail(bad, "", "not UTF-8 text")
 	}
 	var out []tomlEntry
 	seen := map[string]int{}
-	for {
-		p.key = ""
-		p.skipSpace()
-		p.skipComment()
-		if p.eof() {
-			return out, nil
-		}
-		if p.newline() {
-			continue
-		}
-		if p.peek() == '[' {
-			end := bytes.IndexAny(p.src[p.pos:], "\r\n")
-			if end < 0 {
-				end = len(p.src) - p.pos
-			}
-			return nil, p.fail("%s: tables are not supported: a policy file holds only top-level keys, as flags do", strings.TrimSpace(string(p.src[p.pos:p.pos+end])))
-		}
-		e, err := p.entry()
+	end := 0 // where the last entry ended
+	d.p.Reset(d.src)
+	for d.p.NextExpression() {
+		n := d.p.Expression()
+		e, err := d.entry(n, skipBlank(d.src, end))
 		if err != nil {
 			return nil, err
 		}
 		if first, dup := seen[e.key]; dup {
-			p.line, p.key = e.line, e.key
-			return nil, p.fail("duplicate key (first set on line %d)", first)
+			return nil, &policyFileError{Line: e.line, Key: e.key, Msg: fmt.Sprintf("duplicate key (first set on line %d)", first)}
 		}
 		seen[e.key] = e.line
 		out = append(out, e)
+		end = int(n.Raw.Offset + n.Raw.Length)
 	}
+	if err := d.p.Error(); err != nil {
+		return nil, d.explain(err, skipBlank(d.src, end))
+	}
+	return out, nil
 }
 
-// entry reads key = value and the end of its line.
-func (p *tomlParser) entry() (tomlEntry, error) {
-	e := tomlEntry{line: p.line}
-	switch c := p.peek(); {
-	case c == '"' || c == '\'':
-		k, err := p.str()
-		if err != nil {
-			return e, err
-		}
-		e.key = k
-	case isBareKeyChar(c):
-		start := p.pos
-		for !p.eof() && isBareKeyChar(p.src[p.pos]) {
-			p.pos++
-		}
-		e.key = string(p.src[start:p.pos])
-	default:
-		return e, p.fail("expected a key, found %q", p.rest())
+// entry reads one key = value that starts at start.
+func (d *tomlDoc) entry(n *unstable.Node, start int) (tomlEntry, error) {
+	e := tomlEntry{line: d.line(start)}
+	if n.Kind != unstable.KeyValue { // [table] or [[array of tables]]
+		return e, d.noTables(start)
 	}
-	p.key = e.key
-	p.skipSpace()
-	switch p.peek() {
-	case '=':
-		p.pos++
-	case '.':
-		return e, p.fail("dotted keys are not supported")
-	default:
-		return e, p.fail("expected \"=\" after the key, found %q", p.rest())
+	key := n.Key()
+	key.Next()
+	e.key = string(key.Node().Data)
+	if key.Next() {
+		return e, d.fail(start, e.key, "dotted keys are not supported")
 	}
-	p.skipSpace()
-	v, err := p.value()
-	if err != nil {
-		return e, err
-	}
+	v, err := d.value(n.Value(), e.key, start)
 	e.val = v
-	p.skipSpace()
-	p.skipComment()
-	if !p.eof() && !p.newline() {
-		return e, p.fail("unexpected %q after the value", p.rest())
-	}
-	return e, nil
+	return e, err
 }
 
-// rest is what is left of the line, for an error.
-func (p *tomlParser) rest() string {
-	end := bytes.IndexAny(p.src[p.pos:], "\r\n")
-	if end < 0 {
-		end = len(p.src) - p.pos
-	}
-	s := string(p.src[p.pos : p.pos+end])
-	if s == "" {
-		return "end of line"
-	}
-	return s
-}
-
-func isBareKeyChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
-}
-
-func (p *tomlParser) value() (tomlValue, error) {
-	switch c := p.peek(); {
-	case c == '"' || c == '\'':
-		s, err := p.str()
-		return tomlValue{kind: tomlString, s: s}, err
-	case c == '[':
-		return p.array()
-	case p.eof() || c == '\n' || c == '\r' || c == '#':
-		return tomlValue{}, p.fail("expected a value after \"=\"")
-	}
-	start := p.pos
-	for !p.eof() && !strings.ContainsRune(" \t\r\n#,]", rune(p.src[p.pos])) {
-		p.pos++
-	}
-	word := string(p.src[start:p.pos])
-	if word == "" {
-		return tomlValue{}, p.fail("expected a value, found %q", p.rest())
-	}
-	switch word {
-	case "true", "false":
-		return tomlValue{kind: tomlBool, b: word == "true"}, nil
-	}
-	if n, ok := parseTOMLInt(word); ok {
-		return tomlValue{kind: tomlInt, n: n}, nil
-	}
-	if word != "" && (word[0] >= '0' && word[0] <= '9' || word[0] == '+' || word[0] == '-') {
-		if strings.ContainsAny(word, ".eE:") || strings.HasSuffix(word, "inf") || strings.HasSuffix(word, "nan") {
-			return tomlValue{}, p.fail("%s: floats and dates are not supported; quote it to pass it as a string: %q", word, word)
+// value converts a value node; at is on the value's first line, for the
+// errors about an array (which has no range of its own in the AST).
+func (d *tomlDoc) value(n *unstable.Node, key string, at int) (tomlValue, error) {
+	raw := string(d.p.Raw(n.Raw))
+	switch n.Kind {
+	case unstable.String:
+		if strings.HasPrefix(raw, `"""`) || strings.HasPrefix(raw, "'''") {
+			return tomlValue{}, d.fail(at, key, "multi-line strings are not supported")
 		}
-		if _, err := strconv.ParseInt(strings.ReplaceAll(word, "_", ""), 0, 64); err != nil && errors.Is(err, strconv.ErrRange) {
-			return tomlValue{}, p.fail("%s: integer out of range", word)
+		return tomlValue{kind: tomlString, s: string(n.Data)}, nil
+	case unstable.Bool:
+		return tomlValue{kind: tomlBool, b: raw == "true"}, nil
+	case unstable.Integer:
+		// The parser checked the syntax (0x, 0o, 0b, _ between digits),
+		// not the range.
+		i, err := strconv.ParseInt(strings.ReplaceAll(raw, "_", ""), 0, 64)
+		if err != nil {
+			return tomlValue{}, d.fail(at, key, "%s: integer out of range", raw)
 		}
-	}
-	return tomlValue{}, p.fail("%s is not a value: quote a string (%q), or use an integer, true, false or [\"an\", \"array\"]", word, word)
-}
-
-// parseTOMLInt reads a decimal integer, with _ between digits.
-func parseTOMLInt(w string) (int64, bool) {
-	s := strings.TrimLeft(w, "+-")
-	if len(w)-len(s) > 1 || s == "" || s[0] == '_' || s[len(s)-1] == '_' || strings.Contains(s, "__") ||
-		(len(s) > 1 && s[0] == '0') {
-		return 0, false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && c != '_' {
-			return 0, false
-		}
-	}
-	n, err := strconv.ParseInt(strings.ReplaceAll(w, "_", ""), 10, 64)
-	return n, err == nil
-}
-
-// str reads a "basic" or 'literal' single-line string.
-func (p *tomlParser) str() (string, error) {
-	q := p.src[p.pos]
-	if bytes.HasPrefix(p.src[p.pos:], []byte{q, q, q}) {
-		return "", p.fail("multi-line strings are not supported")
-	}
-	p.pos++
-	var b strings.Builder
-	for {
-		if p.eof() || p.peek() == '\n' || p.peek() == '\r' {
-			return "", p.fail("unterminated string")
-		}
-		c := p.src[p.pos]
-		switch {
-		case c == q:
-			p.pos++
-			return b.String(), nil
-		case c == '\\' && q == '"':
-			p.pos++
-			if err := p.escape(&b); err != nil {
-				return "", err
+		return tomlValue{kind: tomlInt, n: i}, nil
+	case unstable.Array:
+		v := tomlValue{kind: tomlArray, arr: []string{}}
+		for it := n.Children(); it.Next(); {
+			c := it.Node()
+			if c.Kind != unstable.String {
+				return v, d.fail(nodeStart(c, at), key, "an array holds only strings")
 			}
-			continue
-		case c < 0x20 && c != '\t' || c == 0x7f:
-			return "", p.fail("control character %q in a string: write it as an escape", c)
-		}
-		b.WriteByte(c)
-		p.pos++
-	}
-}
-
-func (p *tomlParser) escape(b *strings.Builder) error {
-	if p.eof() {
-		return p.fail("unterminated string")
-	}
-	c := p.src[p.pos]
-	p.pos++
-	switch c {
-	case '"', '\\':
-		b.WriteByte(c)
-	case 'n':
-		b.WriteByte('\n')
-	case 't':
-		b.WriteByte('\t')
-	case 'r':
-		b.WriteByte('\r')
-	case 'b':
-		b.WriteByte('\b')
-	case 'f':
-		b.WriteByte('\f')
-	case 'e':
-		b.WriteByte(0x1b)
-	case 'u', 'U':
-		n := 4
-		if c == 'U' {
-			n = 8
-		}
-		if p.pos+n > len(p.src) {
-			return p.fail("short \\%c escape", c)
-		}
-		r, err := strconv.ParseUint(string(p.src[p.pos:p.pos+n]), 16, 32)
-		if err != nil || !utf8.ValidRune(rune(r)) {
-			return p.fail("bad \\%c escape %q", c, p.src[p.pos:p.pos+n])
-		}
-		b.WriteRune(rune(r))
-		p.pos += n
-	default:
-		return p.fail("unknown escape \\%c in a \"string\" (use a 'literal string' for backslashes)", c)
-	}
-	return nil
-}
-
-// array reads an array of strings; it may span lines, hold comments and
-// end with a comma.
-func (p *tomlParser) array() (tomlValue, error) {
-	v := tomlValue{kind: tomlArray, arr: []string{}}
-	start := p.line
-	p.pos++ // [
-	blank := func() {
-		for {
-			p.skipSpace()
-			p.skipComment()
-			if !p.newline() {
-				return
-			}
-		}
-	}
-	for {
-		blank()
-		if p.eof() {
-			p.line = start
-			return v, p.fail("unterminated array")
-		}
-		if p.peek() == ']' {
-			p.pos++
-			return v, nil
-		}
-		if c := p.peek(); c != '"' && c != '\'' {
-			if c == '[' || c == ',' {
-				return v, p.fail("an array holds only strings, found %q", p.rest())
-			}
-			if _, err := p.value(); err != nil {
+			s, err := d.value(c, key, int(c.Raw.Offset))
+			if err != nil {
 				return v, err
 			}
-			return v, p.fail("an array holds only strings")
+			v.arr = append(v.arr, s.s)
+			v.lines = append(v.lines, d.line(int(c.Raw.Offset)))
 		}
-		line := p.line
-		s, err := p.str()
-		if err != nil {
-			return v, err
-		}
-		v.arr = append(v.arr, s)
-		v.lines = append(v.lines, line)
-		blank()
-		switch p.peek() {
-		case ',':
-			p.pos++
-		case ']':
-		default:
-			if p.eof() {
-				p.line = start
-				return v, p.fail("unterminated array")
-			}
-			return v, p.fail("expected \",\" or \"]\" in the array, found %q", p.rest())
+		return v, nil
+	case unstable.InlineTable:
+		return tomlValue{}, d.fail(at, key, "inline tables are not supported: a policy file holds only top-level keys, as flags do")
+	}
+	return tomlValue{}, d.fail(at, key, "%s: floats and dates are not supported; quote it to pass it as a string: %q", raw, raw)
+}
+
+// nodeStart is where n starts: an array has no range, its first element does.
+func nodeStart(n *unstable.Node, fallback int) int {
+	for ; n != nil; n = n.Child() {
+		if n.Raw.Length > 0 {
+			return int(n.Raw.Offset)
 		}
 	}
+	return fallback
+}
+
+// explain puts the parser's error in this file's words, at the line of its
+// highlight and naming the key of the entry that starts at start.
+func (d *tomlDoc) explain(err error, start int) error {
+	var pe *unstable.ParserError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	if start < len(d.src) && d.src[start] == '[' {
+		return d.noTables(start)
+	}
+	at := int(d.p.Range(pe.Highlight).Offset)
+	key, eq := d.keyAt(start)
+	val := -1 // where the value starts
+	if eq >= 0 && eq < len(d.src) && d.src[eq] == '=' {
+		for val = eq + 1; val < len(d.src) && (d.src[val] == ' ' || d.src[val] == '\t'); val++ {
+		}
+	}
+	msg := pe.Message
+	switch {
+	case strings.HasPrefix(msg, "expected '=' after key") && eq >= 0:
+		msg = fmt.Sprintf("expected \"=\" after the key, found %q", d.found(eq))
+	case strings.HasPrefix(msg, "invalid character at start of key"):
+		msg = fmt.Sprintf("expected a key, found %q", d.found(at))
+	case strings.HasSuffix(msg, "strings cannot have new lines"), strings.HasPrefix(msg, "unterminated"):
+		msg = "unterminated string"
+	case strings.HasPrefix(msg, "invalid escape character"):
+		msg = fmt.Sprintf(`unknown escape %s in a "string" (use a 'literal string' for backslashes)`, pe.Highlight)
+	case strings.HasSuffix(msg, "strings cannot have control characters"):
+		msg = fmt.Sprintf("control character %q in a string: write it as an escape", pe.Highlight[0])
+	case strings.HasPrefix(msg, "expected newline but got"):
+		msg = fmt.Sprintf("unexpected %q after the value", d.found(at))
+	case msg == "array is incomplete" && val >= 0:
+		msg, at = "unterminated array", val
+	case strings.HasPrefix(msg, "expected ',' or ']'"):
+		msg = fmt.Sprintf(`expected "," or "]" in the array, found %q`, d.found(at))
+	case strings.HasPrefix(msg, "expected value but got"):
+		msg = fmt.Sprintf("an array holds only strings, found %q", d.found(at))
+	case val >= 0 && slices.ContainsFunc(badWord, func(p string) bool { return strings.HasPrefix(msg, p) }):
+		w := max(at, val) // back to the start of the word
+		for w > val && !strings.ContainsRune(" \t\r\n[,", rune(d.src[w-1])) {
+			w--
+		}
+		word := d.restOfLine(w)
+		if i := strings.IndexAny(word, " \t#,]"); i >= 0 {
+			word = word[:i]
+		}
+		msg = `expected a value after "="`
+		if word != "" {
+			msg = fmt.Sprintf(`%s is not a value: quote a string (%q), or use an integer, true, false or ["an", "array"]`, word, word)
+		}
+	}
+	return d.fail(at, key, "%s", msg)
+}
+
+// badWord are the parser's errors about a bare word where a value goes.
+var badWord = []string{"strings must be quoted", "unexpected character", "expected value, not", "expected keyword",
+	"expected number", "expected digit", "radix prefix", "sign is not allowed", "integers cannot", "number must",
+	"decimal point", "exponent"}
+
+// keyAt reads the key of the entry that starts at start, the way the
+// parser reads a table's name: "[" before it makes a header whose name ends
+// where "=" should be. It returns the key and that place, or "" and -1.
+func (d *tomlDoc) keyAt(start int) (key string, eq int) {
+	var p unstable.Parser
+	hdr := append(append([]byte("["), d.src[start:]...), '\n')
+	p.Reset(hdr)
+	p.NextExpression()
+	var pe *unstable.ParserError
+	if !errors.As(p.Error(), &pe) || !strings.HasPrefix(pe.Message, "expected ']'") {
+		return "", -1
+	}
+	end := int(p.Range(pe.Highlight).Offset)
+	p.Reset(append(hdr[:end:end], ']'))
+	if !p.NextExpression() {
+		return "", -1
+	}
+	k := p.Expression().Key()
+	k.Next()
+	return string(k.Node().Data), start + end - 1
+}
+
+func (d *tomlDoc) noTables(start int) error {
+	return d.fail(start, "", "%s: tables are not supported: a policy file holds only top-level keys, as flags do", strings.TrimSpace(d.restOfLine(start)))
+}
+
+func (d *tomlDoc) fail(at int, key, format string, args ...any) error {
+	return &policyFileError{Line: d.line(at), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (d *tomlDoc) line(at int) int { return 1 + bytes.Count(d.src[:at], []byte("\n")) }
+
+func (d *tomlDoc) restOfLine(at int) string {
+	s := d.src[at:]
+	if i := bytes.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return string(s)
+}
+
+// found is what is left of the line, for an error.
+func (d *tomlDoc) found(at int) string {
+	if s := d.restOfLine(at); s != "" {
+		return s
+	}
+	return "end of line"
+}
+
+// skipBlank skips what lies between entries: blanks, comments, line ends.
+func skipBlank(src []byte, i int) int {
+	for i < len(src) {
+		switch src[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		case '#':
+			for i < len(src) && src[i] != '\n' {
+				i++
+			}
+		default:
+			return i
+		}
+	}
+	return i
 }
