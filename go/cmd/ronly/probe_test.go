@@ -136,7 +136,7 @@ func TestProbeCommandLine(t *testing.T) {
 	}{
 		{[]string{"probe", "--json"}, "probe"},
 		{[]string{"--no-network", "probe"}, "probe"},
-		{[]string{"probe-internal", "inside", "--targets", `{"pid":2}`, "--ops", "0,1"}, "probe-internal inside"},
+		{[]string{"probe-internal", "inside", "--targets", `{"pid":2}`, "--ops", "0,1", "--events", "/x/events"}, "probe-internal inside"},
 		{[]string{"probe-internal", "supervise"}, "probe-internal supervise"},
 		{[]string{"probe-internal", "canary"}, "probe-internal canary"},
 		{[]string{"--", "probe", "x"}, "run <command>"},
