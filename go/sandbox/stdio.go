@@ -166,6 +166,11 @@ func (x *stdio) setPTY(fd int) error {
 		return errors.New("the init sent a pty that was not asked for")
 	}
 	x.master = os.NewFile(uintptr(fd), "ptmx")
+	// The caller's window size now, before the command runs, so that it
+	// never sees 0x0.
+	if sz, err := pty.GetsizeFull(x.caller[0]); err == nil {
+		pty.Setsize(x.master, sz)
+	}
 	return nil
 }
 
@@ -178,10 +183,6 @@ func (x *stdio) start() error {
 			return errors.New("the init sent no pty")
 		}
 		in := x.caller[0]
-		// The size first, so that the command never sees 0x0.
-		if sz, err := pty.GetsizeFull(in); err == nil {
-			pty.Setsize(x.master, sz)
-		}
 		state, err := term.MakeRaw(int(in.Fd()))
 		if err != nil {
 			return fmt.Errorf("caller's terminal: %w", err)
