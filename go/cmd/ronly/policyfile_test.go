@@ -493,3 +493,49 @@ func TestPolicyFileEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// What the library reads beyond the hand-written subset: TOML's other
+// integer spellings are integers; the other kinds are refused at their line,
+// and the parser's own errors keep the file's words.
+func TestParseTOMLLibrary(t *testing.T) {
+	got, err := parseTOML([]byte("hex = 0x1F\noct = 0o17\nbin = 0b101\n"))
+	want := []tomlEntry{
+		{key: "hex", line: 1, val: tomlValue{kind: tomlInt, n: 31}},
+		{key: "oct", line: 2, val: tomlValue{kind: tomlInt, n: 15}},
+		{key: "bin", line: 3, val: tomlValue{kind: tomlInt, n: 5}},
+	}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("integers: got %+v, %v", got, err)
+	}
+	for _, tc := range []struct {
+		src  string
+		line int
+		key  string
+		msg  string
+	}{
+		{"a = 1979-05-27\n", 1, "a", `1979-05-27: floats and dates are not supported; quote it to pass it as a string: "1979-05-27"`},
+		{"a = inf\n", 1, "a", "inf: floats and dates are not supported"},
+		{"\na = {x = 1}\n", 2, "a", "inline tables are not supported"},
+		{"a = [\n  \"x\",\n  bogus]\n", 3, "a", `bogus is not a value: quote a string ("bogus")`},
+		{"a = [\"x\",,]\n", 1, "a", `an array holds only strings, found ",]"`},
+		{"a = [\n'''x''']\n", 2, "a", "multi-line strings are not supported"},
+		{"a = 1 # \x01\n", 1, "a", "control characters are not allowed in comments"},
+		{"\"q k\" x\n", 1, "q k", `expected "=" after the key, found "x"`},
+		{"a = 1\nb", 2, "b", `expected "=" after the key, found "end of line"`},
+		{"a = ", 1, "a", `expected a value after "="`},
+		{"a = 0x\n", 1, "a", `0x is not a value`},
+		{"a = -9223372036854775809\n", 1, "a", "-9223372036854775809: integer out of range"},
+		{"a = 1\r\n[t] # c\r\n", 2, "", "[t] # c: tables are not supported"},
+	} {
+		_, err := parseTOML([]byte(tc.src))
+		var pe *policyFileError
+		if !errors.As(err, &pe) {
+			t.Errorf("%q: got %v, want a policyFileError", tc.src, err)
+			continue
+		}
+		if pe.Line != tc.line || pe.Key != tc.key || !strings.HasPrefix(pe.Msg, tc.msg) {
+			t.Errorf("%q: got line %d key %q %q, want line %d key %q starting %q",
+				tc.src, pe.Line, pe.Key, pe.Msg, tc.line, tc.key, tc.msg)
+		}
+	}
+}
