@@ -641,11 +641,21 @@ static void build_root(void)
 		switch (m->kind) {
 		case RONLY_M_SHIM:
 			break; /* in build_dev */
-		case RONLY_M_TMPFS:
+		case RONLY_M_TMPFS: {
+			/* Mounted on the directory opened without following
+			 * symlinks: a --writable path swapped for a symlink since
+			 * the supervisor resolved it stops the session rather
+			 * than covering what the symlink names. */
+			char at[32];
+			if ((dst = open_no_symlinks(AT_FDCWD, target, O_PATH | O_DIRECTORY)) < 0)
+				die("open tmpfs's place (no symlinks)", m->path);
+			snprintf(at, sizeof at, "/proc/self/fd/%d", dst);
 			snprintf(opts, sizeof opts, "size=%llu,mode=%o", (unsigned long long)m->size, m->mode & 07777);
-			if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+			if (mount("tmpfs", at, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
 				die("mount tmpfs", m->path);
+			close(dst);
 			break;
+		}
 		case RONLY_M_BIND_RW:
 			/* The source is the host's own directory, opened above in
 			 * the original tree, where it is writable (and visible even
