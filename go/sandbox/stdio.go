@@ -37,7 +37,9 @@ import (
 // goes away (`ronly -- yes | head -1`), the command's end of that pipe is
 // closed, so its next write gets SIGPIPE as it would have without ronly.
 // The supervisor itself uses raw system calls on the caller's descriptors:
-// a broken pipe gives it EPIPE, never a fatal SIGPIPE.
+// a broken pipe gives it EPIPE, never a fatal SIGPIPE. Like ssh and
+// `docker run -i`, it reads the caller's stdin ahead of the command: what
+// it read and the command did not is gone when the session ends.
 
 // relayChunk is how much one splice or read moves at most.
 const relayChunk = 1 << 20
