@@ -44,6 +44,9 @@ type Policy struct {
 	NoShims     bool
 	NoNetwork   bool
 	Mode        Mode
+	// AllowMetadata lets the session reach the cloud instance metadata
+	// addresses (go/sandbox/metadata.go), refused by default.
+	AllowMetadata bool
 	// LandlockMinABI is the floor: ronly refuses to start on a kernel whose
 	// Landlock ABI is lower. 6 is the first that scopes signals.
 	LandlockMinABI int

@@ -84,6 +84,8 @@ type sockets struct {
 	// docker is the host's Docker socket and guard the Docker guard's
 	// socket of the supervisor's own; both "" without a guard.
 	docker, guard string
+	// allowMetadata lets the cloud metadata addresses through (metadata.go).
+	allowMetadata bool
 
 	mu       sync.Mutex
 	abstract map[string]uint64 // abstract names the session bound, to the inode of the socket that bound each
@@ -126,7 +128,7 @@ func newSockets(p *policy.Policy) *sockets {
 	if p.Home != "" {
 		paths = append(paths, p.Home)
 	}
-	return &sockets{ownNet: p.NoNetwork, writablePaths: paths, allow: p.AllowSocket, abstract: map[string]uint64{}}
+	return &sockets{ownNet: p.NoNetwork, writablePaths: paths, allow: p.AllowSocket, allowMetadata: p.AllowMetadata, abstract: map[string]uint64{}}
 }
 
 // register puts the socket mediators in m.
@@ -182,6 +184,7 @@ func hasOpt(opts, opt string) bool {
 // reported.
 func (s *session) socketLayers(pid int, listener bool) {
 	l, p := s.layers, s.p
+	s.metadataWarning(listener)
 	l.SocketMediation, l.DockerGuard, l.AbstractSockets = false, false, false
 	if listener {
 		if err := s.socks.learnMounts(pid); err != nil {
@@ -377,6 +380,9 @@ func (t *target) close() {
 // judge decides the address sa of the caller k.
 func (s *sockets) judge(k *caller, sa []byte) target {
 	t := target{addr: sa, hold: -1}
+	if s.refuseMetadata(&t) {
+		return t
+	}
 	if len(sa) <= 2 || binary.NativeEndian.Uint16(sa) != unix.AF_UNIX {
 		return t // not a unix socket: the kernel decides, as for the caller
 	}

@@ -54,6 +54,7 @@ type CLI struct {
 	AllowSocket    []string `name:"allow-socket" placeholder:"PATH" sep:"none" help:"Let the session connect to the host's unix socket PATH (repeatable); every other socket outside its writable places is refused."`
 	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
 	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
+	AllowMetadata  bool     `name:"allow-metadata" help:"Let the sandbox reach the cloud instance metadata service (169.254.169.254, fd00:ec2::254 and the like), whose answers include the instance's credentials; refused by default."`
 	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
 	Privileged     bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
 	LandlockMinABI int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (default 1; 0 accepts no Landlock at all)."`
@@ -101,7 +102,7 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 	}
 	p := &policy.Policy{
 		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
-		ExtraShims: c.ExtraShims, AllowSocket: c.AllowSocket, NoShims: c.NoShims, NoNetwork: c.NoNetwork,
+		ExtraShims: c.ExtraShims, AllowSocket: c.AllowSocket, NoShims: c.NoShims, NoNetwork: c.NoNetwork, AllowMetadata: c.AllowMetadata,
 		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, LandlockMaxABI: c.LandlockMaxABI, Verbose: c.Verbose,
 		NoWriteCounting: c.NoWriteCounting,
 	}
