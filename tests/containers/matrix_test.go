@@ -55,23 +55,12 @@ type gap struct {
 // that starts passing fails the test, so that the table stays true: remove
 // its line when the fix lands.
 var knownGaps = map[string]gap{
-	// Docker's default seccomp profile refuses unshare with namespace
-	// flags even to root; root falls back to privileged mode, which needs
-	// a mount namespace all the same.
-	"default/0":  {"exit 125 `unshare mount, IPC, UTS and network namespaces: operation not permitted`, no hint; the probe fails alike", "issue 12 item 8"},
-	"pod-like/0": {"as default/0", "issue 12 item 8"},
-	// Namespaces are allowed, but the default profile refuses pivot_root
-	// even with CAP_SYS_ADMIN.
-	"cap-add-sys-admin/0":    {"exit 125 `pivot_root /tmp/root: operation not permitted`, no hint; the probe fails alike", "issue 12 item 8"},
-	"cap-add-sys-admin/1000": {"as cap-add-sys-admin/0", "issue 12 item 8"},
-	// The probe makes its canaries in /var/tmp, read-only here.
-	"read-only,tmpfs-tmp/0":    {"as default/0; the probe fails `make canaries: mkdir /var/tmp/ronly-probe-canary-…: read-only file system`", "issue 12 item 8"},
-	"read-only,tmpfs-tmp/1000": {"ronly refuses with a hint (user namespaces refused), but the probe fails `make canaries: mkdir /var/tmp/…: read-only file system`", "issue 12 item 8"},
-	// ronly starts (mode userns), but the probe's first configuration
-	// (mount+caps, no user namespace) needs CAP_SYS_ADMIN for its mount
-	// namespace, which a container's root lacks.
-	"seccomp-unconfined/0":          {"ronly starts; the probe exits 125 `configuration mount+caps: unshare mount, IPC, UTS and network namespaces: operation not permitted`", "issue 12 item 8"},
-	"pod-like,seccomp-unconfined/0": {"as seccomp-unconfined/0", "issue 12 item 8"},
+	// None since issue 12 items 4, 6 and 7 (2026-12-04): where Docker's
+	// default profile refuses namespaces or pivot_root, ronly and its
+	// probe refuse in one line with a hint (item 1, a mode without
+	// namespaces, will make them start); the probe makes its canaries
+	// where the container can write and leaves out the configuration
+	// without a user namespace that a container's root cannot build.
 }
 
 // measure is what one cell did, as the matrix table shows it.
