@@ -309,6 +309,29 @@ func (d *Dir) LockFile() (*os.File, error) {
 	return os.NewFile(uintptr(fd), d.path), nil
 }
 
+// Socket opens the unix socket name for connecting: an O_PATH descriptor
+// of the socket itself, never of what a symlink at name points to, and
+// the path to dial, /proc/self/fd/N, which reaches that very socket. Close
+// the file once connected.
+func (d *Dir) Socket(name string) (*os.File, string, error) {
+	if err := checkName(name); err != nil {
+		return nil, "", err
+	}
+	fd, err := unix.Openat(d.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, "", d.pathErr("open", name, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(fd)
+		if err == nil {
+			err = errors.New("is not a unix socket (a symlink is not followed)")
+		}
+		return nil, "", d.pathErr("open", name, err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(d.path, name)), fmt.Sprintf("/proc/self/fd/%d", fd), nil
+}
+
 // Entry is a name in the directory, with the size of what it names (not
 // followed, when it is a symlink).
 type Entry struct {

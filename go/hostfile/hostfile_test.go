@@ -3,6 +3,7 @@ package hostfile
 import (
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -275,4 +276,31 @@ func TestPendingDirCreatesBelowTheAncestor(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(base, "a")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("a: %v, %v; want a 0700 directory", fi, err)
 	}
+}
+
+// A symlink at a socket's name is not followed to another socket.
+func TestSocketRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, "real.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	os.Symlink(filepath.Join(dir, "real.sock"), filepath.Join(dir, "link.sock"))
+	d, _ := OpenDir(dir)
+	defer d.Close()
+	if f, _, err := d.Socket("link.sock"); err == nil {
+		f.Close()
+		t.Error("Socket followed a symlink")
+	}
+	f, path, err := d.Socket("real.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	c.Close()
 }

@@ -41,6 +41,10 @@ type DeliverOptions struct {
 	// Nil: opened from the paths when delivering.
 	TextfileDir *hostfile.Dir
 	SpoolDir    *hostfile.PendingDir
+	// SocketDir, when set, is Socket's directory, opened when the session
+	// started: the socket is connected to through a descriptor of it, so
+	// a symlink planted at its name is not followed to another socket.
+	SocketDir *hostfile.Dir
 
 	SpoolMaxFiles int   // at most this many reports wait in the spool (DefaultSpoolMaxFiles)
 	SpoolMaxBytes int64 // and at most this many bytes (DefaultSpoolMaxBytes)
@@ -105,7 +109,7 @@ func Deliver(r Report, o DeliverOptions) error {
 	}
 	// The exporter gets three quarters of the budget; the rest is kept for
 	// the spool, a local write.
-	sendErr := send(o.Socket, data, start.Add(o.Timeout*3/4))
+	sendErr := sendTo(o, data, start.Add(o.Timeout*3/4))
 	if sendErr == nil {
 		return nil
 	}
@@ -127,6 +131,19 @@ func Deliver(r Report, o DeliverOptions) error {
 		return fmt.Errorf("exporter unreachable (%v), and the spool failed: %w", sendErr, err)
 	}
 	return nil
+}
+
+// sendTo sends the report to o's socket, through o.SocketDir when set.
+func sendTo(o DeliverOptions, data []byte, deadline time.Time) error {
+	if o.SocketDir == nil {
+		return send(o.Socket, data, deadline)
+	}
+	f, path, err := o.SocketDir.Socket(filepath.Base(o.Socket))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return send(path, data, deadline)
 }
 
 // send writes one report line to the exporter and waits for its answer.

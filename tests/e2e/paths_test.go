@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,5 +300,48 @@ func TestSpoolNotRedirected(t *testing.T) {
 	}
 	if len(spooled) != 1 {
 		t.Errorf("moved spool holds %v, want one spooled report", dirNames(t, moved))
+	}
+}
+
+// TestMetricsSocketNotFollowed: a session plants a symlink at the
+// --metrics-socket name, in a directory it can write, to another socket
+// of the host. From outside: that socket is never connected to, and the
+// report waits in the spool instead.
+func TestMetricsSocketNotFollowed(t *testing.T) {
+	b := setup(t)
+	rw := userDir(t, 0, "ronly-e2e-socket-")
+	spool := filepath.Join(rw, "spool")
+	if err := os.Mkdir(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other := userDir(t, 0, "ronly-e2e-othersock-")
+	ln, err := net.Listen("unix", filepath.Join(other, "canary.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	sock := filepath.Join(rw, "exporter.sock")
+	r := b.sh(t, opts{}, []string{"--rw", rw, "--metrics-socket", sock, "--metrics-spool", spool},
+		"ln -s "+filepath.Join(other, "canary.sock")+" "+sock)
+	if r.code != 0 || strings.Contains(r.stderr, "warning") {
+		t.Fatalf("want the planting to work and the report spooled:\n%s", r)
+	}
+	time.Sleep(100 * time.Millisecond) // a connection in flight is counted
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the host socket behind the planted symlink accepted %d connection(s)", n)
+	}
+	if names := dirNames(t, spool); len(names) != 1 || !strings.HasSuffix(names[0], ".json") {
+		t.Errorf("spool holds %v, want the session's report", names)
 	}
 }

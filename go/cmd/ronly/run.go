@@ -123,6 +123,11 @@ func openMetrics(cli *CLI) *metricsOut {
 		return m
 	}
 	m.on = true
+	// The socket's directory, when it exists (it must, for the socket
+	// to): the socket is connected to through it, never a symlink.
+	if dir, _, err := hostfile.OpenFileDir(m.o.Socket); err == nil {
+		m.o.SocketDir = dir
+	}
 	// Only a session whose exporter is down writes in the spool, and
 	// creates it if missing: what exists of its path is opened now.
 	m.o.SpoolDir, m.err = hostfile.OpenPendingDir(m.o.Spool)
@@ -132,6 +137,7 @@ func openMetrics(cli *CLI) *metricsOut {
 func (m *metricsOut) close() {
 	m.o.TextfileDir.Close()
 	m.o.SpoolDir.Close()
+	m.o.SocketDir.Close()
 }
 
 // deliverMetrics delivers the session's counts; a failure is a warning.
