@@ -30,9 +30,7 @@ var kernels = []kernel{
 		src:  aptSource{name: `^linux-image-6\.1\.0-[0-9]+-cloud-amd64$`},
 		// Measured 2026-12-04 with 6.1.0-57 (6.1.192): Landlock ABI 2.
 		gaps: map[string]string{
-			// The call does not exist here (ENOSYS): nothing changed, but
-			// the probe counts an errno no wall gives as "through".
-			"through: fchmodat2 host file": "6.1 lacks fchmodat2; the probe counts ENOSYS as through (issue 12 item 8)",
+			// (fchmodat2, which 6.1 lacks, is n/a since issue 12 item 7.)
 			// tmpfs has user.* extended attributes from 6.6 on.
 			"everyday: setxattr user.* in /tmp": "ENOTSUP: 6.1's tmpfs has no user.* xattrs; the probe should call it skipped here (issue 12 item 8)",
 			// ABI 2 cannot scope signals: ronly uses a private PID
