@@ -64,6 +64,7 @@ var catalogue = map[string][]string{
 	"kernel-wide":                        {"reboot (bad magic)", "kexec_load (bad arch)", "kexec_file_load (bad fds)", "init_module (empty image)", "finit_module (bad fd)", "delete_module (no such module)", "swapon (no such file)", "acct (no such file)", "clock_settime (invalid value)", "settimeofday (invalid value)", "sethostname (same name)", "setdomainname (same name)", "syslog READ_ALL", "keyctl GET_KEYRING_ID user", "add_key (invalid keyring)", "bpf MAP_CREATE", "perf_event_open system-wide", "userfaultfd"},
 	"sockets":                            {"raw socket AF_INET", "connect hidden unix socket under /run", "connect host abstract unix socket"},
 	"terminal injection":                 {"TIOCSTI on a pty", "TIOCSTI with high bits set (CVE-2019-10063)"},
+	"cloud instance metadata":            {"connect 169.254.169.254:80 (cloud metadata)", "connect [::ffff:169.254.169.254]:80 (cloud metadata, IPv4-mapped)", "connect [fd00:ec2::254]:80 (cloud metadata, IPv6)", "sendto UDP 169.254.169.254:9 (cloud metadata)", "sendmsg UDP 169.254.169.254:9 (cloud metadata)"},
 }
 
 func TestBatteryCoversCatalogue(t *testing.T) {
