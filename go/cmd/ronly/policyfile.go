@@ -609,8 +609,7 @@ type tomlDoc struct {
 // *policyFileError without a File is returned for a mistake.
 func parseTOML(src []byte) ([]tomlEntry, error) {
 	src = bytes.TrimPrefix(src, []byte("\ufeff"))
-	// The parser finds a slice's offset from its capacity: no spare one.
-	d := &tomlDoc{src: src[:len(src):len(src)]}
+	d := &tomlDoc{src: src}
 	if !utf8.Valid(src) {
 		bad := 0
 		for r, n := utf8.DecodeRune(src); r != utf8.RuneError || n != 1; r, n = utf8.DecodeRune(src[bad:]) {
@@ -716,10 +715,13 @@ func (d *tomlDoc) explain(err error, start int) error {
 	if !errors.As(err, &pe) {
 		return err
 	}
+	at := int(d.p.Range(pe.Highlight).Offset)
+	if at < start { // in a comment or a line end between entries
+		return d.fail(at, "", "%s", pe.Message)
+	}
 	if start < len(d.src) && d.src[start] == '[' {
 		return d.noTables(start)
 	}
-	at := int(d.p.Range(pe.Highlight).Offset)
 	key, eq := d.keyAt(start)
 	val := -1 // where the value starts
 	if eq >= 0 && eq < len(d.src) && d.src[eq] == '=' {

@@ -526,6 +526,7 @@ func TestParseTOMLLibrary(t *testing.T) {
 		{"a = 0x\n", 1, "a", `0x is not a value`},
 		{"a = -9223372036854775809\n", 1, "a", "-9223372036854775809: integer out of range"},
 		{"a = 1\r\n[t] # c\r\n", 2, "", "[t] # c: tables are not supported"},
+		{"a = 1\n# \x01\nb = 2\n", 2, "", "control characters are not allowed in comments"},
 	} {
 		_, err := parseTOML([]byte(tc.src))
 		var pe *policyFileError
