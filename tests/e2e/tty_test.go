@@ -294,8 +294,9 @@ func TestPTYIsTheSessionsOwn(t *testing.T) {
 }
 
 // TestPTYCtrlCAndJobControl drives an interactive bash on the session's pty:
-// Ctrl-C ends a foreground sleep and the shell goes on, Ctrl-Z stops one
-// and the shell lists and kills it, and the shell's exit code comes back.
+// Ctrl-C ends a foreground sleep and the shell goes on, Ctrl-Z stops one,
+// the shell lists it, fg brings it back and Ctrl-C ends it, and the
+// shell's exit code comes back.
 func TestPTYCtrlCAndJobControl(t *testing.T) {
 	b := setup(t)
 	needTool(t, "bash")
@@ -318,8 +319,16 @@ func TestPTYCtrlCAndJobControl(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			c.send("\x1a")
 			c.expect("Stopped")
-			c.send("jobs; kill -9 %1; wait %1; echo killed-$((40+2))\n")
-			c.expect("killed-42")
+			c.send("jobs; echo listed-$((2+2))\n")
+			c.expect("listed-4")
+			// Back to the foreground (bash names the job), then ended
+			// there: no stopped job is left for exit to refuse.
+			c.send("fg\n")
+			c.expect("sleep 200")
+			time.Sleep(500 * time.Millisecond)
+			c.send("\x03")
+			c.send("echo after-fg-$((3+3))\n")
+			c.expect("after-fg-6")
 			c.send("exit 6\n")
 			code := c.wait()
 			c.mu.Lock()
