@@ -262,7 +262,10 @@ func TestPTYIsTheSessionsOwn(t *testing.T) {
 				p.flags = []string{"--profile", "ci", "--workspace", userDir(t, 0, "ronly-e2e-tty-")}
 			}
 			c := startOnCallerPTY(t, b.ronly, append(p.flags, "--", "/bin/sh", "-c",
-				`tty; stty size; echo ready-$((1+1)); read x; stty size; chmod 4777 /proc/self/fd/0 $(tty); `+
+				`tty; stty size; echo ready-$((1+1)); read x; `+
+					// SIGWINCH to ronly, its TIOCSWINSZ here: give it 10s under load.
+					`n=0; while [ "$(stty size)" != "41 132" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; `+
+					`stty size; chmod 4777 /proc/self/fd/0 $(tty); `+
 					`python3 -c 'import fcntl,struct,termios; fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))'; exit 7`)...)
 			before := stateOf(t, c.slave)
 			c.expect("/dev/pts/")
@@ -271,9 +274,6 @@ func TestPTYIsTheSessionsOwn(t *testing.T) {
 			if err := pty.Setsize(c.master, &pty.Winsize{Rows: 41, Cols: 132}); err != nil {
 				t.Fatal(err)
 			}
-			// SIGWINCH reaches ronly (the foreground of the caller's
-			// terminal) at once, but give it a moment to pass it on.
-			time.Sleep(300 * time.Millisecond)
 			c.send("\n")
 			c.expect("41 132")
 			if code := c.wait(); code != 7 {
