@@ -99,6 +99,7 @@ type callerPTY struct {
 	t      *testing.T
 	master *os.File
 	slave  *os.File // kept open: the caller's terminal, checked after the session
+	before ttyState // the caller's terminal before ronly started
 	cmd    *exec.Cmd
 
 	mu     sync.Mutex
@@ -134,6 +135,7 @@ func startOnCallerPTYOut(t *testing.T, ronly string, stdout *os.File, args ...st
 		c.cmd.Stdout = stdout
 	}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	c.before = stateOf(t, s)
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +269,7 @@ func TestPTYIsTheSessionsOwn(t *testing.T) {
 					`n=0; while [ "$(stty size)" != "41 132" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; `+
 					`stty size; chmod 4777 /proc/self/fd/0 $(tty); `+
 					`python3 -c 'import fcntl,struct,termios; fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))'; exit 7`)...)
-			before := stateOf(t, c.slave)
+			before := c.before
 			c.expect("/dev/pts/")
 			c.expect("30 100")
 			c.expect("ready-2")
@@ -307,7 +309,7 @@ func TestPTYCtrlCAndJobControl(t *testing.T) {
 			}
 			start := time.Now()
 			c := startOnCallerPTY(t, b.ronly, append(p.flags, "--", "/bin/bash", "--norc", "--noprofile", "-i")...)
-			before := stateOf(t, c.slave)
+			before := c.before
 			c.send("echo ready-$((1+1))\n")
 			c.expect("ready-2")
 			c.send("sleep 100; echo not-$((0+1))-interrupted\n")
