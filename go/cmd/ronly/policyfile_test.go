@@ -540,3 +540,27 @@ func TestParseTOMLLibrary(t *testing.T) {
 		}
 	}
 }
+
+// Any file gives entries or one policyFileError at a line of the file;
+// never a panic, which would print a stack instead of exit 125.
+func FuzzParseTOML(f *testing.F) {
+	for _, s := range []string{"a = 1\n", "a = [\n \"x\", # c\n 'y',\n]\n", "\"k\" = \"\\u00e9\"\n", "[t]\n", "a = {x = [1]}\n",
+		"a = \"\"\"\nx\"\"\"\n", "a = 1979-05-27T07:32:00Z\n", "a.b = 0x_1\n", "a = [\"x\"", "# \x01\n", "a = \"\\q", "\ufeffa=true"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		got, err := parseTOML(src)
+		if err == nil {
+			for _, e := range got {
+				if e.line < 1 || e.line > bytes.Count(src, []byte("\n"))+1 {
+					t.Fatalf("%q: entry %q at line %d", src, e.key, e.line)
+				}
+			}
+			return
+		}
+		var pe *policyFileError
+		if !errors.As(err, &pe) || pe.Line < 1 || pe.Line > bytes.Count(src, []byte("\n"))+1 {
+			t.Fatalf("%q: %v", src, err)
+		}
+	})
+}
