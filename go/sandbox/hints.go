@@ -108,7 +108,8 @@ func hintFor(e *cinit.Error, rel string) string {
 		return missing("the new mount API (open_tree, move_mount, mount_setattr)", 5, 12)
 	case step == "mount proc" && (errno == unix.EPERM || errno == unix.EACCES):
 		return "the kernel refuses a new /proc where paths in the current one are masked or covered (containers do this): " +
-			"docker run --security-opt systempaths=unconfined, Kubernetes securityContext.procMount: Unmasked; or --profile debug, which keeps the host's /proc"
+			"docker run --security-opt systempaths=unconfined, Kubernetes securityContext.procMount: Unmasked; " +
+			"the debug profile keeps the host's /proc where Landlock can scope signals (ABI 6, Linux 6.12)"
 	case step == "pivot_root" && errno == unix.EINVAL:
 		return "the root file system is the initramfs (rootfs), which cannot be pivoted away: switch_root to a real root first"
 	case step == "pivot_root" && errno == unix.EPERM:
