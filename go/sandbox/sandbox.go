@@ -543,6 +543,16 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 	}
 	buf := make([]byte, cinit.MsgSize)
 	listener := -1 // taken out of the init (MsgListener)
+	// The user namespace limits the init could not set, said in one line:
+	// a read-only /proc/sys (a container) refuses all of them at once.
+	var unbounded []string
+	var unboundedErr syscall.Errno
+	defer func() {
+		if len(unbounded) > 0 {
+			s.warn(fmt.Sprintf("user namespace limits %s: %v; the session's share of them is not bounded",
+				strings.Join(unbounded, ", "), unboundedErr))
+		}
+	}()
 	defer func() {
 		if listener >= 0 {
 			unix.Close(listener)
@@ -610,7 +620,7 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 			continue
 		case cinit.MsgWarn:
 			if m.Step == "user namespace limit" {
-				s.warn(fmt.Sprintf("%s %s: %v; the session's share of it is not bounded", m.Step, m.Detail, m.Err))
+				unbounded, unboundedErr = append(unbounded, m.Detail), m.Err
 				break
 			}
 			s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
