@@ -19,7 +19,8 @@ func TestProbeConfigs(t *testing.T) {
 		names []string
 	}{
 		{"root", policy.ModeAuto, true, []string{"mount+caps", "userns", "landlock", "seccomp"}},
-		{"root --rootless", policy.ModeRootless, true, []string{"mount+caps", "userns", "landlock", "seccomp"}},
+		// --rootless decides every configuration's mode, the first too.
+		{"root --rootless", policy.ModeRootless, true, []string{"mount+caps+userns", "landlock", "seccomp"}},
 		{"root --privileged", policy.ModePrivileged, true, []string{"mount+caps", "landlock", "seccomp"}},
 		{"user", policy.ModeAuto, false, []string{"mount+caps+userns", "landlock", "seccomp"}},
 	} {
