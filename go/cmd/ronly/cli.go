@@ -21,7 +21,7 @@ Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
 Everything on the host stays readable: files, logs, ps and top, /proc.
 Nothing outside the scratch space can be changed: every mount is read-only
 (recursively, and root inside cannot make it writable again), host processes
-cannot be signalled or traced, no unix socket under /run (docker, containerd,
+cannot be signalled or traced, no host unix socket (docker, containerd,
 D-Bus) accepts a connection, and a seccomp filter refuses the kernel's
 dangerous calls; the supervisor counts each refusal.
 
