@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -375,12 +376,61 @@ func (x *stdio) relay(dst, src, stop int, drain bool, onWriteErr func(error)) {
 		if left >= 0 {
 			left -= n
 		}
-		if err := writeFull(dst, buf[:n]); err != nil {
+		data := buf[:n]
+		if x.isMaster(dst) {
+			data = x.suspendOnCtrlZ(dst, data)
+		}
+		if err := writeFull(dst, data); err != nil {
 			if onWriteErr != nil {
 				onWriteErr(err)
 			}
 			return
 		}
+	}
+}
+
+// suspendOnCtrlZ stops the session and ronly itself, as a shell stops a
+// job, for each suspend character in b that the pty would otherwise lose,
+// and returns what is left of b to write after the last one. The pty turns
+// Ctrl-Z into SIGTSTP (ISIG) for its foreground group; when that group is
+// the session leader's own, the kernel counts it as orphaned (its parent,
+// the supervisor, is in another session) and drops the stop, so ronly
+// stops it instead: SIGSTOP to the group, the caller's terminal restored,
+// ronly stopped with SIGTSTP (the caller's shell says "Stopped"), and on
+// fg the terminal raw again and SIGCONT to the group. A shell inside puts
+// its jobs in groups of their own, which stop as usual: left alone.
+func (x *stdio) suspendOnCtrlZ(master int, b []byte) []byte {
+	for {
+		t, err := unix.IoctlGetTermios(master, unix.TCGETS)
+		if err != nil || t.Lflag&unix.ISIG == 0 || t.Cc[unix.VSUSP] == 0 {
+			return b
+		}
+		i := bytes.IndexByte(b, t.Cc[unix.VSUSP])
+		if i < 0 {
+			return b
+		}
+		fg, err1 := unix.IoctlGetInt(master, unix.TIOCGPGRP)
+		sid, err2 := unix.IoctlGetInt(master, unix.TIOCGSID)
+		if err1 != nil || err2 != nil || fg != sid || fg <= 1 {
+			return b // a job of a shell inside: the pty stops it
+		}
+		if writeFull(master, b[:i]) != nil {
+			return nil
+		}
+		b = b[i+1:]
+		in := int(x.caller[0].Fd())
+		unix.Kill(-fg, unix.SIGSTOP)
+		term.Restore(in, x.raw)
+		// SIGTSTP's default action stops ronly (nothing here asks for
+		// it); the call returns once the caller's shell sends SIGCONT.
+		unix.Kill(os.Getpid(), unix.SIGTSTP)
+		if st, err := term.MakeRaw(in); err == nil {
+			x.raw = st
+		}
+		if sz, err := pty.GetsizeFull(x.caller[0]); err == nil {
+			pty.Setsize(x.master, sz)
+		}
+		unix.Kill(-fg, unix.SIGCONT)
 	}
 }
 

@@ -374,3 +374,30 @@ func TestPTYWithStdoutToFile(t *testing.T) {
 		t.Errorf("want stdin and stderr on the session's pty and stdout a pipe into the file, which holds:\n%s", got)
 	}
 }
+
+// TestPTYCtrlZSuspendsRonly: at a shell, Ctrl-Z of a command that is not
+// a shell stops the command and ronly, as it stops any job, and fg resumes
+// both. The kernel would drop the stop: the session leader's group inside
+// is orphaned, its parent (the supervisor) being in another session.
+func TestPTYCtrlZSuspendsRonly(t *testing.T) {
+	b := setup(t)
+	needTool(t, "bash")
+	c := startOnCallerPTY(t, "/bin/bash", "--norc", "--noprofile", "-i")
+	c.send(b.ronly + " --no-metrics -- /bin/sh -c 'echo ready-$((1+1)); read line; echo got-$line'\n")
+	c.expect("ready-2")
+	c.send("\x1a")
+	c.expect("Stopped")
+	c.send("echo outside-$((2+3))\n")
+	c.expect("outside-5")
+	c.send("fg\n")
+	time.Sleep(500 * time.Millisecond)
+	c.send("hello\n")
+	c.expect("got-hello")
+	c.expect("$ ") // the shell's prompt: what is typed before it is ronly's stdin
+	c.send("echo rc-$?\n")
+	c.expect("rc-0")
+	c.send("exit 0\n")
+	if code := c.wait(); code != 0 {
+		t.Errorf("the caller's shell exited %d", code)
+	}
+}
