@@ -55,13 +55,14 @@ func mediateSetxattr(c *Call) *Refusal {
 		c.Continue()
 		return nil
 	}
-	c.Reply(0, unix.EPERM)
 	r := &Refusal{Errno: unix.EPERM, Reason: "security.capability: file capabilities any host user who runs the file gets"}
 	if i, ok := xattrPathArg[int(c.Nr)]; ok {
-		// For the record only, read after the answer: the caller may
-		// have changed it since.
+		// For the record only, and read before the answer: once answered,
+		// the caller may exit (a refused setfattr does) and its memory
+		// with it.
 		r.Path, _ = readCString(int(c.PID), c.Args[i], unix.PathMax)
 	}
+	c.Reply(0, unix.EPERM)
 	return r
 }
 
