@@ -27,6 +27,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/policy"
 )
 
 // Dir is a host directory held open for writing files in.
@@ -54,10 +56,7 @@ func OpenDir(path string) (*Dir, error) {
 			return nil, err
 		}
 	}
-	fd, err := unix.Openat2(unix.AT_FDCWD, real, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS,
-	})
+	fd, err := policy.OpenNoSymlinks(real, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, &os.PathError{Op: "openat2", Path: real, Err: err}
 	}

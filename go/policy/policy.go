@@ -302,15 +302,10 @@ var ErrSymlink = errors.New("is a symlink or lies under one, which ronly does no
 // planted there would otherwise make ronly bind another host directory
 // writable.
 func HostDir(path string) (FileID, error) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS,
-	})
+	fd, err := OpenNoSymlinks(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	switch {
 	case errors.Is(err, unix.ELOOP):
 		return FileID{}, ErrSymlink
-	case errors.Is(err, unix.ENOSYS):
-		return FileID{}, errors.New("ronly needs Linux 5.6 or newer (openat2) to open it without following symlinks")
 	case errors.Is(err, unix.ENOTDIR):
 		return FileID{}, errors.New("not a directory")
 	case err != nil:
