@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -48,6 +49,13 @@ func listen(t *testing.T, path string) *net.UnixListener {
 }
 
 func TestJudgePath(t *testing.T) {
+	if _, err := unix.Openat2(unix.AT_FDCWD, "/", &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC}); errors.Is(err, unix.ENOSYS) {
+		// Inside ronly (tests/bazel_in_ronly.sh), whose filter answers
+		// openat2 with ENOSYS, a nested supervisor cannot resolve paths in
+		// a caller's root and refuses every unix socket; CI runs this on
+		// the host too.
+		t.Skip("openat2 is refused here (inside a sandbox); this runs on the host in CI's go test step")
+	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "s.sock")
 	listen(t, sock)
