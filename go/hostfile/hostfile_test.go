@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -280,6 +281,12 @@ func TestPendingDirCreatesBelowTheAncestor(t *testing.T) {
 
 // A symlink at a socket's name is not followed to another socket.
 func TestSocketRefusesSymlink(t *testing.T) {
+	if b, err := os.ReadFile("/proc/self/status"); err == nil && strings.Contains(string(b), "\nSeccomp:\t2") {
+		// Inside ronly (tests/bazel_in_ronly.sh) a connect is judged by
+		// the outer supervisor, which refuses the magic link this test
+		// connects through; CI runs it on the host too.
+		t.Skip("under a seccomp filter (inside a sandbox); this runs on the host in CI's go test step")
+	}
 	dir := t.TempDir()
 	ln, err := net.Listen("unix", filepath.Join(dir, "real.sock"))
 	if err != nil {

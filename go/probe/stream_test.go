@@ -153,7 +153,7 @@ func TestProbeCheckConfinedRefusesOnHost(t *testing.T) {
 
 func newTestCanaries(t *testing.T) *Canaries {
 	t.Helper()
-	if CheckInside() == nil {
+	if CheckConfined() == nil {
 		// Inside ronly (tests/bazel_in_ronly.sh) its filter refuses the
 		// SO_REUSEPORT canary; CI runs these on the host too.
 		t.Skip("inside a sandbox, whose filter refuses the SO_REUSEPORT canary; these run on the host in CI's go test step")
