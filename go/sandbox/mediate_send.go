@@ -354,6 +354,12 @@ func (s *sockets) sendto(c *Call) *Refusal {
 			return answer(c, 0, e)
 		}
 	}
+	return s.sendOne(c, k, &cl, m, c.Args[3]&0xffffffff)
+}
+
+// sendOne sends m on the caller's socket (its first argument) once the
+// caller still waits in the call: the tail of sendto and sendmsg.
+func (s *sockets) sendOne(c *Call, k *caller, cl *cleanup, m *message, flags uint64) *Refusal {
 	sock, e := k.fd(c.Args[0])
 	if e != 0 {
 		return answer(c, 0, e)
@@ -362,7 +368,7 @@ func (s *sockets) sendto(c *Call) *Refusal {
 	if !c.Valid() {
 		return nil
 	}
-	newSending(c, k, sock, []*message{m}, c.Args[3]&0xffffffff, 0).send(s, &cl)
+	newSending(c, k, sock, []*message{m}, flags, 0).send(s, cl)
 	return nil
 }
 
@@ -384,16 +390,7 @@ func (s *sockets) sendmsg(c *Call) *Refusal {
 		return r
 	}
 	cl.add(m.close)
-	sock, e := k.fd(c.Args[0])
-	if e != 0 {
-		return answer(c, 0, e)
-	}
-	cl.add(func() { unix.Close(sock) })
-	if !c.Valid() {
-		return nil
-	}
-	newSending(c, k, sock, []*message{m}, c.Args[2]&0xffffffff, 0).send(s, &cl)
-	return nil
+	return s.sendOne(c, k, &cl, m, c.Args[2]&0xffffffff)
 }
 
 // sendmmsg(fd, msgvec, vlen, flags): each message as sendmsg, msg_len
