@@ -362,6 +362,13 @@ func (d *Dir) Entries() ([]Entry, error) {
 	return out, nil
 }
 
+// Has says whether name exists in the directory (a symlink at name is
+// not followed). An error other than ENOENT counts as existing.
+func (d *Dir) Has(name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != unix.ENOENT
+}
+
 // Remove removes the file name; no error when there is none.
 func (d *Dir) Remove(name string) error {
 	if err := checkName(name); err != nil {

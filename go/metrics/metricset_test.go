@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http/httptest"
@@ -11,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/hostfile"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -225,6 +230,7 @@ func TestMergeTextfileAddsUp(t *testing.T) {
 	want.gauges[seccompCounting] = 1
 	var wb bytes.Buffer
 	want.WriteText(&wb)
+	wb.WriteString(mergedLine + queuedName("ronly.prom", goldenReports()[3].Session) + "\n")
 	if string(got) != wb.String() {
 		t.Errorf("textfile after 4 merges:\n%s\nwant:\n%s", got, wb.String())
 	}
@@ -234,6 +240,99 @@ func TestMergeTextfileAddsUp(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
+	}
+}
+
+// TestMergeTextfileQueued: a report that cannot take the lock before its
+// deadline waits beside the textfile, and the next merge adds it, once.
+func TestMergeTextfileQueued(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ronly.prom")
+	d, err := hostfile.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	held, err := d.LockFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	r := Report{Session: "late", BlockedSyscalls: map[string]uint64{"mount": 3}}
+	err = MergeTextfile(path, r, time.Now().Add(50*time.Millisecond))
+	var q *QueuedError
+	if !errors.As(err, &q) {
+		t.Fatalf("merge with the lock held elsewhere: %v, want a QueuedError", err)
+	}
+	if _, err := os.Stat(q.Name); err != nil {
+		t.Fatalf("the queued report: %v", err)
+	}
+	held.Close()
+	if err := MergeTextfile(path, Report{Session: "next"}, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// A merger that dies after its rename leaves its reports behind; the
+	// file names them, so the next merge removes them uncounted.
+	data, _ := os.ReadFile(path)
+	if err := os.WriteFile(filepath.Join(dir, queuedName("ronly.prom", "next")), []byte(`{"session":"next"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(queuedName("ronly.prom", "next"))) {
+		t.Fatalf("the textfile does not name its last merge:\n%s", data)
+	}
+	if err := MergeTextfile(path, Report{Session: "third"}, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	s := NewSet()
+	f, _ := os.Open(path)
+	defer f.Close()
+	if err := s.readText(f); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.counters[sessions]["ok"]; got != 3 {
+		t.Errorf("sessions ok = %d, want 3 (late, next, third: each once)", got)
+	}
+	if got := s.counters[blockedSyscalls]["mount"]; got != 3 {
+		t.Errorf("mount = %d, want 3", got)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != "ronly.prom" {
+			t.Errorf("%s left beside the textfile", e.Name())
+		}
+	}
+}
+
+// TestMergeTextfileConcurrent: 50 merges at once, each with the session's
+// usual deadline, all get in.
+func TestMergeTextfileConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ronly.prom")
+	const n = 50
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			r := Report{Session: fmt.Sprintf("s%d", i), BlockedSyscalls: map[string]uint64{"unshare": 2}}
+			errs <- MergeTextfile(path, r, time.Now().Add(DefaultTimeout))
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	s := NewSet()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := s.readText(f); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.counters[blockedSyscalls]["unshare"]; got != 2*n {
+		t.Errorf("unshare = %d, want %d", got, 2*n)
 	}
 }
 

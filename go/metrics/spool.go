@@ -38,7 +38,7 @@ var ErrSpoolFull = errors.New("spool full: report dropped")
 
 // spoolWrite writes a session's report into the spool, the directory dir.
 func spoolWrite(dir *hostfile.Dir, o DeliverOptions, session string, data []byte, deadline time.Time) error {
-	lock, err := lockFile(dir, deadline)
+	lock, err := lockFile(dir, deadline, nil)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func takeDropped(path string) (uint64, error) {
 		return 0, err
 	}
 	defer dir.Close()
-	lock, err := lockFile(dir, time.Now().Add(5*time.Second))
+	lock, err := lockFile(dir, time.Now().Add(5*time.Second), nil)
 	if err != nil {
 		return 0, err
 	}

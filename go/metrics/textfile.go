@@ -3,11 +3,14 @@ package metrics
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -20,11 +23,23 @@ import (
 )
 
 // MergeTextfile adds r to the counters in the node_exporter textfile at
-// path and rewrites it atomically: concurrent sessions serialise on an
-// flock of its directory, read the file's ronly_ samples, add their own and
-// rename a temporary file from the same directory over it, so the collector
-// never sees half a file and no session's counts are lost. It gives up at
-// deadline rather than block the session.
+// path and rewrites it atomically (a temporary file from the same
+// directory renamed over it), so the collector never sees half a file.
+//
+// Sessions ending at once combine their merges instead of queueing for
+// the file one by one: each first leaves its report beside the textfile
+// (.NAME.q.SESSION.json, a name the collector does not read), then waits
+// for the directory's flock. Whoever holds it merges every report waiting
+// there in one rewrite, so a waiter usually finds its report merged
+// before its turn comes and leaves without taking the lock. (Merging one
+// report per lock turn did not keep up: 50 sessions ending at once on 2
+// loaded CPUs left some waiting past their deadline.) A report still
+// waiting at the deadline is not lost: the next session to merge adds it,
+// and the error says so (QueuedError).
+//
+// Each report is counted once even if a merger dies between its rename
+// and removing the reports it merged: the textfile names the reports of
+// its last merge, and the next merger removes those without adding them.
 //
 // The file belongs to ronly: lines that are not ronly_ samples are dropped.
 // Every session that merges needs write access to the directory.
@@ -37,22 +52,101 @@ func MergeTextfile(path string, r Report, deadline time.Time) error {
 	return mergeTextfileIn(dir, name, r, deadline)
 }
 
+// QueuedError says a report waits beside the textfile, because the lock
+// was not free before the deadline: the next session to merge adds it.
+type QueuedError struct {
+	Name string // the waiting report, in the textfile's directory
+	Err  error  // why it was not merged
+}
+
+func (e *QueuedError) Error() string {
+	return fmt.Sprintf("report left in %s for the next session to merge: %v", e.Name, e.Err)
+}
+
+func (e *QueuedError) Unwrap() error { return e.Err }
+
+// mergedLine starts the textfile's comment naming its last merge's reports.
+const mergedLine = "# ronly merged "
+
+// maxMerge bounds the reports one merge reads, so that one merge cannot
+// run long past its deadline; the rest wait for the next.
+const maxMerge = 256
+
+// queuedName is the name of session's report waiting beside textfile name.
+func queuedName(name, session string) string { return "." + name + ".q." + spoolName(session) }
+
+func isQueued(name, entry string) bool {
+	return strings.HasPrefix(entry, "."+name+".q.") && strings.HasSuffix(entry, spoolExt)
+}
+
 // mergeTextfileIn is MergeTextfile of the file name in dir, a directory
 // held open (hostfile): nothing is read or written through a symlink.
 func mergeTextfileIn(dir *hostfile.Dir, name string, r Report, deadline time.Time) error {
-	lock, err := lockFile(dir, deadline)
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("metrics report: %w", err)
+	}
+	if len(data) > MaxReportBytes {
+		return fmt.Errorf("metrics report of session %q is %d bytes, more than %d", r.Session, len(data), MaxReportBytes)
+	}
+	q := queuedName(name, r.Session)
+	if err := queue(dir, name, q, data); err != nil {
+		return fmt.Errorf("textfile: %w", err)
+	}
+	merged := func() bool { return !dir.Has(q) }
+	lock, err := lockFile(dir, deadline, merged)
+	if err != nil {
+		return &QueuedError{Name: filepath.Join(dir.Path(), q), Err: err}
+	}
+	if lock == nil {
+		return nil // merged by the session that held the lock
+	}
+	defer lock.Close() // closing the only descriptor releases the flock
+	if merged() {
+		return nil
+	}
+	return mergeQueued(dir, name)
+}
+
+// queue leaves a report beside the textfile, unless DefaultSpoolMaxFiles
+// reports already wait there (say, sessions of a user who can write the
+// directory but whose merges always fail).
+func queue(dir *hostfile.Dir, name, q string, data []byte) error {
+	entries, err := dir.Entries()
 	if err != nil {
 		return err
 	}
-	defer lock.Close() // closing the only descriptor releases the flock
+	n := 0
+	for _, e := range entries {
+		if isQueued(name, e.Name) {
+			n++
+		}
+	}
+	if n >= DefaultSpoolMaxFiles {
+		return fmt.Errorf("%d reports already wait beside %s: report dropped", n, name)
+	}
+	return dir.WriteFile(q, 0o600, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
 
+// mergeQueued adds every report waiting beside the textfile to it, in one
+// rewrite, then removes them. The caller holds the lock.
+func mergeQueued(dir *hostfile.Dir, name string) error {
 	s := NewSet()
-	switch f, err := dir.Open(name); {
+	last := map[string]bool{}
+	switch text, err := dir.ReadFile(name); {
 	case err == nil:
-		err = s.readText(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("textfile %s: %w", f.Name(), err)
+		for _, line := range strings.Split(string(text), "\n") {
+			if rest, ok := strings.CutPrefix(line, mergedLine); ok {
+				for _, n := range strings.Fields(rest) {
+					last[n] = true
+				}
+			}
+		}
+		if err := s.readText(bytes.NewReader(text)); err != nil {
+			return fmt.Errorf("textfile %s: %w", filepath.Join(dir.Path(), name), err)
 		}
 	case errors.Is(err, hostfile.ErrNotPlain):
 		// Not ronly's file (a symlink planted there): start afresh
@@ -60,8 +154,51 @@ func mergeTextfileIn(dir *hostfile.Dir, name string, r Report, deadline time.Tim
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("textfile: %w", err)
 	}
-	s.Add(r)
-	return dir.WriteFile(name, 0o644, s.WriteText)
+	entries, err := dir.Entries()
+	if err != nil {
+		return err
+	}
+	var batch []string
+	for _, e := range entries {
+		switch {
+		case !isQueued(name, e.Name):
+		case last[e.Name]:
+			dir.Remove(e.Name) // in the file already: its merger died before removing it
+		case len(batch) < maxMerge:
+			if r, ok := readQueued(dir, e); ok {
+				s.Add(r)
+			}
+			batch = append(batch, e.Name)
+		}
+	}
+	err = dir.WriteFile(name, 0o644, func(w io.Writer) error {
+		if err := s.WriteText(w); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(w, "%s%s\n", mergedLine, strings.Join(batch, " "))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range batch {
+		dir.Remove(n)
+	}
+	return nil
+}
+
+// readQueued is a waiting report; one that is too large or not a report
+// is merged as nothing (and removed with the others).
+func readQueued(dir *hostfile.Dir, e hostfile.Entry) (Report, bool) {
+	var r Report
+	if e.Size > MaxReportBytes {
+		return r, false
+	}
+	data, err := dir.ReadFile(e.Name)
+	if err != nil || len(data) > MaxReportBytes || json.Unmarshal(data, &r) != nil {
+		return r, false
+	}
+	return r, true
 }
 
 // lockFile takes an exclusive flock on dir itself (hostfile.Dir.LockFile),
@@ -69,8 +206,10 @@ func mergeTextfileIn(dir *hostfile.Dir, name string, r Report, deadline time.Tim
 // the kernel hands the lock from one session to the next as soon as it is
 // free: polling with LOCK_NB starved the holder when 50 sessions ended at
 // once on 2 CPUs. When the deadline passes first, the waiting flock is
-// abandoned: if it succeeds later it lets go at once.
-func lockFile(dir *hostfile.Dir, deadline time.Time) (*os.File, error) {
+// abandoned: if it succeeds later it lets go at once. done, when not nil,
+// is asked every few milliseconds whether the lock is still needed: when
+// it says no, lockFile gives up waiting and returns nil, nil.
+func lockFile(dir *hostfile.Dir, deadline time.Time, done func() bool) (*os.File, error) {
 	f, err := dir.LockFile()
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
@@ -81,7 +220,7 @@ func lockFile(dir *hostfile.Dir, deadline time.Time) (*os.File, error) {
 		abandoned
 	)
 	var state atomic.Int32
-	done := make(chan error, 1)
+	got := make(chan error, 1)
 	go func() {
 		var err error
 		for {
@@ -93,27 +232,46 @@ func lockFile(dir *hostfile.Dir, deadline time.Time) (*os.File, error) {
 			f.Close() // abandoned: closing releases the lock, if taken
 			return
 		}
-		done <- err
+		got <- err
 	}()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	select {
-	case err := <-done:
-		if err != nil {
+	var poll <-chan time.Time
+	if done != nil {
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		select {
+		case err := <-got:
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("flock(%s): %w", f.Name(), err)
+			}
+			return f, nil
+		case <-poll:
+			if !done() {
+				continue
+			}
+			if state.CompareAndSwap(waiting, abandoned) {
+				return nil, nil
+			}
+			// Taken just now: let go at once.
+			<-got
 			f.Close()
-			return nil, fmt.Errorf("flock(%s): %w", f.Name(), err)
+			return nil, nil
+		case <-timer.C:
+			if state.CompareAndSwap(waiting, abandoned) {
+				return nil, fmt.Errorf("flock(%s): still held by another session at the deadline", f.Name())
+			}
+			// Taken just as the deadline passed: use it.
+			if err := <-got; err != nil {
+				f.Close()
+				return nil, fmt.Errorf("flock(%s): %w", f.Name(), err)
+			}
+			return f, nil
 		}
-		return f, nil
-	case <-timer.C:
-		if state.CompareAndSwap(waiting, abandoned) {
-			return nil, fmt.Errorf("flock(%s): still held by another session at the deadline", f.Name())
-		}
-		// Taken just as the deadline passed: use it.
-		if err := <-done; err != nil {
-			f.Close()
-			return nil, fmt.Errorf("flock(%s): %w", f.Name(), err)
-		}
-		return f, nil
 	}
 }
 

@@ -149,7 +149,11 @@ func deliverMetrics(m *metricsOut, r metrics.Report) {
 	if err == nil {
 		err = metrics.Deliver(r, m.o)
 	}
-	if err != nil {
+	var queued *metrics.QueuedError
+	switch {
+	case errors.As(err, &queued):
+		fmt.Fprintf(os.Stderr, "ronly: warning: metrics queued: %v\n", err)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "ronly: warning: metrics not delivered: %v\n", err)
 	}
 }
