@@ -34,7 +34,7 @@ func (s *session) watchWrites(g *cgroup.Group) (stop func()) {
 	if s.refused != nil {
 		start = writewatch.Start
 	}
-	w, err := start()
+	w, err := start(writewatch.FexitOrTracepoint)
 	if err != nil {
 		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", err))
 		return none

@@ -76,11 +76,14 @@ const (
 	maxNr      = 512 // entries of the paths map: above every x86_64 syscall number
 )
 
-// program is the sys_exit raw tracepoint program. ctx (r1) is u64 args[2]:
-// args[0] the struct pt_regs * of the syscall, args[1] its return value.
-// Without events it only counts, and uses only the sessions, counts and
-// dropped maps: that one is shared by every Watch on the host.
-func program(events bool) *asm {
+// program is the sys_exit raw tracepoint program (fx nil), or the fexit
+// program of the function fx. Either way ctx (r1) is u64 args[2]: args[0]
+// the struct pt_regs * of the syscall, args[1] its return value (a raw
+// tracepoint's arguments; the one argument of a __x64_sys_* or
+// __ia32_sys_* function, then its return value). Without events it only
+// counts, and uses only the sessions, counts and dropped maps: that one is
+// shared by every Watch on the host.
+func program(events bool, fx *target) *asm {
 	var a asm
 
 	// Fast path: anything but -EROFS leaves at once.
@@ -121,39 +124,17 @@ func program(events bool) *asm {
 	a.Label("scanned")
 	a.JumpImm(jmpJEQ, r7, 0, "out")
 
-	// Syscall number: regs->orig_ax. -1 if it cannot be read (it always
-	// can). rt_sigreturn leaves orig_ax at -1 and returns whatever the
-	// interrupted code's rax held: after a signal that arrived just as a
-	// refused call returned, that is -EROFS again. Not a refusal: skipped.
 	a.Label("watched")
-	a.MovReg(r1, r10)
-	a.AddImm(r1, fpScratch)
-	a.MovImm(r2, 8)
-	a.Load64(r3, r6, 0)
-	a.AddImm(r3, ptRegsOrigAX)
-	a.Call(fnProbeReadKernel)
-	a.Load64(r1, r10, fpScratch)
-	a.JumpImm(jmpJEQ, r0, 0, "nr")
-	a.MovImm(r1, -1)
-	a.Label("nr")
-	a.JumpImm(jmpJEQ, r1, -1, "out")
-	a.Store32(r10, fpNr, r1)
-
-	// ABI: an i386 syscall (32-bit task, or int $0x80 from a 64-bit one)
-	// numbers calls differently; TS_COMPAT is still set at sys_exit.
-	a.Call(fnGetCurrentTask)
-	a.MovReg(r3, r0)
-	a.AddImm(r3, taskThreadInfo+threadInfoStatus)
-	a.MovReg(r1, r10)
-	a.AddImm(r1, fpScratch)
-	a.MovImm(r2, 4)
-	a.Call(fnProbeReadKernel) // zeroes the buffer on failure: counted as x86_64
-	a.Load32(r1, r10, fpScratch)
-	a.AndImm(r1, tsCompat)
-	a.RshImm(r1, 1)
-	a.Store32(r10, fpABI, r1)
+	if fx != nil {
+		// The function says which call it is, and with which ABI.
+		a.MovImm(r1, fx.nr)
+		a.Store32(r10, fpNr, r1)
+		a.StoreImm32(r10, fpABI, int32(fx.abi))
+	} else {
+		syscallNumber(&a)
+	}
 	if events {
-		sendEvent(&a)
+		sendEvent(&a, fx)
 	}
 
 	a.Label("count")
@@ -183,9 +164,44 @@ func program(events bool) *asm {
 	return &a
 }
 
+// syscallNumber stores, for the tracepoint's program, the call's number
+// and ABI in the record, or leaves for "out".
+func syscallNumber(a *asm) {
+	// Syscall number: regs->orig_ax. -1 if it cannot be read (it always
+	// can). rt_sigreturn leaves orig_ax at -1 and returns whatever the
+	// interrupted code's rax held: after a signal that arrived just as a
+	// refused call returned, that is -EROFS again. Not a refusal: skipped.
+	a.MovReg(r1, r10)
+	a.AddImm(r1, fpScratch)
+	a.MovImm(r2, 8)
+	a.Load64(r3, r6, 0)
+	a.AddImm(r3, ptRegsOrigAX)
+	a.Call(fnProbeReadKernel)
+	a.Load64(r1, r10, fpScratch)
+	a.JumpImm(jmpJEQ, r0, 0, "nr")
+	a.MovImm(r1, -1)
+	a.Label("nr")
+	a.JumpImm(jmpJEQ, r1, -1, "out")
+	a.Store32(r10, fpNr, r1)
+
+	// ABI: an i386 syscall (32-bit task, or int $0x80 from a 64-bit one)
+	// numbers calls differently; TS_COMPAT is still set at sys_exit.
+	a.Call(fnGetCurrentTask)
+	a.MovReg(r3, r0)
+	a.AddImm(r3, taskThreadInfo+threadInfoStatus)
+	a.MovReg(r1, r10)
+	a.AddImm(r1, fpScratch)
+	a.MovImm(r2, 4)
+	a.Call(fnProbeReadKernel) // zeroes the buffer on failure: counted as x86_64
+	a.Load32(r1, r10, fpScratch)
+	a.AndImm(r1, tsCompat)
+	a.RshImm(r1, 1)
+	a.Store32(r10, fpABI, r1)
+}
+
 // sendEvent fills the rest of the event record, reads the path and sends
 // the record through the ring buffer, then goes on to count.
-func sendEvent(a *asm) {
+func sendEvent(a *asm, fx *target) {
 	a.Call(fnKtimeGetNs)
 	a.Store64(r10, fpTime, r0)
 	a.Call(fnGetCurrentPidTgid)
@@ -205,24 +221,38 @@ func sendEvent(a *asm) {
 	// none. r7 (kept across calls) is the path's length with its NUL, 0
 	// for no path; a failed read (bad or NULL pointer) leaves none.
 	a.MovImm(r7, 0)
-	a.Load32(r1, r10, fpABI)
-	a.JumpImm(jmpJNE, r1, 0, "send")
-	a.LoadMap(r1, mapPaths)
-	a.MovReg(r2, r10)
-	a.AddImm(r2, fpNr)
-	a.Call(fnMapLookupElem)
-	a.JumpImm(jmpJEQ, r0, 0, "send")
-	a.Load32(r3, r0, 0)
-	a.JumpImm(jmpJEQ, r3, 0, "send")
-	a.Load64(r1, r6, 0)
-	a.AddReg(r3, r1)
-	a.MovReg(r1, r10)
-	a.AddImm(r1, fpScratch)
-	a.MovImm(r2, 8)
-	a.Call(fnProbeReadKernel)
-	a.JumpImm(jmpJNE, r0, 0, "send")
-	a.Load64(r3, r10, fpScratch)
-	a.JumpImm(jmpJEQ, r3, 0, "send")
+	if fx != nil {
+		// An fexit program knows its call: the argument is read straight
+		// from the struct pt_regs its function was given (the verifier
+		// knows its type from BTF).
+		off, ok := pathArgs[int(fx.nr)]
+		if !ok || fx.abi != 0 {
+			sendRecord(a) // none: the read below would be unreachable, which the verifier refuses
+			return
+		}
+		a.Load64(r1, r6, 0)
+		a.Load64(r3, r1, int16(off))
+		a.JumpImm(jmpJEQ, r3, 0, "send")
+	} else {
+		a.Load32(r1, r10, fpABI)
+		a.JumpImm(jmpJNE, r1, 0, "send")
+		a.LoadMap(r1, mapPaths)
+		a.MovReg(r2, r10)
+		a.AddImm(r2, fpNr)
+		a.Call(fnMapLookupElem)
+		a.JumpImm(jmpJEQ, r0, 0, "send")
+		a.Load32(r3, r0, 0)
+		a.JumpImm(jmpJEQ, r3, 0, "send")
+		a.Load64(r1, r6, 0)
+		a.AddReg(r3, r1)
+		a.MovReg(r1, r10)
+		a.AddImm(r1, fpScratch)
+		a.MovImm(r2, 8)
+		a.Call(fnProbeReadKernel)
+		a.JumpImm(jmpJNE, r0, 0, "send")
+		a.Load64(r3, r10, fpScratch)
+		a.JumpImm(jmpJEQ, r3, 0, "send")
+	}
 	a.MovReg(r1, r10)
 	a.AddImm(r1, fpPath)
 	a.MovImm(r2, pathMax)
@@ -231,6 +261,12 @@ func sendEvent(a *asm) {
 	a.MovReg(r7, r0)
 	a.JumpImm(jmpJLE, r7, pathMax, "send")
 	a.MovImm(r7, pathMax) // cannot happen; bounds the size for the verifier
+	sendRecord(a)
+}
+
+// sendRecord sends the record, with r7 bytes of path, through the ring
+// buffer, then goes on to count.
+func sendRecord(a *asm) {
 	a.Label("send")
 	a.AddImm(r7, recordLen)
 

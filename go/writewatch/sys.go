@@ -35,6 +35,20 @@ type progLoadAttr struct {
 	kernVersion uint32
 	progFlags   uint32
 	progName    [16]byte
+	// What a tracing (fexit) program needs on top; zero for a raw
+	// tracepoint program.
+	progIfindex        uint32
+	expectedAttachType uint32
+	progBTFFD          uint32
+	funcInfoRecSize    uint32
+	funcInfo           unsafe.Pointer
+	funcInfoCnt        uint32
+	lineInfoRecSize    uint32
+	lineInfo           unsafe.Pointer
+	lineInfoCnt        uint32
+	attachBTFID        uint32 // the function's id in the kernel's BTF
+	attachBTFObjFD     uint32 // 0: vmlinux
+	_                  uint32
 }
 
 type mapElemAttr struct {
@@ -76,14 +90,21 @@ func createMap(name string, typ, key, value, max uint32) (int, error) {
 // loadProgram loads a raw tracepoint program; on failure it loads it again
 // with the verifier log on and puts the end of the log in the error.
 func loadProgram(name string, insns []byte) (int, error) {
+	return load(progLoadAttr{progType: unix.BPF_PROG_TYPE_RAW_TRACEPOINT, progName: name16(name)}, insns)
+}
+
+// loadFexit loads a program that runs when the kernel function with this
+// BTF id returns, as loadProgram does.
+func loadFexit(name string, insns []byte, btfID uint32) (int, error) {
+	return load(progLoadAttr{progType: unix.BPF_PROG_TYPE_TRACING, expectedAttachType: unix.BPF_TRACE_FEXIT,
+		attachBTFID: btfID, progName: name16(name)}, insns)
+}
+
+func load(attr progLoadAttr, insns []byte) (int, error) {
 	license := []byte("GPL\x00")
-	attr := progLoadAttr{
-		progType: unix.BPF_PROG_TYPE_RAW_TRACEPOINT,
-		insnCnt:  uint32(len(insns) / 8),
-		insns:    unsafe.Pointer(&insns[0]),
-		license:  unsafe.Pointer(&license[0]),
-		progName: name16(name),
-	}
+	attr.insnCnt = uint32(len(insns) / 8)
+	attr.insns = unsafe.Pointer(&insns[0])
+	attr.license = unsafe.Pointer(&license[0])
 	fd, err := bpfCall(unix.BPF_PROG_LOAD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
 	if err == nil {
 		return fd, nil
@@ -112,10 +133,18 @@ func loadProgram(name string, insns []byte) (int, error) {
 	return -1, fmt.Errorf("load program: %w; verifier log:\n%s", err, log)
 }
 
+// attachRawTracepoint attaches prog to the raw tracepoint tp, or, with tp
+// "", a tracing (fexit) program to the function it was loaded for.
 func attachRawTracepoint(tp string, prog int) (int, error) {
-	name := append([]byte(tp), 0)
-	attr := rawTracepointAttr{name: unsafe.Pointer(&name[0]), progFD: uint32(prog)}
+	attr := rawTracepointAttr{progFD: uint32(prog)}
+	if tp != "" {
+		name := append([]byte(tp), 0)
+		attr.name = unsafe.Pointer(&name[0])
+	}
 	fd, err := bpfCall(unix.BPF_RAW_TRACEPOINT_OPEN, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	if err != nil && tp == "" {
+		return -1, fmt.Errorf("attach fexit program: %w", err)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("attach to raw tracepoint %s: %w", tp, err)
 	}

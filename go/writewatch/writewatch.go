@@ -92,12 +92,15 @@ type Event struct {
 // and its maps; its methods are safe for concurrent use.
 type Watch struct {
 	maps  [numMaps]int
-	prog  int
-	link  int             // closing it detaches the program (a Shared one: its last holder)
-	added map[uint64]bool // a Shared Watch's cgroups, forgotten by Close
-	ring  *ring
-	epoll int
-	stop  int // eventfd that ends the reader goroutine
+	progs []int
+	links []int  // closing them detaches the programs (Shared ones: their last holder)
+	hook  string // "fexit" or "tracepoint"
+	// joined: a Shared Watch that took another process's programs.
+	joined bool
+	added  map[uint64]bool // a Shared Watch's cgroups, forgotten by Close
+	ring   *ring
+	epoll  int
+	stop   int // eventfd that ends the reader goroutine
 
 	mu      sync.Mutex // the ring and handler
 	handler func(Event)
@@ -111,15 +114,36 @@ type Watch struct {
 type countKey struct {
 	cgroup uint64
 	nr     uint32
-	abi    uint32 // 1: i386 syscall
+	abi    uint32 // 1: i386 syscall, numbered in the i386 table; abiI386Named
 }
 
-// Start loads the program and attaches it; from then on every syscall on the
-// host runs it until Close. Needs CAP_BPF and CAP_PERFMON (root). The error
-// names the step that failed (creating a map, loading, attaching).
-func Start() (*Watch, error) {
-	return newWatch(nil, (*Watch).start)
+// Hooks says where a Watch may see the results of syscalls.
+type Hooks int
+
+const (
+	// FexitOnly: fexit programs on the write-class syscalls (see
+	// fexit.go), which no other syscall pays for; where the kernel cannot
+	// attach them, an error that wraps ErrNoFexit.
+	FexitOnly Hooks = iota
+	// FexitOrTracepoint: those, or the sys_exit raw tracepoint, which
+	// every syscall on the host pays for while it is attached.
+	FexitOrTracepoint
+	// TracepointOnly: the sys_exit raw tracepoint (for tests and
+	// measurements that compare the two).
+	TracepointOnly
+)
+
+// Start loads the programs and attaches them, where hooks allows; from
+// then on they count until Close. Needs CAP_BPF and CAP_PERFMON (root).
+// The error names the step that failed (creating a map, loading,
+// attaching).
+func Start(hooks Hooks) (*Watch, error) {
+	return newWatch(nil, func(w *Watch) error { return w.start(hooks) })
 }
+
+// Hook says what the Watch is attached to: "fexit" (the write-class
+// syscalls' functions) or "tracepoint" (sys_exit, every syscall).
+func (w *Watch) Hook() string { return w.hook }
 
 // newWatch makes a Watch with start, on one that is released if start
 // fails; added is nil for a Watch with a program of its own.
@@ -127,7 +151,7 @@ func newWatch(added map[uint64]bool, start func(*Watch) error) (*Watch, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("writewatch: %s is not supported (the program reads x86_64 struct pt_regs)", runtime.GOARCH)
 	}
-	w := &Watch{prog: -1, link: -1, epoll: -1, stop: -1, added: added}
+	w := &Watch{epoll: -1, stop: -1, added: added}
 	for i := range w.maps {
 		w.maps[i] = -1
 	}
@@ -171,7 +195,7 @@ func (w *Watch) createMaps(which []int) error {
 	return nil
 }
 
-func (w *Watch) start() error {
+func (w *Watch) start(hooks Hooks) error {
 	err := w.createMaps([]int{mapSessions, mapCounts, mapEvents, mapDropped, mapPaths})
 	if err != nil {
 		return err
@@ -181,13 +205,6 @@ func (w *Watch) start() error {
 		if err := mapUpdate(w.maps[mapPaths], unsafe.Pointer(&k), unsafe.Pointer(&off), unix.BPF_ANY); err != nil {
 			return fmt.Errorf("fill map paths: %w", err)
 		}
-	}
-	insns, err := program(true).assemble(w.maps[:])
-	if err != nil {
-		return fmt.Errorf("assemble program: %w", err)
-	}
-	if w.prog, err = loadProgram("ronly_erofs", insns); err != nil {
-		return err
 	}
 	if w.ring, err = newRing(w.maps[mapEvents], ringSize); err != nil {
 		return err
@@ -204,11 +221,47 @@ func (w *Watch) start() error {
 			return fmt.Errorf("epoll_ctl: %w", err)
 		}
 	}
-	// Last: attaching is what makes every syscall on the host pay.
-	if w.link, err = attachRawTracepoint("sys_exit", w.prog); err != nil {
+	return w.attach(hooks, true, "ronly_erofs_f", "ronly_erofs")
+}
+
+// attach loads and attaches the programs, fexit ones where hooks allows
+// and the kernel can, else the tracepoint's, with the maps w has.
+func (w *Watch) attach(hooks Hooks, events bool, fexitPrefix, tpName string) error {
+	if hooks != TracepointOnly {
+		err := w.attachFexit(events, fexitPrefix)
+		if err == nil || hooks == FexitOnly {
+			return err
+		}
+		// Counting was asked for: any failure of the fexit path falls
+		// back to the tracepoint, which every kernel since 4.17 has.
+		w.closePrograms()
+	}
+	insns, err := program(events, nil).assemble(w.maps[:])
+	if err != nil {
+		return fmt.Errorf("assemble program: %w", err)
+	}
+	prog, err := loadProgram(tpName, insns)
+	if err != nil {
 		return err
 	}
+	w.progs = append(w.progs, prog)
+	// Last: attaching is what makes every syscall on the host pay.
+	link, err := attachRawTracepoint("sys_exit", prog)
+	if err != nil {
+		return err
+	}
+	w.links, w.hook = append(w.links, link), "tracepoint"
 	return nil
+}
+
+// closePrograms detaches and closes w's programs.
+func (w *Watch) closePrograms() error {
+	var errs []error
+	for _, fd := range append(w.links, w.progs...) {
+		errs = append(errs, unix.Close(fd))
+	}
+	w.links, w.progs = nil, nil
+	return errors.Join(errs...)
 }
 
 // Shared returns a Watch that counts but sends no events, on the program
@@ -222,24 +275,39 @@ func (w *Watch) start() error {
 // shared (maxCounts pairs for the host). On joining, the cgroups that no
 // longer exist are forgotten: a Watch whose process was killed could not
 // remove its own.
-func Shared() (*Watch, error) {
+//
+// Where hooks allows fexit programs, Watches share a set of them the same
+// way (all of the set's links are held); a Watch that may use the
+// tracepoint joins or loads that only where the kernel cannot attach
+// fexit programs.
+func Shared(hooks Hooks) (*Watch, error) {
 	return newWatch(map[uint64]bool{}, func(w *Watch) error {
+		prefix, err := fexitPrefix()
+		if err != nil {
+			return err
+		}
 		name, err := progName()
 		if err != nil {
 			return err
 		}
-		if w.join(name) {
+		if hooks != TracepointOnly && w.joinFexit(prefix) {
 			w.prune()
 			return nil
 		}
-		return w.loadShared(name)
+		if hooks != FexitOnly && w.join(name) {
+			// Another session counts with the tracepoint: the kernel has
+			// no fexit (or it failed there); joining adds no cost.
+			w.prune()
+			return nil
+		}
+		return w.loadShared(hooks, prefix, name)
 	})
 }
 
 // progName names the counting program after a hash of its instructions
 // (map fds left out).
 func progName() (string, error) {
-	insns, err := program(false).assemble(make([]int, numMaps))
+	insns, err := program(false, nil).assemble(make([]int, numMaps))
 	if err != nil {
 		return "", fmt.Errorf("assemble program: %w", err)
 	}
@@ -247,21 +315,11 @@ func progName() (string, error) {
 	return fmt.Sprintf("ronly_w%x", sum[:4]), nil
 }
 
-func (w *Watch) loadShared(name string) error {
+func (w *Watch) loadShared(hooks Hooks, fexitPrefix, tpName string) error {
 	if err := w.createMaps(sharedMaps); err != nil {
 		return err
 	}
-	insns, err := program(false).assemble(w.maps[:])
-	if err != nil {
-		return fmt.Errorf("assemble program: %w", err)
-	}
-	if w.prog, err = loadProgram(name, insns); err != nil {
-		return err
-	}
-	if w.link, err = attachRawTracepoint("sys_exit", w.prog); err != nil {
-		return err
-	}
-	return nil
+	return w.attach(hooks, false, fexitPrefix, tpName)
 }
 
 // join looks for a link of the program called name among the host's and
@@ -284,35 +342,56 @@ func (w *Watch) join(name string) bool {
 // adopt takes link if it attaches a program called name with the counting
 // program's maps.
 func (w *Watch) adopt(link int, name string) bool {
-	// struct bpf_link_info: type, id, prog_id.
-	li := make([]byte, 64)
-	if objInfo(link, li) != nil || binary.LittleEndian.Uint32(li[0:]) != unix.BPF_LINK_TYPE_RAW_TRACEPOINT {
+	prog, got, ids, ok := linkProgram(link, unix.BPF_LINK_TYPE_RAW_TRACEPOINT, len(sharedMaps))
+	if !ok {
 		return false
 	}
-	prog, err := fdByID(unix.BPF_PROG_GET_FD_BY_ID, binary.LittleEndian.Uint32(li[8:]))
-	if err != nil {
+	if got != name {
+		unix.Close(prog)
 		return false
 	}
+	maps, ok := openMaps(ids)
+	if !ok {
+		unix.Close(prog)
+		return false
+	}
+	w.links, w.progs, w.maps, w.hook, w.joined = []int{link}, []int{prog}, maps, "tracepoint", true
+	return true
+}
+
+// progMaps returns the ids of the maps a program uses, which must number
+// n, and its name.
+func progMaps(prog, n int) ([]uint32, string, error) {
 	// struct bpf_prog_info: nr_map_ids at 52, map_ids at 56, name at 64.
 	// The kernel writes the ids to memory the info names by address only:
 	// pinned, so that neither the collector nor a stack copy moves it.
-	ids := make([]uint32, len(sharedMaps)+1)
+	ids := make([]uint32, n+1)
 	var pin runtime.Pinner
 	pin.Pin(&ids[0])
 	defer pin.Unpin()
 	pi := make([]byte, 96)
 	binary.LittleEndian.PutUint32(pi[52:], uint32(len(ids)))
 	binary.LittleEndian.PutUint64(pi[56:], uint64(uintptr(unsafe.Pointer(&ids[0]))))
-	if objInfo(prog, pi) != nil || cString(pi[64:80]) != name || int(binary.LittleEndian.Uint32(pi[52:])) != len(sharedMaps) {
-		unix.Close(prog)
-		return false
+	if err := objInfo(prog, pi); err != nil {
+		return nil, "", err
 	}
+	if got := int(binary.LittleEndian.Uint32(pi[52:])); got != n {
+		return nil, "", fmt.Errorf("program has %d maps, not %d", got, n)
+	}
+	return ids[:n], cString(pi[64:80]), nil
+}
+
+// openMaps opens the shared maps with these ids, each found by its name.
+func openMaps(ids []uint32) ([numMaps]int, bool) {
 	maps := [numMaps]int{}
 	for i := range maps {
 		maps[i] = -1
 	}
-	ok := true
-	for _, id := range ids[:len(sharedMaps)] {
+	ok := len(ids) == len(sharedMaps)
+	for _, id := range ids {
+		if !ok {
+			break
+		}
 		fd, err := fdByID(unix.BPF_MAP_GET_FD_BY_ID, id)
 		if err != nil {
 			ok = false
@@ -337,11 +416,8 @@ func (w *Watch) adopt(link int, name string) bool {
 				unix.Close(fd)
 			}
 		}
-		unix.Close(prog)
-		return false
 	}
-	w.link, w.prog, w.maps = link, prog, maps
-	return true
+	return maps, ok
 }
 
 // prune forgets the cgroups that no longer exist, with their counts: a
@@ -504,7 +580,7 @@ func (w *Watch) Events(fn func(Event)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.handler = fn
-	if fn != nil && !w.reading && w.link >= 0 && w.ring != nil {
+	if fn != nil && !w.reading && len(w.links) > 0 && w.ring != nil {
 		w.reading = true
 		w.done = make(chan struct{})
 		go w.readLoop()
@@ -600,10 +676,10 @@ func (w *Watch) Close() error {
 		}
 		w.dropCounts(func(id uint64) bool { return w.added[id] })
 	}
-	if w.link >= 0 {
-		errs = append(errs, unix.Close(w.link))
-		w.link = -1
+	for _, l := range w.links {
+		errs = append(errs, unix.Close(l))
 	}
+	w.links = nil
 	w.mu.Lock()
 	reading, done := w.reading, w.done
 	w.mu.Unlock()
@@ -632,7 +708,10 @@ func (w *Watch) release() error {
 			*fd = -1
 		}
 	}
-	closeFD(&w.link)
+	for _, l := range w.links {
+		errs = append(errs, unix.Close(l))
+	}
+	w.links = nil
 	w.mu.Lock()
 	if w.ring != nil {
 		errs = append(errs, w.ring.close())
@@ -641,7 +720,10 @@ func (w *Watch) release() error {
 	w.mu.Unlock()
 	closeFD(&w.stop)
 	closeFD(&w.epoll)
-	closeFD(&w.prog)
+	for _, p := range w.progs {
+		errs = append(errs, unix.Close(p))
+	}
+	w.progs = nil
 	for i := range w.maps {
 		closeFD(&w.maps[i])
 	}
@@ -671,7 +753,7 @@ func CgroupID(dir string) (uint64, error) {
 // syscallName names a number from the x86_64 table; i386 and x32 calls
 // cannot be named with it and are "other".
 func syscallName(nr, abi uint32) string {
-	if abi != 0 || nr >= 1024 {
+	if (abi != 0 && abi != abiI386Named) || nr >= 1024 {
 		return "other"
 	}
 	return bpf.SyscallName(int(nr))

@@ -37,7 +37,19 @@ const (
 	prefix   = "ronly-test-"           // cgroups made by these tests: ronly-test-<pid>-<random>
 )
 
+// testHooks are the hooks the tests' Watches may use:
+// RONLY_WRITEWATCH_HOOKS=fexit or =tracepoint pins one (on a kernel with
+// fexit, run the tests once with each); by default the one Start would
+// choose.
+var testHooks = map[string]Hooks{"fexit": FexitOnly, "tracepoint": TracepointOnly}[os.Getenv("RONLY_WRITEWATCH_HOOKS")]
+
 func TestMain(m *testing.M) {
+	if h := os.Getenv("RONLY_WRITEWATCH_HOOKS"); h == "" {
+		testHooks = FexitOrTracepoint
+	} else if h != "fexit" && h != "tracepoint" {
+		fmt.Fprintf(os.Stderr, "RONLY_WRITEWATCH_HOOKS=%q: want fexit or tracepoint\n", h)
+		os.Exit(2)
+	}
 	if os.Getenv(envChild) != "" {
 		os.Exit(childLoop())
 	}
@@ -301,7 +313,7 @@ func (c *collector) take() []Event {
 
 func start(t testing.TB) *Watch {
 	t.Helper()
-	w, err := Start()
+	w, err := Start(testHooks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,11 +460,26 @@ func TestPaths(t *testing.T) {
 	}
 }
 
-// The fast path is what every syscall on the host pays: it must stay a
-// load and a compare before the exit. And the paths map must hold every
-// number pathArgs names.
+// The fast path is what every syscall on the host pays (with the
+// tracepoint; with fexit, every write-class call): it must stay a load and
+// a compare before the exit. And the paths map must hold every number
+// pathArgs names.
 func TestFastPath(t *testing.T) {
-	p := program(true)
+	for _, p := range []*asm{program(true, nil), program(false, nil),
+		program(true, &target{nr: unix.SYS_MKDIRAT}), program(false, &target{nr: unix.SYS_MKDIRAT})} {
+		fastPath(t, p)
+	}
+	for nr, off := range pathArgs {
+		if nr < 0 || nr >= maxNr {
+			t.Errorf("syscall %d (%s) does not fit the paths map", nr, syscallName(uint32(nr), 0))
+		}
+		if !slices.Contains([]uint32{ptRegsDI, ptRegsSI, ptRegsDX, ptRegsR10}, off) {
+			t.Errorf("syscall %s: offset %d is no argument's", syscallName(uint32(nr), 0), off)
+		}
+	}
+}
+
+func fastPath(t *testing.T, p *asm) {
 	first, cmp := p.insns[0], p.insns[1]
 	if first.code != clsLDX|modeMEM|sizeDW || first.dst != r2 || first.src != r1 || first.off != 8 {
 		t.Errorf("first instruction %+v, want r2 = *(u64 *)(r1 + 8)", first)
@@ -466,14 +493,6 @@ func TestFastPath(t *testing.T) {
 				p.insns[pc+1].code != clsJMP|jmpEXIT {
 				t.Errorf("out: %+v, want r0 = 0; exit", p.insns[pc:])
 			}
-		}
-	}
-	for nr, off := range pathArgs {
-		if nr < 0 || nr >= maxNr {
-			t.Errorf("syscall %d (%s) does not fit the paths map", nr, syscallName(uint32(nr), 0))
-		}
-		if !slices.Contains([]uint32{ptRegsDI, ptRegsSI, ptRegsDX, ptRegsR10}, off) {
-			t.Errorf("syscall %s: offset %d is no argument's", syscallName(uint32(nr), 0), off)
 		}
 	}
 }
@@ -509,11 +528,11 @@ func TestSharedWatches(t *testing.T) {
 	needRoot(t)
 	ro := readOnlyDir(t)
 	g1, g2 := newCgroup(t, ""), newCgroup(t, "")
-	w1, err := Shared()
+	w1, err := Shared(testHooks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2, err := Shared()
+	w2, err := Shared(testHooks)
 	if err != nil {
 		w1.Close()
 		t.Fatal(err)
@@ -550,22 +569,36 @@ func TestSharedWatches(t *testing.T) {
 			t.Errorf("watch %d: counts = %v, want %v", i+1, counts, want)
 		}
 	}
+	// The links the two held, by id: other ronly sessions on the host may
+	// hold a shared program of their own meanwhile, so finding none by
+	// name would prove nothing here.
+	var ids []uint32
+	for _, l := range w1.links {
+		info := make([]byte, 64) // struct bpf_link_info: id at 4
+		if err := objInfo(l, info); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, binary.LittleEndian.Uint32(info[4:]))
+	}
+	if len(ids) == 0 {
+		t.Fatal("the Shared Watch holds no link")
+	}
 	for _, w := range []*Watch{w1, w2} {
 		if err := w.Close(); err != nil {
 			t.Error(err)
 		}
 	}
-	name, err := progName()
-	if err != nil {
-		t.Fatal(err)
+	if w1.joined {
+		t.Logf("the first Shared Watch joined another process's programs: whether the last holder detaches them is not seen here")
+		ids = nil
 	}
-	probe := &Watch{prog: -1, link: -1, epoll: -1, stop: -1}
-	for i := range probe.maps {
-		probe.maps[i] = -1
-	}
-	if probe.join(name) {
-		probe.release()
-		t.Errorf("the shared program is still attached after the last Watch closed")
+	for _, id := range ids {
+		if fd, err := fdByID(unix.BPF_LINK_GET_FD_BY_ID, id); err == nil {
+			unix.Close(fd)
+			t.Errorf("link %d is still attached after the last Watch closed", id)
+		} else if !errors.Is(err, unix.ENOENT) {
+			t.Errorf("link %d: %v", id, err)
+		}
 	}
 }
 
@@ -576,7 +609,7 @@ func TestSharedPrunesGoneCgroups(t *testing.T) {
 	needRoot(t)
 	ro := readOnlyDir(t)
 	keep, g := newCgroup(t, ""), newCgroup(t, "")
-	w1, err := Shared()
+	w1, err := Shared(testHooks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +626,7 @@ func TestSharedPrunesGoneCgroups(t *testing.T) {
 	if err := removeCgroup(g.dir); err != nil {
 		t.Fatal(err)
 	}
-	w2, err := Shared()
+	w2, err := Shared(testHooks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +649,7 @@ func TestSharedPrunesGoneCgroups(t *testing.T) {
 func progID(t *testing.T, w *Watch) uint32 {
 	t.Helper()
 	info := make([]byte, 96)
-	if err := objInfo(w.prog, info); err != nil {
+	if err := objInfo(w.progs[0], info); err != nil {
 		t.Fatal(err)
 	}
 	return binary.LittleEndian.Uint32(info[4:])
@@ -901,7 +934,7 @@ func TestStartWithoutCapabilities(t *testing.T) {
 			errc <- fmt.Errorf("capset: %w", err)
 			return
 		}
-		w, err := Start()
+		w, err := Start(testHooks)
 		if err == nil {
 			w.Close()
 			errc <- errors.New("Start succeeded without CAP_BPF")
@@ -948,7 +981,7 @@ func TestCgroupIDRejectsOtherFileSystems(t *testing.T) {
 
 func TestCloseTwice(t *testing.T) {
 	needRoot(t)
-	w, err := Start()
+	w, err := Start(testHooks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1112,7 +1145,7 @@ func TestOverhead(t *testing.T) {
 			start, n = Shared, -n
 		}
 		for range n {
-			w, err := start()
+			w, err := start(testHooks)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1165,9 +1198,9 @@ func TestOverhead(t *testing.T) {
 		if c.inside {
 			where = &g
 		}
-		ns0, n0 := progStats(t, w.prog)
+		ns0, n0 := progStats(t, w.progs[0])
 		measure(t, where, c.op, c.n, c.dir)
-		ns1, n1 := progStats(t, w.prog)
+		ns1, n1 := progStats(t, w.progs[0])
 		t.Logf("%-36s program: %8.1f ns/run over %d runs", c.name, float64(ns1-ns0)/float64(n1-n0), n1-n0)
 		if _, err := w.Remove(g.id); err != nil {
 			t.Fatal(err)
