@@ -25,7 +25,16 @@ const (
 	// after the check: it answers with an error, or, for mediated rules,
 	// does the call itself with the arguments it read and checked.
 	ModeNotify
+	// ModeNotifySignals is ModeNotify plus the rules marked "signals": the
+	// program for a session whose signals the supervisor confines (Landlock
+	// below ABI 6 cannot, and the session shares the host's PID namespace).
+	// It has no errno counterpart: without a listener such a session takes
+	// a PID namespace of its own instead.
+	ModeNotifySignals
 )
+
+// notifies says whether matched calls go to a supervisor.
+func (m Mode) notifies() bool { return m == ModeNotify || m == ModeNotifySignals }
 
 func (m Mode) String() string {
 	switch m {
@@ -33,6 +42,8 @@ func (m Mode) String() string {
 		return "errno"
 	case ModeNotify:
 		return "notify"
+	case ModeNotifySignals:
+		return "notify-signals"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
@@ -59,7 +70,7 @@ func Program(mode Mode) ([]byte, error) {
 // ALLOW; calls from any other architecture or ABI (i386, x32) kill the process.
 // The output depends only on the rules and the mode.
 func Compile(rules []Rule, mode Mode) ([]byte, error) {
-	if mode != ModeErrno && mode != ModeNotify {
+	if mode != ModeErrno && mode != ModeNotify && mode != ModeNotifySignals {
 		return nil, fmt.Errorf("bpf: unknown mode %d", int(mode))
 	}
 	if len(rules) == 0 {
@@ -123,14 +134,17 @@ func addRule(f *seccomp.ScmpFilter, r Rule, mode Mode) error {
 	if r.Nr < 0 || r.Nr >= maxNr {
 		return fmt.Errorf("syscall number %d out of range", r.Nr)
 	}
-	if r.Mediate && mode != ModeNotify && r.Errno == 0 {
+	if r.Signals && mode != ModeNotifySignals {
+		return nil // only where the supervisor confines signals: elsewhere the kernel's own checks hold
+	}
+	if r.Mediate && !mode.notifies() && r.Errno == 0 {
 		return nil // no supervisor to ask and no errno for that case: the default, allow
 	}
 	if (r.Errno == 0 && !r.Mediate) || r.Errno > 4095 {
 		return fmt.Errorf("errno %d out of range 1..4095", int(r.Errno))
 	}
 	action := seccomp.ActErrno.SetReturnCode(int16(r.Errno))
-	if mode == ModeNotify && !r.Quiet {
+	if mode.notifies() && !r.Quiet {
 		action = seccomp.ActNotify
 	}
 	call := seccomp.ScmpSyscall(r.Nr)

@@ -103,6 +103,10 @@ type Rule struct {
 	// and is allowed when Errno is 0 (plain "mediate": only the kernel's
 	// own checks hold; the supervisor says so when it loads that).
 	Mediate bool
+	// Signals rules ("mediate signals") are compiled only into the
+	// ModeNotifySignals program: kill and its kin, which the supervisor
+	// delivers itself where Landlock cannot scope signals.
+	Signals bool
 }
 
 // Match reports whether a call of r.Nr with these arguments matches the rule.
@@ -167,6 +171,8 @@ func compatible(prev, r Rule) error {
 	switch {
 	case prev.Mediate != r.Mediate:
 		return fmt.Errorf("%s: mediate differs from line %d (all lines of a syscall agree)", r.Syscall, prev.Line)
+	case prev.Signals != r.Signals:
+		return fmt.Errorf("%s: signals differs from line %d (all lines of a syscall agree)", r.Syscall, prev.Line)
 	case prev.Errno != r.Errno:
 		return fmt.Errorf("%s: errno %s differs from %s on line %d (one errno per syscall)",
 			r.Syscall, errnoName(r.Errno), errnoName(prev.Errno), prev.Line)
@@ -196,7 +202,10 @@ func parseLine(text string) (Rule, error) {
 	}
 	if f[1] == "mediate" {
 		r.Mediate = true
-		if len(f) > 2 && f[2] != "quiet" && f[2] != "if" {
+		if len(f) > 2 && f[2] == "signals" {
+			r.Signals = true
+			f = append(f[:2:2], f[3:]...)
+		} else if len(f) > 2 && f[2] != "quiet" && f[2] != "if" {
 			// The errno where no supervisor can be asked.
 			if r.Errno, err = parseErrno(f[2]); err != nil {
 				return r, err

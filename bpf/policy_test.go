@@ -23,6 +23,7 @@ quotactl_fd:443    EPERM -- known to libseccomp, number checked
 setpriority        EPERM  if arg1 < 10 && arg0 <= 1 && arg2 > 3 && arg3 >= 4 && arg4 == 5 && arg5 != 6 -- all ops
 connect            mediate -- decided by the supervisor, else allowed
 sched_setparam     mediate EPERM if arg0 != 0 -- decided by the supervisor, else refused
+kill               mediate signals -- decided by the supervisor where it confines signals
 `
 	rules, err := Parse([]byte(src))
 	if err != nil {
@@ -48,6 +49,7 @@ sched_setparam     mediate EPERM if arg0 != 0 -- decided by the supervisor, else
 		{Syscall: "connect", Nr: 42, Mediate: true, Reason: "decided by the supervisor, else allowed", Line: 14},
 		{Syscall: "sched_setparam", Nr: 142, Mediate: true, Errno: syscall.EPERM, Conds: []Cond{{Arg: 0, Op: OpNe}},
 			Reason: "decided by the supervisor, else refused", Line: 15},
+		{Syscall: "kill", Nr: 62, Mediate: true, Signals: true, Reason: "decided by the supervisor where it confines signals", Line: 16},
 	}
 	if !reflect.DeepEqual(rules, want) {
 		for i := range max(len(rules), len(want)) {
@@ -100,6 +102,7 @@ func TestParseErrors(t *testing.T) {
 		{"ioctl EPERM if arg1 == 1 -- x\nioctl EACCES if arg1 == 2 -- x", "line 2: ioctl: errno EACCES differs from EPERM on line 1"},
 		{"clone3 ENOSYS quiet if arg1 == 1 -- x\nclone3 ENOSYS if arg1 == 2 -- x", "line 2: clone3: quiet differs from line 1"},
 		{"mount EPERM -- x\nmount EPERM -- y", "line 2: mount: already refused on line 1"},
+		{"kill mediate signals if arg0 == 1 -- x\nkill mediate if arg0 == 2 -- x", "line 2: kill: signals differs from line 1"},
 		{"ioctl EPERM if arg1 == 1 -- x\nioctl EPERM -- y", "line 2: ioctl: already refused on line 1"},
 		{"# only a comment\n\n", "policy has no rules"},
 	} {
@@ -203,8 +206,16 @@ func TestEmbeddedPolicy(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"kill", "pidfd_send_signal", "unlink", "rename", "execve"} {
-		if _, ok := names[name]; ok {
+		if e, ok := names[name]; ok && !e.Rules[0].Signals {
 			t.Errorf("policy refuses %s, which normal work needs", name)
+		}
+	}
+	// The signal calls go to the supervisor only in the program of a
+	// session whose signals it confines, which delivers them itself.
+	for _, name := range []string{"kill", "tkill", "tgkill", "pidfd_send_signal"} {
+		e, ok := names[name]
+		if !ok || !e.Mediate || e.Errno != 0 || !e.Rules[0].Signals {
+			t.Errorf("%s: want \"mediate signals\", got %+v", name, e)
 		}
 	}
 	// openat is refused only for set-id modes: creating, truncating and

@@ -11,7 +11,7 @@ import (
 // them equal to what Compile makes of syscalls.policy today, so using them
 // costs a session no libseccomp work at start (about a millisecond).
 //
-//go:embed compiled/x86_64-errno.golden compiled/x86_64-notify.golden
+//go:embed compiled/x86_64-errno.golden compiled/x86_64-notify.golden compiled/x86_64-notify-signals.golden
 var compiled embed.FS
 
 // Precompiled returns the program for mode from the golden copy embedded

@@ -12,6 +12,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite compiled/*.golden")
 
+// allModes are the programs ronly embeds.
+var allModes = []Mode{ModeErrno, ModeNotify, ModeNotifySignals}
+
 func mustProgram(t *testing.T, mode Mode) []byte {
 	t.Helper()
 	prog, err := Program(mode)
@@ -35,7 +38,7 @@ func golden(prog []byte, mode Mode) []byte {
 }
 
 func TestGolden(t *testing.T) {
-	for _, mode := range []Mode{ModeErrno, ModeNotify} {
+	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			got := golden(mustProgram(t, mode), mode)
 			path := filepath.Join("compiled", "x86_64-"+mode.String()+".golden")
@@ -78,7 +81,7 @@ func firstDiff(want, got string) string {
 }
 
 func TestDeterministic(t *testing.T) {
-	for _, mode := range []Mode{ModeErrno, ModeNotify} {
+	for _, mode := range allModes {
 		a, b := mustProgram(t, mode), mustProgram(t, mode)
 		if !bytes.Equal(a, b) {
 			t.Errorf("mode %v: two compilations differ", mode)
@@ -164,10 +167,13 @@ func expected(tab Table, mode Mode, nr int, args [6]uint64) uint32 {
 	if _, hit := e.Match(args); !hit {
 		return retAllow
 	}
-	if e.Mediate && mode != ModeNotify && e.Errno == 0 {
+	if e.Rules[0].Signals && mode != ModeNotifySignals {
+		return retAllow // a signal call: confined by Landlock or a PID namespace there
+	}
+	if e.Mediate && !mode.notifies() && e.Errno == 0 {
 		return retAllow // no supervisor to ask: the kernel's own checks hold
 	}
-	if mode == ModeNotify && !e.Quiet {
+	if mode.notifies() && !e.Quiet {
 		return retUserNotif
 	}
 	return retErrno | uint32(e.Errno)
@@ -202,7 +208,7 @@ func TestProgramMatchesPolicy(t *testing.T) {
 	}
 	tab := NewTable(rules)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, mode := range []Mode{ModeErrno, ModeNotify} {
+	for _, mode := range allModes {
 		prog := decode(mustProgram(t, mode))
 		check := func(d seccompData, want uint32) {
 			t.Helper()
@@ -392,8 +398,25 @@ func TestPolicySamples(t *testing.T) {
 	}
 }
 
+// TestSignalsOnlyInTheirProgram: the signal calls reach the supervisor only
+// in the program of a session whose signals it confines; elsewhere they
+// cost nothing.
+func TestSignalsOnlyInTheirProgram(t *testing.T) {
+	for _, nr := range []int32{62 /* kill */, 200 /* tkill */, 234 /* tgkill */, 424 /* pidfd_send_signal */} {
+		for mode, want := range map[Mode]uint32{ModeErrno: retAllow, ModeNotify: retAllow, ModeNotifySignals: retUserNotif} {
+			got, err := run(decode(mustProgram(t, mode)), seccompData{nr: nr, arch: auditArchX8664, args: [6]uint64{1, 9}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("mode %v, syscall %d: got %s, want %s", mode, nr, retString(got), retString(want))
+			}
+		}
+	}
+}
+
 func TestPrecompiledIsTheCompiledPolicy(t *testing.T) {
-	for _, mode := range []Mode{ModeErrno, ModeNotify} {
+	for _, mode := range allModes {
 		pre, err := Precompiled(mode)
 		if err != nil {
 			t.Fatal(err)
