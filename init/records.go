@@ -55,6 +55,17 @@ const (
 	// MountPin is MountBindRO left writable: a mount point cannot be
 	// renamed, removed or replaced from inside.
 	MountPin MountKind = 8
+	// MountHide binds an empty read-only file over Path, a regular file
+	// (a kubeconfig, a client key: go/sandbox/creds.go).
+	MountHide MountKind = 9
+	// MountHideDir covers Path, a directory (a service-account token
+	// volume), with a read-only tmpfs of mode Mode that holds what the
+	// MountShow records right after it name.
+	MountHideDir MountKind = 10
+	// MountShow is the name filepath.Base(Path) in the MountHideDir
+	// before it: Source, a host file, bound read-only, or an empty file
+	// when Source is "".
+	MountShow MountKind = 11
 )
 
 // ShimDir is where the init puts the shims inside the sandbox.
@@ -66,7 +77,7 @@ type Mount struct {
 	Path   string
 	Size   uint64 // tmpfs bytes
 	Mode   uint32 // tmpfs root mode
-	Source string // unused since the socket covers were retired
+	Source string // MountShow: the host file shown; "" for an empty one
 	// Dev and Ino identify the file the supervisor checked at Path
 	// (MountBindRW): the init opens it without
 	// following symlinks and refuses any other file found there.

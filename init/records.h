@@ -59,6 +59,13 @@ struct ronly_header {
                            * repository's .git/hooks, config, info); opened without following symlinks */
 #define RONLY_M_PIN 8     /* the same, but left writable: a mount point cannot be renamed, removed or
                            * replaced from inside (a repository's .git, so hooks cannot be swapped out) */
+#define RONLY_M_HIDE 9    /* path, a regular file (a kubeconfig, a client key), gets an empty read-only file
+                           * bound over it; opened without following symlinks */
+#define RONLY_M_HIDE_DIR 10 /* path, a directory (a service-account token volume), gets a read-only tmpfs of
+                             * mode `mode` over it, holding what the RONLY_M_SHOW records right after it name */
+#define RONLY_M_SHOW 11   /* in the RONLY_M_HIDE_DIR before it, the name basename(path): source bound read-only
+                           * (a host file, opened without following symlinks before anything is covered), or
+                           * an empty file when source is "" */
 
 struct ronly_mount {
 	uint32_t kind;
@@ -70,7 +77,7 @@ struct ronly_mount {
 	uint64_t dev;
 	uint64_t ino;
 	char path[RONLY_PATH_MAX];   /* absolute, NUL-terminated */
-	char source[RONLY_PATH_MAX]; /* unused since the socket covers were retired; kept for the layout */
+	char source[RONLY_PATH_MAX]; /* RONLY_M_SHOW: the host file shown; "" for an empty one */
 };
 
 /* ronly_msg.type */

@@ -588,6 +588,113 @@ static void bind_fds(int src, int dst, unsigned int recursive, uint64_t attrs, c
  * from these descriptors, not from their paths. */
 static int *source_fd;
 
+/*
+ * Credentials (go/sandbox/creds.go): an empty file in the holder, made
+ * once, mode 0444. It is bound over each RONLY_M_HIDE file; after
+ * pivot_root the holder is gone and only those read-only binds reach it.
+ */
+static int empty_fd = -1;
+
+static int empty_file(void)
+{
+	if (empty_fd >= 0)
+		return empty_fd;
+	empty_fd = open(HOLDER "/.ronly-empty", O_CREAT | O_EXCL | O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0444);
+	if (empty_fd < 0 || fchmod(empty_fd, 0444) < 0)
+		die("create empty file", HOLDER "/.ronly-empty");
+	return empty_fd;
+}
+
+/* RONLY_M_HIDE: path, found from the new root without following a
+ * symlink (the supervisor resolved them), reads empty. What is at the path
+ * now is what gets covered, whatever the supervisor saw. */
+static void hide_file(int rootfd, const char *path)
+{
+	int dst = open_no_symlinks(rootfd, path + 1, O_PATH);
+	if (dst < 0)
+		die("open credential to hide (no symlinks)", path);
+	struct stat st;
+	if (fstat(dst, &st) < 0)
+		die("fstat", path);
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		die("hide credential: not a regular file", path);
+	}
+	bind_fds(empty_file(), dst, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, path);
+	close(dst);
+}
+
+/*
+ * RONLY_M_HIDE_DIR at mounts[i]: a small tmpfs, filled in the holder with
+ * what the RONLY_M_SHOW records after it name (a host file bound
+ * read-only, or an empty file), made read-only with its binds while
+ * detached, and attached over the directory as a whole. Kubelet replaces a
+ * projected token by removing the old file, which would drop a bind on it;
+ * the directory itself stays, and so does this cover.
+ */
+static void hide_dir(int rootfd, uint32_t i)
+{
+	static const char at[] = HOLDER "/.ronly-hide";
+	const struct ronly_mount *m = &mounts[i];
+	int dst = open_no_symlinks(rootfd, m->path + 1, O_PATH | O_DIRECTORY);
+	if (dst < 0)
+		die("open token directory to hide (no symlinks)", m->path);
+	if (mkdir(at, 0700) < 0 && errno != EEXIST)
+		die("mkdir", at);
+	char opts[64];
+	snprintf(opts, sizeof opts, "size=64k,nr_inodes=128,mode=%o", m->mode & 0777);
+	if (mount("tmpfs", at, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+		die("mount tmpfs", at);
+	int dir = open(at, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		die("open", at);
+	size_t n = strlen(m->path);
+	for (uint32_t j = i + 1; j < hdr.n_mounts && mounts[j].kind == RONLY_M_SHOW; j++) {
+		const struct ronly_mount *s = &mounts[j];
+		const char *name = s->path + n + 1;
+		if (strncmp(s->path, m->path, n) != 0 || s->path[n] != '/' || !*name || strchr(name, '/') ||
+		    !strcmp(name, ".") || !strcmp(name, "..")) {
+			errno = EINVAL;
+			die("read records", "a shown name outside its hidden directory");
+		}
+		int f = openat(dir, name, O_CREAT | O_EXCL | O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0444);
+		if (f < 0 || fchmod(f, 0444) < 0)
+			die("create", s->path);
+		if (source_fd[j] >= 0)
+			bind_fds(source_fd[j], f, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, s->path);
+		close(f);
+	}
+	int tree = (int)syscall(SYS_open_tree, dir, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		die("open_tree(OPEN_TREE_CLONE)", m->path);
+	set_attr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+	         "read-only token directory");
+	if (syscall(SYS_move_mount, tree, "", dst, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die("move_mount over token directory", m->path);
+	close(tree);
+	close(dir);
+	close(dst);
+	if (umount2(at, MNT_DETACH) < 0)
+		die("umount", at);
+}
+
+/* RONLY_M_SHOW's source: a regular host file, opened like a --rw source
+ * (no symlinks) before anything covers it. */
+static int open_shown(const struct ronly_mount *m)
+{
+	int fd = open_no_symlinks(AT_FDCWD, m->source, O_PATH);
+	if (fd < 0)
+		die("open file to show (no symlinks)", m->source);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		die("fstat", m->source);
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		die("file to show: not a regular file", m->source);
+	}
+	return fd;
+}
+
 static void build_root(void)
 {
 	/* Private, not slave: with slave propagation, mounts the host makes
@@ -615,6 +722,8 @@ static void build_root(void)
 		source_fd[i] = -1;
 		if (mounts[i].kind == RONLY_M_BIND_RW)
 			source_fd[i] = open_checked(&mounts[i], mounts[i].path, O_DIRECTORY, S_IFDIR, "open writable (no symlinks)");
+		else if (mounts[i].kind == RONLY_M_SHOW && mounts[i].source[0])
+			source_fd[i] = open_shown(&mounts[i]);
 	}
 
 	for (uint32_t i = 0; i < hdr.n_mounts; i++)
@@ -679,6 +788,17 @@ static void build_root(void)
 				die("open", NEWROOT);
 			bind_ro(rootfd, m->path, m->kind == RONLY_M_PIN);
 			break;
+		case RONLY_M_HIDE:
+		case RONLY_M_HIDE_DIR:
+			if (rootfd < 0 && (rootfd = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+				die("open", NEWROOT);
+			if (m->kind == RONLY_M_HIDE)
+				hide_file(rootfd, m->path);
+			else
+				hide_dir(rootfd, i);
+			break;
+		case RONLY_M_SHOW:
+			break; /* in the RONLY_M_HIDE_DIR before it */
 		default:
 			errno = EINVAL;
 			die("read records", "unknown mount kind");
@@ -686,6 +806,8 @@ static void build_root(void)
 	}
 	if (rootfd >= 0)
 		close(rootfd);
+	if (empty_fd >= 0)
+		close(empty_fd);
 	if (hdr.flags & RONLY_F_PIDNS) {
 		/* Our own /proc: the host's would describe another PID
 		 * namespace, so getpid() and /proc/self would disagree. */

@@ -47,6 +47,10 @@ type Policy struct {
 	// AllowMetadata lets the session reach the cloud instance metadata
 	// addresses (go/sandbox/metadata.go), refused by default.
 	AllowMetadata bool
+	// KubeConfig are kubeconfigs to hide inside (--kube-config), besides
+	// the ones ronly finds itself (go/sandbox/creds.go), with the key and
+	// token files they name.
+	KubeConfig []string
 	// LandlockMinABI is the floor: ronly refuses to start on a kernel whose
 	// Landlock ABI is lower. 6 is the first that scopes signals.
 	LandlockMinABI int
@@ -168,6 +172,11 @@ func (p *Policy) Validate() error {
 	}
 	if p.AllowSocket, err = sockets("--allow-socket", p.AllowSocket); err != nil {
 		return err
+	}
+	for _, kc := range p.KubeConfig {
+		if err := kubeconfig(kc); err != nil {
+			return err
+		}
 	}
 	for _, d := range p.ExtraShims {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
@@ -340,4 +349,22 @@ func NoSymlinks(flag, path string) error {
 // absolute.
 func Within(path, dir string) bool {
 	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// kubeconfig checks a --kube-config path: an absolute path to a regular
+// file (through its symlinks), which ronly then hides inside.
+func kubeconfig(path string) error {
+	if !filepath.IsAbs(path) {
+		return &FlagError{"--kube-config", path, "must be an absolute path"}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &FlagError{"--kube-config", path, "no such file"}
+	case err != nil:
+		return &FlagError{"--kube-config", path, err.Error()}
+	case !fi.Mode().IsRegular():
+		return &FlagError{"--kube-config", path, "not a regular file"}
+	}
+	return nil
 }

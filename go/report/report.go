@@ -37,6 +37,21 @@ type Report struct {
 	// milliseconds since ronly's own code started (after the exec and the
 	// Go runtime's start): where a slow start goes on a given host.
 	Timeline []Mark `json:"timeline"`
+	// Credentials are the Kubernetes credentials ronly found on the host;
+	// absent when it found none.
+	Credentials *Credentials `json:"credentials,omitempty"`
+}
+
+// Credentials are the kubeconfigs, the client keys and token files they
+// name, and the service-account token directories a session found, as
+// resolved on the host.
+type Credentials struct {
+	// Hidden read empty inside (a token directory: all but ca.crt,
+	// namespace and service-ca.crt).
+	Hidden []string `json:"hidden"`
+	// Unhidden stayed readable: the mode had no mount namespace to cover
+	// them (landlock-only), and ronly said so on stderr.
+	Unhidden []string `json:"unhidden,omitempty"`
 }
 
 // Mark is one step of the session's timeline.

@@ -127,6 +127,8 @@ type Result struct {
 	// were dropped (reports.go): anything but a command refusal of one of
 	// the session's shims.
 	MalformedReports uint64
+	// Creds says which credentials the session could not read.
+	Creds CredResult
 }
 
 // Usage is what the session's processes consumed.
@@ -214,6 +216,13 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	defer git.close()
 	cfg.Mounts = append(cfg.Mounts, git.mounts...)
+	// After the writable binds and .git: kubeconfigs, the keys and tokens
+	// they name and service-account token volumes read empty (creds.go).
+	creds, err := credMounts(p)
+	if err != nil {
+		return Result{Layers: l}, err
+	}
+	cfg.Mounts = append(cfg.Mounts, creds.mounts...)
 	if !p.NoShims {
 		for _, tool := range p.ShimTools {
 			cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountShim, Path: "/" + tool})
@@ -245,7 +254,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	tl.mark("sockets and mounts planned")
 	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, gate: gate, table: table, refused: o.Refused, name: o.Session,
 		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{},
-		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}}
+		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}, creds: creds}
 	addXattrMediators(s.mediators)
 	addSchedMediators(s.mediators, table)
 	s.reports = newReportReader(p)
@@ -290,7 +299,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage,
-		Timeline: tl.marks, MalformedReports: s.reports.malformed.Load()}, err
+		Timeline: tl.marks, MalformedReports: s.reports.malformed.Load(), Creds: creds.result()}, err
 }
 
 // timeline collects a session's marks; only Run's goroutine marks.
@@ -319,6 +328,8 @@ type session struct {
 	socks *sockets
 	// reports counts the shims' refusals from the report pipe.
 	reports *reportReader
+	// creds are the credentials hidden inside (creds.go).
+	creds *CredPlan
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -52,6 +53,7 @@ type CLI struct {
 	RW             []string `name:"rw" placeholder:"PATH" sep:"none" help:"Bind the host directory PATH writable: the only way a change persists (repeatable)."`
 	ExtraShims     []string `name:"extra-shims" placeholder:"DIR" sep:"none" help:"Put DIR's executables first on PATH inside, e.g. shims that shadow a tool (repeatable)."`
 	AllowSocket    []string `name:"allow-socket" placeholder:"PATH" sep:"none" help:"Let the session connect to the host's unix socket PATH (repeatable); every other socket outside its writable places is refused."`
+	KubeConfig     []string `name:"kube-config" placeholder:"PATH" sep:"none" help:"Hide the kubeconfig PATH inside, and the client keys and token files it names (repeatable); $KUBECONFIG, ~/.kube/config, /etc/kubernetes/*.conf, /var/lib/kubelet/kubeconfig and service-account tokens are hidden anyway."`
 	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
 	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
 	AllowMetadata  bool     `name:"allow-metadata" help:"Let the sandbox reach the cloud instance metadata service (169.254.169.254, fd00:ec2::254 and the like), whose answers include the instance's credentials; refused by default."`
@@ -103,8 +105,8 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 	p := &policy.Policy{
 		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
 		ExtraShims: c.ExtraShims, AllowSocket: c.AllowSocket, NoShims: c.NoShims, NoNetwork: c.NoNetwork, AllowMetadata: c.AllowMetadata,
+		KubeConfig: absPaths(c.KubeConfig), NoWriteCounting: c.NoWriteCounting,
 		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, LandlockMaxABI: c.LandlockMaxABI, Verbose: c.Verbose,
-		NoWriteCounting: c.NoWriteCounting,
 	}
 	switch {
 	case c.Privileged:
@@ -133,4 +135,16 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 		p.ShimTools = set.Tools()
 	}
 	return p, nil
+}
+
+// absPaths makes relative paths absolute, from the current directory.
+func absPaths(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if abs, err := filepath.Abs(p); err == nil && p != "" {
+			p = abs
+		}
+		out = append(out, p)
+	}
+	return out
 }

@@ -79,6 +79,12 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 			steps = append(steps, fmt.Sprintf("%s %.1f", m.Step, float64(m.At)/float64(time.Millisecond)))
 		}
 		fmt.Fprintf(os.Stderr, "ronly: session %s: ms since start: %s\n", session, strings.Join(steps, ", "))
+		if len(res.Creds.Hidden) > 0 {
+			fmt.Fprintf(os.Stderr, "ronly: session %s: credentials that read empty inside: %s\n", session, strings.Join(res.Creds.Hidden, ", "))
+		}
+		for _, n := range res.Creds.Notes {
+			fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, n)
+		}
 	}
 	if res.LimitHit != "" {
 		fmt.Fprintf(os.Stderr, "ronly: session killed with all its processes: %s\n", limitText(p.Limits, res.LimitHit))
@@ -266,6 +272,9 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 			WriteCounting: res.Layers.WriteCounting,
 			Network:       res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets,
 			SocketMediation: res.Layers.SocketMediation, DockerGuard: res.Layers.DockerGuard},
+	}
+	if c := res.Creds; len(c.Hidden)+len(c.Unhidden) > 0 {
+		r.Credentials = &report.Credentials{Hidden: append([]string{}, c.Hidden...), Unhidden: c.Unhidden}
 	}
 	r.Timeline = []report.Mark{}
 	for _, m := range res.Timeline {
