@@ -1,41 +1,10 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 )
-
-// TestOldLandlockFallsBackToPIDNamespace runs ronly as if on a kernel whose
-// Landlock cannot scope signals (ABI 5, as on most fleets today): signals
-// must still be confined, by a private PID namespace with its own /proc,
-// and ronly must say so.
-func TestOldLandlockFallsBackToPIDNamespace(t *testing.T) {
-	b := setup(t)
-	needTool(t, "ps")
-	for _, u := range users {
-		t.Run(u.name, func(t *testing.T) {
-			c := newCanaries(t, u.uid)
-			pid := c.proc.Process.Pid
-			flags := append([]string{"--landlock-max-abi", "5"}, u.flags...)
-			script := fmt.Sprintf(`kill -KILL %d 2>/dev/null; echo kill=$?; echo self=$$; ps -e --no-headers | wc -l; sleep 1000 & exit 3`, pid)
-			r := b.sh(t, opts{uid: u.uid}, flags, script)
-			if r.code != 3 || !strings.Contains(r.stdout, "kill=1\n") {
-				t.Fatalf("want kill refused and exit 3:\n%s", r)
-			}
-			if !strings.Contains(r.stdout, "self=2\n") {
-				t.Errorf("the command should be PID 2 under a tiny PID 1:\n%s", r)
-			}
-			if !strings.Contains(r.stderr, "private PID namespace") {
-				t.Errorf("ronly did not say it fell back to a PID namespace:\n%s", r)
-			}
-			if !alive(pid) {
-				t.Errorf("HOST CHANGED: canary %d killed from inside", pid)
-			}
-		})
-	}
-}
 
 // TestLandlockFloor: below --landlock-min-abi ronly refuses to start, in
 // one line that says what is missing, and runs nothing.

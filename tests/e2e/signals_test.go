@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// hostProcesses counts the processes in the host's /proc, as `ps -e` does.
+func hostProcesses(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// signalReport is the part of --report these tests read.
+type signalReport struct {
+	Refused map[string]map[string]int `json:"refused"`
+	Layers  struct {
+		PIDNS           bool `json:"pid_namespace"`
+		LandlockABI     int  `json:"landlock_abi"`
+		SocketMediation bool `json:"socket_mediation"`
+	} `json:"layers"`
+}
+
+func readSignalReport(t *testing.T, path string) signalReport {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r signalReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, b)
+	}
+	return r
+}
+
+// TestSignalsWithoutLandlockScoping runs the debug profile as on a kernel
+// whose Landlock cannot scope signals (ABI 5; Debian 12's 6.1 has 2): the
+// session stays in the host's PID namespace, so ps shows the host, and
+// the supervisor confines its signals. Checked from outside: the host
+// canary process and the supervisor live on; inside, signals to the
+// session's own processes and shell job control work, and kill(0) of a
+// process group that also holds the supervisor and the test itself (stdio
+// is pipes here: the command stays in its caller's group) reaches only the
+// session's members.
+func TestSignalsWithoutLandlockScoping(t *testing.T) {
+	b := setup(t)
+	needTool(t, "ps")
+	needTool(t, "bash")
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			c := newCanaries(t, u.uid)
+			pid := c.proc.Process.Pid
+			dir := userDir(t, u.uid, "ronly-e2e-signals-")
+			rep := filepath.Join(dir, "report.json")
+			flags := append([]string{"--landlock-max-abi", "5", "-v", "--report", rep}, u.flags...)
+			script := fmt.Sprintf(`
+echo procs=$(ps -e --no-headers | wc -l)
+ps -p %[1]d -o pid= >/dev/null && echo sees-canary
+echo self=$$
+kill -KILL %[1]d; echo kill=$?
+kill -TERM 1; echo kill1=$?
+kill -KILL $PPID; echo ppid=$?
+kill -0 %[1]d; echo probe=$?
+sleep 100 & kill $!; wait $!; echo child=$?
+bash -c 'set -m; sleep 100 & kill %%1; wait %%1; echo job=$?'
+trap : TERM
+sh -c 'trap : TERM; sleep 100 & p=$!; kill -TERM 0; wait $p; echo group=$?'
+`, pid)
+			outside := hostProcesses(t)
+			r := b.sh(t, opts{uid: u.uid}, flags, script)
+			if r.code != 0 {
+				t.Fatalf("session failed:\n%s", r)
+			}
+			for _, want := range []string{"sees-canary", "kill=1", "kill1=1", "ppid=1", "probe=1",
+				"child=143", "job=143", "group=143"} {
+				if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(want) + `$`).MatchString(r.stdout) {
+					t.Errorf("want %q in the output:\n%s", want, r)
+				}
+			}
+			if strings.Contains(r.stdout, "self=2\n") || strings.Contains(r.stderr, "private PID namespace") {
+				t.Errorf("the debug profile got a PID namespace of its own:\n%s", r)
+			}
+			if !strings.Contains(r.stderr, "pidns=false") || !strings.Contains(r.stderr, "signal_mediation=true") {
+				t.Errorf("-v should say: no PID namespace, signals mediated:\n%s", r)
+			}
+			m := regexp.MustCompile(`(?m)^procs=(\d+)$`).FindStringSubmatch(r.stdout)
+			if m == nil {
+				t.Fatalf("no process count:\n%s", r)
+			}
+			// Others run tests on this host meanwhile: the counts are
+			// close, not equal. A PID namespace of the session's own
+			// would show a handful.
+			inside, _ := strconv.Atoi(m[1])
+			if diff := inside - outside; inside < 20 || diff > outside/4+10 || -diff > outside/4+10 {
+				t.Errorf("ps inside shows %d processes, the host has %d", inside, outside)
+			}
+			if !alive(pid) {
+				t.Errorf("HOST CHANGED: canary %d was killed from inside", pid)
+			}
+			got := readSignalReport(t, rep)
+			if got.Layers.PIDNS || got.Layers.LandlockABI != 5 {
+				t.Errorf("report layers: %+v", got.Layers)
+			}
+			// The canary, PID 1, the supervisor and the check of the
+			// canary: each refused and counted.
+			if n := got.Refused["syscall"]["kill"]; n < 4 {
+				t.Errorf("report counts %d refused kill calls, want at least 4: %+v", n, got.Refused)
+			}
+		})
+	}
+}
+
+// TestSignalsNestedFallsBackToPIDNamespace: where no seccomp listener can
+// be had (another one is installed: a nested sandbox), the supervisor
+// cannot hear the session's signals, and a private PID namespace with its
+// own /proc confines them instead, said on stderr.
+func TestSignalsNestedFallsBackToPIDNamespace(t *testing.T) {
+	b := setup(t)
+	c := newCanaries(t, 0)
+	pid := c.proc.Process.Pid
+	r := underFilter(t, "listener", b.ronly, "-v", "--landlock-max-abi", "5", "--", "/bin/sh", "-c",
+		fmt.Sprintf("kill -KILL %d 2>/dev/null; echo kill=$?; echo self=$$; sleep 100 & kill $!; wait $!; echo child=$?", pid))
+	if r.code != 0 || !strings.Contains(r.stdout, "kill=1\n") || !strings.Contains(r.stdout, "child=143\n") {
+		t.Fatalf("want the kill refused, the child's signal delivered:\n%s", r)
+	}
+	if !strings.Contains(r.stdout, "self=2\n") || !strings.Contains(r.stderr, "pidns=true") ||
+		!strings.Contains(r.stderr, "private PID namespace") {
+		t.Errorf("want a PID namespace of the session's own, and said so:\n%s", r)
+	}
+	if !alive(pid) {
+		t.Errorf("HOST CHANGED: canary %d was killed from inside", pid)
+	}
+}
