@@ -47,6 +47,10 @@ type Layers struct {
 	// PIDNS is set when the session has its own PID namespace and /proc:
 	// the fallback that confines signals where Landlock cannot (ABI < 6).
 	PIDNS bool
+	// SignalMediation is set when the supervisor decides every signal
+	// the session sends (signals.go): Landlock below ABI 6 cannot scope
+	// them, and the session shares the host's PID namespace.
+	SignalMediation bool
 	// Cgroup says where the session's cgroup is: "v2", "v2+v1" (v1 for
 	// controllers the host keeps there), "v1", or "none" (not root and
 	// nothing delegated: limits then fall back to rlimits).
@@ -70,8 +74,8 @@ type Layers struct {
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t signal_mediation=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets, l.SignalMediation)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -181,6 +185,10 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	if err != nil {
 		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
 	}
+	withSignals, err := bpf.Precompiled(bpf.ModeNotifySignals)
+	if err != nil {
+		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
+	}
 	table, err := bpf.DefaultTable()
 	if err != nil {
 		return Result{Layers: l}, fmt.Errorf("seccomp policy table: %w", err)
@@ -234,10 +242,12 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	if p.PIDNS {
 		cfg.Flags |= cinit.FlagPIDNS
 		l.PIDNS = true
-	} else if l.LandlockABI < 6 && !p.SkipLandlock {
+	} else if l.LandlockABI < 6 && !p.SkipLandlock && p.SkipSeccomp {
 		// Without Landlock's signal scoping, an identity-mapped user
 		// namespace does not stop kill() of host processes (the kernel
-		// compares uids only). A PID namespace with its own /proc does.
+		// compares uids only). With seccomp the supervisor confines
+		// them (signals.go); without it, a PID namespace with its own
+		// /proc does.
 		cfg.Flags |= cinit.FlagPIDNS
 		l.PIDNS = true
 		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals: using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
@@ -257,6 +267,8 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}, creds: creds}
 	addXattrMediators(s.mediators)
 	addSchedMediators(s.mediators, table)
+	s.sigs, s.withSignals = newSignals(), withSignals
+	s.sigs.register(s.mediators, table)
 	s.reports = newReportReader(p)
 	s.socks = newSockets(p)
 	s.socks.register(s.mediators)
@@ -290,6 +302,16 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 			code, err = s.start()
 			err = afterUserNSRefused(first, err)
 		}
+	}
+	if l.SignalMediation && errors.As(err, &ie) && ie.Errno == unix.EBUSY {
+		// Another seccomp listener is already installed (a nested
+		// sandbox): the supervisor cannot hear the session's signals,
+		// so a PID namespace with its own /proc confines them.
+		gate.drop()
+		s.cfg.Flags |= cinit.FlagPIDNS
+		l.PIDNS = true
+		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals and no seccomp listener can be had (a nested sandbox): using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
+		code, err = s.start()
 	}
 	if err != nil {
 		gate.drop()
@@ -328,6 +350,10 @@ type session struct {
 	socks *sockets
 	// reports counts the shims' refusals from the report pipe.
 	reports *reportReader
+	// sigs decides the mediated signal calls (signals.go) of a session
+	// that gets withSignals, the notify-signals program.
+	sigs        *signals
+	withSignals []byte
 	// creds are the credentials hidden inside (creds.go).
 	creds *CredPlan
 
@@ -362,6 +388,7 @@ func (s *session) start() (int, error) {
 		cfg.Flags |= cinit.FlagUserNS
 		cfg.UsernsLimits = usernsLimits("/proc/sys/user", s.warn) // userns.go
 	}
+	cfg = s.signalProgram(cfg) // signals.go
 	// Root keeps CAP_DAC_READ_SEARCH to read root-only files; without a
 	// user namespace only if it has it (Docker's root does not: capset
 	// would fail asking for it).
@@ -485,6 +512,14 @@ func (s *session) start() (int, error) {
 		cmd.Wait()
 		closeGroup(group, s.warn)
 		return 0, err
+	}
+	// Once the init is in the session's cgroup, before it can start
+	// anything: the cgroup is what makes a process the session's.
+	if err := s.sigs.learn(cmd.Process.Pid, group != nil); err != nil && l.SignalMediation {
+		cmd.Process.Kill()
+		cmd.Wait()
+		closeGroup(group, s.warn)
+		return 0, fmt.Errorf("read the session's cgroup: %w", err)
 	}
 	stopWatch := s.watchLimits(group, cmd.Process)
 	stopWrites := s.watchWrites(group)
