@@ -65,6 +65,23 @@ var tokenDirSuffixes = []string{
 // wellKnownTokenDirs are looked at whether or not they are mount points.
 var wellKnownTokenDirs = []string{"/run/secrets", "/var/run/secrets"}
 
+// keyTrees hold a cluster's private keys on a control-plane node (the CA's
+// key signs client certificates of any user; sa.key signs any token; etcd's
+// keys reach every Secret): each key file in them reads empty.
+var keyTrees = []string{"/etc/kubernetes/pki"}
+
+// keyDirs hold a node's client keys: kubelet's, whose
+// kubelet-client-current.pem is a symlink kubelet points at a new file when
+// it rotates its certificate. The directory is covered as a token directory
+// is, with only its certificates (*.crt) shown.
+var keyDirs = []string{"/var/lib/kubelet/pki"}
+
+const (
+	// maxKeyTreeFiles and maxKeyTreeDepth bound the walk of a key tree.
+	maxKeyTreeFiles = 512
+	maxKeyTreeDepth = 3
+)
+
 // CredPlan is what a session hides: the records for the init and the
 // paths, for -v and the report.
 type CredPlan struct {
@@ -87,8 +104,17 @@ type credScan struct {
 	covered func(string) bool
 	plan    CredPlan
 	files   []string
-	dirs    []string
+	dirs    []coverDir
 	seen    map[string]bool
+	// keyTrees, keyDirs: where keys lie (the variables; tests set others).
+	keyTrees, keyDirs []string
+}
+
+// coverDir is a directory covered as a whole, and which of its names show
+// the host's file.
+type coverDir struct {
+	path string
+	show func(name string) bool
 }
 
 // KubeConfigPaths lists the kubeconfigs ronly looks for, in this order:
@@ -157,12 +183,24 @@ func passwdHomes(path string) []string {
 // table ms. covered says whether a host path is out of sight inside anyway
 // (under a tmpfs of the session's): nothing is mounted there.
 func planCreds(explicit []string, env func(string) string, ms []mountinfo.Mount, covered func(string) bool) *CredPlan {
-	s := &credScan{covered: covered, seen: map[string]bool{}}
+	return scanCreds(&credScan{covered: covered, seen: map[string]bool{}, keyTrees: keyTrees, keyDirs: keyDirs}, explicit, env, ms)
+}
+
+func scanCreds(s *credScan, explicit []string, env func(string) string, ms []mountinfo.Mount) *CredPlan {
 	for _, kc := range KubeConfigPaths(explicit, env) {
 		s.kubeconfig(kc)
 	}
+	files := 0
+	for _, t := range s.keyTrees {
+		s.keyTree(t, 0, &files)
+	}
+	for _, d := range s.keyDirs {
+		s.dir(d, func(n string) bool { return strings.HasSuffix(n, ".crt") })
+	}
 	for _, d := range tokenDirCandidates(ms) {
-		s.tokenDir(d)
+		if holdsToken(d) {
+			s.dir(d, func(n string) bool { return notSecret[n] })
+		}
 	}
 	// Files first: a file inside a token directory is then covered
 	// before the directory is, and the directory's cover holds it.
@@ -173,7 +211,7 @@ func planCreds(explicit []string, env func(string) string, ms []mountinfo.Mount,
 	budget := maxCredRecords - len(s.plan.mounts)
 	for i, d := range s.dirs {
 		budget -= s.dirRecords(d, budget-(len(s.dirs)-i-1))
-		s.plan.Hidden = append(s.plan.Hidden, d)
+		s.plan.Hidden = append(s.plan.Hidden, d.path)
 	}
 	sort.Strings(s.plan.Hidden)
 	return &s.plan
@@ -266,23 +304,49 @@ func (s *credScan) file(path string) (string, bool) {
 	return real, true
 }
 
-// tokenDir plans to cover the token directory dir, when it holds a token.
-func (s *credScan) tokenDir(dir string) {
+// dir plans to cover the directory dir as a whole: the names show says
+// hold no secret show the host's file, the others read empty.
+func (s *credScan) dir(dir string, show func(string) bool) {
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil || s.seen[real] || s.covered(real) || real == "/" {
 		return
 	}
-	if fi, err := os.Lstat(real); err != nil || !fi.IsDir() || !holdsToken(real) {
+	if fi, err := os.Lstat(real); err != nil || !fi.IsDir() {
 		return
 	}
 	s.seen[real] = true
-	s.dirs = append(s.dirs, real)
+	s.dirs = append(s.dirs, coverDir{path: real, show: show})
+}
+
+// keyTree plans to hide each private key below dir: a *.key file, or one
+// that holds a PEM private key. Symlinks are not walked into; a symlink to
+// a key is hidden at the file it leads to.
+func (s *credScan) keyTree(dir string, depth int, files *int) {
+	ents, err := os.ReadDir(dir)
+	if err != nil || depth > maxKeyTreeDepth {
+		return
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if *files >= maxKeyTreeFiles {
+			return
+		}
+		if e.IsDir() {
+			s.keyTree(p, depth+1, files)
+			continue
+		}
+		*files++
+		if strings.HasSuffix(e.Name(), ".key") || holdsKey(p) {
+			s.file(p)
+		}
+	}
 }
 
 // dirRecords adds the records that cover the token directory dir, using at
 // most budget records (at least one, the cover: what does not fit is absent
 // inside), and returns how many it used.
-func (s *credScan) dirRecords(dir string, budget int) int {
+func (s *credScan) dirRecords(d coverDir, budget int) int {
+	dir := d.path
 	mode := uint32(0o755)
 	if fi, err := os.Stat(dir); err == nil {
 		mode = uint32(fi.Mode().Perm())
@@ -310,7 +374,7 @@ func (s *credScan) dirRecords(dir string, budget int) int {
 			continue // a directory or a dangling link: absent inside
 		}
 		m := cinit.Mount{Kind: cinit.MountShow, Path: filepath.Join(dir, name), Mode: 0o444}
-		if notSecret[name] {
+		if d.show(name) {
 			m.Source = real
 		}
 		s.plan.mounts = append(s.plan.mounts, m)

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,5 +193,51 @@ func TestCredBudget(t *testing.T) {
 	}
 	if dirs != len(ms) || len(plan.mounts) > maxCredRecords+len(ms) {
 		t.Errorf("%d directories covered of %d, %d records", dirs, len(ms), len(plan.mounts))
+	}
+}
+
+// TestKeyTrees: a control plane's keys read empty, its certificates and
+// public keys do not; kubelet's pki directory is covered with only its
+// certificates shown.
+func TestKeyTrees(t *testing.T) {
+	root := t.TempDir()
+	pki := filepath.Join(root, "etc-pki")
+	write(t, filepath.Join(pki, "ca.key"), "-----BEGIN RSA PRIVATE KEY-----\n")
+	write(t, filepath.Join(pki, "ca.crt"), "-----BEGIN CERTIFICATE-----\n")
+	write(t, filepath.Join(pki, "sa.pub"), "-----BEGIN PUBLIC KEY-----\n")
+	write(t, filepath.Join(pki, "etcd", "peer.key"), "x")
+	write(t, filepath.Join(pki, "etcd", "bundle.pem"), "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n")
+	kubelet := filepath.Join(root, "kubelet-pki")
+	write(t, filepath.Join(kubelet, "kubelet.crt"), "-----BEGIN CERTIFICATE-----\n")
+	write(t, filepath.Join(kubelet, "kubelet.key"), "-----BEGIN RSA PRIVATE KEY-----\n")
+	write(t, filepath.Join(kubelet, "kubelet-client-2026.pem"), "-----BEGIN CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\n")
+	must(t, os.Symlink(filepath.Join(kubelet, "kubelet-client-2026.pem"), filepath.Join(kubelet, "kubelet-client-current.pem")))
+
+	s := &credScan{covered: func(string) bool { return false }, seen: map[string]bool{}, keyTrees: []string{pki}, keyDirs: []string{kubelet}}
+	plan := scanCreds(s, nil, func(string) string { return "" }, nil)
+	got := map[string]string{}
+	for _, m := range plan.mounts {
+		got[m.Path] = fmt.Sprintf("%d:%s", m.Kind, m.Source)
+	}
+	hide := fmt.Sprintf("%d:", cinit.MountHide)
+	for _, f := range []string{"ca.key", "etcd/peer.key", "etcd/bundle.pem"} {
+		if got[filepath.Join(pki, f)] != hide {
+			t.Errorf("%s: not hidden: %v", f, got)
+		}
+	}
+	for _, f := range []string{"ca.crt", "sa.pub"} {
+		if _, ok := got[filepath.Join(pki, f)]; ok {
+			t.Errorf("%s: hidden", f)
+		}
+	}
+	show := func(name, src string) string { return fmt.Sprintf("%d:%s", cinit.MountShow, src) }
+	if got[kubelet] != fmt.Sprintf("%d:", cinit.MountHideDir) {
+		t.Errorf("%s: not covered: %v", kubelet, got)
+	}
+	for name, src := range map[string]string{"kubelet.crt": filepath.Join(kubelet, "kubelet.crt"), "kubelet.key": "",
+		"kubelet-client-2026.pem": "", "kubelet-client-current.pem": ""} {
+		if got[filepath.Join(kubelet, name)] != show(name, src) {
+			t.Errorf("%s: %q, want %q", name, got[filepath.Join(kubelet, name)], show(name, src))
+		}
 	}
 }

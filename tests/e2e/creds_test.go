@@ -83,8 +83,33 @@ func newCredFixture(t *testing.T) *credFixture {
 		f.etcConf = "/etc/kubernetes/ronly-e2e.conf"
 		f.write(t, f.etcConf, "users:\n- name: admin\n  user:\n    token: "+marker+"\n")
 		f.secrets = append(f.secrets, f.etcConf)
+		// A control plane's keys: each *.key below pki reads empty.
+		f.write(t, "/etc/kubernetes/pki/ca.key", "-----BEGIN RSA PRIVATE KEY-----\n"+marker+"\n")
+		f.write(t, "/etc/kubernetes/pki/etcd/peer.key", "-----BEGIN EC PRIVATE KEY-----\n"+marker+"\n")
+		f.write(t, "/etc/kubernetes/pki/ca.crt", "-----BEGIN CERTIFICATE-----\nkubernetes-ca\n")
+		f.secrets = append(f.secrets, "/etc/kubernetes/pki/ca.key", "/etc/kubernetes/pki/etcd/peer.key")
+		f.shown["/etc/kubernetes/pki/ca.crt"] = "-----BEGIN CERTIFICATE-----\nkubernetes-ca\n"
 	} else {
 		t.Logf("/etc/kubernetes exists: not adding a file there")
+	}
+
+	// kubelet's pki: its client key through the rotating symlink.
+	if _, err := os.Lstat("/var/lib/kubelet"); os.IsNotExist(err) {
+		if err := os.Mkdir("/var/lib/kubelet", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll("/var/lib/kubelet") })
+		pki := "/var/lib/kubelet/pki"
+		f.write(t, pki+"/kubelet-client-2026-12-04.pem", "-----BEGIN CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\n"+marker+"\n")
+		if err := os.Symlink(pki+"/kubelet-client-2026-12-04.pem", pki+"/kubelet-client-current.pem"); err != nil {
+			t.Fatal(err)
+		}
+		f.write(t, pki+"/kubelet.key", "-----BEGIN RSA PRIVATE KEY-----\n"+marker+"\n")
+		f.write(t, pki+"/kubelet.crt", "-----BEGIN CERTIFICATE-----\nkubelet\n")
+		f.secrets = append(f.secrets, pki+"/kubelet-client-current.pem", pki+"/kubelet-client-2026-12-04.pem", pki+"/kubelet.key")
+		f.shown[pki+"/kubelet.crt"] = "-----BEGIN CERTIFICATE-----\nkubelet\n"
+	} else {
+		t.Logf("/var/lib/kubelet exists: not adding files there")
 	}
 
 	// A token volume: a tmpfs at …/serviceaccount, kubelet's layout.
@@ -181,7 +206,7 @@ func (f *credFixture) checkHost(t *testing.T, mountsBefore []string) {
 	}
 	for _, l := range newEntries(mountsBefore, mountLines(t)) {
 		if strings.Contains(l, f.base) || strings.Contains(l, f.saRoot) || strings.Contains(l, "serviceaccount") ||
-			strings.Contains(l, "/etc/kubernetes") {
+			strings.Contains(l, "/etc/kubernetes") || strings.Contains(l, "/var/lib/kubelet") {
 			t.Errorf("a mount left on the host: %s", l)
 		}
 	}
