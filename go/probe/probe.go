@@ -298,7 +298,7 @@ func (t Targets) Validate() error {
 // All is the whole battery: hostile operations first, then everyday ones.
 func All() []Op {
 	var ops []Op
-	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), socketHostile(), stdioHostile(), metadataHostile(), everyday(), setidEveryday(), schedEveryday(), socketEveryday()} {
+	for _, part := range [][]Op{fsHostile(), procHostile(), mountHostile(), kernelHostile(), netHostile(), gitHostile(), setidHostile(), schedHostile(), socketHostile(), stdioHostile(), metadataHostile(), everyday(), setidEveryday(), schedEveryday(), socketEveryday(), signalsEveryday()} {
 		ops = append(ops, part...)
 	}
 	return ops

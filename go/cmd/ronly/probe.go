@@ -671,6 +671,9 @@ func (pr *prober) describe(i int) string {
 		if l.SocketMediation {
 			d += "; the supervisor decides every connect and send to an address (host unix sockets refused)"
 		}
+		if l.SignalMediation {
+			d += "; below Landlock ABI 6, in the host's PID namespace, the supervisor delivers every signal, only to the session's processes"
+		}
 		return d
 	}
 	return ""
