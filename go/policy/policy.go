@@ -70,8 +70,13 @@ type Policy struct {
 	Home string
 	// Env is the command's whole environment; nil passes ronly's own on.
 	Env []string
-	// NoWriteCounting leaves refused writes uncounted: the eBPF program
-	// that counts them costs every syscall on the host a little.
+	// CountWrites counts refused writes (EROFS) with eBPF: fexit programs
+	// on the write-class syscalls where the kernel has BPF trampolines,
+	// else a program on the sys_exit tracepoint, which costs every syscall
+	// on the host while the session runs. Off by default.
+	CountWrites bool
+	// NoWriteCounting leaves refused writes uncounted even with
+	// CountWrites (`ronly probe` sets it).
 	NoWriteCounting bool
 	// Limits bound the session; a session that hits one is killed with
 	// its whole process tree.

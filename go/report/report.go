@@ -94,8 +94,11 @@ type Layers struct {
 	Seccomp     string `json:"seccomp"`      // "notify" (counted), "errno" (refused, not counted), "none"
 	Counting    bool   `json:"counting"`     // refused syscalls were counted
 	// WriteCounting says whether refused writes (EROFS) were counted.
-	WriteCounting bool   `json:"write_counting"`
-	Network       string `json:"network"` // "host" or "none"
+	WriteCounting bool `json:"write_counting"`
+	// WriteCounter says how: "fexit", "tracepoint", "off" (the default:
+	// --count-writes turns it on) or "unavailable".
+	WriteCounter string `json:"write_counter,omitempty"`
+	Network      string `json:"network"` // "host" or "none"
 	// AbstractSockets is true when the host's abstract unix sockets were
 	// reachable from inside (Landlock below ABI 6 with the host's network).
 	AbstractSockets bool   `json:"abstract_sockets_reachable"`

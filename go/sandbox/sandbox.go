@@ -57,6 +57,11 @@ type Layers struct {
 	Cgroup string
 	// WriteCounting is set when refused writes (EROFS) are counted.
 	WriteCounting bool
+	// WriteCounter says how: "fexit" (programs on the write-class
+	// syscalls), "tracepoint" (sys_exit: every syscall on the host pays),
+	// "off" (the default: --count-writes) or "unavailable" (asked for,
+	// but not root, no cgroup v2, or the kernel refused).
+	WriteCounter string
 	// AbstractSockets is set when the host's abstract unix sockets are
 	// reachable from inside: no socket mediation, Landlock below ABI 6 and
 	// the host's network.
@@ -74,8 +79,8 @@ type Layers struct {
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t signal_mediation=%t",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets, l.SignalMediation)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t write_counter=%s network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t signal_mediation=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.WriteCounter, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets, l.SignalMediation)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -383,6 +388,8 @@ func (s *session) record(r Refusal) {
 
 func (s *session) start() (int, error) {
 	p, cfg, l := s.p, s.cfg, s.layers
+	pendingWrites := s.startWrites() // writes.go; overlaps what follows
+	defer pendingWrites.abandon()
 	l.UserNS = l.Mode != "privileged"
 	if l.UserNS {
 		cfg.Flags |= cinit.FlagUserNS
@@ -522,7 +529,7 @@ func (s *session) start() (int, error) {
 		return 0, fmt.Errorf("read the session's cgroup: %w", err)
 	}
 	stopWatch := s.watchLimits(group, cmd.Process)
-	stopWrites := s.watchWrites(group)
+	stopWrites := s.watchWrites(group, pendingWrites)
 	s.timeline.mark("write counter attached")
 	readDone := make(chan struct{})
 	go func() {

@@ -10,33 +10,88 @@ import (
 	"ronly.dev/ronly/go/writewatch"
 )
 
-// watchWrites starts counting the session's refused writes: every system
-// call of a process in its cgroup that returns EROFS, seen by an eBPF
-// program at syscall exit. The read-only mounts stay the enforcement; this
-// only observes their answers, so nothing the sandboxed process controls
-// decides anything. It needs root (CAP_BPF, CAP_PERFMON) and a cgroup v2
-// directory; without either, refused writes are refused but not counted,
-// and the layers say so. An audit line carries the path the refused call
-// named, as the process gave it (relative paths unresolved), read from its
-// memory after the refusal: a record for people, which the process could
-// falsify, and nothing here acts on it.
+// pendingWrites is the write counter being attached while the session
+// starts (startWrites), until watchWrites takes it.
+type pendingWrites struct {
+	done  chan struct{}
+	w     *writewatch.Watch
+	err   error
+	taken bool
+}
+
+// startWrites begins attaching the write counter, when the policy asks
+// for one, on a goroutine: loading and verifying the programs takes
+// milliseconds, which overlap the cgroup's creation and the init's start
+// instead of adding to them. nil when nothing is to be counted.
+//
+// The counter sees every system call of a process in the session's cgroup
+// that returns EROFS: with fexit programs on the write-class syscalls
+// where the kernel has BPF trampolines (no other syscall on the host pays
+// anything), else with a program at the sys_exit tracepoint (every syscall
+// on the host pays while it is attached). The read-only mounts stay the
+// enforcement; this only observes their answers, so nothing the sandboxed
+// process controls decides anything. It needs root (CAP_BPF, CAP_PERFMON)
+// and a cgroup v2 directory; without either, refused writes are refused
+// but not counted, and the layers say so. An audit line carries the path
+// the refused call named, as the process gave it (relative paths
+// unresolved), read from its memory after the refusal: a record for
+// people, which the process could falsify, and nothing here acts on it.
 //
 // Without an audit log, which is the usual case, the session joins the
-// counting program every such session on the host shares: the cost per
-// host syscall is then one program's, however many sessions run. A session
-// with an audit log needs its events and loads a program of its own.
-func (s *session) watchWrites(g *cgroup.Group) (stop func()) {
-	none := func() {}
-	if s.p.NoWriteCounting || g == nil || g.ID() == 0 || os.Geteuid() != 0 {
-		return none
+// counting programs every such session on the host shares: the cost is
+// then one set's, however many sessions run. A session with an audit log
+// needs its events and loads programs of its own.
+func (s *session) startWrites() *pendingWrites {
+	s.layers.WriteCounter = "off"
+	if !s.p.CountWrites || s.p.NoWriteCounting {
+		return nil
 	}
+	s.layers.WriteCounter = "unavailable"
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	pw := &pendingWrites{done: make(chan struct{})}
 	start := writewatch.Shared
 	if s.refused != nil {
 		start = writewatch.Start
 	}
-	w, err := start(writewatch.FexitOrTracepoint)
-	if err != nil {
-		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", err))
+	go func() {
+		defer close(pw.done)
+		pw.w, pw.err = start(writewatch.FexitOrTracepoint)
+	}()
+	return pw
+}
+
+// abandon closes the counter if watchWrites never took it (the session
+// failed before).
+func (pw *pendingWrites) abandon() {
+	if pw == nil || pw.taken {
+		return
+	}
+	<-pw.done
+	if pw.w != nil {
+		pw.w.Close()
+	}
+}
+
+// watchWrites waits for the counter startWrites began and points it at the
+// session's cgroup; the init is waiting for its records, so the command
+// has not run yet and none of its refusals is missed.
+func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) {
+	none := func() {}
+	if pw == nil {
+		return none
+	}
+	pw.taken = true
+	<-pw.done
+	if pw.err != nil {
+		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", pw.err))
+		return none
+	}
+	w := pw.w
+	if g == nil || g.ID() == 0 {
+		w.Close()
+		s.warn("refused writes are refused but not counted: the session has no cgroup v2 directory to count them by")
 		return none
 	}
 	id := g.ID()
@@ -54,6 +109,7 @@ func (s *session) watchWrites(g *cgroup.Group) (stop func()) {
 		})
 	}
 	s.layers.WriteCounting = true
+	s.layers.WriteCounter = w.Hook()
 	return func() {
 		counts, err := w.Remove(id)
 		if err != nil {

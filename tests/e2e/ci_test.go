@@ -51,6 +51,7 @@ type sessionReport struct {
 		Seccomp       string `json:"seccomp"`
 		Counting      bool   `json:"counting"`
 		WriteCounting bool   `json:"write_counting"`
+		WriteCounter  string `json:"write_counter"`
 		Network       string `json:"network"`
 		Cgroup        string `json:"cgroup"`
 	} `json:"layers"`

@@ -35,7 +35,7 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 	dir := userDir(t, 0, "ronly-e2e-writes-")
 	rep, auditLog, textfile := filepath.Join(dir, "r.json"), filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "ronly.prom")
 	hosts, _ := os.ReadFile("/etc/hosts")
-	r := b.sh(t, opts{}, []string{"--report", rep, "--audit-log", auditLog, "--metrics-textfile", textfile}, refusedWrites)
+	r := b.sh(t, opts{}, []string{"--count-writes", "--report", rep, "--audit-log", auditLog, "--metrics-textfile", textfile}, refusedWrites)
 	if r.code != 0 {
 		t.Fatalf("script failed:\n%s", r)
 	}
@@ -109,7 +109,7 @@ func TestRefusedWritesRootless(t *testing.T) {
 	requireRoot(t)
 	dir := userDir(t, nobody, "ronly-e2e-writes-")
 	rep := filepath.Join(dir, "r.json")
-	r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--report", rep}, "! touch /etc/ronly-e2e-rootless 2>/dev/null")
+	r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--count-writes", "--report", rep}, "! touch /etc/ronly-e2e-rootless 2>/dev/null")
 	if r.code != 0 {
 		t.Fatalf("the write was not refused:\n%s", r)
 	}

@@ -341,7 +341,9 @@ func runSessions(t *testing.T, n int, dir string, env []string, flags func(i int
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.CommandContext(ctx, ronly, append(flags(i), "--", "/bin/sh", "-c", script)...)
+			// --count-writes: the scripts' refused writes are among the
+			// counts every test here expects (counting is off by default).
+			cmd := exec.CommandContext(ctx, ronly, append(flags(i), "--count-writes", "--", "/bin/sh", "-c", script)...)
 			cmd.Dir = "/"
 			cmd.Env = env
 			var stdout, stderr strings.Builder

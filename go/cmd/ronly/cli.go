@@ -78,7 +78,8 @@ type CLI struct {
 	MetricsSpool    string        `name:"metrics-spool" default:"/var/lib/ronly/spool" placeholder:"DIR" help:"Where this session's counts wait while the exporter is down: the exporter's --spool (default ${default})."`
 	MetricsTextfile string        `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
 	NoMetrics       bool          `name:"no-metrics" help:"Report no metrics for this session."`
-	NoWriteCounting bool          `name:"no-write-counting" help:"Do not count refused writes (the eBPF program that counts them adds about 100 ns to every syscall on the host while a session runs)."`
+	CountWrites     bool          `name:"count-writes" xor:"writes" help:"Count refused writes (EROFS) by operation, for the report, metrics and audit log. Off by default: where the kernel has BPF trampolines, eBPF programs on the write-class syscalls count them (other syscalls pay nothing); elsewhere one on the sys_exit tracepoint, which adds about 75-230 ns to every syscall on the whole host while the session runs."`
+	NoWriteCounting bool          `name:"no-write-counting" xor:"writes" help:"Do not count refused writes (the default; kept for scripts that said so)."`
 	Policy          string        `name:"policy" placeholder:"FILE" help:"Read flags from FILE: TOML keyed by the long flag names (no-network = true, rw = [\"/work\"]); flags given here win."`
 
 	Run      RunCmd      `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
@@ -105,7 +106,7 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 	p := &policy.Policy{
 		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
 		ExtraShims: c.ExtraShims, AllowSocket: c.AllowSocket, NoShims: c.NoShims, NoNetwork: c.NoNetwork, AllowMetadata: c.AllowMetadata,
-		KubeConfig: absPaths(c.KubeConfig), NoWriteCounting: c.NoWriteCounting,
+		KubeConfig: absPaths(c.KubeConfig), NoWriteCounting: c.NoWriteCounting, CountWrites: c.CountWrites,
 		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, LandlockMaxABI: c.LandlockMaxABI, Verbose: c.Verbose,
 	}
 	switch {

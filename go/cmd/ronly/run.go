@@ -74,6 +74,9 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 			fmt.Fprintf(os.Stderr, "ronly: session %s: mode %s: %s\n", session, res.Layers.Mode, res.Layers.Fallback)
 		}
 		fmt.Fprintf(os.Stderr, "ronly: session %s: %s\n", session, res.Layers)
+		if res.Layers.WriteCounter == "off" {
+			fmt.Fprintf(os.Stderr, "ronly: session %s: refused writes were refused but not counted (the default; --count-writes counts them)\n", session)
+		}
 		var steps []string
 		for _, m := range res.Timeline {
 			steps = append(steps, fmt.Sprintf("%s %.1f", m.Step, float64(m.At)/float64(time.Millisecond)))
@@ -269,8 +272,8 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 		Refused:  res.Blocked,
 		Layers: report.Layers{Mode: res.Layers.Mode, UserNS: res.Layers.UserNS, PIDNS: res.Layers.PIDNS,
 			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
-			WriteCounting: res.Layers.WriteCounting,
-			Network:       res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets,
+			WriteCounting: res.Layers.WriteCounting, WriteCounter: res.Layers.WriteCounter,
+			Network: res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets,
 			SocketMediation: res.Layers.SocketMediation, DockerGuard: res.Layers.DockerGuard},
 	}
 	if c := res.Creds; len(c.Hidden)+len(c.Unhidden) > 0 {
