@@ -365,17 +365,17 @@ func (s *credScan) dirRecords(d coverDir, budget int) int {
 		if strings.HasPrefix(name, "..") || shown >= maxShown || used >= budget {
 			continue
 		}
-		real, err := filepath.EvalSymlinks(filepath.Join(dir, name))
-		if err != nil {
-			continue
-		}
-		fi, err := os.Stat(real)
+		// A stat through the links is enough for a name that reads
+		// empty; only a shown one needs the file it leads to.
+		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || !fi.Mode().IsRegular() {
 			continue // a directory or a dangling link: absent inside
 		}
 		m := cinit.Mount{Kind: cinit.MountShow, Path: filepath.Join(dir, name), Mode: 0o444}
 		if d.show(name) {
-			m.Source = real
+			if m.Source, err = filepath.EvalSymlinks(m.Path); err != nil {
+				continue
+			}
 		}
 		s.plan.mounts = append(s.plan.mounts, m)
 		used++
