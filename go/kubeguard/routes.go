@@ -1,0 +1,233 @@
+package kubeguard
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// What passes, on a plain path (plainPath), HTTP/1.x, without Upgrade,
+// impersonation headers or a dryRun parameter:
+//
+//   - GET of discovery and OpenAPI (/api, /apis, /apis/{group},
+//     /apis/{group}/{version}, /openapi/v2, /openapi/v3/...), /version,
+//     /healthz, /readyz and /livez (and their checks, /readyz/etcd);
+//   - GET of a resource, a collection or a watch (get, list, watch of every
+//     resource, CRDs included), and of the subresources in readSubresources
+//     (pods/log with follow, status, scale);
+//   - POST of the reviews `kubectl auth can-i` and `kubectl auth whoami`
+//     create: selfsubjectaccessreviews, selfsubjectrulesreviews
+//     (authorization.k8s.io) and selfsubjectreviews (authentication.k8s.io).
+//     A review changes nothing: the API server answers it and stores nothing.
+//
+// Everything else is refused, notably: every other method; the connect
+// subresources (exec, attach, portforward, proxy: pods/proxy, services/proxy
+// and nodes/proxy, which reaches the kubelet's API and can run commands),
+// whatever method or protocol they come with; serviceaccounts/token
+// (TokenRequest, a POST); Impersonate-* headers; dryRun (a dry-run write is
+// still a write request, and admission webhooks see it); /metrics, /logs
+// (the API server's own log directory), /debug.
+var readSubresources = map[string]bool{
+	"log":    true,
+	"status": true,
+	"scale":  true,
+}
+
+// reviews are the creates that only ask the API server about the caller.
+var reviews = map[[2]string]bool{
+	{"authorization.k8s.io", "selfsubjectaccessreviews"}: true,
+	{"authorization.k8s.io", "selfsubjectrulesreviews"}:  true,
+	{"authentication.k8s.io", "selfsubjectreviews"}:      true,
+}
+
+// nonResource are the paths outside /api and /apis that GET may reach; a
+// path below one of them (/readyz/etcd, /openapi/v3/apis/apps/v1) too.
+var nonResource = []string{"/version", "/healthz", "/readyz", "/livez", "/openapi/v2", "/openapi/v3"}
+
+// request is what the guard made of a request's path.
+type request struct {
+	verb     string // Kubernetes' verb: get, list, watch, create, update, patch, delete, deletecollection; connect; impersonate; or the method for non-resource paths
+	group    string // "" for the core group
+	resource string // resource[/subresource], "" for a non-resource path
+	name     string
+	// deeper: the path goes on below the subresource (nodes/{name}/proxy/{path})
+	deeper          bool
+	resourceRequest bool
+}
+
+// label is the refusal's bounded resource label.
+func (r request) label() string {
+	if !r.resourceRequest {
+		return "nonresource"
+	}
+	if labelRE.MatchString(r.resource) {
+		return r.resource
+	}
+	return "other"
+}
+
+// labelRE is a resource name as Kubernetes allows it (lower-case DNS label
+// characters), optionally with one subresource.
+var labelRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}(/[a-z0-9][a-z0-9.-]{0,62})?$`)
+
+// parse reads a plain path as the API server's request-info factory does:
+// /api/v1/..., /apis/{group}/{version}/..., with an optional legacy "watch"
+// segment, "namespaces/{ns}" before a namespaced resource, then resource,
+// name and subresource.
+func parse(method, path string, query url.Values) request {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	r := request{verb: strings.ToLower(boundedMethod(method))}
+	var rest []string
+	switch {
+	case len(segs) >= 2 && segs[0] == "api":
+		rest = segs[2:]
+	case len(segs) >= 3 && segs[0] == "apis":
+		r.group = segs[1]
+		rest = segs[3:]
+	default:
+		return r
+	}
+	if len(rest) == 0 {
+		return r // discovery of one group version
+	}
+	r.resourceRequest = true
+	watch := false
+	if rest[0] == "watch" {
+		watch = true
+		rest = rest[1:]
+	}
+	if len(rest) >= 2 && rest[0] == "namespaces" && len(rest) > 2 && rest[2] != "status" && rest[2] != "finalize" {
+		rest = rest[2:] // a namespaced resource
+	}
+	if len(rest) == 0 {
+		r.resource = "other"
+		return r
+	}
+	r.resource = rest[0]
+	if len(rest) >= 2 {
+		r.name = rest[1]
+	}
+	if len(rest) >= 3 {
+		r.resource += "/" + rest[2]
+		r.deeper = len(rest) > 3
+	}
+	switch method {
+	case http.MethodGet:
+		switch {
+		case watch || query.Get("watch") == "true" || query.Get("watch") == "1":
+			r.verb = "watch"
+		case r.name == "":
+			r.verb = "list"
+		default:
+			r.verb = "get"
+		}
+	case http.MethodPost:
+		r.verb = "create"
+	case http.MethodPut:
+		r.verb = "update"
+	case http.MethodPatch:
+		r.verb = "patch"
+	case http.MethodDelete:
+		if r.name == "" {
+			r.verb = "deletecollection"
+		} else {
+			r.verb = "delete"
+		}
+	}
+	if sub := subresource(r.resource); connectSubresource(sub) {
+		r.verb = "connect"
+	}
+	return r
+}
+
+func subresource(resource string) string {
+	_, sub, _ := strings.Cut(resource, "/")
+	return sub
+}
+
+// connectSubresource: the subresources that open a stream into a pod, a
+// node or a service.
+func connectSubresource(sub string) bool {
+	switch sub {
+	case "exec", "attach", "portforward", "proxy":
+		return true
+	}
+	return false
+}
+
+// allowedPath decides a request that passed the checks on everything but
+// its method and path.
+func allowedPath(method, path string, r request) bool {
+	switch method {
+	case http.MethodGet:
+		if !r.resourceRequest {
+			return discovery(path)
+		}
+		sub := subresource(r.resource)
+		if sub == "" {
+			return r.resource != "other"
+		}
+		return r.name != "" && !r.deeper && readSubresources[sub]
+	case http.MethodPost:
+		return r.resourceRequest && r.name == "" && reviews[[2]string{r.group, r.resource}] && !strings.Contains(path, "/namespaces/")
+	}
+	return false
+}
+
+// discovery says whether path is one of the non-resource paths GET may
+// reach.
+func discovery(path string) bool {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case path == "/api" || path == "/apis":
+		return true
+	case segs[0] == "api" && len(segs) == 2: // /api/v1
+		return true
+	case segs[0] == "apis" && len(segs) <= 3: // /apis/{group}[/{version}]
+		return true
+	}
+	for _, p := range nonResource {
+		if path == p || strings.HasPrefix(path, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// plainPath returns the request's path if it is plain: given in origin form
+// ("/..." as the request target), byte for byte the path the guard decides
+// on and forwards (nothing percent-encoded), made of letters, digits and
+// "._-:@" in non-empty segments that are not "." or "..". Anything else is
+// refused before any route is looked at: no decoding or cleaning can make
+// the API server see another path than the one decided on.
+func plainPath(r *http.Request) (string, bool) {
+	raw, _, _ := strings.Cut(r.RequestURI, "?")
+	p := r.URL.Path
+	if r.URL.RawPath != "" || raw != p || len(p) < 2 || p[0] != '/' || len(p) > 2048 {
+		return "", false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", false
+		}
+		for i := 0; i < len(seg); i++ {
+			if !plainByte(seg[i]) {
+				return "", false
+			}
+		}
+	}
+	return p, true
+}
+
+func plainByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '.', '_', '-', ':', '@':
+		return true
+	}
+	return false
+}
