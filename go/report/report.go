@@ -110,6 +110,13 @@ type Layers struct {
 	// DockerGuard is true when the host's Docker socket answered inside,
 	// through the read-only guard (it runs and mediation sends to it).
 	DockerGuard bool `json:"docker_guard"`
+	// PIDNSRefused says why a ci session shares the host's PID namespace
+	// and /proc: the kernel refused its own /proc (masked /proc paths).
+	PIDNSRefused string `json:"pid_namespace_refused,omitempty"`
+	// SignalMediation is true when the supervisor delivered the session's
+	// signals, only to its own processes (Landlock below ABI 6 and the
+	// host's PID namespace).
+	SignalMediation bool `json:"signal_mediation"`
 }
 
 // Encode is r as the document: indented JSON and a newline. The caller

@@ -51,6 +51,10 @@ type Layers struct {
 	// the session sends (signals.go): Landlock below ABI 6 cannot scope
 	// them, and the session shares the host's PID namespace.
 	SignalMediation bool
+	// PIDNSRefused says why the ci profile shares the host's PID
+	// namespace and /proc: the kernel refused its own /proc (a container
+	// that masks /proc paths). Other jobs' processes are visible then.
+	PIDNSRefused string
 	// Cgroup says where the session's cgroup is: "v2", "v2+v1" (v1 for
 	// controllers the host keeps there), "v1", or "none" (not root and
 	// nothing delegated: limits then fall back to rlimits).
@@ -307,6 +311,22 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 			code, err = s.start()
 			err = afterUserNSRefused(first, err)
 		}
+	}
+	if p.PIDNS && errors.As(err, &ie) && ie.Step == "mount proc" && ie.Errno == unix.EPERM {
+		// A container that masks /proc paths (Docker's and Kubernetes'
+		// defaults): the kernel gives a user namespace no new /proc,
+		// and a PID namespace with the host's /proc is inconsistent
+		// (getpid() and /proc/self disagree). So the ci profile shares
+		// the host's PID namespace and /proc, as the debug profile
+		// does, with signals confined all the same (Landlock, or the
+		// supervisor), and says what it cannot hide.
+		gate.drop()
+		s.cfg.Flags &^= cinit.FlagPIDNS
+		l.PIDNS, l.PIDNSRefused = false, ie.Error()
+		warn("--profile ci: the kernel refuses this session its own /proc (" + ie.Error() + ": /proc paths are masked here): " +
+			"it shares the PID namespace and /proc of the host or container, so other jobs' processes and command lines are visible " +
+			"(not their environments), and they cannot be signalled")
+		code, err = s.start()
 	}
 	if l.SignalMediation && errors.As(err, &ie) && ie.Errno == unix.EBUSY {
 		// Another seccomp listener is already installed (a nested

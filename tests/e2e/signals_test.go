@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -31,9 +33,10 @@ func hostProcesses(t *testing.T) int {
 type signalReport struct {
 	Refused map[string]map[string]int `json:"refused"`
 	Layers  struct {
-		PIDNS           bool `json:"pid_namespace"`
-		LandlockABI     int  `json:"landlock_abi"`
-		SocketMediation bool `json:"socket_mediation"`
+		PIDNS           bool   `json:"pid_namespace"`
+		PIDNSRefused    string `json:"pid_namespace_refused"`
+		LandlockABI     int    `json:"landlock_abi"`
+		SignalMediation bool   `json:"signal_mediation"`
 	} `json:"layers"`
 }
 
@@ -147,4 +150,90 @@ func TestSignalsNestedFallsBackToPIDNamespace(t *testing.T) {
 	if !alive(pid) {
 		t.Errorf("HOST CHANGED: canary %d was killed from inside", pid)
 	}
+}
+
+// TestCIWithoutOwnProc runs the ci profile where the kernel refuses a new
+// /proc, as in a container that masks /proc paths (Docker's default and
+// Kubernetes' covering bind mounts; here /proc/keys covered in a mount
+// namespace of the test's own). The session starts anyway, in the host's
+// PID namespace, says in one line what it cannot hide, and still cannot
+// signal the host's processes: checked from outside, on Landlock ABI 7 and
+// as on a kernel whose Landlock cannot scope signals.
+func TestCIWithoutOwnProc(t *testing.T) {
+	b := setup(t)
+	needTool(t, "unshare")
+	needTool(t, "setpriv")
+	for _, u := range users {
+		for _, abi := range []string{"7", "5"} {
+			t.Run(u.name+"-landlock"+abi, func(t *testing.T) {
+				c := newCanaries(t, u.uid)
+				pid := c.proc.Process.Pid
+				ws := userDir(t, u.uid, "ronly-e2e-ciproc-")
+				rep := filepath.Join(userDir(t, u.uid, "ronly-e2e-ciproc-report-"), "report.json")
+				args := append([]string{"--profile", "ci", "--workspace", ws, "--landlock-max-abi", abi, "--report", rep}, u.flags...)
+				args = append(args, "--", "/bin/sh", "-c", fmt.Sprintf("ps -p %[1]d -o pid= >/dev/null && echo sees-canary; kill -KILL %[1]d; echo kill=$?; echo ok > %[2]s/done", pid, ws))
+				// The cover lives in the mount namespace unshare makes; ronly
+				// runs there as the user.
+				cover := `mount --bind /dev/null /proc/keys && uid="$1" && shift && exec setpriv --reuid="$uid" --regid="$uid" --clear-groups env HOME=/ "$@"`
+				r := runCmd(t, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", cover, "sh", strconv.Itoa(u.uid), b.ronly}, args...)...)
+				if r.code != 0 {
+					t.Fatalf("ci session failed:\n%s", r)
+				}
+				if !strings.Contains(r.stdout, "sees-canary\n") || !strings.Contains(r.stdout, "kill=1\n") {
+					t.Errorf("want the host's processes visible and the kill refused:\n%s", r)
+				}
+				said := 0
+				for _, l := range nonEmpty(r.stderr) {
+					if strings.HasPrefix(l, "ronly:") {
+						said++
+					}
+				}
+				if said != 1 || !strings.Contains(r.stderr, "its own /proc") || !strings.Contains(r.stderr, "processes and command lines are visible") {
+					t.Errorf("want one line saying what the session cannot hide:\n%s", r)
+				}
+				if !alive(pid) {
+					t.Errorf("HOST CHANGED: canary %d was killed from inside", pid)
+				}
+				if b, err := os.ReadFile(filepath.Join(ws, "done")); err != nil || string(b) != "ok\n" {
+					t.Errorf("the workspace was not writable: %q %v", b, err)
+				}
+				got := readSignalReport(t, rep)
+				if got.Layers.PIDNS || got.Layers.PIDNSRefused == "" || got.Layers.SignalMediation != (abi == "5") {
+					t.Errorf("report layers: %+v", got.Layers)
+				}
+			})
+		}
+	}
+}
+
+func nonEmpty(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// runCmd runs a command (not ronly itself) within the hang guard.
+func runCmd(t *testing.T, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = "/"
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q did not finish within %v", name, args, hangGuard)
+	}
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
