@@ -75,9 +75,8 @@ type target struct {
 }
 
 // targets are the functions an fexit Watch attaches to, in a fixed order:
-// the x86_64 entry of each write-class call and its i386 ones (the
-// kernel's own, or compat where the i386 argument layout differs; only one
-// of them is in the i386 table, so a call is never counted twice). Those
+// the x86_64 entry of each write-class call and its i386 one (the compat
+// one where the kernel has one: that is the one in the i386 table). Those
 // the kernel lacks are left out.
 func targets() ([]target, error) {
 	var all []target
@@ -100,7 +99,11 @@ func targets() ([]target, error) {
 	}
 	var found []target
 	for _, t := range all {
-		if id, ok := ids[t.fn]; ok {
+		id, ok := ids[t.fn]
+		if alt, isSys := strings.CutPrefix(t.fn, "__ia32_sys_"); isSys && ids["__ia32_compat_sys_"+alt] != 0 {
+			ok = false // the i386 table has the compat one; this one serves no call
+		}
+		if ok {
 			t.id = id
 			found = append(found, t)
 		}
