@@ -14,8 +14,10 @@ import (
 // These mirror records.h.
 const (
 	magic          = 0x594c4e52
-	recordsVersion = 8
+	recordsVersion = 9
 	pathMax        = 4096
+	// maxExecBytes bounds Argv and Env, each, in bytes with their NULs.
+	maxExecBytes = 32 << 20
 	// MaxMounts is how many mount records the init takes.
 	MaxMounts = 1024
 	// MaxUsernsLimits is how many user namespace limits the init takes.
@@ -100,6 +102,10 @@ type Config struct {
 	// session's user namespace (FlagUserNS only), before its capabilities
 	// are dropped: that namespace's own limits, on top of the host's.
 	UsernsLimits []UsernsLimit
+	// Argv is the command the init execs once the sandbox is sealed,
+	// looked up on Env's PATH inside; empty: the init returns to the Go
+	// runtime instead (the seam's tests). Env is its whole environment.
+	Argv, Env []string
 }
 
 // UsernsLimit is one /proc/sys/user limit of the session's user namespace.
@@ -108,26 +114,16 @@ type UsernsLimit struct {
 	Value uint64
 }
 
-type header struct {
-	Magic, Version, Flags, NMounts, BPFLen, LandlockABI uint32
-	FallbackLen, ReportFD                               uint32
-	UsernsLimits                                        [MaxUsernsLimits]usernsLimitRecord
-}
+// Record sizes, as records.h lays them out (TestRecordSizes checks them
+// against the C compiler's).
+const (
+	usernsLimitSize = 32 + 8
+	headerSize      = 8*4 + MaxUsernsLimits*usernsLimitSize + 2*4
+	mountSize       = 4 + 4 + 8 + 8 + 8 + 2*pathMax
+)
 
-type usernsLimitRecord struct {
-	Name  [32]byte
-	Value uint64
-}
-
-type mountRecord struct {
-	Kind, Mode uint32
-	Size       uint64
-	Dev, Ino   uint64
-	Path       [pathMax]byte
-	Source     [pathMax]byte
-}
-
-// MarshalBinary encodes c as records.h lays it out.
+// MarshalBinary encodes c as records.h lays it out, field by field: no
+// reflection on the way to every session.
 func (c *Config) MarshalBinary() ([]byte, error) {
 	if len(c.BPF)%8 != 0 || len(c.Fallback)%8 != 0 {
 		return nil, fmt.Errorf("BPF programs of %d and %d bytes are not whole numbers of instructions", len(c.BPF), len(c.Fallback))
@@ -135,32 +131,80 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 	if len(c.Mounts) > MaxMounts {
 		return nil, fmt.Errorf("%d mount records, more than the init takes (%d)", len(c.Mounts), MaxMounts)
 	}
-	var b bytes.Buffer
-	h := header{Magic: magic, Version: recordsVersion, Flags: c.Flags, NMounts: uint32(len(c.Mounts)),
-		BPFLen: uint32(len(c.BPF)), LandlockABI: c.LandlockABI, FallbackLen: uint32(len(c.Fallback)), ReportFD: c.ReportFD}
 	if len(c.UsernsLimits) > MaxUsernsLimits {
 		return nil, fmt.Errorf("%d user namespace limits, more than the init takes (%d)", len(c.UsernsLimits), MaxUsernsLimits)
 	}
-	for i, l := range c.UsernsLimits {
-		if l.Name == "" || len(l.Name) >= len(h.UsernsLimits[i].Name) || strings.ContainsAny(l.Name, "/.") {
-			return nil, fmt.Errorf("user namespace limit %q: not a file name in /proc/sys/user", l.Name)
-		}
-		copy(h.UsernsLimits[i].Name[:], l.Name)
-		h.UsernsLimits[i].Value = l.Value
+	argv, err := cstrings("argument", c.Argv)
+	if err != nil {
+		return nil, err
 	}
-	binary.Write(&b, binary.LittleEndian, &h)
+	env, err := cstrings("environment variable", c.Env)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Argv) == 0 && len(c.Env) > 0 {
+		return nil, fmt.Errorf("an environment without a command")
+	}
+	le := binary.LittleEndian
+	b := make([]byte, 0, headerSize+len(c.Mounts)*mountSize+len(c.BPF)+len(c.Fallback)+len(argv)+len(env))
+	for _, v := range []uint32{magic, recordsVersion, c.Flags, uint32(len(c.Mounts)), uint32(len(c.BPF)), c.LandlockABI,
+		uint32(len(c.Fallback)), c.ReportFD} {
+		b = le.AppendUint32(b, v)
+	}
+	for i := 0; i < MaxUsernsLimits; i++ {
+		var l UsernsLimit
+		if i < len(c.UsernsLimits) {
+			l = c.UsernsLimits[i]
+			if l.Name == "" || len(l.Name) >= 32 || strings.ContainsAny(l.Name, "/.\x00") {
+				return nil, fmt.Errorf("user namespace limit %q: not a file name in /proc/sys/user", l.Name)
+			}
+		}
+		b = appendPadded(b, l.Name, 32)
+		b = le.AppendUint64(b, l.Value)
+	}
+	b = le.AppendUint32(b, uint32(len(argv)))
+	b = le.AppendUint32(b, uint32(len(env)))
 	for _, m := range c.Mounts {
 		if len(m.Path) == 0 || m.Path[0] != '/' || len(m.Path) >= pathMax || len(m.Source) >= pathMax {
 			return nil, fmt.Errorf("mount path %q: must be absolute and shorter than %d bytes", m.Path, pathMax)
 		}
-		r := mountRecord{Kind: uint32(m.Kind), Mode: m.Mode, Size: m.Size, Dev: m.Dev, Ino: m.Ino}
-		copy(r.Path[:], m.Path)
-		copy(r.Source[:], m.Source)
-		binary.Write(&b, binary.LittleEndian, &r)
+		b = le.AppendUint32(b, uint32(m.Kind))
+		b = le.AppendUint32(b, m.Mode)
+		b = le.AppendUint64(b, m.Size)
+		b = le.AppendUint64(b, m.Dev)
+		b = le.AppendUint64(b, m.Ino)
+		b = appendPadded(b, m.Path, pathMax)
+		b = appendPadded(b, m.Source, pathMax)
 	}
-	b.Write(c.BPF)
-	b.Write(c.Fallback)
-	return b.Bytes(), nil
+	b = append(b, c.BPF...)
+	b = append(b, c.Fallback...)
+	b = append(b, argv...)
+	return append(b, env...), nil
+}
+
+// appendPadded appends s and NULs to n bytes; len(s) < n.
+func appendPadded(b []byte, s string, n int) []byte {
+	b = append(b, s...)
+	return append(b, make([]byte, n-len(s))...)
+}
+
+// cstrings is ss as NUL-terminated strings, one after the other.
+func cstrings(what string, ss []string) ([]byte, error) {
+	var n int
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, fmt.Errorf("%s %q contains a NUL byte", what, s)
+		}
+		n += len(s) + 1
+	}
+	if n > maxExecBytes {
+		return nil, fmt.Errorf("%d bytes of %ss, more than the init takes (%d)", n, what, maxExecBytes)
+	}
+	b := make([]byte, 0, n)
+	for _, s := range ss {
+		b = append(append(b, s...), 0)
+	}
+	return b, nil
 }
 
 // MsgType is the type of a message from the init.
@@ -198,34 +242,39 @@ type Msg struct {
 	Detail string
 }
 
-type msgRecord struct {
-	Type   uint32
-	Err    int32
-	Value  int32
-	Flags  uint32
-	Step   [64]byte
-	Detail [256]byte
-}
-
-// MsgSize is the size of one message record.
+// MsgSize is the size of one message record: type, err, value, flags,
+// step[64], detail[256].
 const MsgSize = 4*4 + 64 + 256
 
 // DecodeMsg decodes one message record.
 func DecodeMsg(b []byte) (Msg, error) {
-	var r msgRecord
-	if err := binary.Read(bytes.NewReader(b), binary.LittleEndian, &r); err != nil {
-		return Msg{}, fmt.Errorf("short message from init: %w", err)
+	if len(b) < MsgSize {
+		return Msg{}, fmt.Errorf("short message from init: %d bytes of %d", len(b), MsgSize)
 	}
-	return Msg{Type: MsgType(r.Type), Err: syscall.Errno(r.Err), Value: r.Value, Flags: r.Flags,
-		Step: cstring(r.Step[:]), Detail: cstring(r.Detail[:])}, nil
+	le := binary.LittleEndian
+	return Msg{Type: MsgType(le.Uint32(b)), Err: syscall.Errno(int32(le.Uint32(b[4:]))), Value: int32(le.Uint32(b[8:])),
+		Flags: le.Uint32(b[12:]), Step: cstring(b[16:80]), Detail: cstring(b[80:MsgSize])}, nil
 }
 
 // WriteMsg encodes m to w.
 func WriteMsg(w io.Writer, m Msg) error {
-	r := msgRecord{Type: uint32(m.Type), Err: int32(m.Err), Value: m.Value, Flags: m.Flags}
-	copy(r.Step[:len(r.Step)-1], m.Step)
-	copy(r.Detail[:len(r.Detail)-1], m.Detail)
-	return binary.Write(w, binary.LittleEndian, &r)
+	le := binary.LittleEndian
+	b := make([]byte, 16, MsgSize)
+	le.PutUint32(b, uint32(m.Type))
+	le.PutUint32(b[4:], uint32(int32(m.Err)))
+	le.PutUint32(b[8:], uint32(m.Value))
+	le.PutUint32(b[12:], m.Flags)
+	b = appendPadded(b, truncate(m.Step, 63), 64)
+	b = appendPadded(b, truncate(m.Detail, 255), 256)
+	_, err := w.Write(b)
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func cstring(b []byte) string {

@@ -2,9 +2,10 @@
  * The hand-off between the supervisor (Go, outside) and the init (C, inside).
  *
  * The supervisor writes one ronly_header, header.n_mounts ronly_mount records,
- * header.bpf_len bytes of a classic BPF program (struct sock_filter[]) and
- * header.fallback_len bytes of a second one on the init socket. The init answers with ronly_msg records. Everything is
- * fixed-size so the C side never parses text. records.go mirrors this file;
+ * header.bpf_len bytes of a classic BPF program (struct sock_filter[]),
+ * header.fallback_len bytes of a second one, header.argv_len bytes of the command's arguments and header.env_len bytes of
+ * its environment (each string NUL-terminated, one after the other) on the init socket. The init answers with ronly_msg
+ * records. Everything else is fixed-size so the C side never parses text. records.go mirrors this file;
  * a test checks the sizes agree. Bump RONLY_RECORDS_VERSION on any change.
  */
 #ifndef RONLY_RECORDS_H
@@ -13,9 +14,10 @@
 #include <stdint.h>
 
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 8u
+#define RONLY_RECORDS_VERSION 9u
 #define RONLY_PATH_MAX 4096
 #define RONLY_MAX_MOUNTS 1024u /* mount records the init takes */
+#define RONLY_MAX_EXEC_BYTES (32u << 20) /* argv_len and env_len each; execve's own limit is lower */
 
 /* ronly_header.flags */
 #define RONLY_F_USERNS 0x1u   /* create a user namespace; the parent writes the id maps */
@@ -47,6 +49,12 @@ struct ronly_header {
 	uint32_t fallback_len; /* program to load instead when no listener can be had (EBUSY) */
 	uint32_t report_fd;    /* an inherited fd kept open for the command's reports (shims); 0 = none */
 	struct ronly_userns_limit userns_limits[RONLY_MAX_USERNS_LIMITS];
+	/* The command the init execs once the sandbox is sealed, looked up on
+	 * the PATH of its environment, which the supervisor computed (shims
+	 * first). argv_len 0: no command, the init returns to the Go runtime
+	 * (the seam's tests). */
+	uint32_t argv_len; /* bytes, NUL-terminated strings; the first is the command */
+	uint32_t env_len;  /* bytes, NUL-terminated NAME=VALUE strings */
 };
 
 /* ronly_mount.kind, applied in this order of the records */
@@ -84,7 +92,7 @@ struct ronly_mount {
 #define RONLY_MSG_NEED_IDMAP 1 /* init -> parent: I am in a new user ns, write my maps */
 #define RONLY_MSG_IDMAP_DONE 2 /* parent -> init */
 #define RONLY_MSG_ERROR 3      /* init -> parent: step failed with err (errno) */
-#define RONLY_MSG_READY 4      /* init -> parent: about to run the front-end; value = landlock ABI enforced */
+#define RONLY_MSG_READY 4      /* init -> parent: about to exec the command; value = landlock ABI enforced */
 #define RONLY_MSG_WARN 5       /* init -> parent: a non-fatal degradation */
 #define RONLY_MSG_LISTENER 7   /* init -> parent: value = the seccomp listener's descriptor in the sender (found by
                                 * its SCM_CREDENTIALS pid), to take with pidfd_getfd: sendmsg is mediated by then */

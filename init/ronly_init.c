@@ -23,13 +23,18 @@
  *   load_seccomp     last, because it forbids the calls the steps above use;
  *                    the supervisor takes the listener out of this process
  *   [pidns] fork once more: PID 1 stays here forwarding signals and reaping
- * then it returns and the Go runtime starts as the sandbox's front-end.
+ *   exec_command     the command, looked up on the PATH the supervisor
+ *                    computed, in place of this process: no Go runtime
+ *                    starts between the sandbox and the command
+ * (without a command in the records, as in the seam's tests, it returns
+ * and the Go runtime starts inside the sandbox instead).
  *
  * Any failure is sent to the supervisor as one ronly_msg (step, detail,
  * errno) and the process exits 125; the supervisor prints it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -67,6 +72,7 @@ static int sock = -1;
 static struct ronly_header hdr;
 static struct ronly_mount *mounts;
 static struct sock_filter *bpf, *fallback;
+static char **cmd_argv, **cmd_env; /* NULL-terminated; cmd_argv NULL: no command */
 
 static void send_msg_flags(uint32_t type, int err, int value, uint32_t flags, const char *step, const char *detail, int pass_fd)
 {
@@ -154,6 +160,8 @@ static void set_attr(int dfd, const char *path, unsigned int at_flags, uint64_t 
 		die(step, path);
 }
 
+static char **read_strings(uint32_t len, const char *what);
+
 static void read_config(void)
 {
 	read_full(&hdr, sizeof hdr, "header");
@@ -183,7 +191,43 @@ static void read_config(void)
 	}
 	read_full(bpf, hdr.bpf_len, "bpf");
 	read_full(fallback, hdr.fallback_len, "fallback bpf");
+	cmd_argv = read_strings(hdr.argv_len, "argv");
+	cmd_env = read_strings(hdr.env_len, "environment");
+	if (hdr.argv_len && !cmd_env)
+		cmd_env = calloc(1, sizeof *cmd_env);
 }
+
+/* NUL-terminated strings, len bytes in all, as a NULL-terminated array;
+ * NULL for none. */
+static char **read_strings(uint32_t len, const char *what)
+{
+	if (len == 0)
+		return NULL;
+	if (len > RONLY_MAX_EXEC_BYTES) {
+		errno = E2BIG;
+		die("read records", what);
+	}
+	char *b = malloc(len);
+	if (!b)
+		die("read records", "allocation");
+	read_full(b, len, what);
+	if (b[len - 1] != 0) {
+		errno = EINVAL;
+		die("read records", what);
+	}
+	size_t n = 0;
+	for (uint32_t i = 0; i < len; i++)
+		n += b[i] == 0;
+	char **v = calloc(n + 1, sizeof *v);
+	if (!v)
+		die("read records", "allocation");
+	for (size_t i = 0, off = 0; i < n; i++) {
+		v[i] = b + off;
+		off += strlen(b + off) + 1;
+	}
+	return v;
+}
+
 
 static void enter_userns(void)
 {
@@ -1095,6 +1139,111 @@ static void load_seccomp(void)
 	send_msg_flags(RONLY_MSG_READY, 0, (int)hdr.landlock_abi, ready, "", "", -1);
 }
 
+/*
+ * Running the command: what the Go front-end did before the init did it,
+ * with the same messages (Go's exec.LookPath and syscall.Exec words) and
+ * the shell's exit codes, 126 cannot execute and 127 not found. It runs
+ * here, sealed, so the lookup sees the sandbox's own tree; the supervisor
+ * already put the shims first on PATH and removed ronly's own variables.
+ */
+static void __attribute__((noreturn, format(printf, 2, 3))) cannot_run(int code, const char *fmt, ...)
+{
+	char line[RONLY_PATH_MAX + 512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > sizeof line - 2)
+		n = (int)sizeof line - 2;
+	line[n++] = '\n';
+	if (write(2, "ronly: ", 7) == 7 && write(2, line, (size_t)n) < 0) {
+		/* nothing left to tell it on */
+	}
+	_exit(code);
+}
+
+/* errno in Go's words: glibc's with a lower-case first letter. */
+static const char *errstr(int e)
+{
+	static char buf[128];
+	snprintf(buf, sizeof buf, "%s", strerror(e));
+	if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
+/* Go's fs.ErrPermission: the shell's 126 rather than 127. */
+static int is_permission(int e) { return e == EACCES || e == EPERM; }
+
+/*
+ * Go's exec findExecutable: 0 when file is a regular file the caller may
+ * execute; -errno when it cannot be stat'ed, +errno otherwise.
+ */
+static int find_executable(const char *file)
+{
+	struct stat st;
+	if (stat(file, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return EISDIR;
+	if (faccessat(AT_FDCWD, file, X_OK, AT_EACCESS) == 0)
+		return 0;
+	if (errno != ENOSYS && errno != EPERM)
+		return errno;
+	return (st.st_mode & 0111) ? 0 : EACCES;
+}
+
+static void __attribute__((noreturn)) exec_command(void)
+{
+	const char *file = cmd_argv[0], *bin = file;
+	static char found[RONLY_PATH_MAX];
+	if (!strcmp(file, "") || !strcmp(file, ".") || !strcmp(file, ".."))
+		cannot_run(127, "%s: executable file not found in $PATH", file);
+	if (strchr(file, '/')) {
+		int e = find_executable(file);
+		if (e < 0)
+			cannot_run(is_permission(-e) ? 126 : 127, "%s: stat %s: %s", file, file, errstr(-e));
+		if (e > 0)
+			cannot_run(is_permission(e) ? 126 : 127, "%s: %s", file, errstr(e));
+	} else {
+		const char *path = NULL;
+		for (char **e = cmd_env; e && *e; e++)
+			if (!strncmp(*e, "PATH=", 5)) {
+				path = *e + 5;
+				break;
+			}
+		bin = NULL;
+		/* Each element in turn; an empty one means ".", as in the shell. */
+		for (const char *p = path, *end; p && *p; p = end + 1) {
+			end = strchrnul(p, ':');
+			size_t len = (size_t)(end - p);
+			while (len > 1 && p[len - 1] == '/')
+				len--;
+			int n;
+			if (len == 0 || (len == 1 && p[0] == '.'))
+				n = snprintf(found, sizeof found, "%s", file);
+			else
+				n = snprintf(found, sizeof found, "%.*s%s%s", (int)len, p, p[len - 1] == '/' ? "" : "/", file);
+			if (n > 0 && (size_t)n < sizeof found && find_executable(found) == 0) {
+				/* Go refuses what a relative PATH entry finds. */
+				if (found[0] != '/')
+					cannot_run(127, "%s: cannot run executable found relative to current directory", file);
+				bin = found;
+				break;
+			}
+			if (!*end)
+				break;
+		}
+		if (!bin)
+			cannot_run(127, "%s: executable file not found in $PATH", file);
+	}
+	execve(bin, cmd_argv, cmd_env);
+	int e = errno;
+	cannot_run(e == ENOENT ? 127 : 126, "exec %s: %s", file, errstr(e));
+}
+
 __attribute__((constructor)) static void ronly_init(void)
 {
 	const char *env = getenv("_RONLY_INIT_FD");
@@ -1130,5 +1279,7 @@ __attribute__((constructor)) static void ronly_init(void)
 	free(source_fd);
 	free(bpf);
 	free(fallback);
+	if (cmd_argv)
+		exec_command();
 	ronly_init_ran = 1;
 }

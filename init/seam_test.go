@@ -40,14 +40,31 @@ func TestRecordSizes(t *testing.T) {
 	if maxMounts != MaxMounts {
 		t.Errorf("Go takes %d mount records, C %d", MaxMounts, maxMounts)
 	}
-	if got := binary.Size(header{}); got != h {
-		t.Errorf("Go header is %d bytes, C is %d", got, h)
+	if headerSize != h {
+		t.Errorf("Go header is %d bytes, C is %d", headerSize, h)
 	}
-	if got := binary.Size(mountRecord{}); got != m {
-		t.Errorf("Go mount record is %d bytes, C is %d", got, m)
+	if mountSize != m {
+		t.Errorf("Go mount record is %d bytes, C is %d", mountSize, m)
 	}
-	if got := binary.Size(msgRecord{}); got != msg || MsgSize != msg {
-		t.Errorf("Go message is %d (MsgSize %d) bytes, C is %d", got, MsgSize, msg)
+	if MsgSize != msg {
+		t.Errorf("Go message is %d bytes, C is %d", MsgSize, msg)
+	}
+	// And what MarshalBinary writes has those sizes.
+	b, err := (&Config{Mounts: []Mount{{Kind: MountTmpfs, Path: "/tmp"}}, Argv: []string{"a", "bc"}, Env: []string{"X=1"}}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := h + m + len("a\x00bc\x00X=1\x00"); len(b) != want {
+		t.Errorf("records of one mount and a command are %d bytes, want %d", len(b), want)
+	}
+	var w bytes.Buffer
+	in := Msg{Type: MsgError, Err: syscall.EPERM, Value: -3, Flags: 2, Step: "step", Detail: strings.Repeat("d", 300)}
+	if err := WriteMsg(&w, in); err != nil || w.Len() != msg {
+		t.Fatalf("WriteMsg wrote %d bytes (%v), want %d", w.Len(), err, msg)
+	}
+	out, err := DecodeMsg(w.Bytes())
+	if in.Detail = in.Detail[:255]; err != nil || out != in {
+		t.Errorf("message round trip: got %+v (%v), want %+v", out, err, in)
 	}
 }
 
@@ -108,7 +125,7 @@ func readMsg(t *testing.T, fd int) Msg {
 
 func TestInvitedReportsBadRecordsWithErrno(t *testing.T) {
 	cmd, out, fd := helper(t, EnvFD+"=3")
-	bad := make([]byte, binary.Size(header{}))
+	bad := make([]byte, headerSize)
 	binary.LittleEndian.PutUint32(bad, 0xdeadbeef)
 	unix.Write(fd, bad)
 	m := readMsg(t, fd)
@@ -205,4 +222,115 @@ func TestTooManyMounts(t *testing.T) {
 	if _, err := c.MarshalBinary(); err != nil {
 		t.Errorf("%d records: %v", len(c.Mounts), err)
 	}
+}
+
+// execCase is a command the init execs in place of itself, and what the
+// caller sees of it: the command's own output, or ronly's line about why
+// it could not run, in the words and with the exit codes of the Go
+// front-end that did this before the init did.
+type execCase struct {
+	name   string
+	argv   []string
+	path   string // the command's PATH
+	dir    string // the init's working directory ("" for the test's)
+	stdout string
+	stderr string
+	code   int
+}
+
+func TestInvitedExecsCommand(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("CI") == "" {
+		t.Skip("needs root for the mount namespace; CI runs as root")
+	}
+	// Outside /tmp, which the sandbox below covers with a tmpfs.
+	dir, err := os.MkdirTemp("/var/tmp", "ronly-seam-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	write := func(name, body string, mode os.FileMode) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	script := write("tool", "#!/bin/sh\necho \"$0 $1\"\n", 0o755)
+	plain := write("plain", "data\n", 0o644)
+	garbage := write("garbage", "\x01\x02\x03 not a program\n", 0o755)
+	cases := []execCase{
+		{name: "environment is exactly the records'", argv: []string{"env"}, path: "/usr/bin:/bin",
+			stdout: "PATH=/usr/bin:/bin\nX=1\n"},
+		{name: "found on PATH after a missing dir, trailing slash", argv: []string{"tool", "arg"}, path: "/nonexistent:" + dir + "/",
+			stdout: script + " arg\n"},
+		{name: "not on PATH", argv: []string{"ronly-no-such-command"}, path: "/usr/bin:/bin",
+			stderr: "ronly: ronly-no-such-command: executable file not found in $PATH\n", code: 127},
+		{name: "no PATH at all", argv: []string{"env"},
+			stderr: "ronly: env: executable file not found in $PATH\n", code: 127},
+		{name: "empty name", argv: []string{""}, path: "/usr/bin:/bin",
+			stderr: "ronly: : executable file not found in $PATH\n", code: 127},
+		{name: "missing path", argv: []string{"/nonexistent/ronly-e2e"},
+			stderr: "ronly: /nonexistent/ronly-e2e: stat /nonexistent/ronly-e2e: no such file or directory\n", code: 127},
+		{name: "directory", argv: []string{"/etc"},
+			stderr: "ronly: /etc: is a directory\n", code: 127},
+		{name: "not executable", argv: []string{plain},
+			stderr: "ronly: " + plain + ": permission denied\n", code: 126},
+		{name: "not a program", argv: []string{garbage},
+			stderr: "ronly: exec " + garbage + ": exec format error\n", code: 126},
+		{name: "relative PATH entry", argv: []string{"tool"}, path: ":/usr/bin:/bin", dir: dir,
+			stderr: "ronly: tool: cannot run executable found relative to current directory\n", code: 127},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := []string{"X=1"}
+			if tc.path != "" {
+				env = append([]string{"PATH=" + tc.path}, env...)
+			}
+			stdout, stderr, code := runInvited(t, tc.dir, &Config{
+				Mounts: []Mount{{Kind: MountTmpfs, Path: "/tmp", Size: 1 << 20, Mode: 0o1777}},
+				Argv:   tc.argv, Env: env})
+			if stdout != tc.stdout || stderr != tc.stderr || code != tc.code {
+				t.Errorf("got exit %d, stdout %q, stderr %q\nwant exit %d, stdout %q, stderr %q",
+					code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+// runInvited runs this test binary invited, with records c, without a user
+// namespace (root's own mount namespace), and returns what it printed and
+// its exit code.
+func runInvited(t *testing.T, dir string, c *Config) (stdout, stderr string, code int) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[0])
+	child := os.NewFile(uintptr(pair[1]), "child")
+	cmd := exec.Command(exe)
+	cmd.Env = []string{EnvFD + "=3", "CINIT_TEST_HELPER=namespaces"}
+	cmd.Dir = dir
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.ExtraFiles = []*os.File{child}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child.Close()
+	unix.Write(pair[0], rec)
+	if m := readMsg(t, pair[0]); m.Type != MsgReady {
+		cmd.Wait()
+		t.Fatalf("got %+v, want ready (stderr %q)", m, errOut.String())
+	}
+	cmd.Wait()
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
 }

@@ -6,6 +6,7 @@ package mountinfo
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -36,8 +37,15 @@ func ReadFile(path string) ([]Mount, error) {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
+	return Parse(f)
+}
+
+// Parse reads a mount table in mountinfo's format from r. An open
+// /proc/<pid>/mountinfo keeps the mount namespace it was opened in: it
+// still reads after pid has exited.
+func Parse(r io.Reader) ([]Mount, error) {
 	var out []Mount
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		// id parent maj:min root point options [optional...] - fstype source superopts

@@ -79,6 +79,7 @@ type sockets struct {
 	// their mount ids once the sandbox is built (learnMounts).
 	writablePaths []string
 	writable      map[uint64]bool
+	mountTable    *os.File // the sandbox's, held open (holdMountTable)
 	// allow are --allow-socket paths on the host.
 	allow []string
 	// docker is the host's Docker socket and guard the Docker guard's
@@ -146,12 +147,31 @@ func (s *sockets) register(m map[int]mediator) {
 // first mediated call is answered; without it no path socket is the
 // session's (fail closed).
 func (s *sockets) learnMounts(pid int) error {
-	ms, err := mountinfo.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
+	var ms []mountinfo.Mount
+	var err error
+	if f := s.mountTable; f != nil {
+		s.mountTable = nil
+		defer f.Close()
+		if ms, err = mountinfo.Parse(f); err != nil {
+			return fmt.Errorf("read mount table: %w", err)
+		}
+	} else if ms, err = mountinfo.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid)); err != nil {
 		return err
 	}
 	s.writable = writableMounts(ms, s.writablePaths)
 	return nil
+}
+
+// holdMountTable opens the mount table of pid, the init, while it waits
+// for the supervisor with its sandbox built (it hands over the seccomp
+// listener): the init execs the command next, and a command as quick as
+// /bin/true may be gone before learnMounts reads. The open file keeps the
+// mount namespace, so learnMounts reads it later, off the command's path.
+func (s *sockets) holdMountTable(pid int) {
+	if s.mountTable != nil {
+		s.mountTable.Close()
+	}
+	s.mountTable, _ = os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
 }
 
 func writableMounts(ms []mountinfo.Mount, paths []string) map[uint64]bool {

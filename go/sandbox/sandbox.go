@@ -24,8 +24,6 @@ import (
 
 // Environment of the sandbox.
 const (
-	// EnvShims carries the shim directories to the front-end inside.
-	EnvShims = "_RONLY_SHIMS"
 	// EnvExtraRules names the --extra-shims directories, whose *.rules
 	// files the shims read.
 	EnvExtraRules = "RONLY_EXTRA_RULES"
@@ -440,6 +438,7 @@ func (s *session) start() (int, error) {
 	defer x.close()
 	s.stdio = x
 	cfg.Flags |= x.Flags
+	cfg.Argv, cfg.Env = commandLine(p, cinit.ShimDir, nil) // command.go
 	records, err := cfg.MarshalBinary()
 	if err != nil {
 		return 0, err
@@ -464,25 +463,12 @@ func (s *session) start() (int, error) {
 		child.Close()
 		return 0, fmt.Errorf("become subreaper: %w", err)
 	}
-	cmd := exec.Command("/proc/self/exe", p.Command...)
+	// The invitation only: the command's argv and environment ride in the
+	// records, and the init execs the command itself, so no Go runtime
+	// starts in between (nor sees the command's GODEBUG or GOGC).
+	cmd := exec.Command("/proc/self/exe")
 	cmd.Args[0] = "ronly"
-	env := p.Env
-	if env == nil {
-		env = os.Environ()
-	}
-	cmd.Env = append(append([]string{}, env...), cinit.EnvFD+"=3", fmt.Sprintf("%s=%d", EnvReportFD, reportFD))
-	if !p.NoShims {
-		dirs := p.ExtraShims
-		if len(p.ShimTools) > 0 {
-			dirs = append([]string{cinit.ShimDir}, dirs...)
-		}
-		if len(dirs) > 0 {
-			cmd.Env = append(cmd.Env, EnvShims+"="+strings.Join(dirs, ":"))
-		}
-		if len(p.ExtraShims) > 0 {
-			cmd.Env = append(cmd.Env, EnvExtraRules+"="+strings.Join(p.ExtraShims, ":"))
-		}
-	}
+	cmd.Env = []string{cinit.EnvFD + "=3"}
 	x.wire(cmd)
 	cmd.ExtraFiles = []*os.File{child, reportW}
 	// If the supervisor dies, the sandbox dies with it.
@@ -678,6 +664,8 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 			}
 			if listener, err = takeFD(sender, int(m.Value)); err != nil {
 				reply.Err, reply.Detail = errnoOf(err), err.Error()
+			} else if s.socks != nil {
+				s.socks.holdMountTable(sender) // before it execs the command
 			}
 			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
 				return -1, fmt.Errorf("answer init: %w", err)

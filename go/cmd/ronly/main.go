@@ -2,10 +2,12 @@
 // host is readable, nothing outside the scratch space can be changed, and
 // the kernel is what says no.
 //
-// One binary plays three parts, told apart before any flag is parsed:
-// the front-end inside a sandbox the C init has just built (cinit.Ran), and
+// One binary plays two parts, told apart before any flag is parsed: a
+// shimmed tool inside a sandbox (docker, kubectl…: argv[0] names it), and
 // otherwise the command line: `ronly [OPTIONS] [COMMAND...]` and its
-// subcommands. Only this package prints or exits.
+// subcommands. Inside a session the C init (package cinit) builds the
+// sandbox and execs the command itself, before this runtime ever starts.
+// Only this package prints or exits.
 package main
 
 import (
@@ -16,8 +18,6 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"ronly.dev/ronly/go/frontend"
-	"ronly.dev/ronly/go/sandbox"
 	cinit "ronly.dev/ronly/init"
 )
 
@@ -38,12 +38,9 @@ const (
 
 func main() {
 	if cinit.Ran() {
-		err := frontend.Exec(os.Args[1:], sandbox.EnvShims, cinit.EnvFD)
-		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
-		var ee *frontend.ExecError
-		if errors.As(err, &ee) {
-			os.Exit(ee.Code)
-		}
+		// The init returns only when its records named no command,
+		// which ronly's supervisor never sends.
+		fmt.Fprintln(os.Stderr, "ronly: the sandbox was built but given no command to run")
 		os.Exit(exitRonly)
 	}
 	if code, ok := runShim(os.Args); ok {
@@ -54,14 +51,22 @@ func main() {
 
 func runCLI(args []string) int {
 	var cli CLI
-	parser, err := kong.New(&cli,
+	opts := []kong.Option{
 		kong.Name("ronly"),
 		kong.Description(description),
 		kong.Vars{"version": "ronly " + version, "default_tmpfs_size": "64M"},
 		kong.Bind(&cli),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
-	)
+	}
+	if plainRun(args) {
+		// Kong's model is reflection over every field of every command:
+		// a session's command line gets the flags and run only, and
+		// leaves the other commands' fields unread (about 1 ms of the
+		// start on a busy 2-core VM).
+		opts = append(opts, kong.IgnoreFields(`^CLI\.(Exporter|Probe|ProbeInternal)$`))
+	}
+	parser, err := kong.New(&cli, opts...)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
 		return exitRonly
@@ -114,14 +119,38 @@ func parseAndRun(parser *kong.Kong, args []string) (code int, done bool) {
 // (and a misspelt one is still an error, not a command).
 func explicitRun(args []string) []string {
 	for i, a := range args {
-		switch a {
-		case "--":
+		switch {
+		case a == "--":
 			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
-		case "run", "exporter", "probe", "probe-internal", "help":
+		case isCommandName(a):
 			return args
 		}
 	}
 	return args
+}
+
+// isCommandName is true for the names of CLI's commands (and help).
+func isCommandName(a string) bool {
+	switch a {
+	case "run", "exporter", "probe", "probe-internal", "help":
+		return true
+	}
+	return false
+}
+
+// plainRun is true when args can only run a command: no command is named
+// before a "--" (not even as some flag's value: then the whole model is
+// built, to be sure) and no help is asked for, whose text lists them all.
+func plainRun(args []string) bool {
+	for _, a := range args {
+		switch {
+		case a == "--":
+			return true
+		case isCommandName(a), a == "-h", a == "--help":
+			return false
+		}
+	}
+	return true
 }
 
 func oneLine(err error) string {
