@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -40,6 +42,21 @@ func signalsEveryday() []Op {
 		e("tkill own child", func(Targets) error {
 			return onChild(func(pid int) error {
 				_, _, errno := unix.Syscall(unix.SYS_TKILL, uintptr(pid), uintptr(unix.SIGKILL), 0)
+				return errnoOrNil(errno)
+			})
+		}),
+		// sigqueue(3) with a value for the receiver, to a child.
+		e("rt_sigqueueinfo own child", func(Targets) error {
+			return onChild(func(pid int) error {
+				info := newSiginfo(unix.SIGKILL)
+				_, _, errno := unix.Syscall(unix.SYS_RT_SIGQUEUEINFO, uintptr(pid), uintptr(unix.SIGKILL), uintptr(unsafe.Pointer(info)))
+				return errnoOrNil(errno)
+			})
+		}),
+		e("rt_tgsigqueueinfo own child", func(Targets) error {
+			return onChild(func(pid int) error {
+				info := newSiginfo(unix.SIGKILL)
+				_, _, errno := unix.Syscall6(unix.SYS_RT_TGSIGQUEUEINFO, uintptr(pid), uintptr(pid), uintptr(unix.SIGKILL), uintptr(unsafe.Pointer(info)), 0, 0)
 				return errnoOrNil(errno)
 			})
 		}),

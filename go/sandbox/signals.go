@@ -60,6 +60,13 @@ type signals struct {
 	cgroup string
 	// self is the supervisor's pid, the top of the session's tree.
 	self int
+	// on: the session got the notify-signals program (signalProgram).
+	// rt_(tg)sigqueueinfo is mediated in every session; only then does
+	// the supervisor deliver it to another process itself.
+	on bool
+	// scoped: Landlock (ABI 6) or a PID namespace of the session's own
+	// confines its signals, so rt_(tg)sigqueueinfo may continue.
+	scoped bool
 }
 
 func newSignals() *signals { return &signals{self: os.Getpid()} }
@@ -87,6 +94,8 @@ func (g *signals) register(m map[int]mediator, t bpf.Table) {
 		unix.SYS_TKILL:             g.tkill,
 		unix.SYS_TGKILL:            g.tgkill,
 		unix.SYS_PIDFD_SEND_SIGNAL: g.pidfdSendSignal,
+		unix.SYS_RT_SIGQUEUEINFO:   g.sigqueue,
+		unix.SYS_RT_TGSIGQUEUEINFO: g.sigqueue,
 	} {
 		e, ok := t[nr]
 		if !ok || !e.Mediate {
@@ -256,6 +265,87 @@ func (g *signals) pidfdSendSignal(c *Call) verdict {
 	}
 	_, _, errno := unix.Syscall6(unix.SYS_PIDFD_SEND_SIGNAL, uintptr(fd), uintptr(sig), uintptr(p), uintptr(flags), 0, 0)
 	return fail(errno)
+}
+
+// sigqueue is rt_sigqueueinfo(tgid, sig, info) and rt_tgsigqueueinfo(tgid,
+// tid, sig, info): a signal with a siginfo of the caller's making. To the
+// caller's own process it continues (the kernel reads the siginfo; the
+// target is a register and the caller's own, which cannot be reused while
+// it waits), and so it does where Landlock or a PID namespace confines the
+// session's signals. Where the supervisor confines them, it delivers the
+// signal as kill's, with a copy of the siginfo, which the kernel checks as
+// it would the caller's (no si_code of the kernel's own to another
+// process). Where nothing confines them (no Landlock), it is refused.
+func (g *signals) sigqueue(c *Call) verdict {
+	thread := c.Nr == unix.SYS_RT_TGSIGQUEUEINFO
+	tgid, tid, sigArg := int32(c.Args[0]), int32(c.Args[0]), 1
+	if thread {
+		tid, sigArg = int32(c.Args[1]), 2
+	}
+	sig, infoAddr := int32(c.Args[sigArg]), c.Args[sigArg+1]
+	if !validSignal(sig) {
+		return fail(unix.EINVAL)
+	}
+	// The caller's ids in its own PID namespace, where the kernel looks
+	// the target up (the ci profile has one).
+	if _, own, ok := ownIDs(int(c.PID)); ok && int(tgid) == own {
+		return proceed
+	}
+	if g.scoped {
+		// The kernel finds the target where Landlock's scope or the
+		// session's PID namespace confines it.
+		return proceed
+	}
+	if !g.on {
+		return verdict{errno: unix.EPERM, target: int(tgid)}
+	}
+	if tgid <= 0 || tid <= 0 {
+		return fail(unix.ESRCH)
+	}
+	k, e := openCaller(c)
+	if e != 0 {
+		return fail(e)
+	}
+	info, e := k.read(infoAddr, 128) // sizeof(siginfo_t)
+	k.close()
+	if e != 0 {
+		return fail(e)
+	}
+	if !c.Valid() {
+		return fail(unix.ESRCH)
+	}
+	// rt_sigqueueinfo takes the signal from its argument; pidfd_send_signal
+	// wants the siginfo to say the same.
+	*(*int32)(unsafe.Pointer(&info[0])) = sig
+	send := func(fd int) syscall.Errno {
+		_, _, errno := unix.Syscall6(unix.SYS_PIDFD_SEND_SIGNAL, uintptr(fd), uintptr(sig), uintptr(unsafe.Pointer(&info[0])), 0, 0, 0)
+		return errno
+	}
+	fd, err := unix.PidfdOpen(int(tgid), 0)
+	if err != nil {
+		return fail(unix.ESRCH)
+	}
+	defer unix.Close(fd)
+	if !g.member(int(tgid), fd) {
+		return verdict{errno: unix.EPERM, target: int(tgid)}
+	}
+	if !thread || tid == tgid {
+		return fail(send(fd))
+	}
+	task := "/proc/" + strconv.Itoa(int(tgid)) + "/task/" + strconv.Itoa(int(tid))
+	tfd, err := unix.PidfdOpen(int(tid), pidfdThread)
+	if err != nil {
+		// No thread pidfds before 6.9: the thread group gets it.
+		if _, err := os.Stat(task); err != nil {
+			return fail(unix.ESRCH)
+		}
+		return fail(send(fd))
+	}
+	defer unix.Close(tfd)
+	if _, err := os.Stat(task); err != nil || tgidOf(int(tid)) != int(tgid) || !alive(tfd) {
+		return fail(unix.ESRCH)
+	}
+	return fail(send(tfd))
 }
 
 // signalProcess signals process (or thread) pid if it is the session's.
@@ -485,11 +575,12 @@ func processes() []int {
 // the init stops with EBUSY and Run starts again with a PID namespace.
 func (s *session) signalProgram(cfg cinit.Config) cinit.Config {
 	l, p := s.layers, s.p
-	l.SignalMediation = false
+	l.SignalMediation, s.sigs.on = false, false
+	s.sigs.scoped = l.PIDNS || (!p.SkipLandlock && l.LandlockABI >= 6)
 	if l.PIDNS || p.SkipSeccomp || p.SkipLandlock || l.LandlockABI >= 6 || s.withSignals == nil {
 		return cfg
 	}
 	cfg.BPF, cfg.Fallback = s.withSignals, nil
-	l.SignalMediation = true
+	l.SignalMediation, s.sigs.on = true, true
 	return cfg
 }

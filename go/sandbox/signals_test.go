@@ -142,6 +142,20 @@ func TestSignalVerdicts(t *testing.T) {
 	if v := g.tkill(call(unix.Gettid(), unix.SYS_TKILL, uint64(unix.Gettid()), 0)); !v.cont {
 		t.Errorf("tkill of own thread: %+v, want continue", v)
 	}
+	// rt_sigqueueinfo: the caller itself, or where Landlock or a PID
+	// namespace confines signals, continues; with nothing to confine
+	// them, refused.
+	if v := g.sigqueue(call(me, unix.SYS_RT_SIGQUEUEINFO, uint64(me), 10, 0)); !v.cont {
+		t.Errorf("rt_sigqueueinfo to self: %+v, want continue", v)
+	}
+	if v := g.sigqueue(call(me, unix.SYS_RT_SIGQUEUEINFO, 1, 10, 0)); v.cont || v.errno != unix.EPERM {
+		t.Errorf("rt_sigqueueinfo to PID 1, nothing confining signals: %+v, want EPERM", v)
+	}
+	g.scoped = true
+	if v := g.sigqueue(call(me, unix.SYS_RT_TGSIGQUEUEINFO, 1, 1, 10, 0)); !v.cont {
+		t.Errorf("rt_tgsigqueueinfo where Landlock scopes signals: %+v, want continue", v)
+	}
+	g.scoped = false
 	// Bad signals, as the kernel answers them.
 	if v := g.kill(call(me, unix.SYS_KILL, 1, 65)); v.cont || v.errno != unix.EINVAL {
 		t.Errorf("kill signal 65: %+v, want EINVAL", v)
