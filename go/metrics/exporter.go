@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +12,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 const (
@@ -36,11 +35,10 @@ const (
 )
 
 // Exporter aggregates the reports of a host's sessions and serves them to
-// Prometheus. Each Exporter has its own Set in its own prometheus.Registry;
-// nothing is global. Its methods are safe for concurrent use.
+// Prometheus. Each Exporter has its own Set; nothing is global. Its
+// methods are safe for concurrent use.
 type Exporter struct {
 	spool string
-	reg   *prometheus.Registry
 
 	mu     sync.Mutex
 	set    *Set
@@ -54,26 +52,7 @@ func NewExporter(spool string) *Exporter {
 	s.add(reportsReceived, 0, "spool")
 	s.add(reportsDropped, 0)
 	s.add(reportsMalformed, 0)
-	e := &Exporter{spool: spool, reg: prometheus.NewRegistry(), set: s, recent: newRecentSet(recentSessions)}
-	e.reg.MustRegister(lockedSet{&e.mu, s})
-	return e
-}
-
-// lockedSet collects a Set under the mutex that guards it.
-type lockedSet struct {
-	mu  *sync.Mutex
-	set *Set
-}
-
-func (l lockedSet) Describe(ch chan<- *prometheus.Desc) { l.set.Describe(ch) }
-
-func (l lockedSet) Collect(ch chan<- prometheus.Metric) {
-	l.mu.Lock()
-	ms := l.set.metrics()
-	l.mu.Unlock()
-	for _, m := range ms {
-		ch <- m
-	}
+	return &Exporter{spool: spool, set: s, recent: newRecentSet(recentSessions)}
 }
 
 // Ingest counts one JSON report that arrived via "socket" or "spool". A
@@ -99,16 +78,34 @@ func (e *Exporter) Ingest(data []byte, via string) error {
 	return nil
 }
 
-// Handler serves the metrics for Prometheus (the text exposition format
-// unless the scraper asks for protobuf), logging errors to errorLog (may be
-// nil) and answering 500 if gathering fails. It does not compress: the
-// exposition is a few kB, and a gzip writer would cost the daemon more
+// Logger hears of what went wrong serving /metrics (a *log.Logger).
+type Logger interface {
+	Println(v ...any)
+}
+
+// Handler serves the metrics for Prometheus in the text exposition format
+// (0.0.4), which every Prometheus accepts whatever its Accept header
+// offers, logging errors to errorLog (may be nil). It does not compress:
+// the exposition is a few kB, and a gzip writer would cost the daemon more
 // memory than the whole Set.
-func (e *Exporter) Handler(errorLog promhttp.Logger) http.Handler {
-	return promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{
-		ErrorLog:           errorLog,
-		ErrorHandling:      promhttp.HTTPErrorOnError,
-		DisableCompression: true,
+func (e *Exporter) Handler(errorLog Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		e.mu.Lock()
+		err := e.set.WriteText(&b)
+		e.mu.Unlock()
+		if err != nil {
+			if errorLog != nil {
+				errorLog.Println("writing the exposition:", err)
+			}
+			http.Error(w, "writing the exposition: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+		if r.Method != http.MethodHead {
+			w.Write(b.Bytes())
+		}
 	})
 }
 

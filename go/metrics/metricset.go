@@ -1,21 +1,24 @@
 package metrics
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 )
 
-// The metric set: the one place that names ronly's metrics. A Set is a
-// prometheus.Collector; the exporter registers it in its own Registry and
-// the textfile writer in a throw-away one, so the two cannot drift, and the
-// golden files in testdata catch a rename.
+// The metric set: the one place that names ronly's metrics. The exporter
+// and the textfile writer both expose a Set with WriteText, so the two
+// cannot drift, and the golden files in testdata catch a rename; promtool
+// and a real Prometheus read them in the tests. The format is written and
+// read here rather than with client_golang: that library, its protobuf and
+// procfs cost every session's start several milliseconds of package init
+// in this one binary, for a format of a few lines.
 
 type kind int
 
@@ -30,11 +33,11 @@ type family struct {
 	name   string
 	kind   kind
 	labels []string
-	desc   *prometheus.Desc
+	help   string
 }
 
 func newFamily(name, help string, k kind, labels ...string) *family {
-	return &family{name: name, kind: k, labels: labels, desc: prometheus.NewDesc(name, help, labels, nil)}
+	return &family{name: name, kind: k, labels: labels, help: help}
 }
 
 var (
@@ -70,8 +73,8 @@ var (
 		"Lines on ronly sessions' shim report pipes that were dropped: not a command refusal by one of the session's shims (a forged syscall, write or api count, an unknown tool), not JSON, or longer than 1 KiB.", counter)
 )
 
-// families are all of them. (The exposition is in the Registry's order:
-// sorted by name, then by label values.)
+// families are all of them. (The exposition is sorted by name, then by
+// label values, as client_golang's registry sorts it.)
 var families = []*family{
 	blockedSyscalls, blockedWrites, blockedCommands, blockedAPICalls,
 	sessions, sessionDuration, landlockABI, seccompCounting, writeCounting, socketMediation,
@@ -93,8 +96,8 @@ const (
 )
 
 // Set is an aggregate of session reports: the counters, histogram and gauges
-// of the metric set, which it exposes as a prometheus.Collector of constant
-// metrics. Its zero value is not usable; use NewSet. A Set is not safe for
+// of the metric set, which it writes in the text exposition format. Its
+// zero value is not usable; use NewSet. A Set is not safe for
 // concurrent use.
 type Set struct {
 	counters map[*family]map[string]uint64 // label values joined by sep
@@ -235,86 +238,102 @@ func (s *Set) add(f *family, n uint64, values ...string) {
 	m[strings.Join(values, sep)] += n
 }
 
-// Describe implements prometheus.Collector.
-func (s *Set) Describe(ch chan<- *prometheus.Desc) {
-	for _, f := range families {
-		ch <- f.desc
-	}
-}
-
-// Collect implements prometheus.Collector: a family is there once it has
-// a sample.
-func (s *Set) Collect(ch chan<- prometheus.Metric) {
-	for _, m := range s.metrics() {
-		ch <- m
-	}
-}
-
-// metrics are the Set's samples as constant metrics.
-func (s *Set) metrics() []prometheus.Metric {
-	var ms []prometheus.Metric
-	for _, f := range families {
-		var m prometheus.Metric
-		var err error
+// WriteText writes the Set in the Prometheus text exposition format (0.0.4)
+// as client_golang's encoder did: HELP and TYPE for each family that has
+// samples, no timestamps, families sorted by name, labels by name and
+// samples by label values. The node_exporter textfile collector and
+// Prometheus read the same format.
+func (s *Set) WriteText(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fs := slices.Clone(families)
+	slices.SortFunc(fs, func(a, b *family) int { return strings.Compare(a.name, b.name) })
+	for _, f := range fs {
 		switch f.kind {
 		case counter:
-			for k, n := range s.counters[f] {
-				var values []string
-				if len(f.labels) > 0 {
-					values = strings.Split(k, sep)
-				}
-				m, err = prometheus.NewConstMetric(f.desc, prometheus.CounterValue, float64(n), values...)
-				ms = append(ms, orInvalid(f, m, err))
+			if len(s.counters[f]) == 0 {
+				continue
 			}
-			continue
+			writeHeader(bw, f, "counter")
+			s.writeCounter(bw, f)
 		case gauge:
 			v, ok := s.gauges[f]
 			if !ok {
 				continue
 			}
-			m, err = prometheus.NewConstMetric(f.desc, prometheus.GaugeValue, v)
+			writeHeader(bw, f, "gauge")
+			bw.WriteString(f.name + " " + formatFloat(v) + "\n")
 		case histogram:
 			if !s.durPresent {
 				continue
 			}
-			buckets := make(map[float64]uint64, len(durationBuckets))
+			writeHeader(bw, f, "histogram")
 			for i, le := range durationBuckets {
-				buckets[le] = s.durBuckets[i]
+				bw.WriteString(f.name + `_bucket{le="` + formatFloat(le) + `"} ` + formatFloat(float64(s.durBuckets[i])) + "\n")
 			}
-			m, err = prometheus.NewConstHistogram(f.desc, s.durBuckets[len(durationBuckets)], s.durSum, buckets)
-		}
-		ms = append(ms, orInvalid(f, m, err))
-	}
-	return ms
-}
-
-// orInvalid is m, or a metric that makes Gather report err.
-func orInvalid(f *family, m prometheus.Metric, err error) prometheus.Metric {
-	if err != nil {
-		return prometheus.NewInvalidMetric(f.desc, err)
-	}
-	return m
-}
-
-// WriteText writes the Set in the Prometheus text exposition format (0.0.4)
-// with client_golang's encoder, as the exporter serves it: HELP and TYPE for
-// each family that has samples, no timestamps, families sorted by name and
-// samples by label values. The node_exporter textfile collector reads the
-// same format.
-func (s *Set) WriteText(w io.Writer) error {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(s); err != nil {
-		return err
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		return err
-	}
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			return err
+			n := formatFloat(float64(s.durBuckets[len(durationBuckets)]))
+			bw.WriteString(f.name + `_bucket{le="+Inf"} ` + n + "\n")
+			bw.WriteString(f.name + "_sum " + formatFloat(s.durSum) + "\n")
+			bw.WriteString(f.name + "_count " + n + "\n")
 		}
 	}
-	return nil
+	return bw.Flush()
+}
+
+func writeHeader(w *bufio.Writer, f *family, typ string) {
+	help := strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(f.help)
+	w.WriteString("# HELP " + f.name + " " + help + "\n# TYPE " + f.name + " " + typ + "\n")
+}
+
+// writeCounter writes f's samples, each with its labels sorted by name,
+// the samples sorted by those label values in that order.
+func (s *Set) writeCounter(w *bufio.Writer, f *family) {
+	order := make([]int, len(f.labels)) // label indexes, by name
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(f.labels[a], f.labels[b]) })
+	type sample struct {
+		values []string // in order's order
+		n      uint64
+	}
+	samples := make([]sample, 0, len(s.counters[f]))
+	for k, n := range s.counters[f] {
+		var values []string
+		if len(f.labels) > 0 {
+			split := strings.Split(k, sep)
+			for _, i := range order {
+				values = append(values, split[i])
+			}
+		}
+		samples = append(samples, sample{values, n})
+	}
+	slices.SortFunc(samples, func(a, b sample) int { return slices.Compare(a.values, b.values) })
+	esc := strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+	for _, x := range samples {
+		w.WriteString(f.name)
+		for j, i := range order {
+			sepc := ","
+			if j == 0 {
+				sepc = "{"
+			}
+			w.WriteString(sepc + f.labels[i] + `="` + esc.Replace(x.values[j]) + `"`)
+		}
+		if len(order) > 0 {
+			w.WriteString("}")
+		}
+		w.WriteString(" " + formatFloat(float64(x.n)) + "\n")
+	}
+}
+
+// formatFloat writes a value as the exposition format's encoder does.
+func formatFloat(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, +1):
+		return "+Inf"
+	case math.IsInf(f, -1):
+		return "-Inf"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }

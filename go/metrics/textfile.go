@@ -10,13 +10,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/hostfile"
@@ -277,89 +275,132 @@ func lockFile(dir *hostfile.Dir, deadline time.Time, done func() bool) (*os.File
 
 // readText adds the ronly_ samples of a text exposition, as WriteText
 // writes it, to s: counters and the histogram add, gauges are replaced.
-// Lines that are not ronly_ samples or their HELP and TYPE are blanked
-// before expfmt parses the rest (so its errors keep the file's line
-// numbers); samples of metrics this version does not know are ignored.
-// Label values go through the same cap as a report's.
+// Lines that are not ronly_ samples are skipped (HELP and TYPE too: the
+// metric set knows its own); samples of metrics this version does not know
+// are ignored, and so are histogram buckets with bounds it does not have
+// (the count is the +Inf bucket's). Label values go through the same cap as
+// a report's. A ronly_ line that is not a sample is an error naming it.
 func (s *Set) readText(r io.Reader) error {
-	var kept bytes.Buffer
+	byName := make(map[string]*family, len(families))
+	for _, f := range families {
+		byName[f.name] = f
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if bytes.HasPrefix(line, []byte("ronly_")) ||
-			bytes.HasPrefix(line, []byte("# HELP ronly_")) || bytes.HasPrefix(line, []byte("# TYPE ronly_")) {
-			kept.Write(line)
+	for line := 1; sc.Scan(); line++ {
+		text := sc.Text()
+		if !strings.HasPrefix(text, "ronly_") {
+			continue
 		}
-		kept.WriteByte('\n')
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(&kept)
-	if err != nil {
-		return err
-	}
-	for _, f := range families {
-		for _, m := range mfs[f.name].GetMetric() {
-			if f.kind == histogram {
-				s.readHistogram(m.GetHistogram())
-				continue
+		name, labels, v, err := parseSample(text)
+		if err != nil {
+			return fmt.Errorf("text format parsing error in line %d: %w", line, err)
+		}
+		if math.IsNaN(v) || v < 0 {
+			continue
+		}
+		switch name {
+		case sessionDuration.name + "_bucket":
+			le, err := strconv.ParseFloat(labels["le"], 64)
+			if i := bucketIndex(le); err == nil && i >= 0 {
+				s.durBuckets[i] += toCount(v)
+				s.durPresent = true
 			}
-			var v float64
-			switch {
-			case m.Counter != nil:
-				v = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				v = m.GetGauge().GetValue()
-			case m.Untyped != nil:
-				v = m.GetUntyped().GetValue()
-			default:
-				continue
-			}
-			if math.IsNaN(v) || v < 0 {
-				continue
-			}
-			if f.kind == gauge {
-				s.gauges[f] = v
-				continue
-			}
+			continue
+		case sessionDuration.name + "_sum":
+			s.durSum += v
+			s.durPresent = true
+			continue
+		}
+		f := byName[name]
+		switch {
+		case f == nil || f.kind == histogram:
+		case f.kind == gauge:
+			s.gauges[f] = v
+		default:
 			values := make([]string, len(f.labels))
 			for i, l := range f.labels {
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == l {
-						values[i] = lp.GetValue()
-					}
-				}
+				values[i] = labels[l]
 			}
 			s.add(f, toCount(v), values...)
 		}
 	}
-	return nil
+	return sc.Err()
 }
 
-// readHistogram adds the buckets and sum of h (nil: none) to the session
-// duration histogram. Buckets with bounds this version does not have are
-// ignored; the count is the +Inf bucket's.
-func (s *Set) readHistogram(h *dto.Histogram) {
-	if h == nil {
-		return
+// parseSample parses one sample line of the text format:
+// name{label="value",...} value [timestamp].
+func parseSample(line string) (name string, labels map[string]string, value float64, err error) {
+	i := 0
+	for i < len(line) && isNameByte(line[i], i > 0) {
+		i++
 	}
-	for _, b := range h.GetBucket() {
-		n := b.GetCumulativeCountFloat()
-		if n == 0 {
-			n = float64(b.GetCumulativeCount())
+	name, labels = line[:i], map[string]string{}
+	if i < len(line) && line[i] == '{' {
+		i++
+		for {
+			i = skipSpace(line, i)
+			if i < len(line) && line[i] == '}' {
+				i++
+				break
+			}
+			j := i
+			for j < len(line) && isNameByte(line[j], j > i) && line[j] != ':' {
+				j++
+			}
+			if j == i || j+1 >= len(line) || line[j] != '=' || line[j+1] != '"' {
+				return "", nil, 0, fmt.Errorf("malformed label in %q", line)
+			}
+			label := line[i:j]
+			var b strings.Builder
+			for j += 2; ; j++ {
+				if j >= len(line) {
+					return "", nil, 0, fmt.Errorf("label value of %s not closed in %q", label, line)
+				}
+				c := line[j]
+				if c == '"' {
+					break
+				}
+				if c == '\\' && j+1 < len(line) {
+					j++
+					switch line[j] {
+					case 'n':
+						c = '\n'
+					case '\\', '"':
+						c = line[j]
+					default:
+						return "", nil, 0, fmt.Errorf("bad escape in label value of %s in %q", label, line)
+					}
+				}
+				b.WriteByte(c)
+			}
+			labels[label] = b.String()
+			i = skipSpace(line, j+1)
+			if i < len(line) && line[i] == ',' {
+				i++
+			}
 		}
-		if i := bucketIndex(b.GetUpperBound()); i >= 0 && !math.IsNaN(n) && n >= 0 {
-			s.durBuckets[i] += toCount(n)
-			s.durPresent = true
-		}
 	}
-	if sum := h.GetSampleSum(); !math.IsNaN(sum) && sum >= 0 {
-		s.durSum += sum
-		s.durPresent = true
+	fields := strings.Fields(line[i:])
+	if len(fields) < 1 || len(fields) > 2 || i == 0 || (i < len(line) && line[i] != ' ' && line[i] != '\t') {
+		return "", nil, 0, fmt.Errorf("not a sample: %q", line)
 	}
+	if value, err = strconv.ParseFloat(fields[0], 64); err != nil {
+		return "", nil, 0, fmt.Errorf("value of %q: %w", line, err)
+	}
+	return name, labels, value, nil
+}
+
+// isNameByte: [a-zA-Z_:], and digits after the first byte.
+func isNameByte(c byte, notFirst bool) bool {
+	return c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (notFirst && c >= '0' && c <= '9')
+}
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	return i
 }
 
 func toCount(v float64) uint64 {
