@@ -2,10 +2,12 @@
 // machine and prints medians and ratios:
 //
 //	startup     ronly /bin/true  vs  plain exec  vs  bwrap with comparable isolation
-//	syscall     an allowed getppid loop inside ronly vs outside
+//	syscall     an allowed getppid loop inside ronly vs outside, and outside
+//	            while a session runs, with and without --count-writes
 //	refused     a refused call (keyctl) inside ronly: the supervisor's
 //	            deny-and-count round trip, vs an allowed call inside
-//	write-heavy untar then delete 20,000 small files in /tmp, inside vs outside
+//	write-heavy untar then delete 20,000 small files in /tmp: ronly (with and
+//	            without --count-writes) vs bwrap vs outside
 //	sockets     TCP connects and UDP sendmsg, which the supervisor mediates,
 //	            inside vs outside
 //	stdio       cat of 1 GB from a file to a file inside ronly (stdio relayed
@@ -16,8 +18,9 @@
 // Landlock with ronly's write rules), so a missed target can be told apart
 // from a cost the kernel charges any sandbox built this way.
 //
-// ronly runs with and without --no-write-counting: while a session counts
-// refused writes, an eBPF program runs at every syscall's exit.
+// ronly runs with default flags and with --count-writes (writecount.go):
+// counting refused writes attaches eBPF programs, which, where the kernel
+// has no BPF trampolines, run at every syscall's exit on the whole host.
 //
 // Runs are interleaved (A B C A B C …) so drift on a busy machine hits every
 // variant alike, and a ratio is the median of the per-round ratios.
@@ -31,7 +34,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -94,7 +96,7 @@ func main() {
 		{"syscall", func() { syscalls(*ronly, self, *runs) }},
 		{"refused", func() { refused(*ronly, self, *runs/4+1) }},
 		{"sockets", func() { sockets(*ronly, self, *runs/4+1) }},
-		{"write-heavy", func() { writeHeavy(*ronly, self, work, *runs/2+1) }},
+		{"write-heavy", func() { writeHeavy(*ronly, *bwrap, self, work, *runs/2+1) }},
 		{"stdio", func() { stdioCopy(*ronly, work, *runs/8+5) }},
 	}
 	for _, t := range targets {
@@ -153,7 +155,7 @@ func startup(ronly, bwrap, self string, runs int) {
 	vs := []variant{
 		{"plain exec /bin/true", []string{"/bin/true"}},
 		{"ronly /bin/true", []string{ronly, "--no-metrics", "/bin/true"}},
-		{"  --no-write-counting", []string{ronly, "--no-metrics", "--no-write-counting", "/bin/true"}},
+		{"  --count-writes", []string{ronly, "--no-metrics", "--count-writes", "/bin/true"}},
 		{"Go hello (one runtime)", []string{self, "hello"}},
 	}
 	if _, err := os.Stat(bwrap); err == nil {
@@ -172,7 +174,7 @@ func startup(ronly, bwrap, self string, runs int) {
 		fmt.Printf("  %-24s %8.2f ms   %5.2fx plain\n", v.name, ms(m[i]), ratio(t[i], t[0]))
 	}
 	if len(vs) == 5 {
-		fmt.Printf("  ronly / bwrap            %8.2fx (%.2fx without write counting)\n", ratio(t[1], t[4]), ratio(t[2], t[4]))
+		fmt.Printf("  ronly / bwrap            %8.2fx (%.2fx with --count-writes)\n", ratio(t[1], t[4]), ratio(t[2], t[4]))
 		// ronly's shape starts two Go runtimes (the supervisor and the
 		// front-end) around a sandbox build like bwrap's: a floor no
 		// implementation of that shape gets under.
@@ -238,51 +240,6 @@ func refused(ronly, self string, runs int) {
 	fmt.Printf("  inside ronly             %8.2f us per call\n\n", median(in)/1000)
 }
 
-func syscalls(ronly, self string, runs int) {
-	const n = "2000000"
-	// A few nanoseconds are the question here: every loop runs on one
-	// CPU (children inherit the forking thread's affinity), so migrations
-	// and the other CPU's caches stay out of the numbers.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var all, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		fatal(err)
-	}
-	last := 0
-	for cpu := 0; cpu < 1024; cpu++ {
-		if all.IsSet(cpu) {
-			last = cpu
-		}
-	}
-	one.Set(last)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		fatal(err)
-	}
-	defer unix.SchedSetaffinity(0, &all)
-	var in, inNoCount, out, any []float64
-	for r := 0; r < runs; r++ {
-		out = append(out, loopRun(exec.Command(self, "loop", "getppid", n)))
-		any = append(any, loopRun(exec.Command(self, "loop-allow-all", n)))
-		in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, "loop", "getppid", n)))
-		inNoCount = append(inNoCount, loopRun(exec.Command(ronly, "--no-metrics", "--no-write-counting", self, "loop", "getppid", n)))
-	}
-	// Deltas are medians of the per-round differences: each round runs
-	// all four back to back, so drift between rounds cancels.
-	diff := func(a, b []float64) float64 {
-		d := make([]float64, len(a))
-		for i := range a {
-			d[i] = a[i] - b[i]
-		}
-		return median(d)
-	}
-	fmt.Println("allowed syscall (getppid), pinned to one CPU")
-	fmt.Printf("  outside, no filter       %8.1f ns\n", median(out))
-	fmt.Printf("  outside, allow-all filter%8.1f ns   %+6.1f ns per call (any filter's entry cost: the floor)\n", median(any), diff(any, out))
-	fmt.Printf("  inside ronly             %8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all (write counting on)\n", median(in), diff(in, out), diff(in, any))
-	fmt.Printf("  inside, no write counting%8.1f ns   %+6.1f ns per call, %+6.1f ns over allow-all\n\n", median(inNoCount), diff(inNoCount, out), diff(inNoCount, any))
-}
-
 func loopRun(cmd *exec.Cmd) float64 {
 	b, err := cmd.Output()
 	if err != nil {
@@ -293,36 +250,6 @@ func loopRun(cmd *exec.Cmd) float64 {
 		fatal(err)
 	}
 	return v
-}
-
-// writeHeavy untars 20,000 small files into a tmpfs and deletes them,
-// inside ronly (its /tmp) and outside (a tmpfs of the same size).
-func writeHeavy(ronly, self, work string, runs int) {
-	tarball := filepath.Join(work, "files.tar")
-	if err := makeTarball(tarball, 20000); err != nil {
-		fatal(err)
-	}
-	hostTmp := filepath.Join(work, "tmpfs")
-	os.Mkdir(hostTmp, 0o755)
-	if err := unix.Mount("tmpfs", hostTmp, "tmpfs", 0, "size=512m"); err != nil {
-		fatal(fmt.Errorf("mount tmpfs for the outside run: %w", err))
-	}
-	defer unix.Unmount(hostTmp, unix.MNT_DETACH)
-	script := `mkdir "$1/w" && tar -x -C "$1/w" -f "$2" && rm -rf "$1/w"`
-	vs := []variant{
-		{"outside", []string{"/bin/sh", "-c", script, "sh", hostTmp, tarball}},
-		{"inside ronly", []string{ronly, "--no-metrics", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
-		{"inside, no write counting", []string{ronly, "--no-metrics", "--no-write-counting", "--tmpfs-size", "512m", "/bin/sh", "-c", script, "sh", "/tmp", tarball}},
-		{"outside, Landlock", []string{self, "confine", hostTmp, "nofilter", "/bin/sh", "-c", script, "sh", hostTmp, tarball}},
-		{"outside, Landlock + filter", []string{self, "confine", hostTmp, "filter", "/bin/sh", "-c", script, "sh", hostTmp, tarball}},
-	}
-	t := timeRuns(vs, runs)
-	fmt.Println("write-heavy (untar + delete 20,000 files in /tmp)")
-	fmt.Printf("  outside                  %8.1f ms\n", ms(median(t[0])))
-	fmt.Printf("  inside ronly             %8.1f ms   %5.2fx outside (refusals counted: syscalls and writes)\n", ms(median(t[1])), ratio(t[1], t[0]))
-	fmt.Printf("  inside, no write counting%8.1f ms   %5.2fx outside\n", ms(median(t[2])), ratio(t[2], t[0]))
-	fmt.Printf("  floor: outside, Landlock %8.1f ms   %5.2fx outside (ronly's write rules, nothing else)\n", ms(median(t[3])), ratio(t[3], t[0]))
-	fmt.Printf("  floor: + allow-all filter%8.1f ms   %5.2fx outside (the layers the issue requires)\n\n", ms(median(t[4])), ratio(t[4], t[0]))
 }
 
 // Landlock's UAPI as ronly's C init spells it (init/ronly_init.c): the

@@ -93,7 +93,7 @@ func sockets(ronly, self string, runs int) {
 		var in, out []float64
 		for r := 0; r < runs; r++ {
 			out = append(out, loopRun(exec.Command(self, k.arg, k.n)))
-			in = append(in, loopRun(exec.Command(ronly, "--no-metrics", "--no-write-counting", self, k.arg, k.n)))
+			in = append(in, loopRun(exec.Command(ronly, "--no-metrics", self, k.arg, k.n)))
 		}
 		d := make([]float64, len(in))
 		q := make([]float64, len(in))

@@ -40,7 +40,7 @@ func stdioCopy(ronly, work string, runs int) {
 	vs := []variant{
 		{"direct", sh(`cat < "$2" > "$3"`)},
 		{"inside ronly", sh(`"$1" --no-metrics -- cat < "$2" > "$3"`)},
-		{"inside, no write counting", sh(`"$1" --no-metrics --no-write-counting -- cat < "$2" > "$3"`)},
+		{"inside, --count-writes", sh(`"$1" --no-metrics --count-writes -- cat < "$2" > "$3"`)},
 		{"floor: one pipe outside", sh(`cat < "$2" | cat > "$3"`)},
 		{"ronly -- true", sh(`"$1" --no-metrics -- true < "$2" > "$3"`)},
 	}
@@ -60,7 +60,7 @@ func stdioCopy(ronly, work string, runs int) {
 	fmt.Println("stdio relay (cat of 1 GB, file to file)")
 	fmt.Printf("  direct cat               %8.1f ms\n", ms(median(t[0])))
 	fmt.Printf("  inside ronly             %8.1f ms   %5.2fx direct\n", ms(median(t[1])), ratio(t[1], t[0]))
-	fmt.Printf("  inside, no write counting%8.1f ms   %5.2fx direct\n", ms(median(t[2])), ratio(t[2], t[0]))
+	fmt.Printf("  inside, --count-writes   %8.1f ms   %5.2fx direct\n", ms(median(t[2])), ratio(t[2], t[0]))
 	fmt.Printf("  floor: cat | cat         %8.1f ms   %5.2fx direct (the bytes through one pipe, no ronly)\n", ms(median(t[3])), ratio(t[3], t[0]))
 	fmt.Printf("  ronly -- true            %8.1f ms   (startup, no bytes relayed)\n\n", ms(median(t[4])))
 }
