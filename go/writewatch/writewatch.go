@@ -4,27 +4,35 @@
 //
 // Seccomp cannot see these refusals (the calls are allowed; the file system
 // refuses them), and tracing a session's processes would slow every one of
-// their calls. Instead a small eBPF program, written here as raw
-// instructions, runs at the sys_exit raw tracepoint: after every syscall of
-// every task on the host it compares the return value with -EROFS and
-// returns at once when it differs. Only for a refusal does it look up the
-// task's cgroup (or its ancestors) among the watched ones, count the call by
-// number and send an event through a ring buffer for an audit log, with the
-// path the call named where it has one.
+// their calls. Instead small eBPF programs, written here as raw
+// instructions, look at syscall results: each compares the return value
+// with -EROFS and returns at once when it differs. Only for a refusal does
+// it look up the task's cgroup (or its ancestors) among the watched ones,
+// count the call by number and send an event through a ring buffer for an
+// audit log, with the path the call named where it has one.
 //
-// The cost is paid by every syscall on the host while a Watch is open,
-// watched or not: attaching any program to sys_exit sends every syscall
-// through the kernel's tracepoint path. On a 2-vCPU KVM guest that was about
-// 90 ns per syscall (getppid: 160 ns bare, 250 ns with one program), the
-// same as for a program that only returns; each further program adds about
-// as much again. A Watch from Start has a program of its own, which sends
-// events; Shared Watches, which only count, share one program among all
-// processes on the host (see Shared).
+// Where they run decides who pays (Hooks). Where the kernel has BPF
+// trampolines, fexit programs run on the return of the write-class
+// syscalls' entry functions only (fexit.go): every other syscall on the
+// host pays nothing. Attaching and detaching them is slow, though: one
+// program per function (about 60 with the i386 entries), and each detach
+// waits for an RCU-tasks grace period (under qemu's TCG about 0.2 s per
+// function; not measured on hardware). Elsewhere one program runs at the
+// sys_exit raw tracepoint, after every syscall of every task on the host:
+// while a Watch is open every syscall on the host pays, watched or not.
+// On a 2-vCPU KVM guest that was about 90 ns per syscall (getppid: 160 ns
+// bare, 250 ns with one program), the same as for a program that only
+// returns; each further program adds about as much again. A Watch from
+// Start has programs of its own, which send events; Shared Watches, which
+// only count, share one set among all processes on the host (see Shared).
 //
 // Limits: x86_64 only. Syscall numbers are named with the x86_64 table
-// (bpf.SyscallName: "syscall_N" for a number it does not know); calls made
-// through the i386 ABI (32-bit programs, int $0x80 from 64-bit ones) are
-// counted under "other", as are x32 numbers: their numbers mean other calls.
+// (bpf.SyscallName: "syscall_N" for a number it does not know). With the
+// tracepoint, calls made through the i386 ABI (32-bit programs, int $0x80
+// from 64-bit ones) are counted under "other", as are x32 numbers: their
+// numbers mean other calls; an fexit program knows its call and counts an
+// i386 one under the x86_64 name (without a path), and sees only the
+// write-class calls (writeCalls), not every call that returns EROFS.
 // A task counts for its own cgroup if watched, else for its deepest watched
 // ancestor among the first 16 levels of the hierarchy. The program reads
 // kernel structures at fixed offsets (struct pt_regs; struct thread_info as
