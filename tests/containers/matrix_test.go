@@ -82,6 +82,11 @@ type measure struct {
 	EverydayFailed []string `json:"everyday_failed,omitempty"`
 	ProbeSummary   string   `json:"probe_summary,omitempty"`
 
+	// ronly --profile ci, where namespaces can be made: "own /proc", or
+	// "container's /proc, said" where the kernel refuses a new /proc
+	// (masked /proc paths) and ronly says what it cannot hide; "" not run
+	CI string `json:"ci,omitempty"`
+
 	// the canaries, checked from outside the container afterwards
 	Canaries []string `json:"canary_changes,omitempty"`
 
@@ -237,6 +242,26 @@ func runCell(t *testing.T, c cell, uid, tag int) measure {
 	hr := exec_(name, user, "ronly", "--", "sh", "-c", fmt.Sprintf("echo pwned > %s; echo pwned > %s/file; kill -9 %d; echo ran",
 		canaryFile, hostCanaryDir, canary.nsPid))
 
+	// --profile ci where namespaces can be made: a container masks /proc
+	// paths, so the kernel refuses the session a /proc of its own. It
+	// starts all the same, says in one line what it cannot hide, and
+	// cannot signal the canary (checked from outside below).
+	var ci result
+	if m.Start == "started" && m.Mode != "landlock-only" {
+		ci = exec_(name, user, "ronly", "--profile", "ci", "--workspace", "/tmp", "--", "sh", "-c",
+			fmt.Sprintf("kill -9 %d 2>/dev/null; echo kill=$?", canary.nsPid))
+		switch {
+		case ci.code != 0 || !strings.Contains(ci.stdout, "kill=1"):
+			m.CI = fmt.Sprintf("failed: exit %d, %q: %s", ci.code, strings.TrimSpace(ci.stdout), strings.Join(nonEmptyLines(ci.stderr), " / "))
+		case strings.Count(ci.stderr, "its own /proc") == 1:
+			m.CI = "container's /proc, said"
+		case strings.Count(ci.stderr, "its own /proc") == 0:
+			m.CI = "own /proc"
+		default:
+			m.CI = "failed: said more than once: " + strings.Join(nonEmptyLines(ci.stderr), " / ")
+		}
+	}
+
 	// From outside.
 	if got, err := os.ReadFile(filepath.Join(root, canaryFile)); err != nil || string(got) != canaryContent {
 		m.Canaries = append(m.Canaries, fmt.Sprintf("rootfs %s is now %q (%v)", canaryFile, got, err))
@@ -260,6 +285,9 @@ func runCell(t *testing.T, c cell, uid, tag int) measure {
 		if hr.code != 0 && hr.code != 137 {
 			why = append(why, fmt.Sprintf("the hostile run did not start (exit %d: %s)", hr.code, firstLine(hr.stderr)))
 		}
+		if strings.HasPrefix(m.CI, "failed") {
+			why = append(why, "--profile ci "+m.CI)
+		}
 	case "refused":
 		if m.Probe != "refused" && m.Probe != "ok" {
 			why = append(why, "refused to start, but the probe: "+m.Probe+" "+m.ProbeSummary)
@@ -271,8 +299,8 @@ func runCell(t *testing.T, c cell, uid, tag int) measure {
 		why = append(why, "CANARIES CHANGED: "+strings.Join(m.Canaries, "; "))
 	}
 	m.Pass, m.Why = len(why) == 0, strings.Join(why, "; ")
-	t.Logf("start %s (exit %d, mode %q) %s %s; probe %s (exit %d) %s; hostile run exit %d",
-		m.Start, m.StartExit, m.Mode, m.StartError, m.Warnings, m.Probe, m.ProbeExit, m.ProbeSummary, hr.code)
+	t.Logf("start %s (exit %d, mode %q) %s %s; probe %s (exit %d) %s; hostile run exit %d; ci: %s",
+		m.Start, m.StartExit, m.Mode, m.StartError, m.Warnings, m.Probe, m.ProbeExit, m.ProbeSummary, hr.code, m.CI)
 	return m
 }
 
