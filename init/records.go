@@ -37,6 +37,16 @@ const (
 	FlagPTY    uint32 = 0x20
 	FlagPTYOut uint32 = 0x40
 	FlagPTYErr uint32 = 0x80
+	// FlagNoNS makes no namespace, mount or pivot_root: the command sees
+	// the host's tree, and Landlock alone keeps it read-only. Only
+	// MountBindRW records are taken, each a directory that gets a write
+	// rule (nothing is bound).
+	FlagNoNS uint32 = 0x100
+	// FlagListenerHelper: pidfd_getfd is refused here (Docker's default
+	// seccomp profile allows it only with CAP_SYS_PTRACE), so a helper the
+	// init starts before its filter, sharing its descriptors, sends the
+	// listener over with SCM_RIGHTS (MsgListener with the descriptor).
+	FlagListenerHelper uint32 = 0x200
 )
 
 // MountKind says what the init does with a Mount.

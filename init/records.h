@@ -29,6 +29,11 @@
                                * session; its master goes to the supervisor (RONLY_MSG_PTY) */
 #define RONLY_F_PTY_OUT 0x40u /* with RONLY_F_PTY: on stdout too */
 #define RONLY_F_PTY_ERR 0x80u /* with RONLY_F_PTY: on stderr too */
+#define RONLY_F_LISTENER_HELPER 0x200u /* pidfd_getfd is refused (Docker's default seccomp profile without
+                                        * CAP_SYS_PTRACE): a helper hands the listener over with SCM_RIGHTS */
+#define RONLY_F_NO_NS 0x100u  /* no namespaces, mounts or pivot_root (where none can be made): the host's tree as
+                               * it is, Landlock keeping it read-only; only RONLY_M_BIND_RW records, each a
+                               * directory that gets a write rule, no bind */
 
 /* A limit of the session's user namespace (RONLY_F_USERNS only): the init
  * writes value, in decimal, to /proc/sys/user/<name>, which inside the new

@@ -228,7 +228,6 @@ static char **read_strings(uint32_t len, const char *what)
 	return v;
 }
 
-
 static void enter_userns(void)
 {
 	if (unshare(CLONE_NEWUSER) < 0)
@@ -633,6 +632,26 @@ static void bind_fds(int src, int dst, unsigned int recursive, uint64_t attrs, c
 static int *source_fd;
 
 /*
+ * RONLY_F_NO_NS: nothing is mounted, so a writable directory is only a
+ * Landlock rule. Each is opened as build_root opens a --rw source (no
+ * symlinks, the very directory the supervisor checked), and restrict_fs
+ * takes its rule from the descriptor.
+ */
+static void hold_writable_dirs(void)
+{
+	source_fd = calloc(hdr.n_mounts + 1, sizeof *source_fd);
+	if (!source_fd)
+		die("allocation", "");
+	for (uint32_t i = 0; i < hdr.n_mounts; i++) {
+		if (mounts[i].kind != RONLY_M_BIND_RW) {
+			errno = EINVAL;
+			die("read records", "only writable directories can be had without a mount namespace");
+		}
+		source_fd[i] = open_checked(&mounts[i], mounts[i].path, O_DIRECTORY, S_IFDIR, "open writable (no symlinks)");
+	}
+}
+
+/*
  * Credentials (go/sandbox/creds.go): an empty file in the holder, made
  * once, mode 0444. It is bound over each RONLY_M_HIDE file; after
  * pivot_root the holder is gone and only those read-only binds reach it.
@@ -912,9 +931,12 @@ static void own_terminal(void)
 		close(tty);
 		return;
 	}
-	int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	/* Without a mount namespace this is the host's devpts, whose
+	 * pts/ptmx may be mode 0 (ptmxmode=000): /dev/ptmx is the way in. */
+	const char *ptmx = (hdr.flags & RONLY_F_NO_NS) ? "/dev/ptmx" : "/dev/pts/ptmx";
+	int master = open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (master < 0)
-		die("open", "/dev/pts/ptmx");
+		die("open", ptmx);
 	int unlock = 0;
 	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
 		die("ioctl(TIOCSPTLCK)", "/dev/pts/ptmx");
@@ -938,14 +960,24 @@ static void drop_privileges(void)
 	const int keep = (hdr.flags & RONLY_F_KEEP_DAC_READ) ? CAP_DAC_READ_SEARCH : -1;
 	/* The bounding set first: dropping from it needs CAP_SETPCAP. It is
 	 * what a later execve as root draws its capabilities from. */
-	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
-		if (cap != keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-			die("drop capability bounding set", "");
+	/* Without a user namespace, a process without CAP_SETPCAP (any user
+	 * but root; a container's root without it) can do neither, and needs
+	 * neither: no_new_privs below already keeps a later execve from
+	 * gaining any capability (the kernel caps it at the permitted set,
+	 * which capset empties), setuid root or not. */
+	int bounded = 1;
+	for (int cap = 0; bounded && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (cap != keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno != EPERM || !(hdr.flags & RONLY_F_NO_NS))
+				die("drop capability bounding set", "");
+			bounded = 0;
+		}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		die("clear ambient capabilities", "");
 	if (prctl(PR_SET_SECUREBITS, SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_NOROOT_LOCKED |
 	                                 SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
-	          0, 0, 0) < 0)
+	          0, 0, 0) < 0 &&
+	    (errno != EPERM || !(hdr.flags & RONLY_F_NO_NS)))
 		die("lock securebits", "");
 	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct d[2];
@@ -979,6 +1011,8 @@ static int add_path_rule(int ruleset, const char *path, uint64_t access)
 {
 	struct ll_path_beneath pb = {.allowed_access = access};
 	pb.parent_fd = open(path, O_PATH | O_CLOEXEC);
+	if (pb.parent_fd < 0 && errno == ENOENT && (hdr.flags & RONLY_F_NO_NS))
+		return -1; /* a host /dev without that device: no rule needed */
 	if (pb.parent_fd < 0)
 		die("landlock rule", path);
 	int r = (int)syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &pb, 0);
@@ -1038,10 +1072,23 @@ static void restrict_fs(void)
 			allow_path(ruleset, mounts[i].path, fs);
 		else if (mounts[i].kind == RONLY_M_BIND_RW)
 			allow_fd(ruleset, source_fd[i], fs, mounts[i].path);
-	allow_path(ruleset, "/dev/shm", fs);
 	/* Writing to null, tty and ptys (and their ioctls) is normal work. */
 	const uint64_t file_rights = (LL_FS_WRITE_FILE | LL_FS_TRUNCATE | LL_FS_IOCTL_DEV) & fs;
-	allow_path(ruleset, "/dev", file_rights);
+	if (!(hdr.flags & RONLY_F_NO_NS)) {
+		/* Our private /dev: only harmless devices, our own shm. */
+		allow_path(ruleset, "/dev/shm", fs);
+		allow_path(ruleset, "/dev", file_rights);
+	} else {
+		/* The host's /dev holds its disks, and root keeps owning them
+		 * with every capability dropped: only these devices, one by
+		 * one. The session's pty is its stdio, which gets its rule
+		 * below; other terminals of the host get none. */
+		static const char *const devices[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+		                                      "/dev/tty", "/dev/ptmx"};
+		for (size_t i = 0; i < sizeof devices / sizeof *devices; i++)
+			if (add_path_rule(ruleset, devices[i], file_rights) < 0 && errno != ENOENT)
+				die("landlock_add_rule", devices[i]);
+	}
 	/* The terminal, pipe or file ronly's caller handed it as stdio lives
 	 * outside every rule; without this, `echo x > /dev/stdout` would be
 	 * refused although the descriptor itself is writable. */
@@ -1101,10 +1148,56 @@ static int seccomp_filter(unsigned int flags, struct sock_filter *f, uint32_t le
  * nested sandbox is refused (EBUSY): then the fallback program answers with
  * plain errnos, uncounted, and the supervisor says so.
  */
+/*
+ * RONLY_F_LISTENER_HELPER: where pidfd_getfd is refused (Docker's default
+ * seccomp profile allows it only with CAP_SYS_PTRACE) the supervisor cannot
+ * take the listener out of this process, and once the filter is loaded
+ * this process's sendmsg waits for that very supervisor. So a helper is
+ * made before the filter, sharing this process's descriptor table
+ * (CLONE_FILES) but not its filter: told the listener's number on a pipe,
+ * it sends the listener with SCM_RIGHTS and exits. It runs nothing else,
+ * and it is reaped before the command starts.
+ */
+static pid_t listener_helper = -1;
+static int helper_pipe[2] = {-1, -1};
+
+static void start_listener_helper(void)
+{
+	if (pipe2(helper_pipe, O_CLOEXEC) < 0)
+		die("pipe2", "seccomp listener helper");
+	pid_t h = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+	if (h < 0)
+		die("clone(CLONE_FILES)", "seccomp listener helper");
+	if (h == 0) {
+		int lfd = -1;
+		ssize_t r;
+		while ((r = read(helper_pipe[0], &lfd, sizeof lfd)) < 0 && errno == EINTR)
+			;
+		if (r == (ssize_t)sizeof lfd && lfd >= 0)
+			send_msg(RONLY_MSG_LISTENER, 0, lfd, "", "", lfd);
+		_exit(0);
+	}
+	listener_helper = h;
+}
+
+static void finish_listener_helper(int fd)
+{
+	while (write(helper_pipe[1], &fd, sizeof fd) < 0 && errno == EINTR)
+		;
+	int status;
+	while (waitpid(listener_helper, &status, 0) < 0 && errno == EINTR)
+		;
+	close(helper_pipe[0]);
+	close(helper_pipe[1]);
+	listener_helper = -1;
+}
+
 static void load_seccomp(void)
 {
 	uint32_t ready = 0;
 	int fd = -1;
+	if ((hdr.flags & RONLY_F_SECCOMP_NOTIFY) && (hdr.flags & RONLY_F_LISTENER_HELPER))
+		start_listener_helper();
 	if (hdr.flags & RONLY_F_SECCOMP_NOTIFY) {
 		fd = seccomp_filter(SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, bpf, hdr.bpf_len);
 		if (fd < 0 && errno == EINVAL)
@@ -1121,12 +1214,15 @@ static void load_seccomp(void)
 	} else if (hdr.bpf_len > 0 && seccomp_filter(0, bpf, hdr.bpf_len) < 0) {
 		die("seccomp(SECCOMP_SET_MODE_FILTER)", "");
 	}
+	if (listener_helper > 0)
+		finish_listener_helper(fd); /* it sent the listener, or (fd -1) nothing */
 	if (fd >= 0) {
 		/* sendmsg is mediated now, by the supervisor that is waiting
 		 * for this very descriptor: it takes the listener out of this
 		 * process itself (pidfd_getfd), and only then is ours closed,
 		 * before the command could ever use it. */
-		send_msg(RONLY_MSG_LISTENER, 0, fd, "", "", -1);
+		if (!(hdr.flags & RONLY_F_LISTENER_HELPER))
+			send_msg(RONLY_MSG_LISTENER, 0, fd, "", "", -1);
 		struct ronly_msg m;
 		read_full(&m, sizeof m, "listener answer");
 		if (m.type != RONLY_MSG_LISTENER_TAKEN || m.err) {
@@ -1256,15 +1352,21 @@ __attribute__((constructor)) static void ronly_init(void)
 	sock = (int)fd;
 
 	read_config();
-	if (hdr.flags & RONLY_F_USERNS)
-		enter_userns();
-	enter_namespaces();
-	if (hdr.flags & RONLY_F_PIDNS)
-		enter_pidns();
-	if (hdr.flags & RONLY_F_USERNS)
-		open_userns_limits();
-	build_root();
-	enter_root();
+	if (hdr.flags & RONLY_F_NO_NS) {
+		/* Where no namespace can be made: the host's tree stays as it
+		 * is, and restrict_fs is what keeps it read-only. */
+		hold_writable_dirs();
+	} else {
+		if (hdr.flags & RONLY_F_USERNS)
+			enter_userns();
+		enter_namespaces();
+		if (hdr.flags & RONLY_F_PIDNS)
+			enter_pidns();
+		if (hdr.flags & RONLY_F_USERNS)
+			open_userns_limits();
+		build_root();
+		enter_root();
+	}
 	own_terminal();
 	if (hdr.flags & RONLY_F_USERNS)
 		limit_userns();

@@ -28,7 +28,17 @@ const (
 	ModeRootless Mode = "rootless"
 	// ModePrivileged uses no user namespace: real root, capabilities dropped.
 	ModePrivileged Mode = "privileged"
+	// ModeUserNS is a user namespace mapping every id to itself (root only).
+	ModeUserNS Mode = "userns"
+	// ModeLandlockOnly makes no namespace at all, for where none can be
+	// made (Docker's default seccomp profile, Kubernetes' RuntimeDefault):
+	// the host's mounts stay as they are, Landlock alone keeps them
+	// read-only, and the scratch space is a per-session directory.
+	ModeLandlockOnly Mode = "landlock-only"
 )
+
+// Modes lists the modes --mode takes, strongest first.
+var Modes = []Mode{ModeAuto, ModeUserNS, ModeRootless, ModePrivileged, ModeLandlockOnly}
 
 // Policy is a whole ronly session.
 type Policy struct {
@@ -189,13 +199,36 @@ func (p *Policy) Validate() error {
 		}
 	}
 	switch p.Mode {
-	case ModeAuto, ModeRootless:
+	case ModeAuto, ModeRootless, ModeLandlockOnly:
 	case ModePrivileged:
 		if os.Geteuid() != 0 {
-			return &FlagError{"--privileged", "", "needs root (run with sudo, or use --rootless)"}
+			return &FlagError{"--mode", string(p.Mode), "needs root (run with sudo, or use --mode rootless)"}
+		}
+	case ModeUserNS:
+		if os.Geteuid() != 0 {
+			return &FlagError{"--mode", string(p.Mode), "maps every id, which needs root (use --mode rootless)"}
 		}
 	default:
-		return &FlagError{"--mode", string(p.Mode), "unknown mode"}
+		var names []string
+		for _, m := range Modes {
+			names = append(names, string(m))
+		}
+		return &FlagError{"--mode", string(p.Mode), "unknown mode: use one of " + strings.Join(names, ", ")}
+	}
+	if p.Mode == ModeLandlockOnly {
+		// What only a namespace or a mount gives.
+		var lost string
+		switch {
+		case len(p.Writable) > 0:
+			lost = "--writable (an empty tmpfs)"
+		case p.NoNetwork:
+			lost = "--no-network (a network namespace)"
+		case p.PIDNS || p.Home != "":
+			lost = "the ci profile (a private PID namespace, an empty HOME)"
+		}
+		if lost != "" {
+			return &FlagError{"--mode", string(p.Mode), "makes no namespaces or mounts, so " + lost + " cannot be had: drop it or use another mode"}
+		}
 	}
 	switch p.Profile {
 	case "", ProfileDebug, ProfileCI:

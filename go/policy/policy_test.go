@@ -43,6 +43,10 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 		{func(p *Policy) { p.TmpfsSize = 1 }, "--tmpfs-size", "1"},
 		{func(p *Policy) { p.LandlockMinABI = 99 }, "--landlock-min-abi", "99"},
 		{func(p *Policy) { p.Writable = []string{dir}; p.RW = []string{dir} }, "--rw", dir},
+		{func(p *Policy) { p.Mode = "bogus" }, "--mode", "bogus"},
+		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.Writable = []string{dir} }, "--mode", "landlock-only"},
+		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.NoNetwork = true }, "--mode", "landlock-only"},
+		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.PIDNS = true }, "--mode", "landlock-only"},
 	}
 	for _, c := range cases {
 		p := valid()

@@ -43,6 +43,11 @@ type CanaryOptions struct {
 	// Sleeper is the canary process's command line; it must run until
 	// killed. Default: sleep 100000.
 	Sleeper []string
+	// NoGit leaves RWDir an ordinary directory: landlock-only mode cannot
+	// keep a repository's hooks and config read-only (they would need a
+	// mount), so ronly refuses a --rw repository there and the git
+	// operations do not apply.
+	NoGit bool
 }
 
 // Canaries are host objects a sandboxed process must not be able to
@@ -130,9 +135,12 @@ func NewCanaries(o CanaryOptions) (c *Canaries, err error) {
 			return c, err
 		}
 	}
-	// RWDir is a repository, whose metadata must stay read-only (git.go).
-	if err = MakeGitCanary(c.RWDir, o.UID); err != nil {
-		return c, err
+	// RWDir is a repository, whose metadata must stay read-only (git.go);
+	// not in landlock-only mode, which refuses a --rw repository.
+	if !o.NoGit {
+		if err = MakeGitCanary(c.RWDir, o.UID); err != nil {
+			return c, err
+		}
 	}
 	for _, f := range []struct{ path, content string }{
 		{c.File, "canary " + marker + "\n" + strings.Repeat("x", 8192)},

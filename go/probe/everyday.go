@@ -172,10 +172,13 @@ func unwrapPathError(err error) error {
 
 func everyday() []Op {
 	e := func(name string, run func(t Targets) error) Op { return Op{Name: name, Kind: Everyday, Run: run} }
-	ops := scratchOps("/tmp", func(Targets) string { return "/tmp" })
+	ops := scratchOps("/tmp", func(t Targets) string { return t.Tmp() })
 	ops = append(ops, scratchOps("--rw dir", func(t Targets) string { return t.RWDir })...)
 	return append(ops,
 		e("create in /dev/shm (private)", func(t Targets) error {
+			if t.NoNS {
+				return skip("landlock-only mode: /dev/shm is the host's, read-only")
+			}
 			fd, err := unix.Open("/dev/shm/"+t.ShmName(), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 			if err != nil {
 				return err
@@ -228,7 +231,10 @@ func everyday() []Op {
 			}
 			return err
 		}),
-		e("open a new pty", func(Targets) error {
+		e("open a new pty", func(t Targets) error {
+			if t.NoNS {
+				return skip("landlock-only mode: /dev/pts is the host's, whose terminals the session may not write")
+			}
 			m, s, err := openPty()
 			if err != nil {
 				return err
@@ -318,7 +324,7 @@ func everyday() []Op {
 			return connectUnix(&unix.SockaddrUnix{Name: name})
 		}),
 		e("unix socket file in /tmp", func(t Targets) error {
-			p := "/tmp/ronly-probe-" + t.Marker + ".sock"
+			p := t.Tmp() + "/ronly-probe-" + t.Marker + ".sock"
 			l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return err

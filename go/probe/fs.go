@@ -198,7 +198,7 @@ func fsHostile() []Op {
 		h("open /dev/vda O_RDWR", wantNoPath, func(t Targets) error { return openClose("/dev/vda", unix.O_RDWR, 0) }),
 		h("open /dev/nvme0n1 O_RDWR", wantNoPath, func(t Targets) error { return openClose("/dev/nvme0n1", unix.O_RDWR, 0) }),
 		h("mknod char device in /tmp and open it", []unix.Errno{unix.EPERM, unix.EACCES}, func(t Targets) error {
-			p := "/tmp/ronly-probe-mem-" + t.Marker
+			p := t.Tmp() + "/ronly-probe-mem-" + t.Marker
 			// /dev/mem is 1:1; /dev/null (1:3) would prove the same with less risk.
 			if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 				return err
@@ -250,6 +250,11 @@ var scratchMounts = []string{"/tmp", "/dev/shm", "/dev/pts", "/dev/mqueue"}
 // writableMount succeeds (the breach) if a mount other than the scratch
 // space and --rw directory is not read-only.
 func writableMount(t Targets) error {
+	if t.NoNS {
+		// The host's mounts, as they are: Landlock refuses the writes,
+		// which the write operations try one by one.
+		return skip("landlock-only mode: the mounts are the host's, not the sandbox's")
+	}
 	mounts, err := mountinfo.Points()
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)

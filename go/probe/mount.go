@@ -59,7 +59,7 @@ func mountHostile() []Op {
 			return setnsOp("/proc/1/ns/net", unix.CLONE_NEWNET)
 		}},
 		h("mount tmpfs", func(t Targets) error {
-			dir := "/tmp/ronly-probe-mnt-" + t.Marker
+			dir := t.Tmp() + "/ronly-probe-mnt-" + t.Marker
 			if err := unix.Mkdir(dir, 0o755); err != nil && err != unix.EEXIST {
 				return fmt.Errorf("setup: %w", err)
 			}

@@ -84,6 +84,19 @@ type Targets struct {
 	// ReusePort is a TCP port on 127.0.0.1 where a host listener set
 	// SO_REUSEPORT (0: none; the operation that needs it is skipped).
 	ReusePort int `json:"reuse_port,omitempty"`
+	// NoNS: the session makes no namespaces (landlock-only mode). Its
+	// scratch space is $TMPDIR, a directory of its own, not a private
+	// /tmp, and /dev and every mount are the host's.
+	NoNS bool `json:"no_ns,omitempty"`
+}
+
+// Tmp is the session's scratch directory: /tmp, or in landlock-only mode
+// the $TMPDIR the supervisor gave the session.
+func (t Targets) Tmp() string {
+	if d := os.Getenv("TMPDIR"); t.NoNS && filepath.IsAbs(d) {
+		return d
+	}
+	return "/tmp"
 }
 
 func (t Targets) sub() string   { return filepath.Join(t.Dir, SubName) }

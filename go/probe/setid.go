@@ -26,7 +26,7 @@ var wantSetIDRefused = []unix.Errno{unix.EPERM}
 func setidDir(t Targets, slug string) (string, error) {
 	base := t.RWDir
 	if base == "" {
-		base = "/tmp"
+		base = t.Tmp()
 	}
 	d := filepath.Join(base, "ronly-probe-"+t.Marker+"-setid-"+slug)
 	if err := os.MkdirAll(d, 0o755); err != nil {
@@ -216,7 +216,7 @@ func setidErrno(err error) unix.Errno {
 func setidEveryday() []Op {
 	e := func(name string, run func(d string) error) Op {
 		return Op{Name: name, Kind: Everyday, Run: func(t Targets) error {
-			d := filepath.Join("/tmp", "ronly-probe-"+t.Marker+"-xattr")
+			d := filepath.Join(t.Tmp(), "ronly-probe-"+t.Marker+"-xattr")
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return fmt.Errorf("setup: %w", err)
 			}

@@ -31,7 +31,7 @@ func socketHostile() []Op {
 			return connectUnix(&unix.SockaddrUnix{Name: t.SocketLink})
 		}),
 		h("connect canary socket by a symlink in /tmp", func(t Targets) error {
-			link := filepath.Join("/tmp", "ronly-probe-link-"+t.Marker)
+			link := filepath.Join(t.Tmp(), "ronly-probe-link-"+t.Marker)
 			os.Remove(link)
 			if err := os.Symlink(t.Socket, link); err != nil {
 				return fmt.Errorf("setup: %w", err)
@@ -148,7 +148,7 @@ func sendmmsgTo(fd int, path string) error {
 
 // inTmpDir runs f in a fresh directory under /tmp, the session's own.
 func inTmpDir(t Targets, f func(dir string) error) error {
-	dir, err := os.MkdirTemp("/tmp", "ronly-probe-sock-")
+	dir, err := os.MkdirTemp(t.Tmp(), "ronly-probe-sock-")
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}

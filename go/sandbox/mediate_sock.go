@@ -80,6 +80,10 @@ type sockets struct {
 	writablePaths []string
 	writable      map[uint64]bool
 	mountTable    *os.File // the sandbox's, held open (holdMountTable)
+	// byPath, in landlock-only mode, are the session's writable
+	// directories, which are no mounts of their own: a socket is the
+	// session's when its path lies beneath one (nons.go).
+	byPath []string
 	// allow are --allow-socket paths on the host.
 	allow []string
 	// docker is the host's Docker socket and guard the Docker guard's
@@ -207,7 +211,10 @@ func (s *session) socketLayers(pid int, listener bool) {
 	s.metadataWarning(listener)
 	l.SocketMediation, l.DockerGuard, l.AbstractSockets = false, false, false
 	if listener {
-		if err := s.socks.learnMounts(pid); err != nil {
+		if s.socks.byPath != nil {
+			// landlock-only: judged by path, the host's mounts hold far
+			// more than the session's places.
+		} else if err := s.socks.learnMounts(pid); err != nil {
 			s.warn(fmt.Sprintf("cannot read the sandbox's mount table (%v): unix sockets in its own writable places are refused too", err))
 		}
 		l.SocketMediation = true
@@ -470,7 +477,8 @@ func (s *sockets) judgePath(k *caller, path string) target {
 	}
 	dev := unix.Mkdev(st.Dev_major, st.Dev_minor)
 	switch {
-	case st.Mask&unix.STATX_MNT_ID != 0 && s.writable[st.Mnt_id]:
+	case s.byPath != nil && s.underByPath(fd):
+	case s.byPath == nil && st.Mask&unix.STATX_MNT_ID != 0 && s.writable[st.Mnt_id]:
 	case s.guard != "" && isHostFile(s.docker, dev, st.Ino):
 		// The host's Docker socket, under any name: the guard answers.
 		unix.Close(fd)

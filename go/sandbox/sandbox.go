@@ -246,7 +246,14 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	if p.NoNetwork {
 		cfg.Flags |= cinit.FlagNetNS
 	}
-	if p.PIDNS {
+	if p.Mode == policy.ModeLandlockOnly {
+		if flag, why := nonsRefuse(p); flag != "" {
+			return Result{Layers: l}, &policy.FlagError{Flag: "--mode", Value: string(p.Mode), Reason: "makes no namespaces, so " + flag + " cannot be had (" + why + ")"}
+		}
+		if l.LandlockABI < 6 && !p.SkipLandlock {
+			warn(fmt.Sprintf("Landlock ABI %d cannot scope signals and landlock-only mode has no PID namespace: signals are confined only by the supervisor", l.LandlockABI))
+		}
+	} else if p.PIDNS {
 		cfg.Flags |= cinit.FlagPIDNS
 		l.PIDNS = true
 	} else if l.LandlockABI < 6 && !p.SkipLandlock && p.SkipSeccomp {
@@ -263,7 +270,9 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	switch {
 	case p.Mode == policy.ModePrivileged:
 		l.Mode = "privileged"
-	case p.Mode == policy.ModeAuto && os.Geteuid() == 0:
+	case p.Mode == policy.ModeLandlockOnly:
+		l.Mode = LandlockOnly
+	case p.Mode == policy.ModeUserNS, p.Mode == policy.ModeAuto && os.Geteuid() == 0:
 		l.Mode = "userns"
 	default:
 		l.Mode = "rootless"
@@ -288,6 +297,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		// Mediation sends connects to the host's Docker socket here.
 		s.socks.docker, s.socks.guard = guard.upstream, guard.path
 	}
+	defer func() { s.nons.remove() }()
 	code, err := s.start()
 	var ie *cinit.Error
 	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) {
@@ -336,6 +346,31 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals and no seccomp listener can be had (a nested sandbox): using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
 		code, err = s.start()
 	}
+	if cause, ok := nonsFallback(p, err); ok {
+		// No namespace can be made here (Docker's default seccomp
+		// profile, Kubernetes' RuntimeDefault, no user namespaces for
+		// this user): the strongest mode left makes none.
+		prev, prevMode := err, l.Mode
+		l.Mode, l.PIDNS = LandlockOnly, false
+		l.Fallback = fmt.Sprintf("%s mode failed (%v): Landlock alone keeps the host read-only", prevMode, cause)
+		gate.drop()
+		// Said always, not only with -v: the session has less than the
+		// user may expect (the host's /tmp and /dev, read-only). Held
+		// with the other warnings until the sandbox is built.
+		warn(fmt.Sprintf("mode landlock-only: no namespace can be made here (%v): Landlock alone keeps the host read-only; scratch space is $TMPDIR", cause))
+		code, err = s.start()
+		if err != nil {
+			var he *HintError
+			hint := ""
+			if errors.As(err, &he) {
+				err, hint = he.Err, he.Hint
+			}
+			err = fmt.Errorf("%v; landlock-only mode failed too: %w", prev, err)
+			if hint != "" {
+				err = &HintError{Err: err, Hint: hint}
+			}
+		}
+	}
 	if err != nil {
 		gate.drop()
 	}
@@ -377,6 +412,11 @@ type session struct {
 	// that gets withSignals, the notify-signals program.
 	sigs        *signals
 	withSignals []byte
+	// nons is the session's directory in landlock-only mode (nons.go),
+	// made by the first start in that mode; nil before. nonsMeta: the
+	// metadata calls are mediated (nonsmeta.go).
+	nons     *nonsPlace
+	nonsMeta bool
 	// creds are the credentials hidden inside (creds.go).
 	creds *CredPlan
 
@@ -408,12 +448,36 @@ func (s *session) start() (int, error) {
 	p, cfg, l := s.p, s.cfg, s.layers
 	pendingWrites := s.startWrites() // writes.go; overlaps what follows
 	defer pendingWrites.abandon()
-	l.UserNS = l.Mode != "privileged"
+	l.UserNS = l.Mode != "privileged" && l.Mode != LandlockOnly
+	var extraEnv []string
+	shimDir := cinit.ShimDir
+	if l.Mode == LandlockOnly {
+		var err error
+		if cfg, extraEnv, err = s.startNons(cfg); err != nil {
+			return 0, err
+		}
+		s.creds.warnUnhidden(s.warn)
+		shimDir = s.nons.shims
+	}
 	if l.UserNS {
 		cfg.Flags |= cinit.FlagUserNS
 		cfg.UsernsLimits = usernsLimits("/proc/sys/user", s.warn) // userns.go
 	}
 	cfg = s.signalProgram(cfg) // signals.go
+	if cfg.Flags&cinit.FlagSeccompNotify != 0 && pidfdGetfdRefused() {
+		cfg.Flags |= cinit.FlagListenerHelper // nons.go
+		s.refuseSockets()
+	}
+	if l.Mode == LandlockOnly {
+		// File metadata, which Landlock does not judge, goes to the
+		// supervisor (nonsmeta.go).
+		if cfg.BPF != nil {
+			cfg.BPF = append(nonsPrefix(cfg.Flags&cinit.FlagSeccompNotify != 0, l.LandlockABI), cfg.BPF...)
+		}
+		if cfg.Fallback != nil {
+			cfg.Fallback = append(nonsPrefix(false, l.LandlockABI), cfg.Fallback...)
+		}
+	}
 	// Root keeps CAP_DAC_READ_SEARCH to read root-only files; without a
 	// user namespace only if it has it (Docker's root does not: capset
 	// would fail asking for it).
@@ -438,7 +502,7 @@ func (s *session) start() (int, error) {
 	defer x.close()
 	s.stdio = x
 	cfg.Flags |= x.Flags
-	cfg.Argv, cfg.Env = commandLine(p, cinit.ShimDir, nil) // command.go
+	cfg.Argv, cfg.Env = commandLine(p, shimDir, extraEnv) // command.go
 	records, err := cfg.MarshalBinary()
 	if err != nil {
 		return 0, err
@@ -662,9 +726,12 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 			if listener >= 0 {
 				unix.Close(listener)
 			}
-			if listener, err = takeFD(sender, int(m.Value)); err != nil {
+			if len(fds) == 1 {
+				// Sent by the init's helper (FlagListenerHelper).
+				listener, fds = fds[0], nil
+			} else if listener, err = takeFD(sender, int(m.Value)); err != nil {
 				reply.Err, reply.Detail = errnoOf(err), err.Error()
-			} else if s.socks != nil {
+			} else if s.socks != nil && s.socks.byPath == nil {
 				s.socks.holdMountTable(sender) // before it execs the command
 			}
 			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {

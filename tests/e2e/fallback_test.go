@@ -21,13 +21,20 @@ func TestLandlockFloor(t *testing.T) {
 }
 
 // TestUserNamespacesRefused runs ronly under a seccomp filter that refuses
-// new user namespaces, as Docker's default profile does: a user gets one
-// line with the hint that fixes it, and root falls back to privileged mode
-// (and stays read-only).
+// new user namespaces, as Docker's default profile does: a user falls back
+// to landlock-only mode and says so in one line (--rootless, forced, gets
+// one line with the hint that fixes it), and root falls back to privileged
+// mode (and stays read-only).
 func TestUserNamespacesRefused(t *testing.T) {
 	b := setup(t)
 	needTool(t, "setpriv")
-	r := underFilter(t, "deny-userns", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--", "/bin/true")
+	r := underFilter(t, "deny-userns", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--", "/bin/sh", "-c",
+		"{ echo > /etc/ronly-e2e-must-fail; } 2>/dev/null; echo $?")
+	if r.code != 0 || r.stdout != "2\n" || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "mode landlock-only") ||
+		!strings.Contains(r.stderr, "unshare(CLONE_NEWUSER): operation not permitted") {
+		t.Errorf("want the user in landlock-only mode, said in one line, and the write refused:\n%s", r)
+	}
+	r = underFilter(t, "deny-userns", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--rootless", "--", "/bin/true")
 	if r.code != 125 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "user.max_user_namespaces") {
 		t.Errorf("want one line with the hint, exit 125:\n%s", r)
 	}

@@ -57,8 +57,9 @@ type CLI struct {
 	NoShims        bool     `name:"no-shims" help:"Do not put any shims on PATH."`
 	NoNetwork      bool     `name:"no-network" help:"Give the sandbox its own network namespace with only loopback."`
 	AllowMetadata  bool     `name:"allow-metadata" help:"Let the sandbox reach the cloud instance metadata service (169.254.169.254, fd00:ec2::254 and the like), whose answers include the instance's credentials; refused by default."`
-	Rootless       bool     `xor:"mode" help:"Use a user namespace that maps only your own user (the default when not root)."`
-	Privileged     bool     `xor:"mode" help:"Use no user namespace: real root with capabilities dropped (needs root)."`
+	Mode           string   `name:"mode" xor:"mode" placeholder:"NAME" help:"How the sandbox is built (default: the strongest that works here, named on stderr when it is not the first): userns (a user namespace mapping every id, and a read-only copy of the host's mounts; root), rootless (the same, mapping only your own ids), privileged (no user namespace: root with capabilities dropped), landlock-only (no namespaces at all, where none can be made: Landlock keeps the host read-only, scratch in a directory of the session's)."`
+	Rootless       bool     `xor:"mode" help:"Same as --mode rootless."`
+	Privileged     bool     `xor:"mode" help:"Same as --mode privileged (needs root)."`
 	LandlockMinABI int      `name:"landlock-min-abi" default:"1" placeholder:"N" help:"Refuse to start if the kernel's Landlock ABI is below N (default 1; 0 accepts no Landlock at all)."`
 	LandlockMaxABI int      `name:"landlock-max-abi" default:"0" placeholder:"N" help:"Use at most Landlock ABI N (0: the kernel's best), to pin behaviour across a fleet or try an older kernel's fallbacks."`
 	Verbose        bool     `short:"v" help:"Say which isolation layers are in effect."`
@@ -114,6 +115,8 @@ func (c *CLI) policy(command []string) (*policy.Policy, error) {
 		p.Mode = policy.ModePrivileged
 	case c.Rootless:
 		p.Mode = policy.ModeRootless
+	case c.Mode != "":
+		p.Mode = policy.Mode(c.Mode)
 	}
 	for _, s := range c.ExtraShims {
 		if strings.Contains(s, ":") {

@@ -86,6 +86,7 @@ type ProbeInternalCmd struct {
 	Supervise ProbeSuperviseCmd `cmd:"" help:"Run one sandbox session of the probe (request on stdin)."`
 	Inside    ProbeInsideCmd    `cmd:"" help:"Run the probe battery; refuses outside a sandbox."`
 	Canary    ProbeCanaryCmd    `cmd:"" help:"Sleep until killed: the probe's canary process."`
+	Mode      ProbeModeCmd      `cmd:"" help:"Print the mode a session of the policy on stdin gets."`
 }
 
 // probeRunTimeout bounds one sandbox session of the probe, so that a hung
@@ -119,6 +120,17 @@ func (c *ProbeCmd) Run(cli *CLI, status *int) error {
 		return err
 	}
 	pr := &prober{ops: probe.All(), root: os.Geteuid() == 0, verbose: full.Verbose}
+	if full.Mode == policy.ModeAuto {
+		// Where no namespace can be made, ronly runs in landlock-only
+		// mode, and every configuration must: the battery's scratch is
+		// then $TMPDIR, and no configuration goes without Landlock (the
+		// host's own tree would be all there is between a hostile
+		// operation and the host).
+		if mode, err := trialMode(full); err == nil && mode == sandbox.LandlockOnly {
+			full.Mode = policy.ModeLandlockOnly
+			pr.left = "no namespace can be made here: every configuration is landlock-only, and none goes without Landlock"
+		}
+	}
 	pr.configs = probeConfigs(full, pr.root)
 	if pr.canaryDir, err = canaryParent(c.CanaryDir, full, pr.root); err != nil {
 		return err
@@ -186,6 +198,13 @@ func probeConfigs(full *policy.Policy, root bool) []*probeConfig {
 	bare := func(p *policy.Policy) { p.SkipLandlock, p.SkipSeccomp, p.LandlockMinABI = true, true, 0 }
 	var out []*probeConfig
 	switch {
+	case full.Mode == policy.ModeLandlockOnly:
+		// Without Landlock nothing but the host's own permissions would
+		// stand between the battery and the host: the first
+		// configuration has it already.
+		return []*probeConfig{
+			with("caps+landlock", func(p *policy.Policy) { p.SkipSeccomp = true }),
+			with("seccomp", func(*policy.Policy) {})}
 	case root && full.Mode == policy.ModeAuto:
 		out = append(out,
 			with("mount+caps", func(p *policy.Policy) { bare(p); p.Mode = policy.ModePrivileged }),
@@ -315,6 +334,7 @@ func (pr *prober) runOnce(cfg *probeConfig, pending []int) (map[int]probe.Result
 		tg.Writable = append(tg.Writable, p.Home)
 	}
 	p.RW = append(slices.Clip(p.RW), c.RWDir) // where the everyday operations write
+	tg.NoNS = p.Mode == policy.ModeLandlockOnly
 	// The session's stdin and stdout are host files (a `< file` and a
 	// `>> log`): the command must get streams instead.
 	tg.Stdio = map[int]probe.FileID{}
@@ -387,7 +407,8 @@ func (pr *prober) runOnce(cfg *probeConfig, pending []int) (map[int]probe.Result
 // socket under /run (root) or in the caller's runtime directory there
 // (another user: under /run, the sandbox hides it just the same).
 func (pr *prober) canaryOptions() probe.CanaryOptions {
-	o := probe.CanaryOptions{UID: os.Geteuid(), Parent: pr.canaryDir, Prefix: "ronly-probe-", Sleeper: []string{"/proc/self/exe", "probe-internal", "canary"}}
+	o := probe.CanaryOptions{UID: os.Geteuid(), Parent: pr.canaryDir, Prefix: "ronly-probe-", Sleeper: []string{"/proc/self/exe", "probe-internal", "canary"},
+		NoGit: len(pr.configs) > 0 && pr.configs[0].policy.Mode == policy.ModeLandlockOnly}
 	if d := runtimeDir(pr.root); d != "" {
 		o.SocketDir = d
 	} else {
@@ -425,6 +446,9 @@ func runtimeDir(root bool) string {
 // profile's $HOME: canaries there would be out of the battery's sight.
 func canaryParent(dir string, p *policy.Policy, root bool) (string, error) {
 	replaced := append([]string{"/tmp", "/dev"}, p.Writable...)
+	if p.Mode == policy.ModeLandlockOnly {
+		replaced = nil // no mount namespace: the host's /tmp is /tmp inside
+	}
 	if p.Home != "" {
 		replaced = append(replaced, p.Home)
 	}
@@ -652,6 +676,13 @@ func (pr *prober) describe(i int) string {
 			d += "a private PID namespace; "
 		}
 		return d + "no Landlock, no seccomp; and whatever the host enforces anyway (permissions, Yama, sysctls)"
+	case "caps+landlock":
+		d := fmt.Sprintf("landlock-only mode: no namespaces, the host's own tree and /dev; every capability dropped (root keeps CAP_DAC_READ_SEARCH if it has it), no_new_privs; "+
+			"stdio are pipes the supervisor relays; Landlock ABI %d: writes only in the session's scratch directory ($TMPDIR) and --rw", l.LandlockABI)
+		if l.LandlockABI >= 6 {
+			d += ", signals and abstract unix sockets scoped to the sandbox"
+		}
+		return d + "; no seccomp"
 	case "userns":
 		if !l.UserNS {
 			return "+ a user namespace: REFUSED on this host, so it ran without one"
@@ -973,6 +1004,64 @@ func (c *ProbeSuperviseCmd) Run() error {
 // ProbeSuperviseCmd runs one sandbox session of the probe.
 type ProbeSuperviseCmd struct{}
 
+// ProbeModeCmd runs `ronly --version` in the sandbox the policy on stdin
+// describes and prints the mode the session got, as JSON.
+type ProbeModeCmd struct{}
+
+type probeModeLine struct {
+	Mode  string `json:"mode"`
+	Error string `json:"error,omitempty"`
+}
+
+func (c *ProbeModeCmd) Run() error {
+	var p policy.Policy
+	if err := json.NewDecoder(os.Stdin).Decode(&p); err != nil {
+		return fmt.Errorf("policy on stdin: %w", err)
+	}
+	p.Command = []string{"/proc/self/exe", "--version"}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	res, err := sandbox.Run(&p, sandbox.Options{Warn: func(string) {}, Stdin: null, Stdout: null, Stderr: null})
+	line := probeModeLine{Mode: res.Layers.Mode}
+	if err != nil {
+		line.Error = err.Error()
+	}
+	return json.NewEncoder(os.Stdout).Encode(line)
+}
+
+// trialMode is the mode auto mode picks here for full: one session of
+// `ronly --version`, in a process of its own.
+func trialMode(full *policy.Policy) (string, error) {
+	p := *full
+	p.NoShims, p.ShimTools, p.NoWriteCounting, p.Limits = true, nil, true, policy.Limits{}
+	req, err := json.Marshal(&p)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("/proc/self/exe", "probe-internal", "mode")
+	cmd.Args[0] = "ronly"
+	cmd.Stdin = bytes.NewReader(req)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("probe: trial session: %w", err)
+	}
+	var line probeModeLine
+	if err := json.Unmarshal(out, &line); err != nil {
+		return "", fmt.Errorf("probe: trial session: %w", err)
+	}
+	if line.Error != "" {
+		return "", errors.New(line.Error)
+	}
+	return line.Mode, nil
+}
+
 // ProbeInsideCmd runs the battery inside a sandbox.
 type ProbeInsideCmd struct {
 	Targets string `required:"" placeholder:"JSON" help:"The host's canaries (probe.Targets)."`
@@ -984,12 +1073,12 @@ type ProbeInsideCmd struct {
 // (stdin and stdout are the stdio canaries); it refuses to run outside a
 // sandbox.
 func (c *ProbeInsideCmd) Run() error {
-	if err := probe.CheckConfined(); err != nil {
-		return err
-	}
 	var t probe.Targets
 	if err := json.Unmarshal([]byte(c.Targets), &t); err != nil {
 		return fmt.Errorf("--targets: %w", err)
+	}
+	if err := probe.CheckLandlocked(t); err != nil {
+		return err
 	}
 	var idx []int
 	for _, f := range strings.Split(c.Ops, ",") {

@@ -23,6 +23,10 @@ func TestProbeConfigs(t *testing.T) {
 		{"root --rootless", policy.ModeRootless, true, []string{"mount+caps+userns", "landlock", "seccomp"}},
 		{"root --privileged", policy.ModePrivileged, true, []string{"mount+caps", "landlock", "seccomp"}},
 		{"user", policy.ModeAuto, false, []string{"mount+caps+userns", "landlock", "seccomp"}},
+		// No configuration goes without Landlock where nothing else
+		// keeps the host read-only.
+		{"root landlock-only", policy.ModeLandlockOnly, true, []string{"caps+landlock", "seccomp"}},
+		{"user landlock-only", policy.ModeLandlockOnly, false, []string{"caps+landlock", "seccomp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := *full
@@ -38,7 +42,7 @@ func TestProbeConfigs(t *testing.T) {
 			for i, c := range cfgs {
 				q := c.policy
 				last := i == len(cfgs)-1
-				wantLandlock := c.name == "landlock" || last
+				wantLandlock := c.name == "landlock" || c.name == "caps+landlock" || last
 				if q.SkipLandlock == wantLandlock || q.SkipSeccomp == last {
 					t.Errorf("%s: skip landlock %t, skip seccomp %t", c.name, q.SkipLandlock, q.SkipSeccomp)
 				}
