@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Per-report bounds. The supervisor already bounds what a session can
@@ -21,9 +22,14 @@ const (
 
 var (
 	// toolRE is a shim's name, as a rule file's name allows it.
-	toolRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
+	// Compiled when first used (the exporter, a session's end), not
+	// when the package starts: each bounded repetition unrolls into a
+	// large program, a cost every session's start paid.
+	toolRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`) })
 	// subcommandRE is a verb, or a management command and its verb.
-	subcommandRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}( [a-z0-9][a-z0-9-]{0,30})?$`)
+	subcommandRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}( [a-z0-9][a-z0-9-]{0,30})?$`)
+	})
 )
 
 // boundReport returns r with each family's counts cut to its bound and
@@ -33,12 +39,12 @@ func boundReport(r Report) Report {
 	for k, n := range r.BlockedCommands {
 		tool, sub, _ := strings.Cut(k, " ")
 		switch {
-		case !toolRE.MatchString(tool):
+		case !toolRE().MatchString(tool):
 			tool, sub = other, other
 		case sub == "":
 			cmds[tool] += n // splitPair's "none"
 			continue
-		case !subcommandRE.MatchString(sub):
+		case !subcommandRE().MatchString(sub):
 			sub = other
 		}
 		cmds[tool+" "+sub] += n

@@ -2,6 +2,7 @@
 // machine and prints medians and ratios:
 //
 //	startup     ronly /bin/true  vs  plain exec  vs  bwrap with comparable isolation
+//	            vs  the Go floor: ronly's C init driven by a minimal Go program
 //	syscall     an allowed getppid loop inside ronly vs outside, and outside
 //	            while a session runs, with and without --count-writes
 //	refused     a refused call (keyctl) inside ronly: the supervisor's
@@ -149,41 +150,6 @@ func median[T cmp.Ordered](s []T) T {
 	c := slices.Clone(s)
 	slices.Sort(c)
 	return c[len(c)/2]
-}
-
-func startup(ronly, bwrap, self string, runs int) {
-	vs := []variant{
-		{"plain exec /bin/true", []string{"/bin/true"}},
-		{"ronly /bin/true", []string{ronly, "--no-metrics", "/bin/true"}},
-		{"  --count-writes", []string{ronly, "--no-metrics", "--count-writes", "/bin/true"}},
-		{"Go hello (one runtime)", []string{self, "hello"}},
-	}
-	if _, err := os.Stat(bwrap); err == nil {
-		// Comparable isolation: user, mount, IPC, UTS namespaces, the
-		// host read-only, a tmpfs /tmp, a private /dev, host PID space.
-		vs = append(vs, variant{"bwrap /bin/true", []string{bwrap, "--unshare-user", "--unshare-ipc", "--unshare-uts",
-			"--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/tmp", "--new-session", "--die-with-parent", "/bin/true"}})
-	}
-	t := timeRuns(vs, runs)
-	m := make([]time.Duration, len(t))
-	for i := range t {
-		m[i] = median(t[i])
-	}
-	fmt.Println("startup")
-	for i, v := range vs {
-		fmt.Printf("  %-24s %8.2f ms   %5.2fx plain\n", v.name, ms(m[i]), ratio(t[i], t[0]))
-	}
-	if len(vs) == 5 {
-		fmt.Printf("  ronly / bwrap            %8.2fx (%.2fx with --count-writes)\n", ratio(t[1], t[4]), ratio(t[2], t[4]))
-		// ronly's shape starts two Go runtimes (the supervisor and the
-		// front-end) around a sandbox build like bwrap's: a floor no
-		// implementation of that shape gets under.
-		goStart := m[3] - m[0]
-		fmt.Printf("  floor of the shape       %8.2f ms   bwrap + 2 Go runtime starts (2 x %.2f ms)\n", ms(m[4]+2*goStart), ms(goStart))
-	} else {
-		fmt.Println("  (bwrap not installed: apt-get install bubblewrap for the baseline)")
-	}
-	fmt.Println()
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
