@@ -818,8 +818,15 @@ func TestI386(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]uint64{"other": 2}; !reflect.DeepEqual(counts, want) {
-		t.Errorf("counts = %v, want %v", counts, want)
+	// The tracepoint sees an i386 number, which names another call in the
+	// x86_64 table: "other". An fexit program sits on __ia32_sys_mkdir and
+	// knows which call it is.
+	name := "other"
+	if w.Hook() == "fexit" {
+		name = "mkdir"
+	}
+	if want := map[string]uint64{name: 2}; !reflect.DeepEqual(counts, want) {
+		t.Errorf("counts = %v, want %v (%s)", counts, want, w.Hook())
 	}
 	var comms []string
 	for _, e := range c.take() {
@@ -829,7 +836,7 @@ func TestI386(t *testing.T) {
 		}
 	}
 	slices.Sort(comms)
-	if want := []string{"mkdir32:other", "mkdir64:other"}; !slices.Equal(comms, want) {
+	if want := []string{"mkdir32:" + name, "mkdir64:" + name}; !slices.Equal(comms, want) {
 		t.Errorf("events = %v, want %v", comms, want)
 	}
 }
