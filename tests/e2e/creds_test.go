@@ -348,6 +348,44 @@ func TestCredsTokenRotation(t *testing.T) {
 	}
 }
 
+// TestCredsLandlockOnly: without a mount namespace nothing can cover a
+// file, and ronly says so on stderr, naming the files left readable.
+func TestCredsLandlockOnly(t *testing.T) {
+	b := setup(t)
+	f := newCredFixture(t)
+	rep := filepath.Join(userDir(t, 0, "ronly-e2e-creds-rep-"), "report.json")
+	r := b.run(t, opts{env: f.env()}, "--mode", "landlock-only", "--kube-config", f.explicit, "--report", rep, "--", "true")
+	if r.code != 0 {
+		t.Fatalf("session failed:\n%s", r)
+	}
+	var doc struct {
+		Credentials struct {
+			Hidden   []string `json:"hidden"`
+			Unhidden []string `json:"unhidden"`
+		} `json:"credentials"`
+	}
+	if raw, err := os.ReadFile(rep); err != nil || json.Unmarshal(raw, &doc) != nil {
+		t.Fatalf("report: %v\n%s", err, raw)
+	}
+	if len(doc.Credentials.Hidden) != 0 || !strings.Contains(strings.Join(doc.Credentials.Unhidden, " "), f.sa) {
+		t.Errorf("report: credentials %+v, want the token directory unhidden and nothing hidden", doc.Credentials)
+	}
+	var line string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(l, "cannot hide credentials") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no warning that credentials stay readable:\n%s", r)
+	}
+	for _, p := range []string{f.sa, f.explicit, filepath.Join(f.base, "kc2.json"), filepath.Join(f.base, "bot.token")} {
+		if !strings.Contains(line, p) {
+			t.Errorf("the warning does not name %s: %s", p, line)
+		}
+	}
+}
+
 // TestKubeConfigFlagBad: a --kube-config that is not a file is one line,
 // exit 125, and nothing runs.
 func TestKubeConfigFlagBad(t *testing.T) {
