@@ -134,6 +134,21 @@ type verdict struct {
 
 var proceed = verdict{cont: true}
 
+// callerIn says whether the calling thread tid belongs to process tgid:
+// its own thread group, which cannot change or be reused while it waits.
+// A stat, cheaper than reading its status: this is on every signal a Go
+// runtime sends its own threads.
+func callerIn(tgid, tid int) bool {
+	if tgid <= 0 {
+		return false
+	}
+	if tgid == tid {
+		return true
+	}
+	_, err := os.Stat("/proc/" + strconv.Itoa(tgid) + "/task/" + strconv.Itoa(tid))
+	return err == nil
+}
+
 func fail(e syscall.Errno) verdict { return verdict{errno: e} }
 
 // errnoFrom is err's errno: 0 for nil.
@@ -157,6 +172,9 @@ func (g *signals) kill(c *Call) verdict {
 	pid, sig := int32(c.Args[0]), int32(c.Args[1])
 	if !validSignal(sig) {
 		return fail(unix.EINVAL)
+	}
+	if pid > 0 && callerIn(int(pid), int(c.PID)) {
+		return proceed
 	}
 	tgid := tgidOf(int(c.PID))
 	switch {
@@ -205,7 +223,7 @@ func (g *signals) tgkill(c *Call) verdict {
 	if tgid <= 0 || tid <= 0 || !validSignal(sig) {
 		return fail(unix.EINVAL)
 	}
-	if int(tgid) == tgidOf(int(c.PID)) {
+	if callerIn(int(tgid), int(c.PID)) {
 		// The kernel checks that tid belongs to tgid, the caller's own.
 		return proceed
 	}
