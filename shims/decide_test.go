@@ -185,6 +185,16 @@ func TestLabelsBounded(t *testing.T) {
 	}
 }
 
+// TestBuiltinRulesParse: Load leaves the built-in files to Tool, so a
+// mistake in one must show here.
+func TestBuiltinRulesParse(t *testing.T) {
+	for _, name := range Builtin() {
+		if _, err := parseBuiltin(name); err != nil {
+			t.Errorf("built-in rules for %s: %v", name, err)
+		}
+	}
+}
+
 func TestBuiltin(t *testing.T) {
 	if got := Builtin(); !reflect.DeepEqual(got, []string{"docker", "kubectl"}) {
 		t.Errorf("Builtin() = %q", got)

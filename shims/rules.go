@@ -234,12 +234,20 @@ func validTool(name string) bool {
 
 // Set is every tool's rules: the built-in ones and the extra directories'.
 type Set struct {
-	tools map[string]*Rules
+	tools map[string]*Rules // nil: a built-in tool's, parsed when asked for
 }
 
 // Tool returns the rules for the tool argv0 names (by its base name).
 func (s *Set) Tool(argv0 string) (*Rules, bool) {
-	r, ok := s.tools[filepath.Base(argv0)]
+	name := filepath.Base(argv0)
+	r, ok := s.tools[name]
+	if ok && r == nil {
+		var err error
+		if r, err = parseBuiltin(name); err != nil {
+			panic(fmt.Sprintf("BUG: the built-in rules for %s do not parse: %v", name, err))
+		}
+		s.tools[name] = r
+	}
 	return r, ok
 }
 
@@ -278,10 +286,11 @@ func ExtraDirs() []string {
 	return dirs
 }
 
-// Load reads every built-in rule file and every *.rules file in
-// extraDirs; an extra file overrides the built-in rules for its tool, and
-// the first directory listing a tool wins. Any mistake in any file is an
-// error.
+// Load reads every *.rules file in extraDirs and names the built-in
+// tools; an extra file overrides the built-in rules for its tool, and the
+// first directory listing a tool wins. Any mistake in an extra file is an
+// error (the built-in files are parsed when Tool asks for one; their
+// tests parse them all).
 func Load(extraDirs []string) (*Set, error) {
 	s := &Set{tools: map[string]*Rules{}}
 	for _, d := range extraDirs {
@@ -301,15 +310,13 @@ func Load(extraDirs []string) (*Set, error) {
 			s.tools[name] = r
 		}
 	}
+	// The built-in rules are part of this binary (their tests parse
+	// them): a session's start needs only their names, the shim
+	// itself parses its own (LoadTool).
 	for _, name := range Builtin() {
-		if _, ok := s.tools[name]; ok {
-			continue
+		if _, ok := s.tools[name]; !ok {
+			s.tools[name] = nil
 		}
-		r, err := parseBuiltin(name)
-		if err != nil {
-			return nil, err
-		}
-		s.tools[name] = r
 	}
 	return s, nil
 }
