@@ -36,7 +36,7 @@ func TestNonsPrefix(t *testing.T) {
 			if err != nil {
 				t.Fatalf("child: %v\n%s", err, out)
 			}
-			for _, want := range []string{"chmod=EPERM", "fchmod=EPERM", "utimensat=EPERM", "setxattr=EPERM", "ioctl=EPERM", "getpid=ok", "open=ok"} {
+			for _, want := range []string{"chmod=EPERM", "fchmod=EPERM", "utimensat=EPERM", "setxattr=EPERM", "ioctl=EPERM", "shmget=EPERM", "getpid=ok", "open=ok"} {
 				if !strings.Contains(string(out), want) {
 					t.Errorf("want %s:\n%s", want, out)
 				}
@@ -96,6 +96,8 @@ func nonsPrefixChild(t *testing.T, dir string) {
 	_, err = unix.IoctlGetInt(fd, 0x40086602) // FS_IOC_SETFLAGS (its value is read as a pointer: refused first)
 	say("ioctl", err)
 	say("truncate", unix.Truncate(f, 1))
+	_, err = unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+	say("shmget", err)
 	say("getpid", nil)
 	unix.Close(fd)
 }

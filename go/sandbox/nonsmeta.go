@@ -94,6 +94,18 @@ var metaCalls = map[int]metaCall{
 	unix.SYS_REMOVEXATTRAT: {op: opRemovexattr, name: "removexattrat", fd: -1, dirfd: -1, path: -1, flags: -1},
 }
 
+// nonsIPC are the System V IPC and POSIX message queue calls. Their
+// objects live in the IPC namespace, which landlock-only mode shares with
+// the host, and Landlock does not judge them: a session could attach to a
+// host process's shared memory of its own user (or root's) and write it,
+// remove it, or empty its queues. So they are refused, by number.
+var nonsIPC = map[int]string{
+	unix.SYS_SHMGET: "shmget", unix.SYS_SHMAT: "shmat", unix.SYS_SHMCTL: "shmctl",
+	unix.SYS_SEMGET: "semget", unix.SYS_SEMOP: "semop", unix.SYS_SEMTIMEDOP: "semtimedop", unix.SYS_SEMCTL: "semctl",
+	unix.SYS_MSGGET: "msgget", unix.SYS_MSGSND: "msgsnd", unix.SYS_MSGRCV: "msgrcv", unix.SYS_MSGCTL: "msgctl",
+	unix.SYS_MQ_OPEN: "mq_open", unix.SYS_MQ_UNLINK: "mq_unlink",
+}
+
 // The write operations of the refused-write counts (writes.go's labels).
 var metaWriteOp = map[metaOp]string{opChmod: "chmod", opChown: "chown", opUtime: "utime", opSetxattr: "xattr", opRemovexattr: "xattr", opTruncate: "truncate"}
 
@@ -120,6 +132,9 @@ func nonsPrefix(notify bool, abi int) []byte {
 		if m.op == opTruncate && abi >= 3 {
 			continue // Landlock's truncate right (ABI 3) judges it
 		}
+		nrs = append(nrs, nr)
+	}
+	for nr := range nonsIPC {
 		nrs = append(nrs, nr)
 	}
 	sort.Ints(nrs)
@@ -175,6 +190,10 @@ func nonsTable(t bpf.Table) bpf.Table {
 			e.Errno = unix.EPERM
 		}
 		out[nr] = e
+	}
+	for nr, name := range nonsIPC {
+		out[nr] = bpf.Entry{Name: name, Errno: unix.EPERM, Rules: []bpf.Rule{{Syscall: name, Nr: nr, Errno: unix.EPERM,
+			Reason: "landlock-only mode: System V IPC and POSIX message queues are the host's (no IPC namespace)"}}}
 	}
 	return out
 }

@@ -261,3 +261,40 @@ chmod 600 $s && chown %[2]d:%[2]d $s && truncate -s 1 $s && touch -d @978307200 
 		})
 	}
 }
+
+// TestLandlockOnlyIPC: without an IPC namespace the host's System V shared
+// memory of the session's own user is in reach, and Landlock does not
+// judge it: the seccomp program refuses System V IPC and POSIX message
+// queues in landlock-only mode. A segment the test makes (as the user) is
+// still there afterwards, seen from outside.
+func TestLandlockOnlyIPC(t *testing.T) {
+	b := setup(t)
+	needTool(t, "ipcrm")
+	for _, u := range []struct {
+		name string
+		uid  int
+	}{{"root", 0}, {"user", nobody}} {
+		t.Run(u.name, func(t *testing.T) {
+			id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.SysvShmCtl(id, unix.IPC_RMID, nil) })
+			var ds unix.SysvShmDesc
+			if _, err := unix.SysvShmCtl(id, unix.IPC_STAT, &ds); err != nil {
+				t.Fatal(err)
+			}
+			ds.Perm.Uid, ds.Perm.Gid = uint32(u.uid), uint32(u.uid)
+			if _, err := unix.SysvShmCtl(id, unix.IPC_SET, &ds); err != nil {
+				t.Fatal(err)
+			}
+			r := b.sh(t, opts{uid: u.uid}, []string{"--mode", "landlock-only"}, fmt.Sprintf("ipcrm -m %d 2>/dev/null; echo ipcrm=$?", id))
+			if r.code != 0 || r.stdout == "ipcrm=0\n" {
+				t.Errorf("want ipcrm refused:\n%s", r)
+			}
+			if _, err := unix.SysvShmCtl(id, unix.IPC_STAT, &ds); err != nil {
+				t.Errorf("HOST CHANGED: the host's shared memory segment %d is gone (%v)", id, err)
+			}
+		})
+	}
+}
