@@ -110,6 +110,9 @@ type Layers struct {
 	// DockerGuard is true when the host's Docker socket answered inside,
 	// through the read-only guard (it runs and mediation sends to it).
 	DockerGuard bool `json:"docker_guard"`
+	// KubeGuard is true when the Kubernetes guard ran and mediation was
+	// in force, so that kubectl inside reached it.
+	KubeGuard bool `json:"kube_guard,omitempty"`
 	// PIDNSRefused says why a ci session shares the host's PID namespace
 	// and /proc: the kernel refused its own /proc (masked /proc paths).
 	PIDNSRefused string `json:"pid_namespace_refused,omitempty"`

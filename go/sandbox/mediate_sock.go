@@ -89,6 +89,9 @@ type sockets struct {
 	// docker is the host's Docker socket and guard the Docker guard's
 	// socket of the supervisor's own; both "" without a guard.
 	docker, guard string
+	// kube is the Kubernetes guard, whose address's connects it notes
+	// (kube.go); nil without one.
+	kube *kubeGuard
 	// allowMetadata lets the cloud metadata addresses through (metadata.go).
 	allowMetadata bool
 
@@ -209,7 +212,7 @@ func hasOpt(opts, opt string) bool {
 func (s *session) socketLayers(pid int, listener bool) {
 	l, p := s.layers, s.p
 	s.metadataWarning(listener)
-	l.SocketMediation, l.DockerGuard, l.AbstractSockets = false, false, false
+	l.SocketMediation, l.DockerGuard, l.AbstractSockets, l.KubeGuard = false, false, false, false
 	if listener {
 		if s.socks.byPath != nil {
 			// landlock-only: judged by path, the host's mounts hold far
@@ -219,6 +222,7 @@ func (s *session) socketLayers(pid int, listener bool) {
 		}
 		l.SocketMediation = true
 		l.DockerGuard = s.socks.guard != ""
+		l.KubeGuard = s.socks.kube != nil
 		return
 	}
 	if !p.SkipSeccomp {
@@ -227,6 +231,11 @@ func (s *session) socketLayers(pid int, listener bool) {
 			msg += ", the Docker socket too: the Docker guard is off"
 		}
 		s.warn(msg)
+	}
+	if s.socks.kube != nil {
+		// The guard serves only connections the supervisor saw the
+		// session make (kube.go).
+		s.warn("the Kubernetes guard serves no one: without a seccomp listener (a nested sandbox) the session's connections cannot be told from the host's; kubectl inside has no cluster")
 	}
 	if l.LandlockABI < 6 && !p.NoNetwork && !p.SkipLandlock {
 		// Nothing else stops connect() to the host's abstract unix
@@ -628,6 +637,7 @@ func (s *sockets) connect(c *Call) *Refusal {
 	do := func(cl cleanup) {
 		defer cl.run()
 		_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(sock), addrPtr(t.addr), uintptr(len(t.addr)))
+		s.kube.noteConnect(sock, t.addr) // before the reply: the caller's next call may be its first write
 		c.Reply(0, e)
 	}
 	switch {

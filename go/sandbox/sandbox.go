@@ -75,14 +75,18 @@ type Layers struct {
 	// DockerGuard is set when the host's Docker socket answers read-only
 	// calls inside: the guard runs and mediation sends connects to it.
 	DockerGuard bool
+	// KubeGuard is set when the Kubernetes API answers read-only calls
+	// inside: the guard runs with the credentials ronly found, and
+	// mediation tells it which connections are the session's (kube.go).
+	KubeGuard bool
 	// Fallback says why auto mode chose Mode after the mode it tried
 	// first failed; "" when it did not fall back.
 	Fallback string
 }
 
 func (l Layers) String() string {
-	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t write_counter=%s network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t signal_mediation=%t",
-		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.WriteCounter, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets, l.SignalMediation)
+	return fmt.Sprintf("mode=%s userns=%t landlock_abi=%d pidns=%t seccomp=%s write_counting=%t write_counter=%s network=%s cgroup=%s socket_mediation=%t docker_guard=%t abstract_sockets_reachable=%t signal_mediation=%t kube_guard=%t",
+		l.Mode, l.UserNS, l.LandlockABI, l.PIDNS, l.Seccomp, l.WriteCounting, l.WriteCounter, l.Network, l.Cgroup, l.SocketMediation, l.DockerGuard, l.AbstractSockets, l.SignalMediation, l.KubeGuard)
 }
 
 // HintError is an error with advice on how to fix it.
@@ -297,6 +301,17 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 		// Mediation sends connects to the host's Docker socket here.
 		s.socks.docker, s.socks.guard = guard.upstream, guard.path
 	}
+	// The cluster's API, read-only, in place of the credentials creds.go
+	// hides (kube.go).
+	kube, err := startKubeGuard(p, s.record, warn)
+	if err != nil {
+		return Result{Layers: l}, err
+	}
+	defer kube.Close()
+	if kube != nil {
+		s.socks.kube, s.kube = kube, kube
+		kube.showInCluster(s.cfg.Mounts)
+	}
 	defer func() { s.nons.remove() }()
 	code, err := s.start()
 	var ie *cinit.Error
@@ -419,6 +434,8 @@ type session struct {
 	nonsMeta bool
 	// creds are the credentials hidden inside (creds.go).
 	creds *CredPlan
+	// kube is the Kubernetes guard, nil without one (kube.go).
+	kube *kubeGuard
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
@@ -502,6 +519,9 @@ func (s *session) start() (int, error) {
 	defer x.close()
 	s.stdio = x
 	cfg.Flags |= x.Flags
+	if s.kube != nil {
+		extraEnv = append(extraEnv, s.kube.env()...)
+	}
 	cfg.Argv, cfg.Env = commandLine(p, shimDir, extraEnv) // command.go
 	records, err := cfg.MarshalBinary()
 	if err != nil {

@@ -13,6 +13,9 @@
 //	            inside vs outside
 //	stdio       cat of 1 GB from a file to a file inside ronly (stdio relayed
 //	            through pipes by the supervisor) vs directly
+//	kube        kubectl get pods through the Kubernetes guard vs directly,
+//	            and the events/s one watch carries (a real kube-apiserver:
+//	            tools/kube/build, kube.go)
 //
 // Each target also gets a floor: the same work under only the layers the
 // issue requires (one Go runtime start; an allow-all seccomp filter;
@@ -72,7 +75,7 @@ func main() {
 	ronly := flag.String("ronly", "", "path of the ronly binary")
 	bwrap := flag.String("bwrap", "/usr/bin/bwrap", "path of bubblewrap, the startup baseline")
 	runs := flag.Int("runs", 40, "runs of each variant")
-	only := flag.String("only", "", "run only this target: startup, syscall, refused, sockets, write-heavy or stdio")
+	only := flag.String("only", "", "run only this target: startup, syscall, refused, sockets, write-heavy, stdio or kube")
 	flag.Parse()
 	if *ronly == "" {
 		fmt.Fprintln(os.Stderr, "bench: -ronly PATH is required")
@@ -99,6 +102,7 @@ func main() {
 		{"sockets", func() { sockets(*ronly, self, *runs/4+1) }},
 		{"write-heavy", func() { writeHeavy(*ronly, *bwrap, self, work, *runs/2+1) }},
 		{"stdio", func() { stdioCopy(*ronly, work, *runs/8+5) }},
+		{"kube", func() { kubeBench(*ronly, *runs/2+1) }},
 	}
 	for _, t := range targets {
 		if *only == "" || *only == t.name {

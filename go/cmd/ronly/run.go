@@ -274,7 +274,7 @@ func sessionReport(session string, p *policy.Policy, start time.Time, res sandbo
 			LandlockABI: res.Layers.LandlockABI, Seccomp: res.Layers.Seccomp, Counting: res.Layers.Seccomp == "notify",
 			WriteCounting: res.Layers.WriteCounting, WriteCounter: res.Layers.WriteCounter,
 			Network: res.Layers.Network, Cgroup: res.Layers.Cgroup, AbstractSockets: res.Layers.AbstractSockets,
-			SocketMediation: res.Layers.SocketMediation, DockerGuard: res.Layers.DockerGuard,
+			SocketMediation: res.Layers.SocketMediation, DockerGuard: res.Layers.DockerGuard, KubeGuard: res.Layers.KubeGuard,
 			SignalMediation: res.Layers.SignalMediation, PIDNSRefused: res.Layers.PIDNSRefused},
 	}
 	if c := res.Creds; len(c.Hidden)+len(c.Unhidden) > 0 {
