@@ -393,9 +393,16 @@ func (s *Serving) Listener(ln net.Listener) net.Listener {
 	})
 }
 
+// Placeholder is the token of the kubeconfig the session gets, and of the
+// in-cluster token file inside: no credential (the guard authenticates,
+// and ignores what a client sends), but not nothing either. With no
+// credential at all kubectl prompts for a user name and password, and
+// client-go's in-cluster config refuses an empty token file.
+const Placeholder = "ronly-read-only-session-no-credential"
+
 // Kubeconfig is the kubeconfig the session gets: the guard as the server,
 // trusted through its CA, the namespace of the context it stands for, and
-// no credential (the guard authenticates).
+// the placeholder token.
 func Kubeconfig(server string, caPEM []byte, namespace string) []byte {
 	ns := ""
 	if namespace != "" {
@@ -410,7 +417,8 @@ clusters:
     certificate-authority-data: ` + base64.StdEncoding.EncodeToString(caPEM) + `
 users:
 - name: ronly
-  user: {}
+  user:
+    token: ` + Placeholder + `
 contexts:
 - name: ronly
   context:

@@ -51,14 +51,18 @@ contexts:
 	}
 }
 
-// TestGeneratedKubeconfig: the session's kubeconfig holds no credential.
+// TestGeneratedKubeconfig: the session's kubeconfig holds no credential,
+// only the placeholder token.
 func TestGeneratedKubeconfig(t *testing.T) {
 	s, err := NewServing()
 	if err != nil {
 		t.Fatal(err)
 	}
 	kc := string(Kubeconfig("https://127.0.0.1:1234", s.CAPEM, "team: a"))
-	for _, bad := range []string{"token", "client-key", "exec", "auth-provider", "password"} {
+	if strings.Count(kc, "token") != 1 || !strings.Contains(kc, "token: "+Placeholder+"\n") {
+		t.Errorf("generated kubeconfig's token is not the placeholder:\n%s", kc)
+	}
+	for _, bad := range []string{"client-key", "exec", "auth-provider", "password", "username"} {
 		if strings.Contains(kc, bad) {
 			t.Errorf("generated kubeconfig mentions %s:\n%s", bad, kc)
 		}
