@@ -126,7 +126,7 @@ func (r *Rules) skipShort(a string) (takesNext bool, bad string) {
 
 // show is w for a message: as it is when it is plain, else quoted.
 func show(w string) string {
-	if w != "" && plainRE.MatchString(w) {
+	if w != "" && plainRE().MatchString(w) {
 		return w
 	}
 	return strconv.Quote(w)

@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // EnvExtraRules lists (colon-separated) the directories whose *.rules
@@ -33,12 +34,18 @@ var builtin embed.FS
 
 const ext = ".rules"
 
+// Compiled when first used: by a shim, or a session with --extra-shims;
+// a plain session's start (which links this package) never needs them.
 var (
-	wordRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	shortRE = regexp.MustCompile(`^-[A-Za-z0-9?]$`)
-	longRE  = regexp.MustCompile(`^--[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	plainRE = regexp.MustCompile(`^-{0,2}[A-Za-z0-9][A-Za-z0-9._:/@+,=-]*$`)
+	wordRE  = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	shortRE = lazyRE(`^-[A-Za-z0-9?]$`)
+	longRE  = lazyRE(`^--[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	plainRE = lazyRE(`^-{0,2}[A-Za-z0-9][A-Za-z0-9._:/@+,=-]*$`)
 )
+
+func lazyRE(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // Rules are one tool's allow-list: which global flags it takes (and
 // whether each takes a value), which verbs and management-command verbs
@@ -132,7 +139,7 @@ func Parse(name string, r io.Reader) (*Rules, error) {
 				return nil, fail(n, "%s lists no flags", dir)
 			}
 			for _, fl := range args {
-				if !shortRE.MatchString(fl) && !longRE.MatchString(fl) {
+				if !shortRE().MatchString(fl) && !longRE().MatchString(fl) {
 					return nil, fail(n, "bad flag %q (want -x or --name)", fl)
 				}
 				if rs.valueFlags[fl] || rs.boolFlags[fl] {
@@ -222,14 +229,14 @@ func Parse(name string, r io.Reader) (*Rules, error) {
 }
 
 func checkWord(w string) error {
-	if !wordRE.MatchString(w) {
+	if !wordRE().MatchString(w) {
 		return fmt.Errorf("bad verb %q", w)
 	}
 	return nil
 }
 
 func validTool(name string) bool {
-	return wordRE.MatchString(name) && name != "ronly" && !strings.HasSuffix(name, ext)
+	return name != "ronly" && wordRE().MatchString(name) && !strings.HasSuffix(name, ext)
 }
 
 // Set is every tool's rules: the built-in ones and the extra directories'.
