@@ -60,6 +60,9 @@ ones inside the sandbox your flags describe, first with layers left out:
   landlock    + Landlock
   seccomp     + the seccomp filter: the full sandbox
 
+Where no namespace can be made (or with --mode landlock-only) there are two:
+caps+landlock (no namespaces, capabilities dropped, Landlock) and seccomp.
+
 An operation is blocked by the layer from which on it is refused: found by
 trying, not guessed from the errno. NONE means no layer refused it.
 The canaries are made for the occasion, checked from outside after each
