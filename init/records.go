@@ -1,5 +1,18 @@
 package cinit
 
+/*
+#include "records.h"
+
+// The sizes of the char arrays in the records, for Go constants: cgo
+// gives enum values as constants, sizeof of a member it cannot.
+enum {
+	ronly_userns_name_len = sizeof(((struct ronly_userns_limit *)0)->name),
+	ronly_msg_step_len = sizeof(((struct ronly_msg *)0)->step),
+	ronly_msg_detail_len = sizeof(((struct ronly_msg *)0)->detail),
+};
+*/
+import "C"
+
 import (
 	"bytes"
 	"encoding/binary"
@@ -7,46 +20,50 @@ import (
 	"io"
 	"strings"
 	"syscall"
-
-	"ronly.dev/ronly/shims"
 )
 
-// These mirror records.h.
+// Every number of the protocol comes from records.h through cgo: nothing is
+// copied by hand, so the two sides cannot drift apart in value.
+// TestRecordLayout checks that the encoders below put each field at the
+// offset the C compiler gives it.
 const (
-	magic          = 0x594c4e52
-	recordsVersion = 9
-	pathMax        = 4096
+	magic          = C.RONLY_MAGIC
+	recordsVersion = C.RONLY_RECORDS_VERSION
+	pathMax        = C.RONLY_PATH_MAX
 	// maxExecBytes bounds Argv and Env, each, in bytes with their NULs.
-	maxExecBytes = 32 << 20
+	maxExecBytes = C.RONLY_MAX_EXEC_BYTES
 	// MaxMounts is how many mount records the init takes.
-	MaxMounts = 1024
+	MaxMounts = C.RONLY_MAX_MOUNTS
 	// MaxUsernsLimits is how many user namespace limits the init takes.
-	MaxUsernsLimits = 16
+	MaxUsernsLimits = C.RONLY_MAX_USERNS_LIMITS
+	usernsNameLen   = C.ronly_userns_name_len
+	msgStepLen      = C.ronly_msg_step_len
+	msgDetailLen    = C.ronly_msg_detail_len
 )
 
 // Flags of Config.
 const (
-	FlagUserNS        uint32 = 0x1  // create a user namespace; the parent writes the id maps
-	FlagNetNS         uint32 = 0x2  // private network namespace with lo up
-	FlagKeepDACRead   uint32 = 0x4  // keep CAP_DAC_READ_SEARCH inside
-	FlagSeccompNotify uint32 = 0x8  // load the filter with a user-notification listener
-	FlagPIDNS         uint32 = 0x10 // private PID namespace with its own /proc and a tiny PID 1
+	FlagUserNS        uint32 = C.RONLY_F_USERNS  // create a user namespace; the parent writes the id maps
+	FlagNetNS         uint32 = C.RONLY_F_NETNS  // private network namespace with lo up
+	FlagKeepDACRead   uint32 = C.RONLY_F_KEEP_DAC_READ  // keep CAP_DAC_READ_SEARCH inside
+	FlagSeccompNotify uint32 = C.RONLY_F_SECCOMP_NOTIFY  // load the filter with a user-notification listener
+	FlagPIDNS         uint32 = C.RONLY_F_PIDNS // private PID namespace with its own /proc and a tiny PID 1
 	// FlagPTY puts a pty of the sandbox's own devpts on stdin, as the
 	// controlling terminal of a new session; its master comes back in a
 	// MsgPTY. FlagPTYOut and FlagPTYErr put it on stdout and stderr too.
-	FlagPTY    uint32 = 0x20
-	FlagPTYOut uint32 = 0x40
-	FlagPTYErr uint32 = 0x80
+	FlagPTY    uint32 = C.RONLY_F_PTY
+	FlagPTYOut uint32 = C.RONLY_F_PTY_OUT
+	FlagPTYErr uint32 = C.RONLY_F_PTY_ERR
 	// FlagNoNS makes no namespace, mount or pivot_root: the command sees
 	// the host's tree, and Landlock alone keeps it read-only. Only
 	// MountBindRW records are taken, each a directory that gets a write
 	// rule (nothing is bound).
-	FlagNoNS uint32 = 0x100
+	FlagNoNS uint32 = C.RONLY_F_NO_NS
 	// FlagListenerHelper: pidfd_getfd is refused here (Docker's default
 	// seccomp profile allows it only with CAP_SYS_PTRACE), so a helper the
 	// init starts before its filter, sharing its descriptors, sends the
 	// listener over with SCM_RIGHTS (MsgListener with the descriptor).
-	FlagListenerHelper uint32 = 0x200
+	FlagListenerHelper uint32 = C.RONLY_F_LISTENER_HELPER
 )
 
 // MountKind says what the init does with a Mount.
@@ -56,32 +73,29 @@ type MountKind uint32
 const (
 	// 1, 4 and 6 were the socket covers, retired (the supervisor
 	// mediates connect now); their numbers are not reused.
-	MountTmpfs  MountKind = 2 // fresh writable tmpfs
-	MountBindRW MountKind = 3 // host directory bound writable at the same path
+	MountTmpfs  MountKind = C.RONLY_M_TMPFS // fresh writable tmpfs
+	MountBindRW MountKind = C.RONLY_M_BIND_RW // host directory bound writable at the same path
 	// MountShim puts this binary at /dev/ronly-shims/NAME (Path "/NAME").
-	MountShim MountKind = 5
+	MountShim MountKind = C.RONLY_M_SHIM
 	// MountBindRO binds Path, a directory or file inside a writable bind
 	// made by an earlier record, read-only onto itself: the init opens it
 	// without following symlinks and mounts through that descriptor.
-	MountBindRO MountKind = 7
+	MountBindRO MountKind = C.RONLY_M_BIND_RO
 	// MountPin is MountBindRO left writable: a mount point cannot be
 	// renamed, removed or replaced from inside.
-	MountPin MountKind = 8
+	MountPin MountKind = C.RONLY_M_PIN
 	// MountHide binds an empty read-only file over Path, a regular file
 	// (a kubeconfig, a client key: go/sandbox/creds.go).
-	MountHide MountKind = 9
+	MountHide MountKind = C.RONLY_M_HIDE
 	// MountHideDir covers Path, a directory (a service-account token
 	// volume), with a read-only tmpfs of mode Mode that holds what the
 	// MountShow records right after it name.
-	MountHideDir MountKind = 10
+	MountHideDir MountKind = C.RONLY_M_HIDE_DIR
 	// MountShow is the name filepath.Base(Path) in the MountHideDir
 	// before it: Source, a host file, bound read-only, or an empty file
 	// when Source is "".
-	MountShow MountKind = 11
+	MountShow MountKind = C.RONLY_M_SHOW
 )
-
-// ShimDir is where the init puts the shims inside the sandbox.
-const ShimDir = shims.Dir
 
 // Mount is one mount step for the init.
 type Mount struct {
@@ -124,12 +138,10 @@ type UsernsLimit struct {
 	Value uint64
 }
 
-// Record sizes, as records.h lays them out (TestRecordSizes checks them
-// against the C compiler's).
+// Record sizes, as the C compiler lays records.h out.
 const (
-	usernsLimitSize = 32 + 8
-	headerSize      = 8*4 + MaxUsernsLimits*usernsLimitSize + 2*4
-	mountSize       = 4 + 4 + 8 + 8 + 8 + 2*pathMax
+	headerSize = C.sizeof_struct_ronly_header
+	mountSize  = C.sizeof_struct_ronly_mount
 )
 
 // MarshalBinary encodes c as records.h lays it out, field by field: no
@@ -165,11 +177,11 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 		var l UsernsLimit
 		if i < len(c.UsernsLimits) {
 			l = c.UsernsLimits[i]
-			if l.Name == "" || len(l.Name) >= 32 || strings.ContainsAny(l.Name, "/.\x00") {
+			if l.Name == "" || len(l.Name) >= usernsNameLen || strings.ContainsAny(l.Name, "/.\x00") {
 				return nil, fmt.Errorf("user namespace limit %q: not a file name in /proc/sys/user", l.Name)
 			}
 		}
-		b = appendPadded(b, l.Name, 32)
+		b = appendPadded(b, l.Name, usernsNameLen)
 		b = le.AppendUint64(b, l.Value)
 	}
 	b = le.AppendUint32(b, uint32(len(argv)))
@@ -222,24 +234,24 @@ type MsgType uint32
 
 // Message types.
 const (
-	MsgNeedIDMap MsgType = 1 // init is in its user namespace; write its id maps
-	MsgIDMapDone MsgType = 2 // parent → init
-	MsgError     MsgType = 3 // a step failed
-	MsgReady     MsgType = 4 // sandbox built; Value is the Landlock ABI enforced
-	MsgWarn      MsgType = 5 // non-fatal degradation
-	MsgPTY       MsgType = 6 // the master of the session's pty rides along
+	MsgNeedIDMap MsgType = C.RONLY_MSG_NEED_IDMAP // init is in its user namespace; write its id maps
+	MsgIDMapDone MsgType = C.RONLY_MSG_IDMAP_DONE // parent → init
+	MsgError     MsgType = C.RONLY_MSG_ERROR // a step failed
+	MsgReady     MsgType = C.RONLY_MSG_READY // sandbox built; Value is the Landlock ABI enforced
+	MsgWarn      MsgType = C.RONLY_MSG_WARN // non-fatal degradation
+	MsgPTY       MsgType = C.RONLY_MSG_PTY // the master of the session's pty rides along
 	// MsgListener names the seccomp listener's descriptor in the sender
 	// (Value), which the supervisor takes with pidfd_getfd: once the
 	// filter is loaded, sendmsg is mediated and cannot carry it.
-	MsgListener MsgType = 7
+	MsgListener MsgType = C.RONLY_MSG_LISTENER
 	// MsgListenerTaken answers MsgListener (Err: why not).
-	MsgListenerTaken MsgType = 8
+	MsgListenerTaken MsgType = C.RONLY_MSG_LISTENER_TAKEN
 )
 
 // Flags of a MsgReady.
 const (
-	ReadyListener uint32 = 0x1 // the seccomp listener was handed over (MsgListener)
-	ReadyFallback uint32 = 0x2 // a listener was refused; plain errnos, uncounted
+	ReadyListener uint32 = C.RONLY_READY_LISTENER // the seccomp listener was handed over (MsgListener)
+	ReadyFallback uint32 = C.RONLY_READY_FALLBACK // a listener was refused; plain errnos, uncounted
 )
 
 // Msg is one message between the init and the supervisor.
@@ -253,8 +265,12 @@ type Msg struct {
 }
 
 // MsgSize is the size of one message record: type, err, value, flags,
-// step[64], detail[256].
-const MsgSize = 4*4 + 64 + 256
+// step, detail.
+const MsgSize = C.sizeof_struct_ronly_msg
+
+// msgStepOff is where a message's step begins, after its four 32-bit
+// fields; the detail follows the step.
+const msgStepOff = 4 * 4
 
 // DecodeMsg decodes one message record.
 func DecodeMsg(b []byte) (Msg, error) {
@@ -263,19 +279,20 @@ func DecodeMsg(b []byte) (Msg, error) {
 	}
 	le := binary.LittleEndian
 	return Msg{Type: MsgType(le.Uint32(b)), Err: syscall.Errno(int32(le.Uint32(b[4:]))), Value: int32(le.Uint32(b[8:])),
-		Flags: le.Uint32(b[12:]), Step: cstring(b[16:80]), Detail: cstring(b[80:MsgSize])}, nil
+		Flags: le.Uint32(b[12:]), Step: cstring(b[msgStepOff : msgStepOff+msgStepLen]),
+		Detail: cstring(b[msgStepOff+msgStepLen : msgStepOff+msgStepLen+msgDetailLen])}, nil
 }
 
 // WriteMsg encodes m to w.
 func WriteMsg(w io.Writer, m Msg) error {
 	le := binary.LittleEndian
-	b := make([]byte, 16, MsgSize)
+	b := make([]byte, msgStepOff, MsgSize)
 	le.PutUint32(b, uint32(m.Type))
 	le.PutUint32(b[4:], uint32(int32(m.Err)))
 	le.PutUint32(b[8:], uint32(m.Value))
 	le.PutUint32(b[12:], m.Flags)
-	b = appendPadded(b, truncate(m.Step, 63), 64)
-	b = appendPadded(b, truncate(m.Detail, 255), 256)
+	b = appendPadded(b, truncate(m.Step, msgStepLen-1), msgStepLen)
+	b = appendPadded(b, truncate(m.Detail, msgDetailLen-1), msgDetailLen)
 	_, err := w.Write(b)
 	return err
 }

@@ -5,8 +5,9 @@
  * header.bpf_len bytes of a classic BPF program (struct sock_filter[]),
  * header.fallback_len bytes of a second one, header.argv_len bytes of the command's arguments and header.env_len bytes of
  * its environment (each string NUL-terminated, one after the other) on the init socket. The init answers with ronly_msg
- * records. Everything else is fixed-size so the C side never parses text. records.go mirrors this file;
- * a test checks the sizes agree. Bump RONLY_RECORDS_VERSION on any change.
+ * records. Everything else is fixed-size so the C side never parses text. records.go takes every number
+ * from this file through cgo; TestRecordLayout (seam_test.go) checks that its encoders put each field at
+ * this file's offsets. A new field goes in seam.go's ronly_fields too. Bump RONLY_RECORDS_VERSION on any change.
  */
 #ifndef RONLY_RECORDS_H
 #define RONLY_RECORDS_H

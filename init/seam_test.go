@@ -35,37 +35,131 @@ func namespaces() string {
 	return b.String()
 }
 
-func TestRecordSizes(t *testing.T) {
-	h, m, msg, maxMounts := cSizes()
-	if maxMounts != MaxMounts {
-		t.Errorf("Go takes %d mount records, C %d", MaxMounts, maxMounts)
+// TestRecordLayout checks what MarshalBinary and WriteMsg write, and what
+// DecodeMsg reads, against records.h as the C compiler lays it out: every
+// field at its offset with its width, and every record at its size. Each
+// field gets a value of its own, so a swapped or shifted field shows.
+func TestRecordLayout(t *testing.T) {
+	layout := cLayout()
+	le := binary.LittleEndian
+	field := func(b []byte, base int, name string) []byte {
+		t.Helper()
+		f, ok := layout[name]
+		if !ok {
+			t.Fatalf("records.h has no field %s", name)
+		}
+		return b[base+f.off : base+f.off+f.size]
 	}
-	if headerSize != h {
-		t.Errorf("Go header is %d bytes, C is %d", headerSize, h)
+	num := func(b []byte, base int, name string) uint64 {
+		t.Helper()
+		switch v := field(b, base, name); len(v) {
+		case 4:
+			return uint64(le.Uint32(v))
+		case 8:
+			return le.Uint64(v)
+		default:
+			t.Fatalf("%s is %d bytes in C, not a number Go writes", name, len(v))
+			return 0
+		}
 	}
-	if mountSize != m {
-		t.Errorf("Go mount record is %d bytes, C is %d", mountSize, m)
-	}
-	if MsgSize != msg {
-		t.Errorf("Go message is %d bytes, C is %d", MsgSize, msg)
-	}
-	// And what MarshalBinary writes has those sizes.
-	b, err := (&Config{Mounts: []Mount{{Kind: MountTmpfs, Path: "/tmp"}}, Argv: []string{"a", "bc"}, Env: []string{"X=1"}}).MarshalBinary()
+	size := func(name string) int { return layout[name].size }
+
+	c := Config{Flags: 0x01020304, LandlockABI: 0x05060708, ReportFD: 0x090a0b0c,
+		BPF: []byte("12345678"), Fallback: []byte("abcdefghijklmnop"),
+		UsernsLimits: []UsernsLimit{{"max_a", 0x1112131415161718}, {"max_bb", 0x2122232425262728}},
+		Mounts: []Mount{{Kind: MountShow, Mode: 0x31323334, Size: 0x4142434445464748, Dev: 0x5152535455565758,
+			Ino: 0x6162636465666768, Path: "/path", Source: "/source"}},
+		Argv: []string{"a", "bc"}, Env: []string{"X=1"}}
+	b, err := c.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := h + m + len("a\x00bc\x00X=1\x00"); len(b) != want {
-		t.Errorf("records of one mount and a command are %d bytes, want %d", len(b), want)
+	h, m := size("ronly_header"), size("ronly_mount")
+	tail := string(c.BPF) + string(c.Fallback) + "a\x00bc\x00X=1\x00"
+	if len(b) != h+m+len(tail) || string(b[h+m:]) != tail {
+		t.Fatalf("records are %d bytes, want a %d-byte header, a %d-byte mount record and %q", len(b), h, m, tail)
 	}
+	for name, want := range map[string]uint64{
+		"ronly_header.magic": magic, "ronly_header.version": recordsVersion, "ronly_header.flags": 0x01020304,
+		"ronly_header.n_mounts": 1, "ronly_header.bpf_len": 8, "ronly_header.landlock_abi": 0x05060708,
+		"ronly_header.fallback_len": 16, "ronly_header.report_fd": 0x090a0b0c,
+		"ronly_header.argv_len": uint64(len("a\x00bc\x00")), "ronly_header.env_len": uint64(len("X=1\x00")),
+		"ronly_mount.kind": uint64(MountShow), "ronly_mount.mode": 0x31323334, "ronly_mount.size": 0x4142434445464748,
+		"ronly_mount.dev": 0x5152535455565758, "ronly_mount.ino": 0x6162636465666768,
+	} {
+		base := 0
+		if strings.HasPrefix(name, "ronly_mount.") {
+			base = h
+		}
+		if got := num(b, base, name); got != want {
+			t.Errorf("%s at offset %d: Go wrote %#x, want %#x", name, base+layout[name].off, got, want)
+		}
+	}
+	if got := cstring(field(b, h, "ronly_mount.path")); got != "/path" {
+		t.Errorf("ronly_mount.path: Go wrote %q", got)
+	}
+	if got := cstring(field(b, h, "ronly_mount.source")); got != "/source" {
+		t.Errorf("ronly_mount.source: Go wrote %q", got)
+	}
+	if size("ronly_mount.path") != pathMax || size("ronly_mount.source") != pathMax {
+		t.Errorf("paths are %d and %d bytes in C, %d in Go", size("ronly_mount.path"), size("ronly_mount.source"), pathMax)
+	}
+	limits, l := layout["ronly_header.userns_limits"], size("ronly_userns_limit")
+	if limits.size != MaxUsernsLimits*l || size("ronly_userns_limit.name") != usernsNameLen {
+		t.Errorf("user namespace limits are %d bytes in C, Go writes %d of %d", limits.size, MaxUsernsLimits, l)
+	}
+	for i, want := range append(c.UsernsLimits, UsernsLimit{}) {
+		base := limits.off + i*l
+		if got := cstring(field(b, base, "ronly_userns_limit.name")); got != want.Name {
+			t.Errorf("user namespace limit %d: Go wrote name %q, want %q", i, got, want.Name)
+		}
+		if got := num(b, base, "ronly_userns_limit.value"); got != want.Value {
+			t.Errorf("user namespace limit %d: Go wrote value %#x, want %#x", i, got, want.Value)
+		}
+	}
+
+	// Messages both ways: WriteMsg as the supervisor sends them, DecodeMsg
+	// of one laid out by C's offsets as the init sends them.
 	var w bytes.Buffer
-	in := Msg{Type: MsgError, Err: syscall.EPERM, Value: -3, Flags: 2, Step: "step", Detail: strings.Repeat("d", 300)}
-	if err := WriteMsg(&w, in); err != nil || w.Len() != msg {
-		t.Fatalf("WriteMsg wrote %d bytes (%v), want %d", w.Len(), err, msg)
+	in := Msg{Type: MsgListenerTaken, Err: syscall.EPERM, Value: -3, Flags: 0x71727374, Step: "step", Detail: strings.Repeat("d", 300)}
+	if err := WriteMsg(&w, in); err != nil || w.Len() != size("ronly_msg") || w.Len() != MsgSize {
+		t.Fatalf("WriteMsg wrote %d bytes (%v), want %d", w.Len(), err, size("ronly_msg"))
 	}
-	out, err := DecodeMsg(w.Bytes())
-	if in.Detail = in.Detail[:255]; err != nil || out != in {
-		t.Errorf("message round trip: got %+v (%v), want %+v", out, err, in)
+	out := w.Bytes()
+	for name, want := range map[string]uint64{"ronly_msg.type": uint64(MsgListenerTaken), "ronly_msg.err": uint64(syscall.EPERM),
+		"ronly_msg.value": uint64(uint32(0xfffffffd)), "ronly_msg.flags": 0x71727374} {
+		if got := num(out, 0, name); got != want {
+			t.Errorf("%s: WriteMsg wrote %#x, want %#x", name, got, want)
+		}
 	}
+	step, detail := field(out, 0, "ronly_msg.step"), field(out, 0, "ronly_msg.detail")
+	if cstring(step) != "step" || cstring(detail) != strings.Repeat("d", len(detail)-1) {
+		t.Errorf("WriteMsg wrote step %q, detail %q", cstring(step), cstring(detail))
+	}
+	raw := make([]byte, size("ronly_msg"))
+	le.PutUint32(field(raw, 0, "ronly_msg.type"), uint32(MsgWarn))
+	le.PutUint32(field(raw, 0, "ronly_msg.err"), uint32(syscall.ENOSYS))
+	le.PutUint32(field(raw, 0, "ronly_msg.value"), 0x81828384)
+	le.PutUint32(field(raw, 0, "ronly_msg.flags"), 0x91929394)
+	copy(field(raw, 0, "ronly_msg.step"), "a step")
+	copy(field(raw, 0, "ronly_msg.detail"), "a detail")
+	got, err := DecodeMsg(raw)
+	want := Msg{Type: MsgWarn, Err: syscall.ENOSYS, Value: int32(-0x7e7d7c7c), Flags: 0x91929394, Step: "a step", Detail: "a detail"}
+	if err != nil || got != want {
+		t.Errorf("DecodeMsg of C's layout: got %+v (%v), want %+v", got, err, want)
+	}
+	if in.Detail = in.Detail[:len(detail)-1]; mustDecode(t, out) != in {
+		t.Errorf("message round trip: got %+v, want %+v", mustDecode(t, out), in)
+	}
+}
+
+func mustDecode(t *testing.T, b []byte) Msg {
+	t.Helper()
+	m, err := DecodeMsg(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func helper(t *testing.T, env ...string) (*exec.Cmd, *bytes.Buffer, int) {

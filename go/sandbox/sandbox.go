@@ -20,6 +20,7 @@ import (
 	"ronly.dev/ronly/bpf"
 	"ronly.dev/ronly/go/policy"
 	cinit "ronly.dev/ronly/init"
+	"ronly.dev/ronly/shims"
 )
 
 // Environment of the sandbox.
@@ -467,7 +468,7 @@ func (s *session) start() (int, error) {
 	defer pendingWrites.abandon()
 	l.UserNS = l.Mode != "privileged" && l.Mode != LandlockOnly
 	var extraEnv []string
-	shimDir := cinit.ShimDir
+	shimDir := shims.Dir
 	if l.Mode == LandlockOnly {
 		var err error
 		if cfg, extraEnv, err = s.startNons(cfg); err != nil {

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	cinit "ronly.dev/ronly/init"
+	"ronly.dev/ronly/shims"
 )
 
 func main() {
@@ -70,7 +71,7 @@ func run(notifyPath, errnoPath, abiStr string, argv []string) (int, error) {
 	env := []string{"RONLY_REPORT_FD=4"}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PATH=") {
-			kv = "PATH=" + cinit.ShimDir + ":" + kv[len("PATH="):]
+			kv = "PATH=" + shims.Dir + ":" + kv[len("PATH="):]
 		}
 		env = append(env, kv)
 	}
