@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,45 @@ type nonsPlace struct {
 	root    string // removed at the end, with everything in it
 	scratch string // writable inside: $TMPDIR
 	shims   string // the built-in shims, read-only inside; "" without
+	// lock is root, held open with an exclusive flock while the session
+	// lives: a later session removes the directory of one whose
+	// supervisor died (sweepNons), as the cgroup sweep does.
+	lock *os.File
+}
+
+// nonsDirPrefix names the sessions' directories: ronly-SESSION-NNN.
+const nonsDirPrefix = "ronly-"
+
+// sweepNons removes the session directories in dir that this user left
+// when their supervisor died (SIGKILL): not locked, and older than a
+// minute, so that a directory another session is making right now (made,
+// not locked yet) is left alone.
+func sweepNons(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		// ronly-<16 hex>-<digits>: a session id, then MkdirTemp's suffix.
+		rest, ok := strings.CutPrefix(name, nonsDirPrefix)
+		if !ok || !e.IsDir() || len(rest) < 18 || rest[16] != '-' || strings.Trim(rest[:16], "0123456789abcdef") != "" {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil || int(st.Uid) != os.Geteuid() || time.Since(time.Unix(st.Mtim.Unix())) < time.Minute {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			os.RemoveAll(p) // by descriptors, never following a symlink
+		}
+		f.Close()
+	}
 }
 
 // nonsRefuse says why p cannot run without namespaces; "" when it can.
@@ -65,16 +105,28 @@ func newNonsPlace(session string, tools []string) (*nonsPlace, error) {
 	if session == "" {
 		session = "session"
 	}
-	root, err := os.MkdirTemp("", "ronly-"+session+"-")
+	root, err := os.MkdirTemp("", nonsDirPrefix+session+"-")
 	if err != nil {
 		return nil, &HintError{Err: fmt.Errorf("landlock-only mode: the session's scratch directory: %w", err),
 			Hint: "it is made in $TMPDIR, else /tmp: point TMPDIR at a writable directory"}
+	}
+	// Judged by path later (the socket and metadata mediation compare
+	// the paths the kernel gives), so without a symlink in it.
+	if real, err := filepath.EvalSymlinks(root); err == nil {
+		root = real
 	}
 	n := &nonsPlace{root: root, scratch: filepath.Join(root, "tmp")}
 	fail := func(err error) (*nonsPlace, error) {
 		n.remove()
 		return nil, fmt.Errorf("landlock-only mode: %w", err)
 	}
+	if n.lock, err = os.Open(root); err != nil {
+		return fail(err)
+	}
+	if err := unix.Flock(int(n.lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fail(fmt.Errorf("lock %s: %w", root, err))
+	}
+	sweepNons(filepath.Dir(root))
 	if err := os.Mkdir(n.scratch, 0o700); err != nil {
 		return fail(err)
 	}
@@ -105,7 +157,11 @@ func (n *nonsPlace) remove() error {
 	if n == nil {
 		return nil
 	}
-	return os.RemoveAll(n.root)
+	err := os.RemoveAll(n.root)
+	if n.lock != nil {
+		n.lock.Close()
+	}
+	return err
 }
 
 // nonsConfig turns cfg, planned for a mount namespace, into the

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -127,5 +128,44 @@ func TestCallerCreds(t *testing.T) {
 	}
 	if cr.fsuid != os.Geteuid() || cr.fsgid != os.Getegid() {
 		t.Errorf("creds %+v, want fsuid %d fsgid %d", cr, os.Geteuid(), os.Getegid())
+	}
+}
+
+// TestSweepNons: a session directory whose supervisor died (not locked,
+// older than a minute) is removed; a live one (locked), a young one and
+// other names are left alone.
+func TestSweepNons(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	mk := func(name string, age time.Time) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Join(p, "tmp"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, age, age); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	dead := mk("ronly-0123456789abcdef-1", old)
+	live := mk("ronly-0123456789abcdef-2", old)
+	young := mk("ronly-0123456789abcdef-3", time.Now())
+	other := mk("ronly-docker-4", old)
+	f, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	sweepNons(dir)
+	if _, err := os.Stat(dead); err == nil {
+		t.Errorf("%s is still there", dead)
+	}
+	for _, p := range []string{live, young, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed", p)
+		}
 	}
 }
