@@ -17,7 +17,7 @@ const (
 	maxReportSyscalls = 64 // the policy refuses about 130 calls; a session meets a few
 	maxReportWrites   = 16 // 12 operations
 	maxReportCommands = 32 // a session's shims send at most 16 + one "other" per tool
-	maxReportAPICalls = 32 // a session's refused Engine API routes
+	maxReportAPICalls = 32 // a session's refused Engine API routes and Kubernetes verbs and resources
 )
 
 var (

@@ -48,7 +48,7 @@ var (
 	blockedCommands = newFamily("ronly_blocked_commands_total",
 		"Commands a shim refused inside ronly sessions, by tool and subcommand.", counter, "tool", "subcommand")
 	blockedAPICalls = newFamily("ronly_blocked_api_calls_total",
-		"API calls the guard refused inside ronly sessions, by HTTP method and route.", counter, "method", "route")
+		"API calls a guard refused inside ronly sessions, by API (docker, kubernetes), verb (the HTTP method for Docker, Kubernetes' verb) and resource (the Engine API route, the Kubernetes resource).", counter, "api", "verb", "resource")
 	sessions = newFamily("ronly_sessions_total",
 		"ronly sessions ended, by result: ok, or failed when ronly could not build the sandbox.", counter, "result")
 	sessionDuration = newFamily("ronly_session_duration_seconds",
@@ -144,8 +144,8 @@ func (s *Set) Add(r Report) {
 		s.add(blockedCommands, n, tool, sub)
 	}
 	for call, n := range r.BlockedAPICalls {
-		method, route := splitPair(call)
-		s.add(blockedAPICalls, n, method, route)
+		api, verb, resource := splitAPICall(call)
+		s.add(blockedAPICalls, n, api, verb, resource)
 	}
 	s.add(auditLinesDropped, r.AuditLinesDropped)
 	s.add(shimReportsMalformed, r.ShimReportsMalformed)
@@ -177,6 +177,18 @@ func (s *Set) Add(r Report) {
 			s.gauges[socketMediation] = 1
 		}
 	}
+}
+
+// splitAPICall splits a refused API call's key: "kubernetes verb resource"
+// (the Kubernetes guard), or "METHOD route" (the Docker guard, whose keys
+// came first and have no API word).
+func splitAPICall(s string) (api, verb, resource string) {
+	if rest, ok := strings.CutPrefix(s, "kubernetes "); ok {
+		verb, resource = splitPair(rest)
+		return "kubernetes", verb, resource
+	}
+	verb, resource = splitPair(s)
+	return "docker", verb, resource
 }
 
 // splitPair splits "tool subcommand" or "METHOD route" at the first space;

@@ -40,7 +40,7 @@ func goldenReports() []Report {
 			LandlockABI: 2, SeccompMode: SeccompErrno,
 			BlockedSyscalls:   map[string]uint64{"mount": 1},
 			BlockedCommands:   map[string]uint64{"git": 1, "docker other": 4},
-			BlockedAPICalls:   map[string]uint64{"DELETE /containers/{id}": 2},
+			BlockedAPICalls:   map[string]uint64{"DELETE /containers/{id}": 2, "kubernetes delete pods": 3},
 			AuditLinesDropped: 5,
 		},
 		// Older than s2: must not overwrite the gauges.

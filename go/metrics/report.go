@@ -27,7 +27,8 @@ type Report struct {
 	SocketMediation bool `json:"socket_mediation,omitempty"`
 	// Counts of refused actions. Keys are bounded label values, never paths
 	// or pids: a syscall name; an operation (unlink, rename, open-write…);
-	// "tool subcommand" with unknown subcommands as "other"; "METHOD route".
+	// "tool subcommand" with unknown subcommands as "other"; "METHOD route"
+	// (the Docker guard) or "kubernetes verb resource" (the Kubernetes guard).
 	BlockedSyscalls map[string]uint64 `json:"blocked_syscalls,omitempty"`
 	BlockedWrites   map[string]uint64 `json:"blocked_writes,omitempty"`
 	BlockedCommands map[string]uint64 `json:"blocked_commands,omitempty"`

@@ -84,8 +84,8 @@ curl -s --unix-socket ` + direct + ` -X POST http://docker/containers/ronly-live
 	}
 	for _, want := range []string{
 		`ronly_blocked_commands_total{subcommand="run",tool="docker"} 1`,
-		`ronly_blocked_api_calls_total{method="POST",route="/containers/{id}/kill"} 1`,
-		`ronly_blocked_api_calls_total{method="DELETE",route="/containers/{id}"} 1`,
+		`ronly_blocked_api_calls_total{api="docker",resource="/containers/{id}/kill",verb="POST"} 1`,
+		`ronly_blocked_api_calls_total{api="docker",resource="/containers/{id}",verb="DELETE"} 1`,
 	} {
 		if !strings.Contains(string(prom), want+"\n") {
 			t.Errorf("textfile lacks %q:\n%s", want, prom)

@@ -62,8 +62,9 @@ var reads = [][]string{
 
 // session is one ronly run's results.
 type session struct {
-	out    string
-	report struct {
+	out     string
+	metrics string // the node_exporter textfile the session merged its counts into
+	report  struct {
 		Refused map[string]map[string]uint64 `json:"refused"`
 	}
 }
@@ -77,7 +78,8 @@ func runRonly(t *testing.T, args []string, env []string, script string) *session
 		t.Fatal(err)
 	}
 	report := filepath.Join(dir, "report.json")
-	full := append([]string{"--no-metrics", "--report", report}, args...)
+	textfile := filepath.Join(dir, "ronly.prom")
+	full := append([]string{"--metrics-textfile", textfile, "--report", report}, args...)
 	full = append(full, "--", "/bin/sh", "-c", script)
 	cmd := exec.Command(ronly, full...)
 	cmd.Env = env
@@ -93,6 +95,11 @@ func runRonly(t *testing.T, args []string, env []string, script string) *session
 		t.Fatalf("ronly %s: %v\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	s := &session{out: string(out)}
+	prom, err := os.ReadFile(textfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.metrics = string(prom)
 	data, err := os.ReadFile(report)
 	if err != nil {
 		t.Fatal(err)
@@ -231,6 +238,14 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 			t.Errorf("not counted: %s (api refusals %v)\n%s", want, api, s.out)
 		}
 	}
+	for _, want := range []string{
+		`ronly_blocked_api_calls_total{api="kubernetes",resource="pods",verb="delete"} `,
+		`ronly_blocked_api_calls_total{api="kubernetes",resource="pods/exec",verb="connect"} `,
+	} {
+		if !strings.Contains(s.metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, s.metrics)
+		}
+	}
 	impersonations := 0
 	for k, n := range api {
 		if strings.HasPrefix(k, "kubernetes impersonate ") {
@@ -292,7 +307,6 @@ func sortedLines(s string) string {
 	sort.Strings(l)
 	return strings.Join(l, "\n")
 }
-
 
 // TestInCluster runs a client-go program that uses the in-cluster
 // configuration, unchanged, inside ronly on a host that looks like a pod: a

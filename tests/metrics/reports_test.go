@@ -41,19 +41,19 @@ func sanitize(s string) string {
 func expected(n int) map[string]float64 {
 	f := float64(n)
 	return map[string]float64{
-		`ronly_blocked_syscalls_total{syscall="mount"}`:                              2 * f,
-		`ronly_blocked_syscalls_total{syscall="ptrace"}`:                             f,
-		`ronly_blocked_writes_total{operation="unlink"}`:                             f,
-		`ronly_blocked_commands_total{subcommand="rm",tool="docker"}`:                f,
-		`ronly_blocked_api_calls_total{method="POST",route="/containers/{id}/kill"}`: f,
-		`ronly_sessions_total{result="ok"}`:                                          f,
-		`ronly_sessions_total{result="failed"}`:                                      0,
-		`ronly_session_duration_seconds_sum`:                                         1.5 * f,
-		`ronly_session_duration_seconds_count`:                                       f,
-		`ronly_session_duration_seconds_bucket{le="1"}`:                              0,
-		`ronly_session_duration_seconds_bucket{le="5"}`:                              f,
-		`ronly_landlock_abi`:                                                         5,
-		`ronly_seccomp_counting`:                                                     1,
+		`ronly_blocked_syscalls_total{syscall="mount"}`:                                            2 * f,
+		`ronly_blocked_syscalls_total{syscall="ptrace"}`:                                           f,
+		`ronly_blocked_writes_total{operation="unlink"}`:                                           f,
+		`ronly_blocked_commands_total{subcommand="rm",tool="docker"}`:                              f,
+		`ronly_blocked_api_calls_total{api="docker",resource="/containers/{id}/kill",verb="POST"}`: f,
+		`ronly_sessions_total{result="ok"}`:                                                        f,
+		`ronly_sessions_total{result="failed"}`:                                                    0,
+		`ronly_session_duration_seconds_sum`:                                                       1.5 * f,
+		`ronly_session_duration_seconds_count`:                                                     f,
+		`ronly_session_duration_seconds_bucket{le="1"}`:                                            0,
+		`ronly_session_duration_seconds_bucket{le="5"}`:                                            f,
+		`ronly_landlock_abi`:                                                                       5,
+		`ronly_seccomp_counting`:                                                                   1,
 	}
 }
 

@@ -108,7 +108,7 @@ func TestPrometheusCountsRealSessions(t *testing.T) {
 		{`ronly_blocked_commands_total{job="ronly",tool="docker",subcommand="run"}`, n},
 		{`ronly_blocked_commands_total{job="ronly",tool="docker",subcommand="rm"}`, n},
 		{`sum(ronly_blocked_commands_total{job="ronly"})`, 2 * n},
-		{`ronly_blocked_api_calls_total{job="ronly",method="POST",route="/containers/{id}/kill"}`, n},
+		{`ronly_blocked_api_calls_total{job="ronly",api="docker",verb="POST",resource="/containers/{id}/kill"}`, n},
 		{`sum(ronly_blocked_api_calls_total{job="ronly"})`, n},
 		{sessions, n},
 		{`ronly_sessions_total{job="ronly",result="failed"}`, 0},
