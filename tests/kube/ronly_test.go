@@ -163,6 +163,9 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 	kubectl := cluster.Kubectl
 	var script strings.Builder
 	script.WriteString("exec 2>&1\n")
+	// A watch that sees live events: config maps that the test creates
+	// from outside, in a namespace of their own, while the session runs.
+	script.WriteString("timeout 15 kubectl get configmaps -n ronly-watch -w --watch-only -o name > \"${TMPDIR:-/tmp}/live.txt\" 2>&1 &\n")
 	for i, r := range reads {
 		fmt.Fprintf(&script, "printf '\\n@@read %d\\n'; kubectl %s || echo FAILED\n", i, shellQuote(r))
 	}
@@ -202,8 +205,11 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 	for i, w := range writes {
 		fmt.Fprintf(&script, "printf '\\n@@write %d\\n'; %s; printf '\\n@@rc %%s\\n' $?\n", i, w)
 	}
+	script.WriteString("wait; printf '\\n@@live\\n'; cat \"${TMPDIR:-/tmp}/live.txt\"\n")
 	env := append(kube.KubectlEnv(), "KUBECONFIG="+cluster.AdminConfig, "PATH="+filepath.Dir(kubectl)+":/usr/local/bin:/usr/bin:/bin")
+	stop := liveEvents(t)
 	s := runRonly(t, args, env, script.String())
+	stop()
 	parts := sections(s.out)
 
 	for i, r := range reads {
@@ -218,6 +224,9 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 	}
 	if w := parts["watch"]; !strings.Contains(w, "pod/web-0") || !strings.Contains(w, "pod/web-1") {
 		t.Errorf("kubectl get -w: %q", w)
+	}
+	if w := parts["live"]; !strings.Contains(w, "configmap/live-") {
+		t.Errorf("kubectl get -w --watch-only saw no live event: %q", w)
 	}
 	for i, w := range writes {
 		got := parts[fmt.Sprintf("write %d", i)]
@@ -264,6 +273,31 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 		}
 	}
 	assertUnchanged(t)
+}
+
+// liveEvents creates a config map in the namespace ronly-watch (outside
+// the snapshot) every 300 ms until stop is called.
+func liveEvents(t *testing.T) (stop func()) {
+	t.Helper()
+	if out, err := cluster.Admin("get", "namespace", "ronly-watch", "-o", "name"); err != nil || out == "" {
+		if _, err := cluster.Admin("create", "namespace", "ronly-watch"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			cluster.Admin("create", "configmap", fmt.Sprintf("live-%d-%d", time.Now().UnixNano(), i), "-n", "ronly-watch")
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // rawDelete writes a DELETE on a TLS connection to the guard, past any
