@@ -43,7 +43,8 @@ func startup(ronly, bwrap, self string, runs int) {
 	} else {
 		fmt.Println("  (bwrap not installed: apt-get install bubblewrap for the baseline)")
 	}
-	floor, err := goFloor()
+	floor, dir, err := goFloor()
+	defer os.RemoveAll(dir)
 	if err != nil {
 		fmt.Printf("  (no Go floor: %v)\n", err)
 	} else {
@@ -112,11 +113,11 @@ func timeRunsFaults(vs []variant, runs int) (wall, cpu [][]time.Duration, faults
 
 // goFloor is the command line of the Go floor up to the command: the
 // binary (-gofloor, else built now from this checkout, linked as ronly
-// is) and the seccomp programs ronly sends, written from bpf.Precompiled.
-func goFloor() ([]string, error) {
-	dir, err := os.MkdirTemp("", "ronly-bench-floor-")
-	if err != nil {
-		return nil, err
+// is) and the seccomp programs ronly sends, written from bpf.Precompiled
+// into dir, which the caller removes.
+func goFloor() (argv []string, dir string, err error) {
+	if dir, err = os.MkdirTemp("", "ronly-bench-floor-"); err != nil {
+		return nil, "", err
 	}
 	bin := *gofloorFlag
 	if bin == "" {
@@ -124,24 +125,24 @@ func goFloor() ([]string, error) {
 		cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
 			"-o", bin, "ronly.dev/ronly/tools/bench/gofloor")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build tools/bench/gofloor (or pass -gofloor): %v\n%s", err, out)
+			return nil, dir, fmt.Errorf("go build tools/bench/gofloor (or pass -gofloor): %v\n%s", err, out)
 		}
 	}
 	var files []string
 	for _, m := range []bpf.Mode{bpf.ModeNotify, bpf.ModeErrno} {
 		prog, err := bpf.Precompiled(m)
 		if err != nil {
-			return nil, err
+			return nil, dir, err
 		}
 		f := filepath.Join(dir, fmt.Sprintf("prog%d", len(files)))
 		if err := os.WriteFile(f, prog, 0o644); err != nil {
-			return nil, err
+			return nil, dir, err
 		}
 		files = append(files, f)
 	}
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(nil)), 0, 1) // _VERSION
 	if errno != 0 {
-		return nil, errors.New("no Landlock here")
+		return nil, dir, errors.New("no Landlock here")
 	}
-	return []string{bin, files[0], files[1], fmt.Sprint(abi)}, nil
+	return []string{bin, files[0], files[1], fmt.Sprint(abi)}, dir, nil
 }
