@@ -43,11 +43,11 @@ const (
 
 // Flags of Config.
 const (
-	FlagUserNS        uint32 = C.RONLY_F_USERNS  // create a user namespace; the parent writes the id maps
-	FlagNetNS         uint32 = C.RONLY_F_NETNS  // private network namespace with lo up
+	FlagUserNS        uint32 = C.RONLY_F_USERNS         // create a user namespace; the parent writes the id maps
+	FlagNetNS         uint32 = C.RONLY_F_NETNS          // private network namespace with lo up
 	FlagKeepDACRead   uint32 = C.RONLY_F_KEEP_DAC_READ  // keep CAP_DAC_READ_SEARCH inside
-	FlagSeccompNotify uint32 = C.RONLY_F_SECCOMP_NOTIFY  // load the filter with a user-notification listener
-	FlagPIDNS         uint32 = C.RONLY_F_PIDNS // private PID namespace with its own /proc and a tiny PID 1
+	FlagSeccompNotify uint32 = C.RONLY_F_SECCOMP_NOTIFY // load the filter with a user-notification listener
+	FlagPIDNS         uint32 = C.RONLY_F_PIDNS          // private PID namespace with its own /proc and a tiny PID 1
 	// FlagPTY puts a pty of the sandbox's own devpts on stdin, as the
 	// controlling terminal of a new session; its master comes back in a
 	// MsgPTY. FlagPTYOut and FlagPTYErr put it on stdout and stderr too.
@@ -73,7 +73,7 @@ type MountKind uint32
 const (
 	// 1, 4 and 6 were the socket covers, retired (the supervisor
 	// mediates connect now); their numbers are not reused.
-	MountTmpfs  MountKind = C.RONLY_M_TMPFS // fresh writable tmpfs
+	MountTmpfs  MountKind = C.RONLY_M_TMPFS   // fresh writable tmpfs
 	MountBindRW MountKind = C.RONLY_M_BIND_RW // host directory bound writable at the same path
 	// MountShim puts this binary at /dev/ronly-shims/NAME (Path "/NAME").
 	MountShim MountKind = C.RONLY_M_SHIM
@@ -236,10 +236,10 @@ type MsgType uint32
 const (
 	MsgNeedIDMap MsgType = C.RONLY_MSG_NEED_IDMAP // init is in its user namespace; write its id maps
 	MsgIDMapDone MsgType = C.RONLY_MSG_IDMAP_DONE // parent → init
-	MsgError     MsgType = C.RONLY_MSG_ERROR // a step failed
-	MsgReady     MsgType = C.RONLY_MSG_READY // sandbox built; Value is the Landlock ABI enforced
-	MsgWarn      MsgType = C.RONLY_MSG_WARN // non-fatal degradation
-	MsgPTY       MsgType = C.RONLY_MSG_PTY // the master of the session's pty rides along
+	MsgError     MsgType = C.RONLY_MSG_ERROR      // a step failed
+	MsgReady     MsgType = C.RONLY_MSG_READY      // sandbox built; Value is the Landlock ABI enforced
+	MsgWarn      MsgType = C.RONLY_MSG_WARN       // non-fatal degradation
+	MsgPTY       MsgType = C.RONLY_MSG_PTY        // the master of the session's pty rides along
 	// MsgListener names the seccomp listener's descriptor in the sender
 	// (Value), which the supervisor takes with pidfd_getfd: once the
 	// filter is loaded, sendmsg is mediated and cannot carry it.

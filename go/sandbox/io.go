@@ -20,16 +20,10 @@ func writeAll(fd int, b []byte) error {
 	return nil
 }
 
-// recvFull reads exactly len(b) bytes and returns the descriptors that
-// came along (SCM_RIGHTS).
-func recvFull(fd int, b []byte) ([]int, error) {
-	fds, _, err := recvFrom(fd, b)
-	return fds, err
-}
-
-// recvFrom is recvFull that also says which process sent the bytes, when
-// the socket has SO_PASSCRED: the pid in this process's PID namespace, 0
-// when unknown.
+// recvFrom reads exactly len(b) bytes and returns the descriptors that
+// came along (SCM_RIGHTS) and which process sent the bytes, when the
+// socket has SO_PASSCRED: the pid in this process's PID namespace, 0 when
+// unknown.
 func recvFrom(fd int, b []byte) ([]int, int, error) {
 	var fds []int
 	pid := 0

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"encoding/binary"
 	"os"
 	"strconv"
 	"strings"
@@ -26,7 +25,9 @@ type Refusal struct {
 	Errno  syscall.Errno
 }
 
-// struct seccomp_notif and seccomp_notif_resp (linux/seccomp.h).
+// struct seccomp_notif and seccomp_notif_resp (linux/seccomp.h); the
+// kernel writes and reads them whole, so TestNotifSizes checks their sizes
+// against SECCOMP_GET_NOTIF_SIZES.
 type seccompNotif struct {
 	ID    uint64
 	PID   uint32
@@ -206,9 +207,3 @@ func comm(pid int) string {
 	}
 	return strings.TrimSpace(string(b))
 }
-
-// Sizes the kernel expects; checked by a test against SECCOMP_GET_NOTIF_SIZES.
-var (
-	notifSize     = binary.Size(seccompNotif{})
-	notifRespSize = binary.Size(seccompNotifResp{})
-)

@@ -184,6 +184,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	if l.LandlockABI < p.LandlockMinABI {
 		return Result{Layers: l}, &HintError{
+			//lint:ignore ST1005 Landlock is a name; the line is ronly's own, printed as it is
 			Err: fmt.Errorf("Landlock ABI %d on this kernel is below the floor %d: %s",
 				l.LandlockABI, p.LandlockMinABI, landlockMissing(l.LandlockABI, p.LandlockMinABI)),
 			Hint: fmt.Sprintf("use a newer kernel, or accept less with --landlock-min-abi=%d", l.LandlockABI),

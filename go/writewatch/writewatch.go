@@ -738,26 +738,6 @@ func (w *Watch) release() error {
 	return errors.Join(errs...)
 }
 
-// CgroupID returns the id of a cgroup v2 directory, which is its inode
-// number: what bpf_get_current_cgroup_id returns for the tasks in it.
-func CgroupID(dir string) (uint64, error) {
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		return 0, fmt.Errorf("writewatch: cgroup id of %s: %w", dir, err)
-	}
-	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
-		return 0, fmt.Errorf("writewatch: cgroup id of %s: not on a cgroup2 file system", dir)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return 0, fmt.Errorf("writewatch: cgroup id of %s: %w", dir, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return 0, fmt.Errorf("writewatch: cgroup id of %s: not a directory", dir)
-	}
-	return st.Ino, nil
-}
-
 // syscallName names a number from the x86_64 table; i386 and x32 calls
 // cannot be named with it and are "other".
 func syscallName(nr, abi uint32) string {

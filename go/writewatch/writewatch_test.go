@@ -1289,3 +1289,25 @@ func BenchmarkGetppid(b *testing.B) {
 		})
 	}
 }
+
+// CgroupID returns the id of a cgroup v2 directory, which is its inode
+// number: what bpf_get_current_cgroup_id returns for the tasks in it. The
+// tests check events against it; the package itself takes ids from
+// go/cgroup (Group.ID).
+func CgroupID(dir string) (uint64, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return 0, fmt.Errorf("writewatch: cgroup id of %s: %w", dir, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return 0, fmt.Errorf("writewatch: cgroup id of %s: not on a cgroup2 file system", dir)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("writewatch: cgroup id of %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, fmt.Errorf("writewatch: cgroup id of %s: not a directory", dir)
+	}
+	return st.Ino, nil
+}

@@ -279,10 +279,7 @@ func TestSpoolNotRedirected(t *testing.T) {
 	if err := os.Mkdir(spool, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	var plant []string
-	for _, n := range []string{"lock", "dropped", ".dropped.tmp", ".tmp"} {
-		plant = append(plant, n)
-	}
+	plant := []string{"lock", "dropped", ".dropped.tmp", ".tmp"}
 	script := "cd " + spool + " && for n in " + strings.Join(plant, " ") + "; do ln -s " + c.file + " $n || exit 3; done; " +
 		"cd / && mv " + spool + " " + moved + " && ln -s " + c.dir + " " + spool + " || exit 4"
 	r := b.sh(t, opts{}, []string{"--rw", rw, "--metrics-spool", spool,

@@ -29,12 +29,9 @@ var version = "0.0.0-dev"
 var started = time.Now()
 
 // Exit codes, as docker uses them: 125 ronly itself failed, 126 the command
-// cannot be executed, 127 it was not found; anything else is the command's.
-const (
-	exitRonly    = 125
-	exitNotExec  = 126
-	exitNotFound = 127
-)
+// cannot be executed, 127 it was not found (both now said by the C init,
+// which execs the command); anything else is the command's.
+const exitRonly = 125
 
 func main() {
 	if cinit.Ran() {
