@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/shims"
 )
 
 // scratchOps are the file operations normal work does where writing is
@@ -349,7 +351,7 @@ func everyday() []Op {
 			}
 			// The one descriptor ronly passes on purpose: the write end of
 			// the pipe on which shims report refused commands.
-			report := os.Getenv("RONLY_REPORT_FD")
+			report := os.Getenv(shims.EnvReportFD)
 			// Above 2 only the Go runtime's own may be open: its epoll
 			// descriptors and the cgroup CPU limit files it keeps open.
 			// (ReadDir's descriptor is closed by the time we look.)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/shims"
 )
 
 // commandLine is the argv and environment the C init execs once the
@@ -20,21 +21,21 @@ func commandLine(p *policy.Policy, shimDir string, extra []string) (argv, env []
 	if base == nil {
 		base = os.Environ()
 	}
-	own := []string{EnvReportFD + "=" + strconv.Itoa(reportFD)}
-	var shims []string
+	own := []string{shims.EnvReportFD + "=" + strconv.Itoa(reportFD)}
+	var shimPath []string
 	if !p.NoShims {
 		if len(p.ShimTools) > 0 && shimDir != "" {
-			shims = append(shims, shimDir)
+			shimPath = append(shimPath, shimDir)
 		}
-		shims = append(shims, p.ExtraShims...)
+		shimPath = append(shimPath, p.ExtraShims...)
 		if len(p.ExtraShims) > 0 {
-			own = append(own, EnvExtraRules+"="+strings.Join(p.ExtraShims, ":"))
+			own = append(own, shims.EnvExtraRules+"="+strings.Join(p.ExtraShims, ":"))
 		}
 	}
 	env = make([]string, 0, len(base)+len(own)+len(extra))
 	env = dedupEnv(append(append(append(env, base...), own...), extra...))
-	if len(shims) > 0 {
-		path := strings.Join(shims, ":")
+	if len(shimPath) > 0 {
+		path := strings.Join(shimPath, ":")
 		i := envIndex(env, "PATH")
 		switch {
 		case i < 0:

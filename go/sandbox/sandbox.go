@@ -23,16 +23,9 @@ import (
 	"ronly.dev/ronly/shims"
 )
 
-// Environment of the sandbox.
-const (
-	// EnvExtraRules names the --extra-shims directories, whose *.rules
-	// files the shims read.
-	EnvExtraRules = "RONLY_EXTRA_RULES"
-	// EnvReportFD names the descriptor a shim writes its refusals to.
-	EnvReportFD = "RONLY_REPORT_FD"
-	// reportFD is that descriptor's number inside: ExtraFiles[1].
-	reportFD = 4
-)
+// reportFD is the number, inside, of the descriptor shims.EnvReportFD
+// names: ExtraFiles[1].
+const reportFD = 4
 
 // Layers is what a session actually got, for --verbose, reports and metrics.
 type Layers struct {

@@ -68,7 +68,7 @@ func run(notifyPath, errnoPath, abiStr string, argv []string) (int, error) {
 	for _, n := range []string{"user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time"} {
 		limits = append(limits, cinit.UsernsLimit{Name: "max_" + n + "_namespaces"})
 	}
-	env := []string{"RONLY_REPORT_FD=4"}
+	env := []string{shims.EnvReportFD + "=4"}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PATH=") {
 			kv = "PATH=" + shims.Dir + ":" + kv[len("PATH="):]
