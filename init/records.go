@@ -41,6 +41,14 @@ const (
 	msgDetailLen    = C.ronly_msg_detail_len
 )
 
+// Exit codes, as the shell and docker use them: the init's own, the shims'
+// and ronly's; anything else is the command's.
+const (
+	ExitRonly    = C.RONLY_EXIT_RONLY     // ronly itself, the init or a shim, failed
+	ExitNotExec  = C.RONLY_EXIT_NOT_EXEC  // the command was found but cannot be executed
+	ExitNotFound = C.RONLY_EXIT_NOT_FOUND // the command was not found
+)
+
 // Flags of Config.
 const (
 	FlagUserNS        uint32 = C.RONLY_F_USERNS         // create a user namespace; the parent writes the id maps

@@ -20,6 +20,11 @@
 #define RONLY_MAX_MOUNTS 1024u /* mount records the init takes */
 #define RONLY_MAX_EXEC_BYTES (32u << 20) /* argv_len and env_len each; execve's own limit is lower */
 
+/* Exit codes, as the shell and docker use them: the init's own, the shims' and ronly's (cinit.Exit*) */
+#define RONLY_EXIT_RONLY 125     /* ronly itself, the init or a shim, failed */
+#define RONLY_EXIT_NOT_EXEC 126  /* the command was found but cannot be executed */
+#define RONLY_EXIT_NOT_FOUND 127 /* the command was not found */
+
 /* ronly_header.flags */
 #define RONLY_F_USERNS 0x1u   /* create a user namespace; the parent writes the id maps */
 #define RONLY_F_NETNS 0x2u    /* private network namespace with lo up */

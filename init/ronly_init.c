@@ -120,7 +120,7 @@ static void send_msg(uint32_t type, int err, int value, const char *step, const 
 static void __attribute__((noreturn)) die(const char *step, const char *detail)
 {
 	send_msg(RONLY_MSG_ERROR, errno, 0, step, detail, -1);
-	_exit(125);
+	_exit(RONLY_EXIT_RONLY);
 }
 
 static void read_full(void *buf, size_t n, const char *what)
@@ -355,7 +355,7 @@ static void enter_pidns(void)
 	int status;
 	while (waitpid(child, &status, 0) < 0)
 		if (errno != EINTR)
-			_exit(125);
+			_exit(RONLY_EXIT_RONLY);
 	exit_like(status);
 }
 
@@ -1296,13 +1296,13 @@ static void __attribute__((noreturn)) exec_command(void)
 	const char *file = cmd_argv[0], *bin = file;
 	static char found[RONLY_PATH_MAX];
 	if (!strcmp(file, "") || !strcmp(file, ".") || !strcmp(file, ".."))
-		cannot_run(127, "%s: executable file not found in $PATH", file);
+		cannot_run(RONLY_EXIT_NOT_FOUND, "%s: executable file not found in $PATH", file);
 	if (strchr(file, '/')) {
 		int e = find_executable(file);
 		if (e < 0)
-			cannot_run(is_permission(-e) ? 126 : 127, "%s: stat %s: %s", file, file, errstr(-e));
+			cannot_run(is_permission(-e) ? RONLY_EXIT_NOT_EXEC : RONLY_EXIT_NOT_FOUND, "%s: stat %s: %s", file, file, errstr(-e));
 		if (e > 0)
-			cannot_run(is_permission(e) ? 126 : 127, "%s: %s", file, errstr(e));
+			cannot_run(is_permission(e) ? RONLY_EXIT_NOT_EXEC : RONLY_EXIT_NOT_FOUND, "%s: %s", file, errstr(e));
 	} else {
 		const char *path = NULL;
 		for (char **e = cmd_env; e && *e; e++)
@@ -1325,7 +1325,7 @@ static void __attribute__((noreturn)) exec_command(void)
 			if (n > 0 && (size_t)n < sizeof found && find_executable(found) == 0) {
 				/* Go refuses what a relative PATH entry finds. */
 				if (found[0] != '/')
-					cannot_run(127, "%s: cannot run executable found relative to current directory", file);
+					cannot_run(RONLY_EXIT_NOT_FOUND, "%s: cannot run executable found relative to current directory", file);
 				bin = found;
 				break;
 			}
@@ -1333,11 +1333,11 @@ static void __attribute__((noreturn)) exec_command(void)
 				break;
 		}
 		if (!bin)
-			cannot_run(127, "%s: executable file not found in $PATH", file);
+			cannot_run(RONLY_EXIT_NOT_FOUND, "%s: executable file not found in $PATH", file);
 	}
 	execve(bin, cmd_argv, cmd_env);
 	int e = errno;
-	cannot_run(e == ENOENT ? 127 : 126, "exec %s: %s", file, errstr(e));
+	cannot_run(e == ENOENT ? RONLY_EXIT_NOT_FOUND : RONLY_EXIT_NOT_EXEC, "exec %s: %s", file, errstr(e));
 }
 
 __attribute__((constructor)) static void ronly_init(void)
@@ -1348,7 +1348,7 @@ __attribute__((constructor)) static void ronly_init(void)
 	char *end;
 	long fd = strtol(env, &end, 10);
 	if (*env == 0 || *end != 0 || fd < 3 || fd > 1024)
-		_exit(125); /* no socket to report on */
+		_exit(RONLY_EXIT_RONLY); /* no socket to report on */
 	sock = (int)fd;
 
 	read_config();

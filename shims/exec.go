@@ -12,19 +12,18 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	cinit "ronly.dev/ronly/init"
 )
 
 // EnvReportFD names the descriptor a shim appends its refusals to, one
 // JSON line each: {"kind":"command","tool":"docker","subcommand":"run"}.
 const EnvReportFD = "RONLY_REPORT_FD"
 
-// Exit codes, as the shell and docker use them.
-const (
-	ExitBlocked  = 1
-	ExitRonly    = 125 // the shim itself failed
-	ExitNotExec  = 126
-	ExitNotFound = 127
-)
+// ExitBlocked is a refused command's exit code; the others are
+// cinit.ExitRonly (the shim itself failed), cinit.ExitNotExec and
+// cinit.ExitNotFound, as the shell and docker use them.
+const ExitBlocked = 1
 
 // ExecError is a real tool that could not be run; Code is the exit code
 // (126 cannot execute, 127 not found, 125 the shim failed).
@@ -47,7 +46,7 @@ func Run(argv []string, stderr io.Writer) (code int, handled bool) {
 	r, err := LoadTool(argv[0], ExtraDirs())
 	if err != nil {
 		fmt.Fprintf(stderr, "ronly: %v\n", err)
-		return ExitRonly, true
+		return cinit.ExitRonly, true
 	}
 	if r == nil {
 		return 0, false
@@ -68,7 +67,7 @@ func Run(argv []string, stderr io.Writer) (code int, handled bool) {
 	if errors.As(err, &ee) {
 		return ee.Code, true
 	}
-	return ExitRonly, true
+	return cinit.ExitRonly, true
 }
 
 // Exec runs the real tool in place of this process with args untouched
@@ -84,9 +83,9 @@ func Exec(r *Rules, args []string) error {
 		return err
 	}
 	err = syscall.Exec(bin, append([]string{r.Tool}, args...), os.Environ())
-	code := ExitNotExec
+	code := cinit.ExitNotExec
 	if errors.Is(err, fs.ErrNotExist) {
-		code = ExitNotFound
+		code = cinit.ExitNotFound
 	}
 	return &ExecError{code, fmt.Errorf("%s: exec %s: %w", r.Tool, bin, err)}
 }
@@ -102,7 +101,7 @@ const Dir = "/dev/ronly-shims"
 func LookPath(tool, path string) (string, error) {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
-		return "", &ExecError{ExitRonly, fmt.Errorf("%s: cannot tell the shim from the real tool: %w", tool, err)}
+		return "", &ExecError{cinit.ExitRonly, fmt.Errorf("%s: cannot tell the shim from the real tool: %w", tool, err)}
 	}
 	var denied error
 	for _, dir := range filepath.SplitList(path) {
@@ -116,7 +115,7 @@ func LookPath(tool, path string) (string, error) {
 		}
 		if err := unix.Access(p, unix.X_OK); err != nil {
 			if denied == nil {
-				denied = &ExecError{ExitNotExec, fmt.Errorf("%s: %s: %w", tool, p, err)}
+				denied = &ExecError{cinit.ExitNotExec, fmt.Errorf("%s: %s: %w", tool, p, err)}
 			}
 			continue
 		}
@@ -125,7 +124,7 @@ func LookPath(tool, path string) (string, error) {
 	if denied != nil {
 		return "", denied
 	}
-	return "", &ExecError{ExitNotFound, fmt.Errorf("%s: not found on PATH", tool)}
+	return "", &ExecError{cinit.ExitNotFound, fmt.Errorf("%s: not found on PATH", tool)}
 }
 
 // Report appends one refusal to the descriptor RONLY_REPORT_FD names, if

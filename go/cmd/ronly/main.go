@@ -28,10 +28,10 @@ var version = "0.0.0-dev"
 // timeline (initialised with the package, just before main runs).
 var started = time.Now()
 
-// Exit codes, as docker uses them: 125 ronly itself failed, 126 the command
-// cannot be executed, 127 it was not found (both now said by the C init,
-// which execs the command); anything else is the command's.
-const exitRonly = 125
+// exitRonly is the exit code of ronly itself failing (records.h); 126 and
+// 127, the command cannot be executed or was not found, the C init gives
+// as it execs the command; anything else is the command's.
+const exitRonly = cinit.ExitRonly
 
 func main() {
 	if cinit.Ran() {
