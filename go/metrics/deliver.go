@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"ronly.dev/ronly/go/hostfile"
+	"ronly.dev/ronly/go/report"
 )
 
 const (
@@ -91,7 +90,7 @@ func Deliver(r Report, o DeliverOptions) error {
 	start := time.Now()
 	deadline := start.Add(o.Timeout)
 	if r.Session == "" {
-		r.Session = newSessionID()
+		r.Session = report.NewSessionID()
 	}
 	if o.Textfile != "" {
 		if o.TextfileDir == nil {
@@ -179,9 +178,3 @@ const (
 	ackOK    = "ok"
 	ackError = "error: "
 )
-
-func newSessionID() string {
-	var b [16]byte
-	rand.Read(b[:]) // never fails on Linux
-	return hex.EncodeToString(b[:])
-}

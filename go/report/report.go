@@ -6,12 +6,22 @@
 package report
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 )
 
 // Version of the schema.
 const Version = 1
+
+// NewSessionID is a new session's id, 16 random hex digits, as the report,
+// the audit log, the metrics and the cgroup's name carry it.
+func NewSessionID() string {
+	var b [8]byte
+	rand.Read(b[:]) // crypto/rand never returns an error: it crashes instead
+	return hex.EncodeToString(b[:])
+}
 
 // Report is the whole document.
 type Report struct {

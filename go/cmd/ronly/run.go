@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +24,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	if err != nil {
 		return err
 	}
-	session := newSessionID()
+	session := report.NewSessionID()
 	// Every file ronly writes on the host for the session is written
 	// through a directory opened now, before the sandbox exists, never
 	// through a path looked up again later: the session may write where
@@ -201,14 +199,6 @@ func reason(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
-}
-
-func newSessionID() string {
-	var b [8]byte
-	if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
-		return "unknown"
-	}
-	return hex.EncodeToString(b[:])
 }
 
 // openReport opens the directory the report will be written in, so that
