@@ -23,6 +23,9 @@ const limitPoll = 100 * time.Millisecond
 // newGroup makes the session's cgroup: always as root (it is how the whole
 // process tree is killed at the end), otherwise only when limits ask for
 // one. nil when there is none; confine then falls back to rlimits.
+// sweeping is newGroup's sweep of dead sessions' cgroups.
+var sweeping sync.WaitGroup
+
 func (s *session) newGroup() *cgroup.Group {
 	lim := s.p.Limits
 	want := cgroup.Limits{Memory: lim.Memory, Pids: lim.Pids, CPUTime: lim.CPUTime}
@@ -36,8 +39,14 @@ func (s *session) newGroup() *cgroup.Group {
 		name = hex.EncodeToString(b)
 	}
 	// A supervisor killed before it could clean up left its cgroup, and
-	// maybe processes in it: the next session removes both.
-	cgroup.Sweep()
+	// maybe processes in it: the next session removes both, beside its
+	// own start rather than before it (New copes with a sweep at any
+	// moment, as it must with other sessions'); closeGroup waits for it.
+	sweeping.Add(1)
+	go func() {
+		defer sweeping.Done()
+		cgroup.Sweep()
+	}()
 	g, err := cgroup.New(cgroup.Name(name, os.Getpid()), want)
 	if err != nil {
 		s.cgroupErr = err
@@ -199,6 +208,7 @@ func (s *session) setHit(reason string) {
 // closeGroup kills what is left in the group and removes it; a failure is
 // a leftover on the host, which the user must hear of.
 func closeGroup(g *cgroup.Group, warn func(string)) {
+	sweeping.Wait()
 	if g == nil {
 		return
 	}
