@@ -59,7 +59,7 @@ func startDockerGuard(refused func(Refusal)) (*dockerGuard, error) {
 	// The directory (0700) keeps everyone else on the host out; only the
 	// supervisor connects here, on the session's behalf.
 	g := &dockerguard.Guard{Upstream: upstream, Refused: func(method, route string) {
-		refused(Refusal{Time: time.Now(), Kind: "api", What: method + " " + route, Errno: 0})
+		refused(Refusal{Time: time.Now(), Kind: RefusedAPI, What: method + " " + route, Errno: 0})
 	}}
 	go g.Serve(ln)
 	return &dockerGuard{upstream: upstream, path: path, dir: dir, ln: ln}, nil

@@ -163,7 +163,7 @@ func startKubeGuard(p *policy.Policy, refused func(Refusal), warn func(string)) 
 	}
 	k.ln = serving.Listener(&admitListener{Listener: raw, k: k})
 	g := &kubeguard.Guard{Upstream: up, Refused: func(verb, resource string) {
-		refused(Refusal{Time: time.Now(), Kind: "api", What: "kubernetes " + verb + " " + resource,
+		refused(Refusal{Time: time.Now(), Kind: RefusedAPI, What: "kubernetes " + verb + " " + resource,
 			Reason: "the Kubernetes API is read-only in a ronly session"})
 	}}
 	go g.Serve(k.ln)

@@ -304,7 +304,7 @@ func (s *session) mediateMeta(c *Call) *Refusal {
 	}
 	if err != nil || !s.socks.underByPathString(real) {
 		c.Reply(0, unix.EROFS)
-		return &Refusal{Kind: "write", What: metaWriteOp[m.op], Path: path, Errno: unix.EROFS}
+		return &Refusal{Kind: RefusedWrite, What: metaWriteOp[m.op], Path: path, Errno: unix.EROFS}
 	}
 	cr, err := callerCreds(int(c.PID))
 	if err != nil {

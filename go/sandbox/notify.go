@@ -13,12 +13,24 @@ import (
 	"ronly.dev/ronly/bpf"
 )
 
+// RefusalKind says what kind of action was refused; the audit log, the
+// report's blocked counts and the metrics carry it as its string.
+type RefusalKind string
+
+// Kinds of refusal.
+const (
+	RefusedSyscall RefusalKind = "syscall" // a system call the seccomp filter or the supervisor refused
+	RefusedWrite   RefusalKind = "write"   // a write to the read-only host (counted by writewatch, or refused by the supervisor)
+	RefusedCommand RefusalKind = "command" // a shimmed tool's subcommand (the kind of shims.Report's lines)
+	RefusedAPI     RefusalKind = "api"     // a call the Docker or Kubernetes API guard refused
+)
+
 // Refusal is one action the sandbox refused, for counts and the audit log.
 type Refusal struct {
 	Time   time.Time
 	PID    int
 	Comm   string // the process's command name, as /proc/<pid>/comm has it
-	Kind   string // "syscall"
+	Kind   RefusalKind
 	What   string // the syscall name
 	Path   string // the path the refused call named, as given, where known ("write" refusals)
 	Reason string // the policy line's reason
@@ -169,7 +181,7 @@ func (n *notifier) answer() bool {
 	if name == "" {
 		name = bpf.SyscallName(int(req.Nr))
 	}
-	r := Refusal{Time: time.Now(), PID: int(req.PID), Kind: "syscall", What: name, Errno: errno}
+	r := Refusal{Time: time.Now(), PID: int(req.PID), Kind: RefusedSyscall, What: name, Errno: errno}
 	if n.detailed {
 		// Only the audit log needs these, and /proc costs more than the
 		// whole round trip.
@@ -189,7 +201,7 @@ func (n *notifier) mediate(m mediator, c *Call, e bpf.Entry) {
 	}
 	r.Time, r.PID = time.Now(), int(c.PID)
 	if r.Kind == "" {
-		r.Kind = "syscall"
+		r.Kind = RefusedSyscall
 	}
 	if r.What == "" {
 		r.What = e.Name

@@ -82,7 +82,7 @@ func (rr *reportReader) read(r io.Reader, record func(Refusal)) {
 			continue
 		}
 		if what, ok := rr.parse(line); ok {
-			record(Refusal{Time: time.Now(), Kind: "command", What: what})
+			record(Refusal{Time: time.Now(), Kind: RefusedCommand, What: what})
 		} else {
 			rr.malformed.Add(1)
 		}
@@ -96,7 +96,7 @@ func (rr *reportReader) parse(line []byte) (string, bool) {
 		Tool       string `json:"tool"`
 		Subcommand string `json:"subcommand"`
 	}
-	if json.Unmarshal(bytes.TrimSpace(line), &rep) != nil || rep.Kind != "command" || !rr.tools[rep.Tool] {
+	if json.Unmarshal(bytes.TrimSpace(line), &rep) != nil || rep.Kind != string(RefusedCommand) || !rr.tools[rep.Tool] {
 		return "", false
 	}
 	sub := rep.Subcommand

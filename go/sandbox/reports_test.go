@@ -14,10 +14,11 @@ func readAll(t *testing.T, p *policy.Policy, in io.Reader) (map[string]map[strin
 	rr := newReportReader(p)
 	got := map[string]map[string]uint64{}
 	rr.read(in, func(r Refusal) {
-		if got[r.Kind] == nil {
-			got[r.Kind] = map[string]uint64{}
+		kind := string(r.Kind)
+		if got[kind] == nil {
+			got[kind] = map[string]uint64{}
 		}
-		got[r.Kind][r.What]++
+		got[kind][r.What]++
 	})
 	return got, rr.malformed.Load()
 }

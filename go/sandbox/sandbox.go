@@ -446,10 +446,11 @@ type session struct {
 
 func (s *session) record(r Refusal) {
 	s.mu.Lock()
-	if s.blocked[r.Kind] == nil {
-		s.blocked[r.Kind] = map[string]uint64{}
+	kind := string(r.Kind)
+	if s.blocked[kind] == nil {
+		s.blocked[kind] = map[string]uint64{}
 	}
-	s.blocked[r.Kind][r.What]++
+	s.blocked[kind][r.What]++
 	s.mu.Unlock()
 	if s.refused != nil {
 		s.refused(r)

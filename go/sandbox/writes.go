@@ -104,7 +104,7 @@ func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) 
 		// The audit log wants each refusal; the counts come from the
 		// program's map, which loses nothing when events are dropped.
 		w.Events(func(e writewatch.Event) {
-			s.refused(Refusal{Time: e.Time, PID: e.PID, Comm: e.Comm, Kind: "write",
+			s.refused(Refusal{Time: e.Time, PID: e.PID, Comm: e.Comm, Kind: RefusedWrite,
 				What: writeOperation(e.Syscall), Path: e.Path, Errno: unix.EROFS})
 		})
 	}
@@ -117,10 +117,11 @@ func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) 
 		}
 		s.mu.Lock()
 		for name, n := range counts {
-			if s.blocked["write"] == nil {
-				s.blocked["write"] = map[string]uint64{}
+			kind := string(RefusedWrite)
+			if s.blocked[kind] == nil {
+				s.blocked[kind] = map[string]uint64{}
 			}
-			s.blocked["write"][writeOperation(name)] += n
+			s.blocked[kind][writeOperation(name)] += n
 		}
 		s.mu.Unlock()
 		w.Close()

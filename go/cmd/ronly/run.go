@@ -49,7 +49,7 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	}
 	if log != nil {
 		opts.Refused = func(r sandbox.Refusal) {
-			log.Write(audit.Entry{Time: r.Time, Session: session, PID: r.PID, Comm: r.Comm, Kind: r.Kind,
+			log.Write(audit.Entry{Time: r.Time, Session: session, PID: r.PID, Comm: r.Comm, Kind: string(r.Kind),
 				What: r.What, Path: r.Path, Errno: audit.ErrnoName(r.Errno), Reason: r.Reason})
 		}
 	}
