@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#define RONLY_ENV_INIT_FD "_RONLY_INIT_FD" /* names the inherited socket that invites the init */
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
 #define RONLY_RECORDS_VERSION 9u
 #define RONLY_PATH_MAX 4096

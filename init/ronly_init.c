@@ -1342,7 +1342,7 @@ static void __attribute__((noreturn)) exec_command(void)
 
 __attribute__((constructor)) static void ronly_init(void)
 {
-	const char *env = getenv("_RONLY_INIT_FD");
+	const char *env = getenv(RONLY_ENV_INIT_FD);
 	if (!env)
 		return; /* not invited: `ronly --help`, shims, test binaries */
 	char *end;

@@ -56,7 +56,7 @@ static size_t ronly_n_fields(void) { return sizeof ronly_fields / sizeof ronly_f
 import "C"
 
 // EnvFD names the environment variable that invites the C init.
-const EnvFD = "_RONLY_INIT_FD"
+const EnvFD = C.RONLY_ENV_INIT_FD
 
 // Ran reports whether the C init built a sandbox around this process
 // before the Go runtime started. When true, this process is the sandbox's
