@@ -18,6 +18,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"ronly.dev/ronly/bpf"
 	cinit "ronly.dev/ronly/init"
 )
 
@@ -62,6 +63,10 @@ func runCLI(args []string) int {
 		// leaves the other commands' fields unread (about 1 ms of the
 		// start on a busy 2-core VM).
 		opts = append(opts, kong.IgnoreFields(`^CLI\.(Exporter|Probe|ProbeInternal)$`))
+		// The supervisor needs the policy's table (parsed from its
+		// text) once the sandbox runs: parse it on another core while
+		// kong builds its model.
+		go bpf.DefaultTable()
 	}
 	parser, err := kong.New(&cli, opts...)
 	if err != nil {
