@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/probe"
 )
 
 // TestLandlockOnlyMode runs ronly with --mode landlock-only (no namespaces,
@@ -185,6 +187,15 @@ func TestLandlockOnlyAutoFallback(t *testing.T) {
 func TestProbeLandlockOnly(t *testing.T) {
 	b := setup(t)
 	want := []string{"caps+landlock", "seccomp"}
+	runProbe := func(t *testing.T, argv, want []string, mode string) {
+		t.Helper()
+		rep := runProbe(t, argv, want, mode)
+		for _, o := range rep.Operations {
+			if o.Kind == probe.Everyday && o.BlockedBy != "" && o.BlockedBy != probe.BlockedByNA || o.Kind == probe.Hostile && o.BlockedBy == probe.BlockedByNone {
+				t.Logf("%s %s: %s %s (blocked by %q)", o.Kind, o.Name, o.Result, o.Errno, o.BlockedBy)
+			}
+		}
+	}
 	t.Run("forced", func(t *testing.T) {
 		runProbe(t, []string{b.ronly, "probe", "--mode", "landlock-only", "--json"}, want, "landlock-only")
 	})
