@@ -25,10 +25,12 @@ func bpfObjects(t *testing.T, pid int) []string {
 	var objs []string
 	for _, e := range ents {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err != nil || !strings.HasPrefix(target, "anon_inode:bpf-") {
+		if err != nil || !strings.HasPrefix(target, "anon_inode:bpf") {
 			continue
 		}
-		obj := strings.TrimPrefix(target, "anon_inode:")
+		// The kernel names a link's inode "bpf_link", with an
+		// underscore, and the others "bpf-prog" and "bpf-map".
+		obj := strings.Replace(strings.TrimPrefix(target, "anon_inode:"), "_", "-", 1)
 		if obj == "bpf-link" {
 			info, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "fdinfo", e.Name()))
 			for _, l := range strings.Split(string(info), "\n") {
