@@ -2,17 +2,14 @@ package metrics
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,9 +31,10 @@ const (
 	staleTmp = 10 * time.Minute
 )
 
-// Exporter aggregates the reports of a host's sessions and serves them to
-// Prometheus. Each Exporter has its own Set; nothing is global. Its
-// methods are safe for concurrent use.
+// Exporter aggregates the reports of a host's sessions for Prometheus,
+// which scrapes its Samples through go/metrics/promexport. Each Exporter
+// has its own Set; nothing is global. Its methods are safe for concurrent
+// use.
 type Exporter struct {
 	spool string
 
@@ -76,37 +74,6 @@ func (e *Exporter) Ingest(data []byte, via string) error {
 	e.set.Add(r)
 	e.set.add(reportsReceived, 1, via)
 	return nil
-}
-
-// Logger hears of what went wrong serving /metrics (a *log.Logger).
-type Logger interface {
-	Println(v ...any)
-}
-
-// Handler serves the metrics for Prometheus in the text exposition format
-// (0.0.4), which every Prometheus accepts whatever its Accept header
-// offers, logging errors to errorLog (may be nil). It does not compress:
-// the exposition is a few kB, and a gzip writer would cost the daemon more
-// memory than the whole Set.
-func (e *Exporter) Handler(errorLog Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b bytes.Buffer
-		e.mu.Lock()
-		err := e.set.WriteText(&b)
-		e.mu.Unlock()
-		if err != nil {
-			if errorLog != nil {
-				errorLog.Println("writing the exposition:", err)
-			}
-			http.Error(w, "writing the exposition: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
-		if r.Method != http.MethodHead {
-			w.Write(b.Bytes())
-		}
-	})
 }
 
 // ServeSocket accepts report connections on ln until it is closed, serving

@@ -49,7 +49,8 @@ func TestDeployFiles(t *testing.T) {
 	os.WriteFile(testsPath, []byte(strings.ReplaceAll(string(tests), "ALERTS_YML", alerts)), 0o644)
 	check("rule tests", "test", "rules", testsPath)
 
-	// The unit, with ExecStart pointing at the ronly under test.
+	// The unit, with ExecStart pointing at the ronly-exporter under test
+	// (systemd-analyze verify fails when ExecStart's binary is missing).
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Log("systemd-analyze not found: the unit file is not verified")
@@ -60,7 +61,7 @@ func TestDeployFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	unitPath := filepath.Join(dir, "ronly-exporter.service")
-	os.WriteFile(unitPath, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/ronly", ronly)), 0o644)
+	os.WriteFile(unitPath, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/ronly-exporter", exporterBin)), 0o644)
 	if out, err := exec.Command(analyze, "verify", unitPath).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}

@@ -2,9 +2,11 @@ package metrics_e2e
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -115,6 +117,37 @@ func deliverAtOnce(t *testing.T, n int, o metrics.DeliverOptions) {
 	for err := range errs {
 		if err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// TestExporterBadFlags: ronly-exporter refuses a bad flag value with exit
+// 125 and one line naming the flag and the value, before it creates its
+// socket or listens.
+func TestExporterBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		flag, value, want string
+	}{
+		{"--socket-mode", "999", `ronly-exporter: --socket-mode "999": not an octal file mode`},
+		{"--spool-interval", "0s", `ronly-exporter: --spool-interval 0s: must be positive`},
+		{"--listen", "127.0.0.1:notaport", `ronly-exporter: --listen: `},
+	} {
+		dir := t.TempDir()
+		socket := filepath.Join(dir, "run", "exporter.sock")
+		cmd := exec.Command(exporterBin, "--socket", socket, "--spool", filepath.Join(dir, "spool"), tc.flag, tc.value)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 125 {
+			t.Errorf("%s %s: %v, want exit 125\n%s", tc.flag, tc.value, err, stderr.String())
+		}
+		lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) {
+			t.Errorf("%s %s: stderr %q, want one line starting %q", tc.flag, tc.value, stderr.String(), tc.want)
+		}
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+			t.Errorf("%s %s: left %v in its directory (%v)", tc.flag, tc.value, entries, err)
 		}
 	}
 }

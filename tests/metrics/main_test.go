@@ -1,4 +1,4 @@
-// Package metrics_e2e runs the real `ronly exporter` with Debian's real
+// Package metrics_e2e runs the real ronly-exporter with Debian's real
 // Prometheus and promtool. Real sessions of the built binary, as root,
 // attempt known refused actions (syscalls, writes, shimmed commands, Docker
 // API calls), and what they report must reach the exporter, a node_exporter
@@ -8,8 +8,8 @@
 // host's), exact histogram sums, the exporter's rate and memory. The
 // deployment files in tools/deploy must pass Prometheus's own checks.
 //
-// go test ./tests/metrics builds ronly; Bazel or CI may pass a prebuilt one
-// with -ronly. Missing prometheus/promtool (or python3, curl for the real
+// go test ./tests/metrics builds ronly and ronly-exporter; Bazel or CI may
+// pass prebuilt ones with -ronly and -exporter. Missing prometheus/promtool (or python3, curl for the real
 // sessions) skips, and so does not being root for the tests of real
 // sessions, except under CI=true, where both fail. Everything listens on
 // loopback or in a temporary directory.
@@ -35,10 +35,14 @@ import (
 	"time"
 )
 
-var ronlyFlag = flag.String("ronly", "", "prebuilt ronly binary (default: go build ./go/cmd/ronly)")
+var (
+	ronlyFlag    = flag.String("ronly", "", "prebuilt ronly binary (default: go build ./go/cmd/ronly)")
+	exporterFlag = flag.String("exporter", "", "prebuilt ronly-exporter binary (default: go build ./go/cmd/ronly-exporter)")
+)
 
-// ronly is the binary under test; repo is the repository's root.
-var ronly, repo string
+// ronly and exporterBin are the binaries under test; repo is the
+// repository's root.
+var ronly, exporterBin, repo string
 
 // deadline bounds every wait for something to appear; it is a hang guard,
 // not a timing assertion.
@@ -55,28 +59,37 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if *ronlyFlag != "" {
-		if ronly, err = filepath.Abs(*ronlyFlag); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}
 	dir, err := os.MkdirTemp("", "ronly-metrics-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	ronly = filepath.Join(dir, "ronly")
-	cmd := exec.Command("go", "build", "-o", ronly, "./go/cmd/ronly")
-	cmd.Dir = repo
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ./go/cmd/ronly: %v\n", err)
+	if ronly, err = binary(*ronlyFlag, dir, "./go/cmd/ronly"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if exporterBin, err = binary(*exporterFlag, dir, "./go/cmd/ronly-exporter"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
+}
+
+// binary is the absolute path of a prebuilt binary, or else builds pkg
+// into dir.
+func binary(prebuilt, dir, pkg string) (string, error) {
+	if prebuilt != "" {
+		return filepath.Abs(prebuilt)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = repo
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build %s: %w", pkg, err)
+	}
+	return out, nil
 }
 
 // repoRoot is the repository (go test) or the runfiles tree that holds
@@ -129,7 +142,7 @@ func needRoot(t testing.TB) {
 	t.Skip(msg)
 }
 
-// exporter is a running `ronly exporter`.
+// exporter is a running ronly-exporter.
 type exporter struct {
 	cmd            *exec.Cmd
 	addr           string // host:port of /metrics
@@ -138,7 +151,7 @@ type exporter struct {
 	stderrFinished chan struct{}
 }
 
-// startExporter runs `ronly exporter` on a free loopback port with its
+// startExporter runs ronly-exporter on a free loopback port with its
 // socket and spool in dir, and waits until it serves.
 func startExporter(t testing.TB, dir string) *exporter {
 	t.Helper()
@@ -147,7 +160,7 @@ func startExporter(t testing.TB, dir string) *exporter {
 		spool:  filepath.Join(dir, "spool"),
 		stderr: &strings.Builder{}, stderrFinished: make(chan struct{}),
 	}
-	e.cmd = exec.Command(ronly, "exporter", "--listen", "127.0.0.1:0",
+	e.cmd = exec.Command(exporterBin, "--listen", "127.0.0.1:0",
 		"--socket", e.socket, "--spool", e.spool, "--spool-interval", "100ms")
 	pipe, err := e.cmd.StderrPipe()
 	if err != nil {
@@ -175,9 +188,9 @@ func startExporter(t testing.TB, dir string) *exporter {
 	case e.addr = <-addrc:
 	case <-e.stderrFinished:
 		e.cmd.Wait()
-		t.Fatalf("ronly exporter exited before serving (is the exporter subcommand registered in go/cmd/ronly/cli.go?):\n%s", e.stderr)
+		t.Fatalf("ronly-exporter exited before serving:\n%s", e.stderr)
 	case <-time.After(deadline):
-		t.Fatalf("ronly exporter did not start serving")
+		t.Fatalf("ronly-exporter did not start serving")
 	}
 	if _, err := http.Get("http://" + e.addr + "/metrics"); err != nil {
 		t.Fatal(err)
@@ -193,7 +206,7 @@ func (e *exporter) stop(t testing.TB) {
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	<-e.stderrFinished
 	if err := e.cmd.Wait(); err != nil {
-		t.Errorf("ronly exporter: %v\n%s", err, e.stderr)
+		t.Errorf("ronly-exporter: %v\n%s", err, e.stderr)
 	}
 	if _, err := os.Stat(e.socket); err == nil {
 		t.Errorf("socket %s left behind", e.socket)

@@ -15,14 +15,19 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"ronly.dev/ronly/go/metrics"
+	"ronly.dev/ronly/go/metrics/promexport"
 )
 
-// ExporterCmd is the host's metrics daemon: sessions deliver their reports
+// exporterCmd is the host's metrics daemon: sessions deliver their reports
 // to its unix socket (or, while it is down, to the spool), and Prometheus
 // scrapes the sums from its /metrics. Defaults repeat metrics.DefaultSocket
 // and metrics.DefaultSpool.
-type ExporterCmd struct {
+type exporterCmd struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+
 	Listen        string        `default:"127.0.0.1:9649" placeholder:"ADDR" help:"Serve /metrics for Prometheus on ADDR (port 0: any free port; default ${default})."`
 	Socket        string        `default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Receive session reports on the unix socket PATH (default ${default})."`
 	SocketMode    string        `name:"socket-mode" default:"0666" placeholder:"MODE" help:"Octal mode of the socket: 0666 lets sessions of every user report; 0660 with --socket-group limits it to a group (default ${default})."`
@@ -35,7 +40,7 @@ type ExporterCmd struct {
 const exporterMemoryLimit = 12 << 20
 
 // Run serves until SIGINT or SIGTERM.
-func (e *ExporterCmd) Run() error {
+func (e *exporterCmd) Run() error {
 	mode, err := strconv.ParseUint(e.SocketMode, 8, 32)
 	if err != nil || mode > 0o777 {
 		return fmt.Errorf("--socket-mode %q: not an octal file mode", e.SocketMode)
@@ -61,7 +66,11 @@ func (e *ExporterCmd) Run() error {
 	defer stop()
 
 	ex := metrics.NewExporter(e.Spool)
-	warn := func(err error) { fmt.Fprintf(os.Stderr, "ronly exporter: %v\n", err) }
+	metricsHandler, err := promexport.Handler(ex, log.New(os.Stderr, "ronly-exporter: /metrics: ", 0))
+	if err != nil {
+		return err
+	}
+	warn := func(err error) { fmt.Fprintf(os.Stderr, "ronly-exporter: %v\n", err) }
 
 	httpLn, err := net.Listen("tcp", e.Listen)
 	if err != nil {
@@ -78,20 +87,20 @@ func (e *ExporterCmd) Run() error {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", ex.Handler(log.New(os.Stderr, "ronly exporter: /metrics: ", 0)))
+	mux.Handle("/metrics", metricsHandler)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintln(w, `<html><body><h1>ronly exporter</h1><a href="/metrics">/metrics</a></body></html>`)
+		fmt.Fprintln(w, `<html><body><h1>ronly-exporter</h1><a href="/metrics">/metrics</a></body></html>`)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("http: %w", srv.Serve(httpLn)) }()
 	go func() { errc <- ex.ServeSocket(sockLn, warn) }()
-	fmt.Fprintf(os.Stderr, "ronly exporter: metrics on http://%s/metrics, reports on %s, spool %s\n",
+	fmt.Fprintf(os.Stderr, "ronly-exporter: metrics on http://%s/metrics, reports on %s, spool %s\n",
 		httpLn.Addr(), e.Socket, e.Spool)
 
 	tick := time.NewTicker(e.SpoolInterval)

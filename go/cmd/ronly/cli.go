@@ -15,7 +15,6 @@ const description = `Synopsis:
 
     ronly [OPTIONS] [COMMAND...]
     ronly probe [OPTIONS] [--json]
-    ronly exporter [OPTIONS]
 
 Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
 
@@ -75,7 +74,7 @@ type CLI struct {
 	Keepenv         []string      `placeholder:"NAME" sep:"none" help:"Keep NAME from ronly's environment when it is cleared (repeatable)."`
 	Report          string        `placeholder:"FILE" help:"Write a JSON report of the session to FILE ('-' for stderr): exit, times, memory, limits hit, refusals, layers."`
 	AuditLog        string        `name:"audit-log" placeholder:"FILE" help:"Append one JSON line per refused action to FILE ('-' for stderr)."`
-	MetricsSocket   string        `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to the ronly exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
+	MetricsSocket   string        `name:"metrics-socket" default:"/run/ronly/exporter.sock" placeholder:"PATH" help:"Report this session's counts to ronly-exporter listening on PATH (skipped when no exporter runs and no spool exists)."`
 	MetricsSpool    string        `name:"metrics-spool" default:"/var/lib/ronly/spool" placeholder:"DIR" help:"Where this session's counts wait while the exporter is down: the exporter's --spool (default ${default})."`
 	MetricsTextfile string        `name:"metrics-textfile" placeholder:"PATH" help:"Merge this session's counts into PATH, a node_exporter textfile, instead of the exporter."`
 	NoMetrics       bool          `name:"no-metrics" help:"Report no metrics for this session."`
@@ -83,8 +82,9 @@ type CLI struct {
 	NoWriteCounting bool          `name:"no-write-counting" xor:"writes" help:"Do not count refused writes (the default; kept for scripts that said so)."`
 	Policy          string        `name:"policy" placeholder:"FILE" help:"Read flags from FILE: TOML keyed by the long flag names (no-network = true, rw = [\"/work\"]); flags given here win."`
 
-	Run      RunCmd      `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
-	Exporter ExporterCmd `cmd:"" help:"Serve the host's session metrics to Prometheus (a daemon, see tools/deploy)."`
+	// The metrics daemon is its own binary, ronly-exporter
+	// (go/cmd/ronly-exporter), so that a session links no client_golang.
+	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 
 	Probe         ProbeCmd         `cmd:"" help:"Try ~200 operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
 	ProbeInternal ProbeInternalCmd `cmd:"" name:"probe-internal" hidden:"" help:"The parts ronly probe runs itself."`

@@ -62,7 +62,7 @@ func runCLI(args []string) int {
 		// a session's command line gets the flags and run only, and
 		// leaves the other commands' fields unread (about 1 ms of the
 		// start on a busy 2-core VM).
-		opts = append(opts, kong.IgnoreFields(`^CLI\.(Exporter|Probe|ProbeInternal)$`))
+		opts = append(opts, kong.IgnoreFields(`^CLI\.(Probe|ProbeInternal)$`))
 		// The supervisor needs the policy's table (parsed from its
 		// text) once the sandbox runs: parse it on another core while
 		// kong builds its model.
@@ -134,7 +134,7 @@ func explicitRun(args []string) []string {
 // isCommandName is true for the names of CLI's commands (and help).
 func isCommandName(a string) bool {
 	switch a {
-	case "run", "exporter", "probe", "probe-internal", "help":
+	case "run", "probe", "probe-internal", "help":
 		return true
 	}
 	return false

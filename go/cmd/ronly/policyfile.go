@@ -50,7 +50,7 @@ var pathPlaceholders = map[string]bool{"PATH": true, "DIR": true, "FILE": true}
 
 // policySchema is the set of keys a policy file may hold: the global flags
 // of the run command, less help, version and --policy itself. Flags of a
-// subcommand (the exporter's) are not global and so are not keys.
+// subcommand (the probe's) are not global and so are not keys.
 func policySchema(app *kong.Application) map[string]*kong.Flag {
 	keys := map[string]*kong.Flag{}
 	for _, f := range app.Flags {

@@ -207,18 +207,18 @@ func TestPolicySchemaIsTheModel(t *testing.T) {
 	if len(schema) != len(parser.Model.Flags)-3 {
 		t.Errorf("schema has %d keys for %d global flags", len(schema), len(parser.Model.Flags))
 	}
-	var exporter *kong.Node
+	var probe *kong.Node
 	for _, c := range parser.Model.Children {
-		if c.Name == "exporter" {
-			exporter = c
+		if c.Name == "probe" {
+			probe = c
 		}
 	}
-	if exporter == nil || len(exporter.Flags) == 0 {
-		t.Fatal("no exporter flags to check")
+	if probe == nil || len(probe.Flags) == 0 {
+		t.Fatal("no probe flags to check")
 	}
-	for _, f := range exporter.Flags {
+	for _, f := range probe.Flags {
 		if schema[f.Name] != nil {
-			t.Errorf("exporter flag --%s is a policy key", f.Name)
+			t.Errorf("probe flag --%s is a policy key", f.Name)
 		}
 	}
 	// Every key takes a value of its kind.
@@ -348,7 +348,7 @@ func TestScanGlobalFlags(t *testing.T) {
 		{[]string{"--tmpfs-size", "--policy", "ls", "--policy", "p"}, "", []string{"tmpfs-size"}},
 		{[]string{"--", "ls", "--policy", "p"}, "", nil},
 		{[]string{"ls", "--policy", "p"}, "", nil},
-		{[]string{"exporter", "--policy", "p"}, "", nil},
+		{[]string{"probe", "--policy", "p"}, "", nil},
 		{[]string{"--bogus", "--policy", "p"}, "p", []string{"policy"}},
 	} {
 		sc, err := scanGlobalFlags(parser.Model, tc.args)
@@ -465,7 +465,7 @@ func TestPolicyFileEndToEnd(t *testing.T) {
 			`ronly: --policy section.toml:1: [sandbox]: tables are not supported`},
 		{[]string{"--policy", "missing.toml", "touch", marker},
 			`ronly: --policy "missing.toml": no such file or directory`},
-		{[]string{"exporter", "--policy", "ok.toml"},
+		{[]string{"probe", "--policy", "ok.toml"},
 			`ronly: --policy "ok.toml": must come before the command`},
 		{[]string{"--policy", "ok.toml", "--tmpfs-size", "banana", "touch", marker},
 			`ronly: --tmpfs-size "banana": not a size`},
