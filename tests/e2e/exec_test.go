@@ -66,12 +66,14 @@ func TestExecCommand(t *testing.T) {
 // the caller's variables kept with a later --setenv winning.
 func TestExecEnvironment(t *testing.T) {
 	b := setup(t)
-	r := b.run(t, opts{env: []string{"PATH=/usr/bin:/bin", "RONLY_E2E=caller"}}, "--no-metrics", "--setenv", "RONLY_E2E=setenv", "--", "env")
+	r := b.run(t, opts{env: []string{"PATH=/usr/bin:/bin", "RONLY_E2E=caller"}}, "--no-metrics", "--setenv", "RONLY_E2E=setenv", "--", "env", "-0")
 	if r.code != 0 {
 		t.Fatalf("env failed\n%s", r)
 	}
 	vars := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+	// NUL-separated: a value may hold newlines (Bazel's test runner
+	// exports a bash function).
+	for _, line := range strings.Split(strings.TrimSuffix(r.stdout, "\x00"), "\x00") {
 		name, value, _ := strings.Cut(line, "=")
 		if _, dup := vars[name]; dup {
 			t.Errorf("%s is set twice\n%s", name, r)
