@@ -222,7 +222,7 @@ func (s *session) startNons(cfg cinit.Config) (cinit.Config, []string, error) {
 			// A repository's hooks and config are kept read-only by a
 			// bind, and a Landlock rule cannot take a subtree back.
 			return cfg, nil, &HintError{
-				Err: fmt.Errorf("landlock-only mode: --rw %s: a repository's .git/hooks and .git/config can be kept read-only only with a mount namespace, which cannot be made here", gitRepoOf(m.Path, s.p.RW)),
+				Err:  fmt.Errorf("landlock-only mode: --rw %s: a repository's .git/hooks and .git/config can be kept read-only only with a mount namespace, which cannot be made here", gitRepoOf(m.Path, s.p.RW)),
 				Hint: "name a directory inside the repository's work tree that holds no .git with --rw, or --rw REPO/.git to let the session change its hooks and config on purpose"}
 		}
 	}
