@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"ronly.dev/ronly/go/apiguard"
 )
 
 // What passes, on a plain path (plainPath), HTTP/1.x, without Upgrade,
@@ -195,39 +197,5 @@ func discovery(path string) bool {
 	return false
 }
 
-// plainPath returns the request's path if it is plain: given in origin form
-// ("/..." as the request target), byte for byte the path the guard decides
-// on and forwards (nothing percent-encoded), made of letters, digits and
-// "._-:@" in non-empty segments that are not "." or "..". Anything else is
-// refused before any route is looked at: no decoding or cleaning can make
-// the API server see another path than the one decided on.
-func plainPath(r *http.Request) (string, bool) {
-	raw, _, _ := strings.Cut(r.RequestURI, "?")
-	p := r.URL.Path
-	if r.URL.RawPath != "" || raw != p || len(p) < 2 || p[0] != '/' || len(p) > 2048 {
-		return "", false
-	}
-	for _, seg := range strings.Split(p[1:], "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return "", false
-		}
-		for i := 0; i < len(seg); i++ {
-			if !plainByte(seg[i]) {
-				return "", false
-			}
-		}
-	}
-	return p, true
-}
-
-func plainByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '.', '_', '-', ':', '@':
-		return true
-	}
-	return false
-}
+// plainPath is apiguard.PlainPath with this API's longest path.
+func plainPath(r *http.Request) (string, bool) { return apiguard.PlainPath(r, 2048) }
