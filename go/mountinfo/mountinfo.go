@@ -10,9 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // Mount is one line of the table.
@@ -27,54 +24,13 @@ type Mount struct {
 }
 
 // Read returns the mounts of this process's mount namespace, in the
-// kernel's order (parents before children). The caller must not change
-// them: they may be shared with other callers.
-//
-// A session's start asks several times (its cgroup, the credentials it
-// hides, the write counter), and parsing a host's table costs each time:
-// the table is read once and read again only when the kernel says it
-// changed. An open mountinfo polls POLLPRI once the namespace's mounts
-// changed since it was last polled, so a mount made after one Read is in
-// the next.
+// kernel's order (parents before children).
 func Read() ([]Mount, error) {
-	self.mu.Lock()
-	defer self.mu.Unlock()
-	if self.f == nil {
-		f, err := os.Open("/proc/self/mountinfo")
-		if err != nil {
-			return nil, fmt.Errorf("read mount table: %w", err)
-		}
-		self.f = f
-	} else if self.mounts != nil && !changed(self.f) {
-		return self.mounts, nil
-	}
-	// Poll first: a change while reading then shows at the next Read.
-	changed(self.f)
-	self.mounts = nil
-	if _, err := self.f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	ms, err := Parse(self.f)
-	if err != nil {
-		return nil, err
-	}
-	self.mounts = ms
-	return ms, nil
-}
-
-// self is this process's mount table, held open, and its last parse.
-var self struct {
-	mu     sync.Mutex
-	f      *os.File
-	mounts []Mount
-}
-
-// changed polls f, which also resets its change flag: true when the
-// mounts changed since the last poll (or when polling fails).
-func changed(f *os.File) bool {
-	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLPRI}}
-	n, err := unix.Poll(fds, 0)
-	return err != nil || (n > 0 && fds[0].Revents&(unix.POLLPRI|unix.POLLERR) != 0)
+	// Parsed afresh every time: a cache validated by polling the open
+	// file for POLLPRI served a table that still held a just-unmounted
+	// tmpfs (5 of 30 runs under Bazel), and a stale table would plan
+	// the sandbox's mounts from mounts that are gone.
+	return ReadFile("/proc/self/mountinfo")
 }
 
 // ReadFile reads a mount table in mountinfo's format: /proc/<pid>/mountinfo

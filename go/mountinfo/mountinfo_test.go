@@ -71,11 +71,6 @@ func TestReadSeesChanges(t *testing.T) {
 		}
 		return slices.ContainsFunc(ms, func(m Mount) bool { return m.Point == dir })
 	}
-	first, _ := Read()
-	again, _ := Read()
-	if len(first) == 0 || &first[0] != &again[0] {
-		t.Errorf("an unchanged table was parsed again")
-	}
 	if has() {
 		t.Fatalf("%s is a mount point before the test mounted it", dir)
 	}
