@@ -28,7 +28,14 @@
 //
 // Runs are interleaved (A B C A B C …) so drift on a busy machine hits every
 // variant alike, and a ratio is the median of the per-round ratios.
-// Usage: bench -ronly PATH [-runs N] [-bwrap PATH] [-only TARGET].
+// Without -only, one run measures the startup table (every peer that is
+// installed: bwrap, nsjail, crun, firejail), the getppid loops and the
+// write-heavy untar; -only all runs every target, and -only breakdown
+// times ronly's start step by step (breakdown.go).
+//
+// Usage: bench [-ronly PATH] [-runs N] [-bwrap PATH] [-only TARGET,...].
+// Without -ronly, ronly is built from this checkout as Bazel links it
+// (static, netgo, osusergo).
 package main
 
 import (
@@ -38,6 +45,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -72,15 +80,11 @@ func main() {
 		confine(os.Args[2], os.Args[3] == "filter", os.Args[4:])
 		return
 	}
-	ronly := flag.String("ronly", "", "path of the ronly binary")
+	ronly := flag.String("ronly", "", "path of the ronly binary (default: go build it from this checkout, static)")
 	bwrap := flag.String("bwrap", "/usr/bin/bwrap", "path of bubblewrap, the startup baseline")
 	runs := flag.Int("runs", 40, "runs of each variant")
-	only := flag.String("only", "", "run only this target: startup, syscall, refused, sockets, write-heavy, stdio or kube")
+	only := flag.String("only", "startup,syscall,write-heavy", "run only these targets, comma-separated: startup, syscall, refused, sockets, write-heavy, stdio, kube, breakdown; or all")
 	flag.Parse()
-	if *ronly == "" {
-		fmt.Fprintln(os.Stderr, "bench: -ronly PATH is required")
-		os.Exit(2)
-	}
 	self, err := os.Executable()
 	if err != nil {
 		fatal(err)
@@ -91,21 +95,35 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 
-	fmt.Printf("ronly benchmark: %d interleaved runs per variant, medians\n\n", *runs)
-	targets := []struct {
-		name string
-		run  func()
-	}{
-		{"startup", func() { startup(*ronly, *bwrap, self, *runs) }},
+	targets := []target{
+		{"startup", func() { startup(*ronly, *bwrap, self, work, *runs) }},
 		{"syscall", func() { syscalls(*ronly, self, *runs) }},
 		{"refused", func() { refused(*ronly, self, *runs/4+1) }},
 		{"sockets", func() { sockets(*ronly, self, *runs/4+1) }},
 		{"write-heavy", func() { writeHeavy(*ronly, *bwrap, self, work, *runs/2+1) }},
 		{"stdio", func() { stdioCopy(*ronly, work, *runs/8+5) }},
 		{"kube", func() { kubeBench(*ronly, *runs/2+1) }},
+		{"breakdown", func() { breakdown(*ronly, *runs) }},
 	}
+	want := strings.Split(*only, ",")
+	for _, w := range want {
+		if w != "all" && !slices.ContainsFunc(targets, func(t target) bool { return t.name == w }) {
+			fmt.Fprintf(os.Stderr, "bench: -only %s: no such target\n", w)
+			os.RemoveAll(work)
+			os.Exit(2)
+		}
+	}
+	if *ronly == "" {
+		*ronly = filepath.Join(work, "ronly")
+		cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
+			"-o", *ronly, "ronly.dev/ronly/go/cmd/ronly")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fatal(fmt.Errorf("go build go/cmd/ronly (or pass -ronly): %v\n%s", err, out))
+		}
+	}
+	fmt.Printf("ronly benchmark: %d interleaved runs per variant, medians\n\n", *runs)
 	for _, t := range targets {
-		if *only == "" || *only == t.name {
+		if (slices.Contains(want, "all") && t.name != "breakdown") || slices.Contains(want, t.name) {
 			t.run()
 		}
 	}
@@ -114,6 +132,11 @@ func main() {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
 	os.Exit(1)
+}
+
+type target struct {
+	name string
+	run  func()
 }
 
 type variant struct {

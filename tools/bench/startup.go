@@ -19,55 +19,87 @@ import (
 
 var gofloorFlag = flag.String("gofloor", "", "path of the Go floor binary (tools/bench/gofloor; default: go build it)")
 
-// startup times `ronly -- /bin/true` against bwrap with the isolation the
-// issue names and against the Go floor: a minimal Go program that drives
-// ronly's own C init with the records ronly sends and waits (gofloor). Each
-// row gives the median, p10 and p90 wall time, the median of the per-round
-// ratios to bwrap and to the floor, and the median CPU time (user+sys) and
-// minor page faults of the whole tree (wait4's rusage: every process the
-// variant waited for); CPU time says more than wall time on a busy host.
-func startup(ronly, bwrap, self string, runs int) {
-	fmt.Println("startup")
-	vs := []variant{
-		{"plain exec /bin/true", []string{"/bin/true"}},
-		{"Go hello (one runtime)", []string{self, "hello"}},
+// startup times `ronly -- /bin/true` against plain exec, bwrap with the
+// isolation the issue names, the peers that also do policy, seccomp or
+// cgroups (nsjail, crun, firejail: peers.go) and the Go floor: a minimal Go
+// program that drives ronly's own C init with the records ronly sends and
+// waits (gofloor). Each row gives the median, p10 and p90 wall time, the
+// median of the per-round ratios to bwrap and to the floor, and the median
+// CPU time (user+sys) and minor page faults of the whole tree (wait4's
+// rusage: every process the variant waited for); CPU time says more than
+// wall time on a busy host. Rounds are interleaved, every row once a
+// round, so load drifts hit all rows alike.
+func startup(ronly, bwrap, self, work string, runs int) {
+	fmt.Println("startup of /bin/true")
+	rows := []row{
+		{variant: variant{"bare exec", []string{"/bin/true"}}},
+		{variant: variant{"Go hello (one runtime)", []string{self, "hello"}}},
 	}
-	haveBwrap := false
-	if _, err := os.Stat(bwrap); err == nil {
-		haveBwrap = true
-		// User, PID, IPC and UTS namespaces, / read-only, a private
-		// /dev, /proc and /tmp: what ronly's debug profile gives, and
-		// a PID namespace besides.
-		vs = append(vs, variant{"bwrap /bin/true", []string{bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc",
-			"--unshare-uts", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "/bin/true"}})
-	} else {
-		fmt.Println("  (bwrap not installed: apt-get install bubblewrap for the baseline)")
+	bw := row{variant: variant{"bwrap", []string{bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc",
+		"--unshare-uts", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "/bin/true"}}}
+	// User, PID, IPC and UTS namespaces, / read-only, a private /dev,
+	// /proc and /tmp: what ronly's debug profile gives, and a PID
+	// namespace besides.
+	if _, err := os.Stat(bwrap); err != nil {
+		bw.missing = "not installed"
 	}
+	rows = append(rows, bw, nsjailVariant())
+	crun := crunVariant(work)
+	rows = append(rows, crun, firejailVariant())
 	floor, dir, err := goFloor()
 	defer os.RemoveAll(dir)
+	fl := row{variant: variant{name: "Go floor"}}
 	if err != nil {
-		fmt.Printf("  (no Go floor: %v)\n", err)
+		fl.missing = fmt.Sprintf("not built: %v", err)
 	} else {
-		vs = append(vs, variant{"Go floor /bin/true", append(floor, "/bin/true")})
+		fl.argv = append(floor, "/bin/true")
 	}
-	vs = append(vs,
-		variant{"ronly -- /bin/true", []string{ronly, "--", "/bin/true"}},
-		variant{"  --count-writes", []string{ronly, "--count-writes", "--", "/bin/true"}},
+	rows = append(rows, fl,
+		row{variant: variant{"ronly -- /bin/true", []string{ronly, "--", "/bin/true"}}},
+		row{variant: variant{"ronly --count-writes", []string{ronly, "--count-writes", "--", "/bin/true"}}},
 	)
-	t, cpu, faults := timeRunsFaults(vs, runs)
+	var ns *privateNS
+	if slices.ContainsFunc(rows, func(r row) bool { return r.privateNS && r.missing == "" }) {
+		rootfs := ""
+		if crun.missing == "" {
+			rootfs = filepath.Join(work, "crun-bundle", "rootfs")
+		}
+		if ns, err = newPrivateNS(rootfs); err != nil {
+			fatal(err)
+		}
+		defer ns.close()
+	}
+	t, cpu, faults := timeRows(rows, runs, ns)
 	col := func(name string) int {
-		return slices.IndexFunc(vs, func(v variant) bool { return v.name == name })
+		i := slices.IndexFunc(rows, func(r row) bool { return r.name == name })
+		if i >= 0 && rows[i].missing != "" {
+			return -1
+		}
+		return i
 	}
-	bw, fl := col("bwrap /bin/true"), col("Go floor /bin/true")
-	fmt.Printf("  %-24s %8s %8s %8s %8s %8s %8s %8s\n", "", "median", "p10", "p90", "/bwrap", "/floor", "cpu", "faults")
-	for i, v := range vs {
-		fmt.Printf("  %-24s %8.2f %8.2f %8.2f %8s %8s %8.2f %8d\n", v.name, ms(pct(t[i], 50)), ms(pct(t[i], 10)), ms(pct(t[i], 90)),
-			ratioOr(t, i, bw), ratioOr(t, i, fl), ms(median(cpu[i])), median(faults[i]))
+	bi, fi := col("bwrap"), col("Go floor")
+	fmt.Printf("  %-24s %8s %8s %8s %8s %8s %8s %8s\n", "ms", "median", "p10", "p90", "/bwrap", "/floor", "cpu", "faults")
+	for i, r := range rows {
+		if r.missing != "" {
+			fmt.Printf("  %-24s %s\n", r.name, r.missing)
+			continue
+		}
+		fmt.Printf("  %-24s %8.2f %8.2f %8.2f %8s %8s %8.2f %8d\n", r.name, ms(pct(t[i], 50)), ms(pct(t[i], 10)), ms(pct(t[i], 90)),
+			ratioOr(t, i, bi), ratioOr(t, i, fi), ms(median(cpu[i])), median(faults[i]))
 	}
-	if haveBwrap {
-		fmt.Printf("  target: ronly at most 1.5x bwrap, or within 1.1x of the Go floor (times in ms)\n")
-	}
-	fmt.Println()
+	fmt.Printf("  target: ronly at most 1.5x bwrap, or within 1.1x of the Go floor\n\n")
+}
+
+// row is a variant of the startup table: missing says why it has no
+// numbers; quiet discards its stderr (nsjail and firejail log there even
+// when told to be quiet); privateNS runs it in the bench's private mount
+// namespace; crunID appends a container id new to each run.
+type row struct {
+	variant
+	missing   string
+	quiet     bool
+	privateNS bool
+	crunID    bool
 }
 
 func ratioOr(t [][]time.Duration, i, base int) string {
@@ -85,21 +117,43 @@ func pct(s []time.Duration, p int) time.Duration {
 	return c[max(i-1, 0)]
 }
 
-// timeRunsFaults is timeRuns, also keeping each run's CPU time and minor
-// page faults.
-func timeRunsFaults(vs []variant, runs int) (wall, cpu [][]time.Duration, faults [][]int64) {
-	samples := make([][]time.Duration, len(vs))
-	cpu = make([][]time.Duration, len(vs))
-	faults = make([][]int64, len(vs))
+// timeRows runs each row that is installed runs times, interleaved, and
+// keeps each run's wall time, CPU time and minor page faults (sample r of
+// every row is from the same round). Rows marked privateNS start from ns's
+// thread; their timing is taken there too.
+func timeRows(rows []row, runs int, ns *privateNS) (wall, cpu [][]time.Duration, faults [][]int64) {
+	wall = make([][]time.Duration, len(rows))
+	cpu = make([][]time.Duration, len(rows))
+	faults = make([][]int64, len(rows))
 	for r := 0; r < runs; r++ {
-		for i, v := range vs {
-			cmd := exec.Command(v.argv[0], v.argv[1:]...)
-			cmd.Stderr = os.Stderr
-			t0 := time.Now()
-			if err := cmd.Run(); err != nil {
+		for i, v := range rows {
+			if v.missing != "" {
+				continue
+			}
+			argv := v.argv
+			if v.crunID {
+				argv = append(slices.Clone(argv), fmt.Sprintf("ronly-bench-%d-%d", os.Getpid(), r))
+			}
+			cmd := exec.Command(argv[0], argv[1:]...)
+			if !v.quiet {
+				cmd.Stderr = os.Stderr
+			}
+			var d time.Duration
+			var err error
+			run := func() {
+				t0 := time.Now()
+				err = cmd.Run()
+				d = time.Since(t0)
+			}
+			if v.privateNS {
+				ns.do(run)
+			} else {
+				run()
+			}
+			if err != nil {
 				fatal(fmt.Errorf("%s: %v", v.name, err))
 			}
-			samples[i] = append(samples[i], time.Since(t0))
+			wall[i] = append(wall[i], d)
 			var n int64
 			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 				n = ru.Minflt
@@ -108,7 +162,7 @@ func timeRunsFaults(vs []variant, runs int) (wall, cpu [][]time.Duration, faults
 			cpu[i] = append(cpu[i], cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
 		}
 	}
-	return samples, cpu, faults
+	return wall, cpu, faults
 }
 
 // goFloor is the command line of the Go floor up to the command: the
