@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/cgroup"
+	"ronly.dev/ronly/go/policy"
 )
 
 // limitPoll is how often the supervisor looks at the cgroup's counters. A
@@ -72,35 +73,41 @@ func (s *session) confine(g *cgroup.Group, pid int, bornInside bool) error {
 		return nil
 	}
 	var fallbacks []string
-	set := func(res int, v uint64, name string) error {
-		r := unix.Rlimit{Cur: v, Max: v}
-		if err := unix.Prlimit(pid, res, &r, nil); err != nil {
-			return fmt.Errorf("set %s on the session: %w", name, err)
+	for _, r := range rlimits(lim) {
+		v := unix.Rlimit{Cur: r.value, Max: r.value}
+		if err := unix.Prlimit(pid, r.res, &v, nil); err != nil {
+			return fmt.Errorf("set %s on the session: %w", r.name, err)
 		}
-		fallbacks = append(fallbacks, name)
-		return nil
-	}
-	if lim.Memory > 0 {
-		if err := set(unix.RLIMIT_AS, lim.Memory, "RLIMIT_AS"); err != nil {
-			return err
-		}
-	}
-	if lim.Pids > 0 {
-		if err := set(unix.RLIMIT_NPROC, uint64(lim.Pids), "RLIMIT_NPROC"); err != nil {
-			return err
-		}
-	}
-	if lim.CPUTime > 0 {
-		secs := uint64((lim.CPUTime + time.Second - 1) / time.Second)
-		if err := set(unix.RLIMIT_CPU, secs, "RLIMIT_CPU"); err != nil {
-			return err
-		}
+		fallbacks = append(fallbacks, r.name)
 	}
 	if len(fallbacks) > 0 {
 		s.warn(fmt.Sprintf("no cgroup for the limits (%v): using %s instead, which bound each process, not the session as a whole",
 			s.cgroupErr, strings.Join(fallbacks, ", ")))
 	}
 	return nil
+}
+
+// rlimit is one resource limit set on the init in place of a cgroup's.
+type rlimit struct {
+	res   int
+	value uint64
+	name  string
+}
+
+// rlimits are the limits that stand in for a cgroup's: each bounds one
+// process, not the session. RLIMIT_CPU counts whole seconds, rounded up.
+func rlimits(lim policy.Limits) []rlimit {
+	var out []rlimit
+	if lim.Memory > 0 {
+		out = append(out, rlimit{unix.RLIMIT_AS, lim.Memory, "RLIMIT_AS"})
+	}
+	if lim.Pids > 0 {
+		out = append(out, rlimit{unix.RLIMIT_NPROC, uint64(lim.Pids), "RLIMIT_NPROC"})
+	}
+	if lim.CPUTime > 0 {
+		out = append(out, rlimit{unix.RLIMIT_CPU, uint64((lim.CPUTime + time.Second - 1) / time.Second), "RLIMIT_CPU"})
+	}
+	return out
 }
 
 // watchLimits ends the session when it runs out of time or hits a cgroup

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/cgroup"
 	"ronly.dev/ronly/go/policy"
 	cinit "ronly.dev/ronly/init"
 	"ronly.dev/ronly/shims"
@@ -163,233 +164,236 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	// build it is one line, the error, without warnings about a session
 	// that never ran.
 	gate := &warnGate{out: once(warn)}
-	warn = gate.warn
-	l := Layers{Seccomp: "errno", Network: "host", Cgroup: "none"}
-	if p.NoNetwork {
-		l.Network = "none"
-	}
-	l.LandlockABI = LandlockABI()
-	if p.SkipLandlock {
-		l.LandlockABI = 0
-	}
-	if p.LandlockMaxABI > 0 && l.LandlockABI > p.LandlockMaxABI {
-		l.LandlockABI = p.LandlockMaxABI
-	}
-	if l.LandlockABI < p.LandlockMinABI {
-		return Result{Layers: l}, &HintError{
-			//lint:ignore ST1005 Landlock is a name; the line is ronly's own, printed as it is
-			Err: fmt.Errorf("Landlock ABI %d on this kernel is below the floor %d: %s",
-				l.LandlockABI, p.LandlockMinABI, landlockMissing(l.LandlockABI, p.LandlockMinABI)),
-			Hint: fmt.Sprintf("use a newer kernel, or accept less with --landlock-min-abi=%d", l.LandlockABI),
-		}
-	}
-	notify, err := bpf.Precompiled(bpf.ModeNotify)
+	pr, err := prepare(p)
 	if err != nil {
-		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
+		return Result{Layers: pr.plan.Layers}, err
 	}
-	plain, err := bpf.Precompiled(bpf.ModeErrno)
-	if err != nil {
-		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
-	}
-	withSignals, err := bpf.Precompiled(bpf.ModeNotifySignals)
-	if err != nil {
-		return Result{Layers: l}, fmt.Errorf("seccomp program: %w", err)
-	}
-	table, err := bpf.DefaultTable()
-	if err != nil {
-		return Result{Layers: l}, fmt.Errorf("seccomp policy table: %w", err)
-	}
-	cfg := cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: notify, Fallback: plain, Flags: cinit.FlagSeccompNotify}
-	if p.SkipSeccomp {
-		cfg.BPF, cfg.Fallback, cfg.Flags = nil, nil, 0
-		l.Seccomp = "none"
-	}
-	cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777})
-	for _, w := range p.Writable {
-		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
-	}
-	if p.Home != "" {
-		// After the other tmpfs mounts and before the binds, so that a
-		// cache bound writable inside $HOME lands on top of it.
-		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountTmpfs, Path: p.Home, Size: p.TmpfsSize, Mode: 0o700})
-	}
-	for _, rw := range p.RW {
-		// What the init must find at the path when it opens it again,
-		// without following symlinks: a swapped directory stops it.
-		id, err := policy.HostDir(rw)
-		if err != nil {
-			return Result{Layers: l}, &policy.FlagError{Flag: "--rw", Value: rw, Reason: err.Error()}
-		}
-		cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountBindRW, Path: rw, Dev: id.Dev, Ino: id.Ino})
-	}
-	// After every writable bind: the repositories' hooks and config in
-	// them stay read-only (gitprotect.go).
-	git, err := gitMounts(p.RW)
-	if err != nil {
-		return Result{Layers: l}, err
-	}
-	defer git.close()
-	cfg.Mounts = append(cfg.Mounts, git.mounts...)
-	// After the writable binds and .git: kubeconfigs, the keys and tokens
-	// they name and service-account token volumes read empty (creds.go).
-	creds, err := credMounts(p)
-	if err != nil {
-		return Result{Layers: l}, err
-	}
-	cfg.Mounts = append(cfg.Mounts, creds.mounts...)
-	if !p.NoShims {
-		for _, tool := range p.ShimTools {
-			cfg.Mounts = append(cfg.Mounts, cinit.Mount{Kind: cinit.MountShim, Path: "/" + tool})
-		}
-	}
-	if p.NoNetwork {
-		cfg.Flags |= cinit.FlagNetNS
-	}
-	if p.Mode == policy.ModeLandlockOnly {
-		if flag, why := nonsRefuse(p); flag != "" {
-			return Result{Layers: l}, &policy.FlagError{Flag: "--mode", Value: string(p.Mode), Reason: "makes no namespaces, so " + flag + " cannot be had (" + why + ")"}
-		}
-		if l.LandlockABI < 6 && !p.SkipLandlock {
-			warn(fmt.Sprintf("Landlock ABI %d cannot scope signals and landlock-only mode has no PID namespace: signals are confined only by the supervisor", l.LandlockABI))
-		}
-	} else if p.PIDNS {
-		cfg.Flags |= cinit.FlagPIDNS
-		l.PIDNS = true
-	} else if l.LandlockABI < 6 && !p.SkipLandlock && p.SkipSeccomp {
-		// Without Landlock's signal scoping, an identity-mapped user
-		// namespace does not stop kill() of host processes (the kernel
-		// compares uids only). With seccomp the supervisor confines
-		// them (signals.go); without it, a PID namespace with its own
-		// /proc does.
-		cfg.Flags |= cinit.FlagPIDNS
-		l.PIDNS = true
-		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals: using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
-	}
-
-	switch {
-	case p.Mode == policy.ModePrivileged:
-		l.Mode = "privileged"
-	case p.Mode == policy.ModeLandlockOnly:
-		l.Mode = LandlockOnly
-	case p.Mode == policy.ModeUserNS, p.Mode == policy.ModeAuto && os.Geteuid() == 0:
-		l.Mode = "userns"
-	default:
-		l.Mode = "rootless"
+	defer pr.git.close()
+	for _, w := range pr.plan.Warnings {
+		gate.warn(w)
 	}
 	tl.mark("sockets and mounts planned")
-	s := &session{p: p, cfg: cfg, layers: &l, warn: warn, gate: gate, table: table, refused: o.Refused, name: o.Session,
-		blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{},
-		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}, creds: creds}
-	addXattrMediators(s.mediators)
-	addSchedMediators(s.mediators, table)
-	s.sigs, s.withSignals = newSignals(), withSignals
-	s.sigs.register(s.mediators, table)
-	s.reports = newReportReader(p)
-	s.socks = newSockets(p)
-	s.socks.register(s.mediators)
-	guard, err := startDockerGuard(s.record)
+	s := newSession(p, o, pr, gate, tl)
+	stopGuards, err := s.startGuards()
 	if err != nil {
-		return Result{Layers: l}, err
+		return Result{Layers: *s.layers}, err
 	}
-	defer guard.Close()
-	if guard != nil {
-		// Mediation sends connects to the host's Docker socket here.
-		s.socks.docker, s.socks.guard = guard.upstream, guard.path
-	}
-	// The cluster's API, read-only, in place of the credentials creds.go
-	// hides (kube.go).
-	kube, err := startKubeGuard(p, s.record, warn)
-	if err != nil {
-		return Result{Layers: l}, err
-	}
-	defer kube.Close()
-	if kube != nil {
-		s.socks.kube, s.kube = kube, kube
-		kube.showInCluster(s.cfg.Mounts)
-	}
+	defer stopGuards()
 	defer func() { s.nons.remove() }()
-	code, err := s.start()
-	var ie *cinit.Error
-	if p.Mode == policy.ModeAuto && os.Geteuid() == 0 && errors.As(err, &ie) {
-		switch ie.Step {
-		case "write id maps":
-			// Root of a user namespace that is not the host's (a
-			// rootless container, a pod with user namespaces): only ids
-			// mapped into ours can be mapped on, so root's identity map
-			// of every id is refused. Mapping only our own ids works.
-			l.Mode, l.Fallback = "rootless", "root's id maps cannot be written here ("+ie.Error()+"): only ronly's own ids are mapped"
-			gate.drop() // what the failed attempt said
-			code, err = s.start()
-		case "unshare(CLONE_NEWUSER)":
-			// Nested in a container whose seccomp or AppArmor profile
-			// refuses user namespaces: as root, fall back to privileged.
-			l.Mode, l.Fallback = "privileged", "user namespaces are refused here ("+ie.Error()+")"
-			first := ie
-			gate.drop()
-			code, err = s.start()
-			err = afterUserNSRefused(first, err)
-		}
-	}
-	if p.PIDNS && errors.As(err, &ie) && ie.Step == "mount proc" && ie.Errno == unix.EPERM {
-		// A container that masks /proc paths (Docker's and Kubernetes'
-		// defaults): the kernel gives a user namespace no new /proc,
-		// and a PID namespace with the host's /proc is inconsistent
-		// (getpid() and /proc/self disagree). So the ci profile shares
-		// the host's PID namespace and /proc, as the debug profile
-		// does, with signals confined all the same (Landlock, or the
-		// supervisor), and says what it cannot hide.
-		gate.drop()
-		s.cfg.Flags &^= cinit.FlagPIDNS
-		l.PIDNS, l.PIDNSRefused = false, ie.Error()
-		warn("--profile ci: the kernel refuses this session its own /proc (" + ie.Error() + ": /proc paths are masked here): " +
-			"it shares the PID namespace and /proc of the host or container, so other jobs' processes and command lines are visible " +
-			"(not their environments), and they cannot be signalled")
-		code, err = s.start()
-	}
-	if l.SignalMediation && errors.As(err, &ie) && ie.Errno == unix.EBUSY {
-		// Another seccomp listener is already installed (a nested
-		// sandbox): the supervisor cannot hear the session's signals,
-		// so a PID namespace with its own /proc confines them.
-		gate.drop()
-		s.cfg.Flags |= cinit.FlagPIDNS
-		l.PIDNS = true
-		warn(fmt.Sprintf("Landlock ABI %d cannot scope signals and no seccomp listener can be had (a nested sandbox): using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
-		code, err = s.start()
-	}
-	if cause, ok := nonsFallback(p, err); ok {
-		// No namespace can be made here (Docker's default seccomp
-		// profile, Kubernetes' RuntimeDefault, no user namespaces for
-		// this user): the strongest mode left makes none.
-		prev, prevMode := err, l.Mode
-		l.Mode, l.PIDNS = LandlockOnly, false
-		l.Fallback = fmt.Sprintf("%s mode failed (%v): Landlock alone keeps the host read-only", prevMode, cause)
-		gate.drop()
-		// Said always, not only with -v: the session has less than the
-		// user may expect (the host's /tmp and /dev, read-only). Held
-		// with the other warnings until the sandbox is built.
-		warn(fmt.Sprintf("mode landlock-only: no namespace can be made here (%v): Landlock alone keeps the host read-only; scratch space is $TMPDIR", cause))
-		code, err = s.start()
-		if err != nil {
-			var he *HintError
-			hint := ""
-			if errors.As(err, &he) {
-				err, hint = he.Err, he.Hint
-			}
-			err = fmt.Errorf("%v; landlock-only mode failed too: %w", prev, err)
-			if hint != "" {
-				err = &HintError{Err: err, Hint: hint}
-			}
-		}
-	}
+	code, err := s.startWithFallbacks()
 	if err != nil {
 		gate.drop()
 	}
 	gate.release()
-	git.afterSession(o.Session, warn)
+	pr.git.afterSession(o.Session, gate.warn)
+	return s.result(code), err
+}
+
+// prepared is what Run reads and opens on the host before the first start.
+type prepared struct {
+	plan        Plan
+	withSignals []byte
+	table       bpf.Table
+	git         *gitPlan  // held open until the session ends
+	creds       *CredPlan // what is hidden, for the result
+}
+
+// prepare reads what the plan needs of the host and plans the session. On
+// an error, plan.Layers holds what is known of the layers by then.
+func prepare(p *policy.Policy) (prepared, error) {
+	var pr prepared
+	h := Host{LandlockABI: LandlockABI(), Root: os.Geteuid() == 0}
+	// Before anything on the host is touched (gitMounts creates files):
+	// a policy this kernel refuses changes nothing.
+	l, err := admit(p, h.LandlockABI)
+	pr.plan.Layers = l
+	if err != nil {
+		return pr, err
+	}
+	var prog Programs
+	if prog, pr.withSignals, pr.table, err = loadPrograms(); err != nil {
+		return pr, err
+	}
+	if h.RW, err = hostDirs(p.RW); err != nil {
+		return pr, err
+	}
+	if pr.git, err = gitMounts(p.RW); err != nil {
+		return pr, err
+	}
+	h.Git = pr.git.mounts
+	if pr.creds, err = credMounts(p); err != nil {
+		pr.git.close()
+		return pr, err
+	}
+	h.Creds = pr.creds.mounts
+	if pr.plan, err = newPlan(p, h, prog); err != nil {
+		pr.git.close()
+		return pr, err
+	}
+	return pr, nil
+}
+
+// newSession is the supervisor's state for the planned session, with the
+// mediators of the calls its seccomp programs send to it.
+func newSession(p *policy.Policy, o Options, pr prepared, gate *warnGate, tl *timeline) *session {
+	l := pr.plan.Layers
+	s := &session{p: p, cfg: pr.plan.Config, layers: &l, warn: gate.warn, gate: gate, table: pr.table, refused: o.Refused,
+		name: o.Session, blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{},
+		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}, creds: pr.creds}
+	addXattrMediators(s.mediators)
+	addSchedMediators(s.mediators, pr.table)
+	s.sigs, s.withSignals = newSignals(), pr.withSignals
+	s.sigs.register(s.mediators, pr.table)
+	s.reports = newReportReader(p)
+	s.socks = newSockets(p)
+	s.socks.register(s.mediators)
+	return s
+}
+
+// startGuards starts the guards of the host's Docker socket and of the
+// cluster's API (read-only, in place of the credentials creds.go hides:
+// kube.go); stop closes both.
+func (s *session) startGuards() (stop func(), err error) {
+	guard, err := startDockerGuard(s.record)
+	if err != nil {
+		return nil, err
+	}
+	if guard != nil {
+		// Mediation sends connects to the host's Docker socket here.
+		s.socks.docker, s.socks.guard = guard.upstream, guard.path
+	}
+	kube, err := startKubeGuard(s.p, s.record, s.warn)
+	if err != nil {
+		guard.Close()
+		return nil, err
+	}
+	if kube != nil {
+		s.socks.kube, s.kube = kube, kube
+		kube.showInCluster(s.cfg.Mounts)
+	}
+	return func() {
+		kube.Close()
+		guard.Close()
+	}, nil
+}
+
+// startWithFallbacks starts the session and, where the host refuses a
+// layer, starts it again with the strongest one left, in this order.
+func (s *session) startWithFallbacks() (int, error) {
+	code, err := s.start()
+	code, err = s.fallbackMode(code, err)
+	code, err = s.fallbackSharedProc(code, err)
+	code, err = s.fallbackPIDNS(code, err)
+	return s.fallbackNoNamespaces(code, err)
+}
+
+// fallbackMode: auto mode as root, when the user namespace that maps every
+// id cannot be had.
+func (s *session) fallbackMode(code int, err error) (int, error) {
+	l := s.layers
+	var ie *cinit.Error
+	if s.p.Mode != policy.ModeAuto || os.Geteuid() != 0 || !errors.As(err, &ie) {
+		return code, err
+	}
+	switch ie.Step {
+	case "write id maps":
+		// Root of a user namespace that is not the host's (a
+		// rootless container, a pod with user namespaces): only ids
+		// mapped into ours can be mapped on, so root's identity map
+		// of every id is refused. Mapping only our own ids works.
+		l.Mode, l.Fallback = "rootless", "root's id maps cannot be written here ("+ie.Error()+"): only ronly's own ids are mapped"
+		s.gate.drop() // what the failed attempt said
+		return s.start()
+	case "unshare(CLONE_NEWUSER)":
+		// Nested in a container whose seccomp or AppArmor profile
+		// refuses user namespaces: as root, fall back to privileged.
+		l.Mode, l.Fallback = "privileged", "user namespaces are refused here ("+ie.Error()+")"
+		s.gate.drop()
+		code, err = s.start()
+		return code, afterUserNSRefused(ie, err)
+	}
+	return code, err
+}
+
+// fallbackSharedProc: the ci profile, when the kernel refuses the session
+// its own /proc.
+func (s *session) fallbackSharedProc(code int, err error) (int, error) {
+	l := s.layers
+	var ie *cinit.Error
+	if !s.p.PIDNS || !errors.As(err, &ie) || ie.Step != "mount proc" || ie.Errno != unix.EPERM {
+		return code, err
+	}
+	// A container that masks /proc paths (Docker's and Kubernetes'
+	// defaults): the kernel gives a user namespace no new /proc,
+	// and a PID namespace with the host's /proc is inconsistent
+	// (getpid() and /proc/self disagree). So the ci profile shares
+	// the host's PID namespace and /proc, as the debug profile
+	// does, with signals confined all the same (Landlock, or the
+	// supervisor), and says what it cannot hide.
+	s.gate.drop()
+	s.cfg.Flags &^= cinit.FlagPIDNS
+	l.PIDNS, l.PIDNSRefused = false, ie.Error()
+	s.warn("--profile ci: the kernel refuses this session its own /proc (" + ie.Error() + ": /proc paths are masked here): " +
+		"it shares the PID namespace and /proc of the host or container, so other jobs' processes and command lines are visible " +
+		"(not their environments), and they cannot be signalled")
+	return s.start()
+}
+
+// fallbackPIDNS: signal mediation, when another seccomp listener is
+// already installed (a nested sandbox): the supervisor cannot hear the
+// session's signals, so a PID namespace with its own /proc confines them.
+func (s *session) fallbackPIDNS(code int, err error) (int, error) {
+	l := s.layers
+	var ie *cinit.Error
+	if !l.SignalMediation || !errors.As(err, &ie) || ie.Errno != unix.EBUSY {
+		return code, err
+	}
+	s.gate.drop()
+	s.cfg.Flags |= cinit.FlagPIDNS
+	l.PIDNS = true
+	s.warn(fmt.Sprintf("Landlock ABI %d cannot scope signals and no seccomp listener can be had (a nested sandbox): using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
+	return s.start()
+}
+
+// fallbackNoNamespaces: auto mode, when no namespace can be made here
+// (Docker's default seccomp profile, Kubernetes' RuntimeDefault, no user
+// namespaces for this user): the strongest mode left makes none.
+func (s *session) fallbackNoNamespaces(code int, err error) (int, error) {
+	l := s.layers
+	cause, ok := nonsFallback(s.p, err)
+	if !ok {
+		return code, err
+	}
+	prev, prevMode := err, l.Mode
+	l.Mode, l.PIDNS = LandlockOnly, false
+	l.Fallback = fmt.Sprintf("%s mode failed (%v): Landlock alone keeps the host read-only", prevMode, cause)
+	s.gate.drop()
+	// Said always, not only with -v: the session has less than the
+	// user may expect (the host's /tmp and /dev, read-only). Held
+	// with the other warnings until the sandbox is built.
+	s.warn(fmt.Sprintf("mode landlock-only: no namespace can be made here (%v): Landlock alone keeps the host read-only; scratch space is $TMPDIR", cause))
+	code, err = s.start()
+	if err == nil {
+		return code, nil
+	}
+	var he *HintError
+	hint := ""
+	if errors.As(err, &he) {
+		err, hint = he.Err, he.Hint
+	}
+	err = fmt.Errorf("%v; landlock-only mode failed too: %w", prev, err)
+	if hint != "" {
+		err = &HintError{Err: err, Hint: hint}
+	}
+	return code, err
+}
+
+// result is how the session went, once it is over.
+func (s *session) result(code int) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Result{ExitCode: code, Layers: l, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage,
-		Timeline: tl.marks, MalformedReports: s.reports.malformed.Load(), Creds: creds.result()}, err
+	return Result{ExitCode: code, Layers: *s.layers, Blocked: s.blocked, LimitHit: s.limitHit, Signal: s.signal, Usage: s.usage,
+		Timeline: s.timeline.marks, MalformedReports: s.reports.malformed.Load(), Creds: s.creds.result()}
 }
 
 // timeline collects a session's marks; only Run's goroutine marks.
@@ -457,45 +461,14 @@ func (s *session) record(r Refusal) {
 	}
 }
 
+// start builds the sandbox in the session's current mode, runs the
+// command and cleans up after it.
 func (s *session) start() (int, error) {
-	p, cfg, l := s.p, s.cfg, s.layers
 	pendingWrites := s.startWrites() // writes.go; overlaps what follows
 	defer pendingWrites.abandon()
-	l.UserNS = l.Mode != "privileged" && l.Mode != LandlockOnly
-	var extraEnv []string
-	shimDir := shims.Dir
-	if l.Mode == LandlockOnly {
-		var err error
-		if cfg, extraEnv, err = s.startNons(cfg); err != nil {
-			return 0, err
-		}
-		s.creds.warnUnhidden(s.warn)
-		shimDir = s.nons.shims
-	}
-	if l.UserNS {
-		cfg.Flags |= cinit.FlagUserNS
-		cfg.UsernsLimits = usernsLimits("/proc/sys/user", s.warn) // userns.go
-	}
-	cfg = s.signalProgram(cfg) // signals.go
-	if cfg.Flags&cinit.FlagSeccompNotify != 0 && pidfdGetfdRefused() {
-		cfg.Flags |= cinit.FlagListenerHelper // nons.go
-		s.refuseSockets()
-	}
-	if l.Mode == LandlockOnly {
-		// File metadata, which Landlock does not judge, goes to the
-		// supervisor (nonsmeta.go).
-		if cfg.BPF != nil {
-			cfg.BPF = append(nonsPrefix(cfg.Flags&cinit.FlagSeccompNotify != 0, l.LandlockABI), cfg.BPF...)
-		}
-		if cfg.Fallback != nil {
-			cfg.Fallback = append(nonsPrefix(false, l.LandlockABI), cfg.Fallback...)
-		}
-	}
-	// Root keeps CAP_DAC_READ_SEARCH to read root-only files; without a
-	// user namespace only if it has it (Docker's root does not: capset
-	// would fail asking for it).
-	if os.Geteuid() == 0 && (l.UserNS || permittedCap(unix.CAP_DAC_READ_SEARCH)) {
-		cfg.Flags |= cinit.FlagKeepDACRead
+	cfg, shimDir, extraEnv, err := s.modeConfig()
+	if err != nil {
+		return 0, err
 	}
 	// Shims report the commands they refuse on a pipe: its write end is
 	// the only descriptor besides stdio the init leaves open.
@@ -518,30 +491,112 @@ func (s *session) start() (int, error) {
 	if s.kube != nil {
 		extraEnv = append(extraEnv, s.kube.env()...)
 	}
-	cfg.Argv, cfg.Env = commandLine(p, shimDir, extraEnv) // command.go
+	cfg.Argv, cfg.Env = commandLine(s.p, shimDir, extraEnv) // command.go
 	records, err := cfg.MarshalBinary()
 	if err != nil {
 		return 0, err
 	}
+	parent, child, err := initSocket()
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(parent)
+	a := &attempt{parent: parent, records: records, reports: reports, x: x, writes: pendingWrites}
+	// Ctrl-C reaches the command through the terminal; the supervisor
+	// must survive it to report the exit status. TERM and HUP are passed on.
+	a.sigs = make(chan os.Signal, 4)
+	signal.Notify(a.sigs, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(a.sigs)
+	if err := s.launch(a, child, reportW); err != nil {
+		return 0, err
+	}
+	return s.supervise(a)
+}
 
+// modeConfig is the init's config for a start in the session's current
+// mode: the plan's, with what the mode and this host add. shimDir is where
+// the built-in shims are inside, extraEnv what the command gets besides.
+func (s *session) modeConfig() (cfg cinit.Config, shimDir string, extraEnv []string, err error) {
+	cfg, l := s.cfg, s.layers
+	l.UserNS = l.Mode != "privileged" && l.Mode != LandlockOnly
+	shimDir = shims.Dir
+	if l.Mode == LandlockOnly {
+		if cfg, extraEnv, err = s.startNons(cfg); err != nil {
+			return cfg, "", nil, err
+		}
+		s.creds.warnUnhidden(s.warn)
+		shimDir = s.nons.shims
+	}
+	if l.UserNS {
+		cfg.Flags |= cinit.FlagUserNS
+		cfg.UsernsLimits = usernsLimits("/proc/sys/user", s.warn) // userns.go
+	}
+	cfg = s.signalProgram(cfg) // signals.go
+	if cfg.Flags&cinit.FlagSeccompNotify != 0 && pidfdGetfdRefused() {
+		cfg.Flags |= cinit.FlagListenerHelper // nons.go
+		if l.Mode == LandlockOnly && addfdAvailable() {
+			cfg = s.mediateSocketFDs(cfg) // sockfd.go: the host's network, sockets of the supervisor's making
+		} else {
+			s.refuseSockets()
+		}
+	}
+	if l.Mode == LandlockOnly {
+		// File metadata, which Landlock does not judge, goes to the
+		// supervisor (nonsmeta.go).
+		if cfg.BPF != nil {
+			cfg.BPF = append(nonsPrefix(cfg.Flags&cinit.FlagSeccompNotify != 0, l.LandlockABI), cfg.BPF...)
+		}
+		if cfg.Fallback != nil {
+			cfg.Fallback = append(nonsPrefix(false, l.LandlockABI), cfg.Fallback...)
+		}
+	}
+	// Root keeps CAP_DAC_READ_SEARCH to read root-only files; without a
+	// user namespace only if it has it (Docker's root does not: capset
+	// would fail asking for it).
+	if os.Geteuid() == 0 && (l.UserNS || permittedCap(unix.CAP_DAC_READ_SEARCH)) {
+		cfg.Flags |= cinit.FlagKeepDACRead
+	}
+	return cfg, shimDir, extraEnv, nil
+}
+
+// initSocket is the socket pair the supervisor and the init talk on.
+func initSocket() (parent int, child *os.File, err error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("socketpair: %w", err)
+		return -1, nil, fmt.Errorf("socketpair: %w", err)
 	}
-	parent, child := pair[0], os.NewFile(uintptr(pair[1]), "ronly-init")
+	parent, child = pair[0], os.NewFile(uintptr(pair[1]), "ronly-init")
 	// Each message then says which process sent it: the init hands the
 	// seccomp listener over by naming its descriptor (MsgListener).
 	if err := unix.SetsockoptInt(parent, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
 		unix.Close(parent)
 		child.Close()
-		return 0, fmt.Errorf("socketpair: %w", err)
+		return -1, nil, fmt.Errorf("socketpair: %w", err)
 	}
-	defer unix.Close(parent)
+	return parent, child, nil
+}
 
+// attempt is one start's init, as the supervisor holds it.
+type attempt struct {
+	parent  int    // the supervisor's end of the init's socket
+	records []byte // the init's config
+	reports *os.File
+	x       *stdio
+	writes  *pendingWrites
+	cmd     *exec.Cmd
+	group   *cgroup.Group // nil: no cgroup (rlimits)
+	sigs    chan os.Signal
+	started time.Time
+}
+
+// launch starts the init, waiting for its records, in the session's
+// cgroup and under its limits. It closes child and reportW, which the init
+// holds from then on.
+func (s *session) launch(a *attempt, child, reportW *os.File) error {
+	defer child.Close()
 	// Orphans of the command reparent to us, so we can kill them at the end.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		child.Close()
-		return 0, fmt.Errorf("become subreaper: %w", err)
+		return fmt.Errorf("become subreaper: %w", err)
 	}
 	// The invitation only: the command's argv and environment ride in the
 	// records, and the init execs the command itself, so no Go runtime
@@ -549,34 +604,42 @@ func (s *session) start() (int, error) {
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args[0] = "ronly"
 	cmd.Env = []string{cinit.EnvFD + "=3"}
-	x.wire(cmd)
+	a.x.wire(cmd)
 	cmd.ExtraFiles = []*os.File{child, reportW}
 	// If the supervisor dies, the sandbox dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-
-	// Ctrl-C reaches the command through the terminal; the supervisor
-	// must survive it to report the exit status. TERM and HUP are passed on.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGHUP)
-	defer signal.Stop(sigs)
-
-	group := s.newGroup()
+	a.group = s.newGroup()
 	s.timeline.mark("cgroup")
+	a.started = time.Now()
+	cmd, bornInside, err := startInCgroup(cmd, a.group)
+	if err != nil {
+		closeGroup(a.group, s.warn)
+		return err
+	}
+	a.cmd = cmd
+	child.Close()
+	reportW.Close()
+	a.x.childStarted()
+	s.timeline.mark("init started")
+	return s.admitInit(a, bornInside)
+}
+
+// startInCgroup starts cmd born inside the group's v2 directory where the
+// kernel lets it (clone3 with CLONE_INTO_CGROUP), else as usual; bornInside
+// says which. It may return another cmd than the one given.
+func startInCgroup(cmd *exec.Cmd, group *cgroup.Group) (_ *exec.Cmd, bornInside bool, err error) {
 	if group != nil {
 		dir, err := group.Dir()
 		if err != nil {
-			closeGroup(group, s.warn)
-			child.Close()
-			return 0, fmt.Errorf("cgroup: %w", err)
+			return cmd, false, fmt.Errorf("cgroup: %w", err)
 		}
 		if dir != nil {
 			defer dir.Close()
 			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
 		}
 	}
-	started := time.Now()
 	err = cmd.Start()
-	bornInside := cmd.SysProcAttr.UseCgroupFD
+	bornInside = cmd.SysProcAttr.UseCgroupFD
 	if err != nil && bornInside && errors.Is(err, unix.ENOSYS) {
 		// clone3 refused (Docker's default seccomp profile answers it
 		// with ENOSYS): fork as usual, then move the init in.
@@ -590,49 +653,55 @@ func (s *session) start() (int, error) {
 		err = cmd.Start()
 	}
 	if err != nil {
-		child.Close()
-		closeGroup(group, s.warn)
-		return 0, fmt.Errorf("start init: %w", err)
+		return cmd, false, fmt.Errorf("start init: %w", err)
 	}
-	child.Close()
-	reportW.Close()
-	x.childStarted()
-	s.timeline.mark("init started")
-	// The init is waiting for its records: whatever it starts from here
-	// on is born inside the session's cgroup and under its limits.
-	if err := s.confine(group, cmd.Process.Pid, bornInside); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		closeGroup(group, s.warn)
-		return 0, err
-	}
+	return cmd, bornInside, nil
+}
+
+// admitInit makes the waiting init the session's: whatever it starts from
+// here on is born inside the session's cgroup and under its limits. On an
+// error the init is killed and the cgroup gone.
+func (s *session) admitInit(a *attempt, bornInside bool) error {
+	pid := a.cmd.Process.Pid
+	err := s.confine(a.group, pid, bornInside)
 	// Once the init is in the session's cgroup, before it can start
 	// anything: the cgroup is what makes a process the session's.
-	if err := s.sigs.learn(cmd.Process.Pid, group != nil); err != nil && l.SignalMediation {
-		cmd.Process.Kill()
-		cmd.Wait()
-		closeGroup(group, s.warn)
-		return 0, fmt.Errorf("read the session's cgroup: %w", err)
+	if err == nil {
+		if lerr := s.sigs.learn(pid, a.group != nil); lerr != nil && s.layers.SignalMediation {
+			err = fmt.Errorf("read the session's cgroup: %w", lerr)
+		}
 	}
-	stopWatch := s.watchLimits(group, cmd.Process)
-	stopWrites := s.watchWrites(group, pendingWrites)
+	if err != nil {
+		a.cmd.Process.Kill()
+		a.cmd.Wait()
+		closeGroup(a.group, s.warn)
+	}
+	return err
+}
+
+// supervise sends the init its records, answers it until the sandbox is
+// built, then mediates the session's calls until the command exits, and
+// cleans up after it.
+func (s *session) supervise(a *attempt) (int, error) {
+	cmd := a.cmd
+	stopWatch := s.watchLimits(a.group, cmd.Process)
+	stopWrites := s.watchWrites(a.group, a.writes)
 	s.timeline.mark("write counter attached")
 	readDone := make(chan struct{})
 	go func() {
-		s.reports.read(reports, s.record)
+		s.reports.read(a.reports, s.record)
 		close(readDone)
 	}()
 	go func() {
-		for s := range sigs {
+		for s := range a.sigs {
 			if s == unix.SIGTERM || s == unix.SIGHUP {
 				cmd.Process.Signal(s)
 			}
 		}
 	}()
-
-	listener, initErr := s.converse(parent, cmd.Process.Pid, records)
+	listener, initErr := s.converse(a.parent, cmd.Process.Pid, a.records)
 	if initErr == nil {
-		if err := x.start(); err != nil {
+		if err := a.x.start(); err != nil {
 			initErr = err
 			cmd.Process.Kill()
 		}
@@ -650,27 +719,33 @@ func (s *session) start() (int, error) {
 	s.timeline.mark("command exited")
 	stopWatch()
 	stopWrites()
-	s.account(group, cmd, started)
-	closeGroup(group, s.warn)
+	s.cleanUp(a, notes, readDone)
+	if initErr != nil {
+		return 0, initErr
+	}
+	return exitCode(cmd, werr)
+}
+
+// cleanUp, once the init has been waited for, accounts for the session
+// and kills whatever it left behind.
+func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{}) {
+	s.account(a.group, a.cmd, a.started)
+	closeGroup(a.group, s.warn)
 	killDescendants()
 	if notes != nil {
 		// Nothing is left to notify: the last refusals are recorded
 		// before the counts are read.
 		notes.wait(time.Second)
 	}
-	x.finish() // the output drained, the caller's terminal restored
+	a.x.finish() // the output drained, the caller's terminal restored
 	// Every holder of the pipe is gone now; a process that escaped the
 	// reaping must not hold the session open.
 	select {
 	case <-readDone:
 	case <-time.After(time.Second):
-		reports.Close()
+		a.reports.Close()
 	}
 	s.timeline.mark("cleaned up")
-	if initErr != nil {
-		return 0, initErr
-	}
-	return exitCode(cmd, werr)
 }
 
 // converse sends the records and answers the init until it is ready. It
@@ -778,12 +853,11 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 // writeIDMaps maps every id to itself (files keep their owners) when all
 // is set, which needs root; otherwise only the caller's own ids.
 func writeIDMaps(pid int, all bool) error {
-	uid, gid := os.Geteuid(), os.Getegid()
-	uidMap, gidMap := fmt.Sprintf("%d %d 1\n", uid, uid), fmt.Sprintf("%d %d 1\n", gid, gid)
-	if all {
-		uidMap, gidMap = "0 0 4294967295\n", "0 0 4294967295\n"
-	} else if err := os.WriteFile(fmt.Sprintf("/proc/%d/setgroups", pid), []byte("deny"), 0); err != nil {
-		return err
+	uidMap, gidMap, denySetgroups := idMaps(os.Geteuid(), os.Getegid(), all)
+	if denySetgroups {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/setgroups", pid), []byte("deny"), 0); err != nil {
+			return err
+		}
 	}
 	// Errors are *os.PathError: the init's line names the file and the
 	// errno, once each.
@@ -791,6 +865,16 @@ func writeIDMaps(pid int, all bool) error {
 		return err
 	}
 	return os.WriteFile(fmt.Sprintf("/proc/%d/gid_map", pid), []byte(gidMap), 0)
+}
+
+// idMaps are the uid_map and gid_map lines for a caller with uid and gid.
+// Mapping only the caller's own ids needs setgroups denied first (the
+// kernel refuses an unprivileged gid_map otherwise, user_namespaces(7)).
+func idMaps(uid, gid int, all bool) (uidMap, gidMap string, denySetgroups bool) {
+	if all {
+		return "0 0 4294967295\n", "0 0 4294967295\n", false
+	}
+	return fmt.Sprintf("%d %d 1\n", uid, uid), fmt.Sprintf("%d %d 1\n", gid, gid), true
 }
 
 func errnoOf(err error) syscall.Errno {

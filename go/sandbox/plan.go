@@ -1,0 +1,224 @@
+package sandbox
+
+// Adding a mount flag (a --thing PATH that mounts something inside).
+//
+// Follow these steps in order; a flag that needs a file not named here
+// means this list is out of date: fix the list in the same change.
+//
+//  1. The CLI struct (go/cli, the kong grammar; go/cmd/ronly/cli.go before
+//     the move): a field with its help text, and one line copying it into
+//     the policy.Policy the struct builds. The kong tags' long name is the
+//     flag's name on the command line and, unchanged, its key in the
+//     policy file.
+//  2. The policy file's schema (go/cli's policy file; go/cmd/ronly/
+//     policyfile.go before the move): the key, its type (string list,
+//     bool…), so that `ronly --policy FILE` takes it as the flag does.
+//     Profiles (profile.go) only if a profile sets it.
+//  3. policy.Policy (go/policy/policy.go): the field, said in its comment,
+//     and its check in Validate: absolute, symlink-free paths (dirs),
+//     nothing under /proc, /sys or /dev, and what --mode landlock-only
+//     cannot have (no mount namespace there: add it to Validate's list and
+//     to nonsRefuse in nons.go).
+//  4. The plan (plan.go, mounts below): the cinit.Mount record, at its
+//     place in the order (tmpfs mounts, then $HOME, then writable binds,
+//     then .git pins, then hidden credentials, then shims: each later
+//     record lands on top of the earlier ones), and its row in
+//     TestPlan (plan_test.go).
+//  5. Landlock (init/ronly_init.c, restrict_fs): it allows writes by mount
+//     kind: MountTmpfs by path, MountBindRW by the descriptor the init
+//     opened. A new writable kind gets no Landlock rule until it is added
+//     there, and its writes are then refused (EACCES) although the mount
+//     is writable; a new read-only kind needs nothing. A new kind also
+//     needs its constant in init/records.h (records.go reads it from C)
+//     and its case in the init's mount step.
+//  6. The probe's writable targets (go/probe's Targets.Writable, filled
+//     from the policy where `ronly probe` builds its targets: go/probe,
+//     go/cmd/ronly/probe.go before the move): a writable mount the probe
+//     does not know of is reported as a breach ("a writable mount outside
+//     the scratch space"). Credentials hiding (creds.go, coveredBy) skips
+//     files under the session's own tmpfs mounts: add a new tmpfs there.
+//  7. The README's flag table and an end-to-end test (tests/e2e) that runs
+//     the flag as root and checks the host from outside afterwards.
+
+import (
+	"fmt"
+
+	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/policy"
+	cinit "ronly.dev/ronly/init"
+)
+
+// Host is what the plan knows of the host. Run reads it before planning,
+// so that plan itself reads nothing and its tests need no root.
+type Host struct {
+	// LandlockABI is the kernel's (LandlockABI()).
+	LandlockABI int
+	// Root: ronly runs with euid 0 (auto mode then maps every id).
+	Root bool
+	// RW is the identity of each p.RW, in order (policy.HostDir): what the
+	// init must find at the path when it opens it again.
+	RW []policy.FileID
+	// Git are the pins and read-only binds that keep the repositories in
+	// the writable directories safe (gitMounts).
+	Git []cinit.Mount
+	// Creds are the credentials hidden inside (credMounts).
+	Creds []cinit.Mount
+}
+
+// Programs are the seccomp programs a plan chooses from.
+type Programs struct {
+	Notify, Errno []byte
+}
+
+// loadPrograms reads the precompiled programs: those the plan chooses
+// from, the notify-signals one (signals.go) and the table that names
+// their calls.
+func loadPrograms() (prog Programs, withSignals []byte, table bpf.Table, err error) {
+	if prog.Notify, err = bpf.Precompiled(bpf.ModeNotify); err != nil {
+		return prog, nil, table, fmt.Errorf("seccomp program: %w", err)
+	}
+	if prog.Errno, err = bpf.Precompiled(bpf.ModeErrno); err != nil {
+		return prog, nil, table, fmt.Errorf("seccomp program: %w", err)
+	}
+	if withSignals, err = bpf.Precompiled(bpf.ModeNotifySignals); err != nil {
+		return prog, nil, table, fmt.Errorf("seccomp program: %w", err)
+	}
+	if table, err = bpf.DefaultTable(); err != nil {
+		return prog, nil, table, fmt.Errorf("seccomp policy table: %w", err)
+	}
+	return prog, withSignals, table, nil
+}
+
+// Plan is a session's first start as planned: the init's records before
+// the mode's own additions (session.start), the layers it is to get and
+// what the user must be told.
+type Plan struct {
+	Config   cinit.Config
+	Layers   Layers
+	Warnings []string
+}
+
+// admit gives the layers that a policy gets on a kernel with Landlock ABI
+// abi, or refuses the policy there. Run calls it before it touches
+// anything on the host.
+func admit(p *policy.Policy, abi int) (Layers, error) {
+	l := Layers{Seccomp: "errno", Network: "host", Cgroup: "none", LandlockABI: abi}
+	if p.NoNetwork {
+		l.Network = "none"
+	}
+	if p.SkipLandlock {
+		l.LandlockABI = 0
+	}
+	if p.LandlockMaxABI > 0 && l.LandlockABI > p.LandlockMaxABI {
+		l.LandlockABI = p.LandlockMaxABI
+	}
+	if l.LandlockABI < p.LandlockMinABI {
+		return l, &HintError{
+			//lint:ignore ST1005 Landlock is a name; the line is ronly's own, printed as it is
+			Err: fmt.Errorf("Landlock ABI %d on this kernel is below the floor %d: %s",
+				l.LandlockABI, p.LandlockMinABI, landlockMissing(l.LandlockABI, p.LandlockMinABI)),
+			Hint: fmt.Sprintf("use a newer kernel, or accept less with --landlock-min-abi=%d", l.LandlockABI),
+		}
+	}
+	if p.SkipSeccomp {
+		l.Seccomp = "none"
+	}
+	if p.Mode == policy.ModeLandlockOnly {
+		if flag, why := nonsRefuse(p); flag != "" {
+			return l, &policy.FlagError{Flag: "--mode", Value: string(p.Mode), Reason: "makes no namespaces, so " + flag + " cannot be had (" + why + ")"}
+		}
+	}
+	return l, nil
+}
+
+// newPlan turns a policy and what Run read of the host into the init's
+// records and the session's layers. It reads and changes nothing.
+func newPlan(p *policy.Policy, h Host, prog Programs) (Plan, error) {
+	l, err := admit(p, h.LandlockABI)
+	if err != nil {
+		return Plan{Layers: l}, err
+	}
+	if len(h.RW) != len(p.RW) {
+		return Plan{Layers: l}, fmt.Errorf("plan: %d identities for %d --rw directories", len(h.RW), len(p.RW))
+	}
+	pl := Plan{Config: cinit.Config{LandlockABI: uint32(l.LandlockABI), BPF: prog.Notify, Fallback: prog.Errno, Flags: cinit.FlagSeccompNotify}}
+	if p.SkipSeccomp {
+		pl.Config.BPF, pl.Config.Fallback, pl.Config.Flags = nil, nil, 0
+	}
+	pl.Config.Mounts = mounts(p, h)
+	if p.NoNetwork {
+		pl.Config.Flags |= cinit.FlagNetNS
+	}
+	switch {
+	case p.Mode == policy.ModeLandlockOnly:
+		if l.LandlockABI < 6 && !p.SkipLandlock {
+			pl.Warnings = append(pl.Warnings, fmt.Sprintf("Landlock ABI %d cannot scope signals and landlock-only mode has no PID namespace: signals are confined only by the supervisor", l.LandlockABI))
+		}
+	case p.PIDNS:
+		pl.Config.Flags |= cinit.FlagPIDNS
+		l.PIDNS = true
+	case l.LandlockABI < 6 && !p.SkipLandlock && p.SkipSeccomp:
+		// Without Landlock's signal scoping, an identity-mapped user
+		// namespace does not stop kill() of host processes (the kernel
+		// compares uids only). With seccomp the supervisor confines
+		// them (signals.go); without it, a PID namespace with its own
+		// /proc does.
+		pl.Config.Flags |= cinit.FlagPIDNS
+		l.PIDNS = true
+		pl.Warnings = append(pl.Warnings, fmt.Sprintf("Landlock ABI %d cannot scope signals: using a private PID namespace, so ps shows only this session's processes", l.LandlockABI))
+	}
+	switch {
+	case p.Mode == policy.ModePrivileged:
+		l.Mode = "privileged"
+	case p.Mode == policy.ModeLandlockOnly:
+		l.Mode = LandlockOnly
+	case p.Mode == policy.ModeUserNS, p.Mode == policy.ModeAuto && h.Root:
+		l.Mode = "userns"
+	default:
+		l.Mode = "rootless"
+	}
+	pl.Layers = l
+	return pl, nil
+}
+
+// mounts are the init's mount records, in the order the init makes them:
+// each later one lands on top of the earlier ones.
+func mounts(p *policy.Policy, h Host) []cinit.Mount {
+	ms := []cinit.Mount{{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777}}
+	for _, w := range p.Writable {
+		ms = append(ms, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
+	}
+	if p.Home != "" {
+		// After the other tmpfs mounts and before the binds, so that a
+		// cache bound writable inside $HOME lands on top of it.
+		ms = append(ms, cinit.Mount{Kind: cinit.MountTmpfs, Path: p.Home, Size: p.TmpfsSize, Mode: 0o700})
+	}
+	for i, rw := range p.RW {
+		ms = append(ms, cinit.Mount{Kind: cinit.MountBindRW, Path: rw, Dev: h.RW[i].Dev, Ino: h.RW[i].Ino})
+	}
+	// After every writable bind: the repositories' hooks and config in
+	// them stay read-only (gitprotect.go).
+	ms = append(ms, h.Git...)
+	// After the writable binds and .git: kubeconfigs, the keys and tokens
+	// they name and service-account token volumes read empty (creds.go).
+	ms = append(ms, h.Creds...)
+	if !p.NoShims {
+		for _, tool := range p.ShimTools {
+			ms = append(ms, cinit.Mount{Kind: cinit.MountShim, Path: "/" + tool})
+		}
+	}
+	return ms
+}
+
+// hostDirs reads the identity of each --rw directory (policy.HostDir).
+func hostDirs(rw []string) ([]policy.FileID, error) {
+	ids := make([]policy.FileID, 0, len(rw))
+	for _, d := range rw {
+		id, err := policy.HostDir(d)
+		if err != nil {
+			return nil, &policy.FlagError{Flag: "--rw", Value: d, Reason: err.Error()}
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
