@@ -11,7 +11,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/cli"
 	cinit "ronly.dev/ronly/init"
 )
 
@@ -47,28 +47,35 @@ func main() {
 	os.Exit(runCLI(os.Args[1:]))
 }
 
+// commandLine is ronly's command line: the sandbox flags (cli.CLI, the
+// grammar shared with the policy file) and the commands, whose Run methods
+// are here. Kong flattens the embedded flags into the top level.
+type commandLine struct {
+	cli.CLI
+
+	// The metrics daemon is its own binary, ronly-exporter
+	// (go/cmd/ronly-exporter), so that a session links no client_golang.
+	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
+
+	Probe         ProbeCmd         `cmd:"" help:"Try ~200 operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
+	ProbeInternal ProbeInternalCmd `cmd:"" name:"probe-internal" hidden:"" help:"The parts ronly probe runs itself."`
+}
+
+// RunCmd runs a command in the sandbox.
+type RunCmd struct {
+	Command []string `arg:"" optional:"" passthrough:"" help:"The command and its arguments."`
+}
+
 func runCLI(args []string) int {
-	var cli CLI
-	opts := []kong.Option{
-		kong.Name("ronly"),
-		kong.Description(description),
-		kong.Vars{"version": "ronly " + version, "default_tmpfs_size": "64M"},
-		kong.Bind(&cli),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
-		kong.Exit(func(code int) { panic(exitPanic(code)) }),
-	}
-	if plainRun(args) {
-		// Kong's model is reflection over every field of every command:
-		// a session's command line gets the flags and run only, and
-		// leaves the other commands' fields unread (about 1 ms of the
-		// start on a busy 2-core VM).
-		opts = append(opts, kong.IgnoreFields(`^CLI\.(Probe|ProbeInternal)$`))
+	var cl commandLine
+	plain := plainRun(args)
+	if plain {
 		// The supervisor needs the policy's table (parsed from its
 		// text) once the sandbox runs: parse it on another core while
 		// kong builds its model.
 		go bpf.DefaultTable()
 	}
-	parser, err := kong.New(&cli, opts...)
+	parser, err := newParser(&cl, plain)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
 		return exitRonly
@@ -78,6 +85,23 @@ func runCLI(args []string) int {
 		return code
 	}
 	return exitRonly
+}
+
+// newParser builds kong's model of cl. plain leaves out the commands that
+// a session's command line cannot name (see plainRun).
+func newParser(cl *commandLine, plain bool) (*kong.Kong, error) {
+	opts := append(cli.Options(version),
+		kong.Bind(&cl.CLI),
+		kong.Exit(func(code int) { panic(exitPanic(code)) }),
+	)
+	if plain {
+		// Kong's model is reflection over every field of every command:
+		// a session's command line gets the flags and run only, and
+		// leaves the other commands' fields unread (about 1 ms of the
+		// start on a busy 2-core VM).
+		opts = append(opts, kong.IgnoreFields(`^commandLine\.(Probe|ProbeInternal)$`))
+	}
+	return kong.New(cl, opts...)
 }
 
 // exitPanic carries kong's exit (after --help or --version) out of Parse,
@@ -94,44 +118,20 @@ func parseAndRun(parser *kong.Kong, args []string) (code int, done bool) {
 			code, done = int(c), true
 		}
 	}()
-	args, pf, err := withPolicyFile(parser, args) // --policy FILE: its flags, then args
+	ctx, pf, err := cli.Parse(parser, args) // --policy FILE: its flags, then args
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
 		return exitRonly, true
 	}
-	ctx, err := parser.Parse(explicitRun(args))
-	if err == nil {
-		err = pf.afterParse()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ronly: %v\n", pf.attribute(oneLine(err)))
-		return exitRonly, true
-	}
 	var status int
 	if err := ctx.Run(&status); err != nil {
-		fmt.Fprintf(os.Stderr, "ronly: %v\n", pf.attribute(err.Error()))
+		fmt.Fprintf(os.Stderr, "ronly: %v\n", pf.Attribute(err))
 		return exitRonly, true
 	}
 	return status, true
 }
 
-// explicitRun makes `ronly -- probe` run a program called probe rather than
-// the probe subcommand: a "--" before any subcommand name selects run. The
-// "run" goes right before the "--", so flags ahead of it are still parsed
-// (and a misspelt one is still an error, not a command).
-func explicitRun(args []string) []string {
-	for i, a := range args {
-		switch {
-		case a == "--":
-			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
-		case isCommandName(a):
-			return args
-		}
-	}
-	return args
-}
-
-// isCommandName is true for the names of CLI's commands (and help).
+// isCommandName is true for the names of commandLine's commands (and help).
 func isCommandName(a string) bool {
 	switch a {
 	case "run", "probe", "probe-internal", "help":
@@ -153,12 +153,4 @@ func plainRun(args []string) bool {
 		}
 	}
 	return true
-}
-
-func oneLine(err error) string {
-	var pe *kong.ParseError
-	if errors.As(err, &pe) {
-		return pe.Error()
-	}
-	return err.Error()
 }

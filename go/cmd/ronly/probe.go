@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ronly.dev/ronly/go/cli"
 	"ronly.dev/ronly/go/probe"
 )
 
@@ -70,8 +71,8 @@ type ProbeInternalCmd struct {
 
 // Run probes and prints the report; status is 0 when the full sandbox
 // refused every hostile operation and let every everyday one work.
-func (c *ProbeCmd) Run(cli *CLI, status *int) error {
-	full, err := cli.policy(nil)
+func (c *ProbeCmd) Run(flags *cli.CLI, status *int) error {
+	full, err := flags.PolicyFor(nil)
 	if err != nil {
 		return err
 	}

@@ -2,20 +2,15 @@ package main
 
 import (
 	"bytes"
-	"slices"
 	"strings"
 	"testing"
+
+	"ronly.dev/ronly/go/cli"
 )
 
 // `ronly probe` is the subcommand, `ronly -- probe` a program called probe,
 // and the hidden parts parse but are not in the help.
 func TestProbeCommandLine(t *testing.T) {
-	if got := explicitRun([]string{"--", "probe"}); !slices.Equal(got, []string{"run", "--", "probe"}) {
-		t.Errorf("explicitRun(-- probe) = %q", got)
-	}
-	if got := explicitRun([]string{"probe", "--json"}); !slices.Equal(got, []string{"probe", "--json"}) {
-		t.Errorf("explicitRun(probe --json) = %q", got)
-	}
 	for _, tc := range []struct {
 		args []string
 		cmd  string
@@ -28,7 +23,7 @@ func TestProbeCommandLine(t *testing.T) {
 		{[]string{"--", "probe", "x"}, "run <command>"},
 	} {
 		parser, _ := newTestParser(t)
-		ctx, err := parser.Parse(explicitRun(tc.args))
+		ctx, _, err := cli.Parse(parser, tc.args)
 		if err != nil {
 			t.Errorf("parse %q: %v", tc.args, err)
 			continue

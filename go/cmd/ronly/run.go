@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/audit"
+	"ronly.dev/ronly/go/cli"
 	"ronly.dev/ronly/go/hostfile"
 	"ronly.dev/ronly/go/metrics"
 	"ronly.dev/ronly/go/policy"
@@ -19,8 +20,8 @@ import (
 )
 
 // Run builds the sandbox and runs the command; status receives its exit code.
-func (r *RunCmd) Run(cli *CLI, status *int) error {
-	p, err := cli.policy(r.Command)
+func (r *RunCmd) Run(c *cli.CLI, status *int) error {
+	p, err := c.PolicyFor(r.Command)
 	if err != nil {
 		return err
 	}
@@ -29,17 +30,17 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	// through a directory opened now, before the sandbox exists, never
 	// through a path looked up again later: the session may write where
 	// they lie and plant symlinks there (go/hostfile).
-	reportDir, reportName, err := openReport(cli.Report)
+	reportDir, reportName, err := openReport(c.Report)
 	if err != nil {
 		return err
 	}
 	defer reportDir.Close()
-	log, closeLog, err := openAuditLog(cli.AuditLog)
+	log, closeLog, err := openAuditLog(c.AuditLog)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
-	mo := openMetrics(cli)
+	mo := openMetrics(c)
 	defer mo.close()
 
 	opts := sandbox.Options{
@@ -90,13 +91,13 @@ func (r *RunCmd) Run(cli *CLI, status *int) error {
 	if res.LimitHit != "" {
 		fmt.Fprintf(os.Stderr, "ronly: session killed with all its processes: %s\n", limitText(p.Limits, res.LimitHit))
 	}
-	if cli.Report != "" {
+	if c.Report != "" {
 		if werr := writeReport(reportDir, reportName, sessionReport(session, p, start, res, err)); werr != nil {
-			fmt.Fprintf(os.Stderr, "ronly: warning: --report %s: %v\n", cli.Report, werr)
+			fmt.Fprintf(os.Stderr, "ronly: warning: --report %s: %v\n", c.Report, werr)
 		}
 	}
 	if log != nil && log.Err() != nil {
-		fmt.Fprintf(os.Stderr, "ronly: warning: --audit-log %s: %v\n", cli.AuditLog, log.Err())
+		fmt.Fprintf(os.Stderr, "ronly: warning: --audit-log %s: %v\n", c.AuditLog, log.Err())
 	}
 	if err != nil {
 		return err
@@ -116,9 +117,9 @@ type metricsOut struct {
 // openMetrics opens the directories the session's counts may be written
 // in. A host without an exporter, a spool or a textfile gets nothing, and a
 // failure is only a warning at the end: metrics never fail a session.
-func openMetrics(cli *CLI) *metricsOut {
-	m := &metricsOut{o: metrics.DeliverOptions{Socket: cli.MetricsSocket, Textfile: cli.MetricsTextfile, Spool: cli.MetricsSpool}}
-	if cli.NoMetrics {
+func openMetrics(c *cli.CLI) *metricsOut {
+	m := &metricsOut{o: metrics.DeliverOptions{Socket: c.MetricsSocket, Textfile: c.MetricsTextfile, Spool: c.MetricsSpool}}
+	if c.NoMetrics {
 		return m
 	}
 	if m.o.Textfile != "" {

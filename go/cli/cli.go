@@ -1,4 +1,9 @@
-package main
+// Package cli is ronly's command line as data: the kong grammar of the
+// sandbox flags (CLI), the policy they build (CLI.PolicyFor, with the
+// profiles), and the --policy file, which is the same flags in TOML. It
+// prints nothing and exits nowhere: go/cmd/ronly owns the commands, the
+// output and the exit codes.
+package cli
 
 import (
 	"path/filepath"
@@ -11,6 +16,7 @@ import (
 	"ronly.dev/ronly/shims"
 )
 
+// description is the text `ronly --help` shows after the usage line.
 const description = `Synopsis:
 
     ronly [OPTIONS] [COMMAND...]
@@ -42,8 +48,10 @@ Examples:
   ronly probe                        which layer stops what, on this kernel
   ronly --no-network -- probe        run a program named like a subcommand`
 
-// CLI is the whole command line. The sandbox flags are global so that
+// CLI is ronly's flags. They are global, ahead of the commands, so that
 // `ronly --help` shows them first, as the man page of the default command.
+// The commands (run, probe) are go/cmd/ronly's, in a struct that embeds
+// CLI: kong flattens it, and the commands' Run methods take *CLI.
 type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
@@ -81,22 +89,10 @@ type CLI struct {
 	CountWrites     bool          `name:"count-writes" xor:"writes" help:"Count refused writes (EROFS) by operation, for the report, metrics and audit log. Off by default: where the kernel has BPF trampolines, eBPF programs on the write-class syscalls count them (other syscalls pay nothing); elsewhere one on the sys_exit tracepoint, which adds about 75-230 ns to every syscall on the whole host while the session runs."`
 	NoWriteCounting bool          `name:"no-write-counting" xor:"writes" help:"Do not count refused writes (the default; kept for scripts that said so)."`
 	Policy          string        `name:"policy" placeholder:"FILE" help:"Read flags from FILE: TOML keyed by the long flag names (no-network = true, rw = [\"/work\"]); flags given here win."`
-
-	// The metrics daemon is its own binary, ronly-exporter
-	// (go/cmd/ronly-exporter), so that a session links no client_golang.
-	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
-
-	Probe         ProbeCmd         `cmd:"" help:"Try ~200 operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
-	ProbeInternal ProbeInternalCmd `cmd:"" name:"probe-internal" hidden:"" help:"The parts ronly probe runs itself."`
 }
 
-// RunCmd runs a command in the sandbox.
-type RunCmd struct {
-	Command []string `arg:"" optional:"" passthrough:"" help:"The command and its arguments."`
-}
-
-// policy turns the flags into a validated Policy.
-func (c *CLI) policy(command []string) (*policy.Policy, error) {
+// PolicyFor turns the flags into a validated Policy that runs command.
+func (c *CLI) PolicyFor(command []string) (*policy.Policy, error) {
 	size, err := policy.ParseSize(c.TmpfsSize)
 	if err != nil {
 		return nil, &policy.FlagError{Flag: "--tmpfs-size", Value: c.TmpfsSize, Reason: err.Error()}

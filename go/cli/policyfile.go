@@ -1,4 +1,4 @@
-package main
+package cli
 
 // A policy file (--policy FILE) says in TOML what the flags say on the
 // command line, and with the same schema: its keys are the long names of
@@ -42,12 +42,6 @@ const policyFlagName = "policy"
 // maxPolicyFile bounds what ronly reads: a policy is a few lines.
 const maxPolicyFile = 1 << 20
 
-// pathPlaceholders mark the flags whose value is a path on the host: the
-// placeholder the help shows (--rw=PATH, --extra-shims=DIR,
-// --audit-log=FILE) is the schema's word for it. A relative path in the
-// file is taken from the file's directory, as an include would be.
-var pathPlaceholders = map[string]bool{"PATH": true, "DIR": true, "FILE": true}
-
 // policySchema is the set of keys a policy file may hold: the global flags
 // of the run command, less help, version and --policy itself. Flags of a
 // subcommand (the probe's) are not global and so are not keys.
@@ -66,12 +60,22 @@ func isVersionFlag(f *kong.Flag) bool {
 	return f.Target.IsValid() && f.Target.Type() == reflect.TypeOf(kong.VersionFlag(false))
 }
 
-func isPathFlag(f *kong.Flag) bool { return pathPlaceholders[f.PlaceHolder] }
+// isPathFlag is true for the flags whose value is a path on the host: the
+// placeholder the help shows (--rw=PATH, --extra-shims=DIR,
+// --audit-log=FILE) is the schema's word for it. A relative path in the
+// file is taken from the file's directory, as an include would be.
+func isPathFlag(f *kong.Flag) bool {
+	switch f.PlaceHolder {
+	case "PATH", "DIR", "FILE":
+		return true
+	}
+	return false
+}
 
-// policyFile is a loaded --policy: where each flag it set came from, to
+// PolicyFile is a loaded --policy: where each flag it set came from, to
 // name the file's line instead of the flag in an error. The zero value is
 // "no --policy".
-type policyFile struct {
+type PolicyFile struct {
 	path    string     // as the user gave it
 	flag    *kong.Flag // --policy itself, to check where kong found it
 	entries map[string]*fileEntry
@@ -105,9 +109,9 @@ func (e *policyFileError) Error() string {
 // file, checks it on its own with the parser, and returns the argv kong
 // should parse: the file's flags, then args. Without --policy it returns
 // args as they are.
-func withPolicyFile(parser *kong.Kong, args []string) ([]string, *policyFile, error) {
+func withPolicyFile(parser *kong.Kong, args []string) ([]string, *PolicyFile, error) {
 	app := parser.Model
-	pf := &policyFile{}
+	pf := &PolicyFile{}
 	for _, f := range app.Flags {
 		if f.Name == policyFlagName {
 			pf.flag = f
@@ -311,7 +315,7 @@ func checkFileArgs(parser *kong.Kong, file string, all []flagArgs) (err error) {
 		args = append(args, fa.args...)
 		clearSet(parser.Model.Node)
 		if _, err := parser.Parse(args); err != nil {
-			msg := oneLine(err)
+			msg := err.Error() // a *kong.ParseError: its cause's text, one line
 			msg = strings.TrimPrefix(msg, "--"+fa.entry.key+": ")
 			return &policyFileError{File: file, Line: fa.entry.line, Key: fa.entry.key, Msg: msg}
 		}
@@ -363,7 +367,7 @@ func overridden(f *kong.Flag, app *kong.Application, given map[string]bool) bool
 
 // afterParse checks that kong found --policy where the scan did: a
 // --policy after a subcommand name would otherwise be parsed and ignored.
-func (pf *policyFile) afterParse() error {
+func (pf *PolicyFile) afterParse() error {
 	if pf.flag == nil {
 		return nil
 	}
@@ -377,7 +381,7 @@ func (pf *policyFile) afterParse() error {
 // attribute rewrites an error about a flag whose value came from the file
 // (`--tmpfs-size "banana": not a size`) to name the file, the line and the
 // key instead. Other errors pass unchanged.
-func (pf *policyFile) attribute(msg string) string {
+func (pf *PolicyFile) attribute(msg string) string {
 	if pf == nil || len(pf.entries) == 0 {
 		return msg
 	}

@@ -1,0 +1,86 @@
+package cli
+
+import (
+	"github.com/alecthomas/kong"
+)
+
+// Options are the kong options of ronly's grammar: its name, the text of
+// its help and the variables its tags use.
+func Options(version string) []kong.Option {
+	return []kong.Option{
+		kong.Name("ronly"),
+		kong.Description(description),
+		kong.Vars{"version": "ronly " + version, "default_tmpfs_size": "64M"},
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
+	}
+}
+
+// Parse parses args (the command line without argv[0]) with parser, built
+// on a struct that embeds CLI: the --policy file's flags first, then args,
+// in one pass of kong's grammar. The file is returned for Attribute. The
+// error is one line, naming the file's line for a flag the file set.
+func Parse(parser *kong.Kong, args []string) (*kong.Context, *PolicyFile, error) {
+	args, pf, err := withPolicyFile(parser, args)
+	if err != nil {
+		return nil, pf, err
+	}
+	ctx, err := parser.Parse(explicitRun(parser.Model, args))
+	if err == nil {
+		err = pf.afterParse()
+	}
+	if err != nil {
+		return nil, pf, pf.Attribute(err)
+	}
+	return ctx, pf, nil
+}
+
+// Attribute is err, naming the policy file's line and key instead of the
+// flag when the file set the flag it is about (see attribute).
+func (pf *PolicyFile) Attribute(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := pf.attribute(err.Error())
+	if msg == err.Error() {
+		return err
+	}
+	return &attributedError{msg: msg, err: err}
+}
+
+type attributedError struct {
+	msg string
+	err error
+}
+
+func (e *attributedError) Error() string { return e.msg }
+func (e *attributedError) Unwrap() error { return e.err }
+
+// explicitRun makes `ronly -- probe` run a program called probe rather than
+// the probe subcommand: a "--" before any subcommand name selects run. The
+// "run" goes right before the "--", so flags ahead of it are still parsed
+// (and a misspelt one is still an error, not a command).
+func explicitRun(app *kong.Application, args []string) []string {
+	for i, a := range args {
+		switch {
+		case a == "--":
+			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
+		case isCommandName(app, a):
+			return args
+		}
+	}
+	return args
+}
+
+// isCommandName is true for the names of the application's commands (and
+// help).
+func isCommandName(app *kong.Application, a string) bool {
+	if a == "help" {
+		return true
+	}
+	for _, c := range app.Children {
+		if c.Name == a {
+			return true
+		}
+	}
+	return false
+}
