@@ -93,61 +93,44 @@ var templates = []string{
 	"/configs/{id}/update", "/configs/{id}",
 }
 
+// routes is the route table: each template, in order, letting GET and
+// HEAD through when it is allowed. {name} becomes {name...}: one or more
+// segments.
+var routes = func() *apiguard.Table {
+	rows := make([]apiguard.Route, 0, len(templates))
+	for _, t := range templates {
+		r := apiguard.Route{Pattern: strings.ReplaceAll(t, "{name}", "{name...}")}
+		if allowed[t] {
+			r.Methods = []string{http.MethodGet, http.MethodHead}
+		}
+		rows = append(rows, r)
+	}
+	return apiguard.NewTable(rows...)
+}()
+
 // isAllowed reports whether method may be sent upstream for path, a plain
 // path (see plainPath).
 func isAllowed(method, path string) bool {
-	if method != http.MethodGet && method != http.MethodHead {
-		return false
-	}
-	return allowed[routeLabel(path)]
+	r := routes.Match(routeKey(path))
+	return r != nil && r.Allows(method)
 }
 
-// routeLabel is the template that names path, "other" if none does. A
-// version prefix (/v1.47) is not part of the label.
+// routeLabel is the template that names path, "other" if none does.
 func routeLabel(path string) string {
-	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	if len(segs) > 1 && isVersion(segs[0]) {
-		segs = segs[1:]
-	}
-	for _, t := range templates {
-		if matches(strings.Split(t[1:], "/"), segs) {
-			return t
-		}
+	if r := routes.Match(routeKey(path)); r != nil {
+		return r.Label()
 	}
 	return "other"
 }
 
-// matches reports whether the path segments segs fit the template's.
-func matches(tmpl, segs []string) bool {
-	for i, t := range tmpl {
-		if t == "{name}" {
-			// One or more segments, then the rest of the template.
-			rest := tmpl[i+1:]
-			if len(segs)-i < 1+len(rest) {
-				return false
-			}
-			return equal(rest, segs[len(segs)-len(rest):])
-		}
-		if i >= len(segs) {
-			return false
-		}
-		if t != "{id}" && t != segs[i] {
-			return false
-		}
+// routeKey is path less its version prefix (/v1.47), which is no part of
+// a route.
+func routeKey(path string) string {
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if len(segs) > 1 && isVersion(segs[0]) {
+		segs = segs[1:]
 	}
-	return len(segs) == len(tmpl)
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return "/" + strings.Join(segs, "/")
 }
 
 // isVersion reports whether seg is an API version prefix as this guard
@@ -174,5 +157,8 @@ func digits(s string) bool {
 	return true
 }
 
+// maxPath is the longest path the guard lets through.
+const maxPath = 1024
+
 // plainPath is apiguard.PlainPath with this API's longest path.
-func plainPath(r *http.Request) (string, bool) { return apiguard.PlainPath(r, 1024) }
+func plainPath(r *http.Request) (string, bool) { return apiguard.PlainPath(r, maxPath) }

@@ -3,29 +3,31 @@
 // to the real API server, authenticated with the real credentials, which
 // only the guard holds.
 //
-// The guard is the boundary (the kubectl shim is a courtesy). It parses each
-// request with net/http's server, decides on the request's own path (never a
-// cleaned or decoded variant of it), and sends an allowed call upstream as a
-// fresh request: the same method, the exact path it decided on, the query
-// re-encoded, a few harmless headers, and its own Authorization. Whatever
-// credential the client sent (an in-cluster client sends the token file's
-// contents, which read empty inside ronly) is ignored. Everything else gets
-// a Kubernetes Status with code 403 whose message names ronly, is reported
-// once through Refused and never reaches the API server. What passes is
-// listed in routes.go.
+// The guard is the boundary (the kubectl shim is a courtesy). It is an
+// apiguard API: the route table, how a call is named and the Status shape
+// of its errors are here (routes.go); the checks every call passes, the
+// refusal and the forwarding are apiguard's. It decides on the request's own
+// path (never a cleaned or decoded variant of it), and sends an allowed
+// call upstream as a fresh request: the same method, the exact path it
+// decided on, the query re-encoded, a few harmless headers, and its own
+// Authorization. Whatever credential the client sent (an in-cluster client
+// sends the token file's contents, which read empty inside ronly) is
+// ignored. Everything else gets a Kubernetes Status with code 403 whose
+// message names ronly, is reported once through Refused and never reaches
+// the API server. What passes is listed in routes.go.
 package kubeguard
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+	"sync"
+
+	"ronly.dev/ronly/go/apiguard"
 )
 
 // Guard forwards read-only Kubernetes API calls to Upstream.
@@ -35,6 +37,13 @@ type Guard struct {
 	// Kubernetes verb (get, list, create, delete, connect, impersonate...)
 	// and the resource ("pods", "pods/exec", "nonresource", "other").
 	Refused func(verb, resource string)
+	// HideSecrets: reads of secrets (get, list, watch, in every
+	// representation the guard lets through) answer with each value of a
+	// Secret's data and stringData empty, its keys kept (secrets.go).
+	HideSecrets bool
+
+	once sync.Once
+	api  *apiguard.API
 }
 
 // maxReviewBody bounds the body of an allowed review (a few hundred bytes
@@ -50,22 +59,7 @@ func (g *Guard) Serve(ln net.Listener) error {
 	}
 	tr := g.Upstream.transport()
 	defer tr.CloseIdleConnections()
-	var protos http.Protocols
-	protos.SetHTTP1(true) // no HTTP/2: one parser, one framing
-	srv := &http.Server{
-		Handler:           &handler{g: g, tr: tr},
-		Protocols:         &protos,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(io.Discard, "", 0), // a library prints nothing
-	}
-	err := srv.Serve(ln)
-	srv.Close()
-	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return apiguard.Serve(ln, &handler{g: g, tr: tr})
 }
 
 type handler struct {
@@ -73,118 +67,63 @@ type handler struct {
 	tr http.RoundTripper
 }
 
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(&apiguard.Handler{API: h.g.API(), Transport: h.tr, Refused: h.g.Refused}).ServeHTTP(w, r)
+}
+
+// API is the Kubernetes API as the guard serves it.
+func (g *Guard) API() *apiguard.API {
+	g.once.Do(func() {
+		up := g.Upstream
+		g.api = &apiguard.API{
+			Server:         "the Kubernetes API server",
+			MaxPath:        2048,
+			Table:          table(g.HideSecrets),
+			Classify:       classify,
+			NewRequest:     up.newRequest,
+			ForwardHeaders: forwardHeaders,
+			Authorize:      up.authorize,
+			WriteError:     writeStatus,
+		}
+	})
+	return g.api
+}
+
 // forwardHeaders are the only request headers sent upstream. Notably absent:
 // Authorization (the guard sets its own), Impersonate-* (refused before),
 // Connection, Upgrade, X-Stream-Protocol-Version.
 var forwardHeaders = []string{"Accept", "User-Agent", "Content-Type", "Kubectl-Command", "Kubectl-Session", "Audit-Id"}
 
-// hopHeaders are response headers that belong to one hop and are not copied
-// back to the client.
-var hopHeaders = map[string]bool{
-	"Connection":          true,
-	"Keep-Alive":          true,
-	"Proxy-Authenticate":  true,
-	"Proxy-Authorization": true,
-	"Proxy-Connection":    true,
-	"Te":                  true,
-	"Trailer":             true,
-	"Transfer-Encoding":   true,
-	"Upgrade":             true,
+// newRequest is the upstream request: the API server's URL with the path
+// decided on.
+func (u *Upstream) newRequest(r *http.Request, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
+	out := *u.Server
+	out.Path = strings.TrimSuffix(out.Path, "/") + path
+	out.RawPath = ""
+	out.RawQuery = query.Encode()
+	return http.NewRequestWithContext(r.Context(), method, out.String(), body)
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path, plain := plainPath(r)
-	query, qerr := url.ParseQuery(r.URL.RawQuery)
+// classify names a call as the API server would (parse), refusing outright
+// an unplain path or query, impersonation (verb "impersonate") and dryRun
+// (a dry-run write is still a write request, and admission webhooks see
+// it).
+func classify(r *http.Request, path string, plain bool, query url.Values, qerr error) apiguard.Call {
 	req := request{verb: strings.ToLower(boundedMethod(r.Method)), resource: "other", resourceRequest: true}
 	if plain && qerr == nil {
 		req = parse(r.Method, path, query)
 	}
+	c := apiguard.Call{Key: routeKey(path, req), Verb: req.verb, Resource: req.label()}
 	switch {
 	case !plain || qerr != nil:
-		h.refuse(w, req)
-		return
+		c.Refuse = true
 	case impersonates(r):
-		req.verb = "impersonate"
-		h.refuse(w, req)
-		return
-	case !allowedRequest(r) || query.Has("dryRun") || !allowedPath(r.Method, path, req):
-		h.refuse(w, req)
-		return
+		c.Verb = "impersonate"
+		c.Refuse = true
+	case query.Has("dryRun"):
+		c.Refuse = true
 	}
-	body := io.Reader(http.NoBody)
-	if r.Method == http.MethodPost {
-		b, err := io.ReadAll(io.LimitReader(r.Body, maxReviewBody+1))
-		if err != nil || len(b) > maxReviewBody {
-			h.refuse(w, req)
-			return
-		}
-		body = bytes.NewReader(b)
-	} else if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
-		h.refuse(w, req) // a GET with a body: nothing the API server reads
-		return
-	}
-	u := *h.g.Upstream.Server
-	u.Path = strings.TrimSuffix(u.Path, "/") + path
-	u.RawPath = ""
-	u.RawQuery = query.Encode()
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), body)
-	if err != nil {
-		h.refuse(w, req)
-		return
-	}
-	for _, k := range forwardHeaders {
-		if v := r.Header.Values(k); len(v) > 0 {
-			out.Header[k] = append([]string(nil), v...)
-		}
-	}
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header.Set("User-Agent", "") // no Go default
-	}
-	if err := h.g.Upstream.authorize(out); err != nil {
-		writeStatus(w, http.StatusBadGateway, "InternalError", "ronly: no credential for the Kubernetes API server: "+err.Error())
-		return
-	}
-	resp, err := h.tr.RoundTrip(out)
-	if err != nil {
-		if r.Context().Err() == nil {
-			writeStatus(w, http.StatusBadGateway, "ServiceUnavailable", "ronly: the Kubernetes API server cannot be reached")
-		}
-		return
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		writeStatus(w, http.StatusBadGateway, "InternalError", "ronly: the Kubernetes API server switched protocols")
-		return
-	}
-	for k, v := range resp.Header {
-		if !hopHeaders[k] {
-			w.Header()[k] = v
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush() // headers now: watches and `logs -f` wait on them
-	buf := make([]byte, 32<<10)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-		}
-		if rerr != nil {
-			// io.EOF: done. Anything else while the client is still
-			// there: the upstream stream broke; abort the connection so
-			// that the client sees a truncated body, not a complete one.
-			if rerr != io.EOF && r.Context().Err() == nil {
-				panic(http.ErrAbortHandler)
-			}
-			return
-		}
-	}
+	return c
 }
 
 // impersonates says whether r carries an impersonation header.
@@ -195,41 +134,6 @@ func impersonates(r *http.Request) bool {
 		}
 	}
 	return false
-}
-
-// allowedRequest holds the requirements on everything but method and path:
-// HTTP/1.x, no protocol switch.
-func allowedRequest(r *http.Request) bool {
-	if r.ProtoMajor != 1 {
-		return false
-	}
-	if r.Header.Get("Upgrade") != "" {
-		return false
-	}
-	for _, v := range r.Header.Values("Connection") {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// refusedBodyGrace bounds how long the rest of a refused call's body is read.
-const refusedBodyGrace = 5 * time.Second
-
-func (h *handler) refuse(w http.ResponseWriter, req request) {
-	res := req.label()
-	if f := h.g.Refused; f != nil {
-		f(req.verb, res)
-	}
-	// Serve nothing more on this connection; a body that never ends is
-	// given a few seconds (net/http reads some of it so that the client
-	// reads the 403, not a broken pipe).
-	w.Header().Set("Connection", "close")
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(refusedBodyGrace))
-	writeStatus(w, http.StatusForbidden, "Forbidden", "ronly: "+req.verb+" "+res+" is blocked (read-only session)")
 }
 
 // status is a Kubernetes meta/v1 Status: kubectl prints its message as
@@ -244,6 +148,7 @@ type status struct {
 	Code       int      `json:"code"`
 }
 
+// writeStatus is the Kubernetes shape of the guard's errors and refusals.
 func writeStatus(w http.ResponseWriter, code int, reason, msg string) {
 	body, _ := json.Marshal(status{Kind: "Status", APIVersion: "v1", Status: "Failure", Message: msg, Reason: reason, Code: code})
 	body = append(body, '\n')
@@ -255,12 +160,4 @@ func writeStatus(w http.ResponseWriter, code int, reason, msg string) {
 
 // boundedMethod is the request's method, or "OTHER" for one that is not a
 // standard HTTP method: the refusal label must be bounded.
-func boundedMethod(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions,
-		http.MethodConnect, http.MethodTrace:
-		return m
-	}
-	return "OTHER"
-}
+func boundedMethod(m string) string { return apiguard.BoundedMethod(m) }

@@ -164,44 +164,75 @@ func connectSubresource(sub string) bool {
 	return false
 }
 
-// allowedPath decides a request that passed the checks on everything but
-// its method and path.
-func allowedPath(method, path string, r request) bool {
-	switch method {
-	case http.MethodGet:
-		if !r.resourceRequest {
-			return discovery(path)
-		}
-		sub := subresource(r.resource)
-		if sub == "" {
-			return r.resource != "other"
-		}
-		return r.name != "" && !r.deeper && readSubresources[sub]
-	case http.MethodPost:
-		return r.resourceRequest && r.name == "" && reviews[[2]string{r.group, r.resource}] && !strings.Contains(path, "/namespaces/")
+// routeKey is the key a call's route is looked up by: a non-resource path
+// as it is; a resource request as "/(resource)/{group}/{scope}/{resource}",
+// then "/{name}", "/{subresource}" and "/(deeper)" as the path has them,
+// where group is "(core)" for the core group and scope is "(namespaces)"
+// when the path mentions "/namespaces/" anywhere, else "(cluster)". The
+// parenthesised segments cannot be in a plain path, so no non-resource
+// path reads as a resource request's key.
+func routeKey(path string, r request) string {
+	if !r.resourceRequest {
+		return path
 	}
-	return false
+	group, scope := r.group, "(cluster)"
+	if group == "" {
+		group = "(core)"
+	}
+	if strings.Contains(path, "/namespaces/") {
+		scope = "(namespaces)"
+	}
+	resource, sub, _ := strings.Cut(r.resource, "/")
+	k := "/(resource)/" + group + "/" + scope + "/" + resource
+	if r.name != "" {
+		k += "/" + r.name
+	}
+	if sub != "" {
+		k += "/" + sub
+	}
+	if r.deeper {
+		k += "/(deeper)"
+	}
+	return k
 }
 
-// discovery says whether path is one of the non-resource paths GET may
-// reach.
-func discovery(path string) bool {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case path == "/api" || path == "/apis":
-		return true
-	case segs[0] == "api" && len(segs) == 2: // /api/v1
-		return true
-	case segs[0] == "apis" && len(segs) <= 3: // /apis/{group}[/{version}]
-		return true
+var (
+	get  = []string{http.MethodGet}
+	post = []string{http.MethodPost}
+)
+
+// table is the guard's route table, in the order it is read; a call no row
+// lets through is refused.
+func table(hideSecrets bool) *apiguard.Table {
+	var rows []apiguard.Route
+	// Discovery and the non-resource paths.
+	for _, p := range []string{"/api", "/apis", "/api/{version}", "/apis/{group}", "/apis/{group}/{version}"} {
+		rows = append(rows, apiguard.Route{Pattern: p, Methods: get})
 	}
 	for _, p := range nonResource {
-		if path == p || strings.HasPrefix(path, p+"/") {
-			return true
+		rows = append(rows, apiguard.Route{Pattern: p, Methods: get}, apiguard.Route{Pattern: p + "/{path...}", Methods: get})
+	}
+	// A request that names no resource, or one literally named "other"
+	// (the label of what names none).
+	rows = append(rows,
+		apiguard.Route{Pattern: "/(resource)/{group}/{scope}/other"},
+		apiguard.Route{Pattern: "/(resource)/{group}/{scope}/other/{name}"})
+	// The reviews: created, cluster-wide, never named.
+	for r := range reviews {
+		rows = append(rows,
+			apiguard.Route{Pattern: "/(resource)/" + r[0] + "/(cluster)/" + r[1], Methods: []string{http.MethodGet, http.MethodPost}, MaxBody: maxReviewBody})
+	}
+	if hideSecrets {
+		for _, p := range []string{"/(resource)/(core)/{scope}/secrets", "/(resource)/(core)/{scope}/secrets/{name}"} {
+			rows = append(rows, apiguard.Route{Pattern: p, Methods: get, Hook: hideSecretValues{}})
 		}
 	}
-	return false
+	// get, list and watch of every resource; the read subresources.
+	rows = append(rows,
+		apiguard.Route{Pattern: "/(resource)/{group}/{scope}/{resource}", Methods: get},
+		apiguard.Route{Pattern: "/(resource)/{group}/{scope}/{resource}/{name}", Methods: get})
+	for sub := range readSubresources {
+		rows = append(rows, apiguard.Route{Pattern: "/(resource)/{group}/{scope}/{resource}/{name}/" + sub, Methods: get})
+	}
+	return apiguard.NewTable(rows...)
 }
-
-// plainPath is apiguard.PlainPath with this API's longest path.
-func plainPath(r *http.Request) (string, bool) { return apiguard.PlainPath(r, 2048) }
