@@ -186,7 +186,7 @@ func (m *message) translate(k *caller, b []byte) (syscall.Errno, *Refusal) {
 				if n < 0 {
 					return unix.EBADF, nil
 				}
-				fd, e := k.fd(uint64(n))
+				fd, e := k.passFD(uint64(n))
 				if e != 0 {
 					return e, nil
 				}
@@ -326,7 +326,7 @@ func (st *sending) send(s *sockets, cl *cleanup) {
 // sendto(fd, buf, len, flags, addr, addrlen); the policy mediates only
 // calls with an address.
 func (s *sockets) sendto(c *Call) *Refusal {
-	k, e := openCaller(c)
+	k, e := s.open(c)
 	if e != 0 {
 		return nil
 	}
@@ -374,7 +374,7 @@ func (s *sockets) sendOne(c *Call, k *caller, cl *cleanup, m *message, flags uin
 
 // sendmsg(fd, msg, flags)
 func (s *sockets) sendmsg(c *Call) *Refusal {
-	k, e := openCaller(c)
+	k, e := s.open(c)
 	if e != 0 {
 		return nil
 	}
@@ -407,7 +407,7 @@ func (s *sockets) sendmmsg(c *Call) *Refusal {
 		}
 		return nil
 	}
-	k, e := openCaller(c)
+	k, e := s.open(c)
 	if e != 0 {
 		return nil
 	}

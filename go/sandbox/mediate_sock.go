@@ -94,6 +94,11 @@ type sockets struct {
 	kube *kubeGuard
 	// allowMetadata lets the cloud metadata addresses through (metadata.go).
 	allowMetadata bool
+	// fds are the sockets the supervisor made for the session, where
+	// pidfd_getfd is refused (sockfd.go); nil elsewhere.
+	fds *sockFDs
+	// refused: every mediated call is refused (refuseSockets, nons.go).
+	refused bool
 
 	mu       sync.Mutex
 	abstract map[string]uint64 // abstract names the session bound, to the inode of the socket that bound each
@@ -221,7 +226,7 @@ func (s *session) socketLayers(pid int, listener bool) {
 			s.warn(fmt.Sprintf("cannot read the sandbox's mount table (%v): unix sockets in its own writable places are refused too", err))
 		}
 		l.SocketMediation = true
-		l.DockerGuard = s.socks.guard != ""
+		l.DockerGuard = s.socks.guard != "" && !s.socks.refused
 		l.KubeGuard = s.socks.kube != nil
 		return
 	}
@@ -268,6 +273,18 @@ type caller struct {
 	c     *Call
 	tid   int
 	pidfd int
+	// fds, where pidfd_getfd is refused: the caller's sockets are the
+	// supervisor's copies (sockfd.go).
+	fds *sockFDs
+}
+
+// open is openCaller for the socket mediators.
+func (s *sockets) open(c *Call) (*caller, syscall.Errno) {
+	k, e := openCaller(c)
+	if k != nil {
+		k.fds = s.fds
+	}
+	return k, e
 }
 
 // pidfdThread is PIDFD_THREAD (Linux 6.9): a pidfd for the calling thread,
@@ -307,6 +324,9 @@ func (k *caller) close() { unix.Close(k.pidfd) }
 
 // fd is the caller's descriptor n, as a descriptor of ours (close-on-exec).
 func (k *caller) fd(n uint64) (int, syscall.Errno) {
+	if k.fds != nil {
+		return k.fds.lookup(k.tid, n)
+	}
 	if n > 1<<31-1 {
 		return -1, unix.EBADF
 	}
@@ -610,7 +630,7 @@ func (t *target) refusal() *Refusal {
 // take long (a TCP handshake, a listener's full backlog): it is finished on
 // a goroutine of its own, so the answering goroutine goes on answering.
 func (s *sockets) connect(c *Call) *Refusal {
-	k, e := openCaller(c)
+	k, e := s.open(c)
 	if e != 0 {
 		return nil // gone
 	}
@@ -726,7 +746,7 @@ func (s *sockets) bind(c *Call) *Refusal {
 		c.Continue() // every abstract name here is the session's own
 		return nil
 	}
-	k, e := openCaller(c)
+	k, e := s.open(c)
 	if e != 0 {
 		return nil
 	}

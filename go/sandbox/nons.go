@@ -336,5 +336,5 @@ func (s *session) refuseSockets() {
 	for _, nr := range []int{unix.SYS_CONNECT, unix.SYS_SENDTO, unix.SYS_SENDMSG, unix.SYS_SENDMMSG, unix.SYS_BIND} {
 		s.mediators[nr] = refuse
 	}
-	s.socks.guard = "" // nothing reaches it
+	s.socks.refused = true // the Docker guard too: nothing reaches it
 }
