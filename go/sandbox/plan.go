@@ -2,43 +2,45 @@ package sandbox
 
 // Adding a mount flag (a --thing PATH that mounts something inside).
 //
-// Follow these steps in order; a flag that needs a file not named here
-// means this list is out of date: fix the list in the same change.
+// These are the files it touches, by role; a throwaway --scratch PATH (an
+// empty 0700 tmpfs) was added following only this list, and needed exactly
+// these. A flag that needs another file means the list is out of date: fix
+// it in the same change.
 //
-//  1. The CLI struct (go/cli, the kong grammar; go/cmd/ronly/cli.go before
-//     the move): a field with its help text, and one line copying it into
-//     the policy.Policy the struct builds. The kong tags' long name is the
-//     flag's name on the command line and, unchanged, its key in the
-//     policy file.
-//  2. The policy file's schema (go/cli's policy file; go/cmd/ronly/
-//     policyfile.go before the move): the key, its type (string list,
-//     bool…), so that `ronly --policy FILE` takes it as the flag does.
-//     Profiles (profile.go) only if a profile sets it.
-//  3. policy.Policy (go/policy/policy.go): the field, said in its comment,
-//     and its check in Validate: absolute, symlink-free paths (dirs),
-//     nothing under /proc, /sys or /dev, and what --mode landlock-only
-//     cannot have (no mount namespace there: add it to Validate's list and
-//     to nonsRefuse in nons.go).
-//  4. The plan (plan.go, mounts below): the cinit.Mount record, at its
-//     place in the order (tmpfs mounts, then $HOME, then writable binds,
-//     then .git pins, then hidden credentials, then shims: each later
-//     record lands on top of the earlier ones), and its row in
-//     TestPlan (plan_test.go).
-//  5. Landlock (init/ronly_init.c, restrict_fs): it allows writes by mount
-//     kind: MountTmpfs by path, MountBindRW by the descriptor the init
-//     opened. A new writable kind gets no Landlock rule until it is added
-//     there, and its writes are then refused (EACCES) although the mount
-//     is writable; a new read-only kind needs nothing. A new kind also
-//     needs its constant in init/records.h (records.go reads it from C)
-//     and its case in the init's mount step.
-//  6. The probe's writable targets (go/probe's Targets.Writable, filled
-//     from the policy where `ronly probe` builds its targets: go/probe,
-//     go/cmd/ronly/probe.go before the move): a writable mount the probe
-//     does not know of is reported as a breach ("a writable mount outside
-//     the scratch space"). Credentials hiding (creds.go, coveredBy) skips
-//     files under the session's own tmpfs mounts: add a new tmpfs there.
-//  7. The README's flag table and an end-to-end test (tests/e2e) that runs
-//     the flag as root and checks the host from outside afterwards.
+//  1. The CLI struct, CLI in go/cli/cli.go: the field with its kong tags
+//     and help, and the line in PolicyFor that copies it into the Policy.
+//     Give a path the placeholder PATH (or DIR, FILE) and sep:"none".
+//  2. The policy file (go/cli/policyfile.go): nothing. Its keys are the
+//     CLI's long names, read from the kong model, and a PATH placeholder
+//     makes a relative path in the file count from the file's directory.
+//     A profile (go/cli/profile.go) only if the profile sets the flag.
+//  3. policy.Policy (go/policy/policy.go): the field, and in Validate its
+//     check (dirs: absolute, no symlinks, not /, /proc, /sys or /dev), the
+//     refusal of a --rw inside a place that starts empty, and the
+//     landlock-only list of what only a mount namespace gives. nonsRefuse
+//     (go/sandbox/nons.go) says the same to the supervisor.
+//  4. The plan (go/sandbox/plan.go, mounts): the cinit.Mount record in its
+//     place in the order (tmpfs mounts, $HOME, writable binds, .git pins,
+//     hidden credentials, shims: each later record lands on top of the
+//     earlier ones), and its row in TestPlan (plan_test.go).
+//  5. Landlock (init/ronly_init.c, restrict_fs) allows writes by mount kind:
+//     MountTmpfs by path, MountBindRW by the descriptor the init opened. A
+//     flag that uses these kinds needs nothing there. A new kind needs its
+//     constant in init/records.h (records.go reads it from C), its case in
+//     the init's mount step, its Landlock rule in restrict_fs if it is
+//     writable (without one its writes fail with EACCES), and its case in
+//     startNons (nons.go), which turns the records into landlock-only's.
+//  6. The session's writable places, listed again where the plan is not
+//     read. A writable mount missing from one of these lists is a bug:
+//     - newSockets (go/sandbox/mediate_sock.go): a unix socket there is
+//       the session's own; left out, connecting to it fails with EACCES;
+//     - coveredBy (go/sandbox/creds.go): credentials under an empty tmpfs
+//       are already out of sight;
+//     - the probe's targets (go/probe/runner/runner.go): Targets.Writable,
+//       else `ronly probe` reports "a writable mount outside the scratch
+//       space" as NOT REFUSED, and canaryParent's list of replaced places.
+//  7. The README's flag table, and an end-to-end test (tests/e2e) that
+//     runs the flag as root and checks the host from outside afterwards.
 
 import (
 	"fmt"
