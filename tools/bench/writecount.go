@@ -90,7 +90,7 @@ func pinOneCPU() func() {
 // a --count-writes session runs (the host-wide tax of write counting), and
 // inside both. The floor is an allow-all seccomp filter outside.
 func syscalls(ronly, self string, runs int) {
-	const n = "2000000"
+	const n = "500000"
 	defer pinOneCPU()()
 	loop := func(argv ...string) float64 { return loopRun(exec.Command(argv[0], argv[1:]...)) }
 	var out, any, outDefault, outCounting, in, inCounting []float64
@@ -116,7 +116,7 @@ func syscalls(ronly, self string, runs int) {
 		}
 		return median(d)
 	}
-	fmt.Printf("allowed syscall (getppid), pinned to one CPU; --count-writes counts with %s here\n", hook)
+	fmt.Printf("allowed syscall (getppid), the loop's CPU time per call, pinned to one CPU; --count-writes counts with %s here\n", hook)
 	fmt.Printf("  outside, no session          %8.1f ns\n", median(out))
 	fmt.Printf("  outside, a session running   %8.1f ns   %+6.1f ns per call (default flags: nothing attached)\n", median(outDefault), diff(outDefault, out))
 	fmt.Printf("  outside, --count-writes one  %8.1f ns   %+6.1f ns per call (the host-wide tax of counting)\n", median(outCounting), diff(outCounting, out))
