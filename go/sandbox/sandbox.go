@@ -751,27 +751,12 @@ func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{})
 // converse sends the records and answers the init until it is ready. It
 // returns the seccomp listener, or -1 when the init loaded no listener.
 func (s *session) converse(fd, pid int, records []byte) (int, error) {
-	l := s.layers
 	if err := writeAll(fd, records); err != nil {
 		return -1, fmt.Errorf("send records to init: %w", err)
 	}
+	c := &conversation{s: s, fd: fd, pid: pid, listener: -1}
+	defer c.close()
 	buf := make([]byte, cinit.MsgSize)
-	listener := -1 // taken out of the init (MsgListener)
-	// The user namespace limits the init could not set, said in one line:
-	// a read-only /proc/sys (a container) refuses all of them at once.
-	var unbounded []string
-	var unboundedErr syscall.Errno
-	defer func() {
-		if len(unbounded) > 0 {
-			s.warn(fmt.Sprintf("user namespace limits %s: %v; the session's share of them is not bounded",
-				strings.Join(unbounded, ", "), unboundedErr))
-		}
-	}()
-	defer func() {
-		if listener >= 0 {
-			unix.Close(listener)
-		}
-	}()
 	for {
 		fds, sender, err := recvFrom(fd, buf)
 		if err != nil {
@@ -782,72 +767,118 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 			closeAll(fds)
 			return -1, err
 		}
-		switch m.Type {
-		case cinit.MsgNeedIDMap:
-			reply := cinit.Msg{Type: cinit.MsgIDMapDone}
-			if err := writeIDMaps(pid, l.Mode == "userns"); err != nil {
-				reply.Err, reply.Detail = errnoOf(err), err.Error()
-				var pe *os.PathError
-				if errors.As(err, &pe) {
-					reply.Detail = pe.Path
-				}
-			}
-			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
-				return -1, fmt.Errorf("answer init: %w", err)
-			}
-		case cinit.MsgError:
-			return -1, withHint(&cinit.Error{Step: m.Step, Detail: m.Detail, Errno: m.Err})
-		case cinit.MsgReady:
-			l.LandlockABI = int(m.Value)
-			switch {
-			case m.Flags&cinit.ReadyListener != 0 && listener >= 0:
-				l.Seccomp = "notify"
-				closeAll(fds)
-				fd := listener
-				listener = -1
-				return fd, nil
-			case m.Flags&cinit.ReadyFallback != 0:
-				l.Seccomp = "errno"
-				s.warn("another seccomp listener is already installed (nested sandbox): refused calls are still refused, but not counted")
-			}
-			closeAll(fds)
-			return -1, nil
-		case cinit.MsgListener:
-			reply := cinit.Msg{Type: cinit.MsgListenerTaken}
-			if listener >= 0 {
-				unix.Close(listener)
-			}
-			if len(fds) == 1 {
-				// Sent by the init's helper (FlagListenerHelper).
-				listener, fds = fds[0], nil
-			} else if listener, err = takeFD(sender, int(m.Value)); err != nil {
-				reply.Err, reply.Detail = errnoOf(err), err.Error()
-			} else if s.socks != nil && s.socks.byPath == nil {
-				s.socks.holdMountTable(sender) // before it execs the command
-			}
-			if err := cinit.WriteMsg(fdWriter(fd), reply); err != nil {
-				return -1, fmt.Errorf("answer init: %w", err)
-			}
-		case cinit.MsgPTY:
-			if len(fds) != 1 {
-				closeAll(fds)
-				return -1, errors.New("the init sent its pty message without the pty")
-			}
-			if err := s.stdio.setPTY(fds[0]); err != nil {
-				return -1, err
-			}
-			continue
-		case cinit.MsgWarn:
-			if m.Step == "user namespace limit" {
-				unbounded, unboundedErr = append(unbounded, m.Detail), m.Err
-				break
-			}
-			s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
-		default:
-			return -1, fmt.Errorf("unexpected message %d from init", m.Type)
+		listener, done, err := c.answer(m, fds, sender)
+		if done || err != nil {
+			return listener, err
 		}
-		closeAll(fds)
 	}
+}
+
+// conversation is what converse holds while the init builds the sandbox.
+type conversation struct {
+	s        *session
+	fd, pid  int
+	listener int // taken out of the init (MsgListener); -1 before
+	// The user namespace limits the init could not set, said in one line:
+	// a read-only /proc/sys (a container) refuses all of them at once.
+	unbounded    []string
+	unboundedErr syscall.Errno
+}
+
+// close says which user namespace limits are unbounded, and closes a
+// listener that was not handed on.
+func (c *conversation) close() {
+	if len(c.unbounded) > 0 {
+		c.s.warn(fmt.Sprintf("user namespace limits %s: %v; the session's share of them is not bounded",
+			strings.Join(c.unbounded, ", "), c.unboundedErr))
+	}
+	if c.listener >= 0 {
+		unix.Close(c.listener)
+	}
+}
+
+// answer handles one message of the init, which came with the descriptors
+// fds from the process sender. done: the init is ready, and listener is
+// the seccomp listener (-1 for none).
+func (c *conversation) answer(m cinit.Msg, fds []int, sender int) (listener int, done bool, err error) {
+	defer func() { closeAll(fds) }()
+	switch m.Type {
+	case cinit.MsgNeedIDMap:
+		return -1, false, c.reply(c.idMaps())
+	case cinit.MsgError:
+		return -1, false, withHint(&cinit.Error{Step: m.Step, Detail: m.Detail, Errno: m.Err})
+	case cinit.MsgReady:
+		listener = c.ready(m)
+		return listener, true, nil
+	case cinit.MsgListener:
+		reply := cinit.Msg{Type: cinit.MsgListenerTaken}
+		if c.listener >= 0 {
+			unix.Close(c.listener)
+			c.listener = -1
+		}
+		if len(fds) == 1 {
+			// Sent by the init's helper (FlagListenerHelper).
+			c.listener, fds = fds[0], nil
+		} else if c.listener, err = takeFD(sender, int(m.Value)); err != nil {
+			reply.Err, reply.Detail = errnoOf(err), err.Error()
+		} else if c.s.socks != nil && c.s.socks.byPath == nil {
+			c.s.socks.holdMountTable(sender) // before it execs the command
+		}
+		return -1, false, c.reply(reply)
+	case cinit.MsgPTY:
+		if len(fds) != 1 {
+			return -1, false, errors.New("the init sent its pty message without the pty")
+		}
+		pty := fds[0]
+		fds = nil
+		return -1, false, c.s.stdio.setPTY(pty)
+	case cinit.MsgWarn:
+		if m.Step == "user namespace limit" {
+			c.unbounded, c.unboundedErr = append(c.unbounded, m.Detail), m.Err
+			return -1, false, nil
+		}
+		c.s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))
+		return -1, false, nil
+	}
+	return -1, false, fmt.Errorf("unexpected message %d from init", m.Type)
+}
+
+// idMaps writes the init's id maps and is the answer to MsgNeedIDMap.
+func (c *conversation) idMaps() cinit.Msg {
+	reply := cinit.Msg{Type: cinit.MsgIDMapDone}
+	if err := writeIDMaps(c.pid, c.s.layers.Mode == "userns"); err != nil {
+		reply.Err, reply.Detail = errnoOf(err), err.Error()
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			reply.Detail = pe.Path
+		}
+	}
+	return reply
+}
+
+func (c *conversation) reply(m cinit.Msg) error {
+	if err := cinit.WriteMsg(fdWriter(c.fd), m); err != nil {
+		return fmt.Errorf("answer init: %w", err)
+	}
+	return nil
+}
+
+// ready records the layers the init says it built (MsgReady) and returns
+// the seccomp listener, handed on, or -1.
+func (c *conversation) ready(m cinit.Msg) int {
+	l := c.s.layers
+	l.LandlockABI = int(m.Value)
+	switch {
+	case m.Flags&cinit.ReadyListener != 0 && c.listener >= 0:
+		l.Seccomp = "notify"
+		fd := c.listener
+		c.listener = -1
+		return fd
+	case m.Flags&cinit.ReadyFallback != 0:
+		l.Seccomp = "errno"
+		c.s.warn("another seccomp listener is already installed (nested sandbox): refused calls are still refused, but not counted")
+	}
+	return -1
 }
 
 // writeIDMaps maps every id to itself (files keep their owners) when all
