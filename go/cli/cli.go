@@ -88,6 +88,7 @@ type CLI struct {
 	NoMetrics       bool          `name:"no-metrics" help:"Report no metrics for this session."`
 	CountWrites     bool          `name:"count-writes" xor:"writes" help:"Count refused writes (EROFS) by operation, for the report, metrics and audit log. Off by default: where the kernel has BPF trampolines, eBPF programs on the write-class syscalls count them (other syscalls pay nothing); elsewhere one on the sys_exit tracepoint, which adds about 75-230 ns to every syscall on the whole host while the session runs."`
 	NoWriteCounting bool          `name:"no-write-counting" xor:"writes" help:"Do not count refused writes (the default; kept for scripts that said so)."`
+	KubeHideSecrets bool          `name:"kube-hide-secrets" help:"Through the read-only Kubernetes API inside, answer reads of secrets (get, list, watch) with every value of their data and stringData empty (the keys kept), also in the copy kubectl apply leaves in an annotation."`
 	Policy          string        `name:"policy" placeholder:"FILE" help:"Read flags from FILE: TOML keyed by the long flag names (no-network = true, rw = [\"/work\"]); flags given here win."`
 }
 
@@ -103,7 +104,7 @@ func (c *CLI) PolicyFor(command []string) (*policy.Policy, error) {
 	p := &policy.Policy{
 		Command: command, TmpfsSize: size, Writable: c.Writable, RW: c.RW,
 		ExtraShims: c.ExtraShims, AllowSocket: c.AllowSocket, NoShims: c.NoShims, NoNetwork: c.NoNetwork, AllowMetadata: c.AllowMetadata,
-		KubeConfig: absPaths(c.KubeConfig), NoWriteCounting: c.NoWriteCounting, CountWrites: c.CountWrites,
+		KubeConfig: absPaths(c.KubeConfig), KubeHideSecrets: c.KubeHideSecrets, NoWriteCounting: c.NoWriteCounting, CountWrites: c.CountWrites,
 		Mode: policy.ModeAuto, LandlockMinABI: c.LandlockMinABI, LandlockMaxABI: c.LandlockMaxABI, Verbose: c.Verbose,
 	}
 	switch {

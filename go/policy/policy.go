@@ -61,6 +61,9 @@ type Policy struct {
 	// the ones ronly finds itself (go/sandbox/creds.go), with the key and
 	// token files they name.
 	KubeConfig []string
+	// KubeHideSecrets: the Kubernetes guard answers reads of secrets with
+	// their values emptied (--kube-hide-secrets; go/kubeguard/secrets.go).
+	KubeHideSecrets bool
 	// LandlockMinABI is the floor: ronly refuses to start on a kernel whose
 	// Landlock ABI is lower. 6 is the first that scopes signals.
 	LandlockMinABI int

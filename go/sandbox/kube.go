@@ -162,7 +162,7 @@ func startKubeGuard(p *policy.Policy, refused func(Refusal), warn func(string)) 
 		}
 	}
 	k.ln = serving.Listener(&admitListener{Listener: raw, k: k})
-	g := &kubeguard.Guard{Upstream: up, Refused: func(verb, resource string) {
+	g := &kubeguard.Guard{Upstream: up, HideSecrets: p.KubeHideSecrets, Refused: func(verb, resource string) {
 		refused(Refusal{Time: time.Now(), Kind: RefusedAPI, What: "kubernetes " + verb + " " + resource,
 			Reason: "the Kubernetes API is read-only in a ronly session"})
 	}}
