@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"bytes"
+	"fmt"
 	"os/exec"
 	"reflect"
 	"strings"
@@ -134,5 +136,58 @@ func TestResult(t *testing.T) {
 	s.warn("held")
 	if len(warned) != 0 {
 		t.Errorf("warned %q before the sandbox was built", warned)
+	}
+}
+
+// Each start adds to the plan what its mode needs: a user namespace
+// unless privileged, and the notify-signals program where neither
+// Landlock (ABI 6) nor a PID namespace confines signals.
+func TestModeConfig(t *testing.T) {
+	notify, errno, withSignals := []byte("NOTIFY-8"), []byte("ERRNO--8"), []byte("SIGNALS8")
+	for _, c := range []struct {
+		mode       policy.Mode
+		abi        int
+		pidns      bool
+		userns     bool
+		mediation  bool // signals go to the supervisor
+		wantBPF    []byte
+		wantNoFall bool
+	}{
+		{policy.ModeUserNS, 7, false, true, false, notify, false},
+		{policy.ModeRootless, 7, false, true, false, notify, false},
+		{policy.ModePrivileged, 7, false, false, false, notify, false},
+		{policy.ModeRootless, 5, false, true, true, withSignals, true},
+		{policy.ModePrivileged, 5, false, false, true, withSignals, true},
+		{policy.ModeRootless, 5, true, true, false, notify, false},
+	} {
+		p := &policy.Policy{Mode: c.mode, TmpfsSize: 1 << 20, PIDNS: c.pidns}
+		pl, err := newPlan(p, Host{LandlockABI: c.abi, Root: true}, Programs{Notify: notify, Errno: errno})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSession(p, Options{}, prepared{plan: pl, withSignals: withSignals}, &warnGate{out: func(string) {}}, &timeline{start: time.Now()})
+		cfg, shimDir, _, err := s.modeConfig()
+		if err != nil {
+			t.Fatalf("%s ABI %d: %v", c.mode, c.abi, err)
+		}
+		name := fmt.Sprintf("%s ABI %d pidns=%t", c.mode, c.abi, c.pidns)
+		if got := cfg.Flags&cinit.FlagUserNS != 0; got != c.userns || s.layers.UserNS != c.userns {
+			t.Errorf("%s: user namespace %t (layers %t), want %t", name, got, s.layers.UserNS, c.userns)
+		}
+		if !c.userns && cfg.UsernsLimits != nil {
+			t.Errorf("%s: user namespace limits without a user namespace", name)
+		}
+		if s.layers.SignalMediation != c.mediation || s.sigs.on != c.mediation {
+			t.Errorf("%s: signal mediation %t, want %t", name, s.layers.SignalMediation, c.mediation)
+		}
+		if !bytes.Equal(cfg.BPF, c.wantBPF) || (cfg.Fallback == nil) != c.wantNoFall {
+			t.Errorf("%s: programs %q, %q", name, cfg.BPF, cfg.Fallback)
+		}
+		if shimDir == "" {
+			t.Errorf("%s: no shim directory", name)
+		}
+		if !bytes.Equal(s.cfg.BPF, notify) {
+			t.Errorf("%s: a start changed the plan's program for the next one", name)
+		}
 	}
 }
