@@ -29,6 +29,45 @@ func newTestParser(t *testing.T) (*kong.Kong, *commandLine) {
 	return parser, &cl
 }
 
+// A session's command line builds the model of the flags and run only; a
+// command line that names another command, or asks for help, gets them all.
+func TestPlainRun(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		plain bool
+	}{
+		{[]string{"--no-network", "ls", "-l"}, true},
+		{[]string{"--", "probe"}, true},
+		{nil, true},
+		{[]string{"probe", "--json"}, false},
+		{[]string{"--workspace", "probe", "--", "ls"}, false},
+		{[]string{"--help"}, false},
+		{[]string{"run", "ls"}, false},
+	} {
+		if got := plainRun(tc.args); got != tc.plain {
+			t.Errorf("plainRun(%q) = %v, want %v", tc.args, got, tc.plain)
+		}
+	}
+	for _, plain := range []bool{true, false} {
+		var cl commandLine
+		parser, err := newParser(&cl, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cmds []string
+		for _, c := range parser.Model.Children {
+			cmds = append(cmds, c.Name)
+		}
+		want := "run probe probe-internal"
+		if plain {
+			want = "run"
+		}
+		if got := strings.Join(cmds, " "); got != want {
+			t.Errorf("plain %v: commands %q, want %q", plain, got, want)
+		}
+	}
+}
+
 func writeFile(t *testing.T, dir, name, text string) string {
 	t.Helper()
 	path := filepath.Join(dir, name)

@@ -13,11 +13,12 @@ import (
 
 	"ronly.dev/ronly/go/cli"
 	"ronly.dev/ronly/go/probe"
+	"ronly.dev/ronly/go/probe/runner"
 )
 
 // `ronly probe` runs the probe battery in cumulative sandboxes and says
-// which layer refuses each hostile operation; package probe does the work
-// (its run.go says which processes take part), this prints the report.
+// which layer refuses each hostile operation; package probe/runner does the
+// work (its doc says which processes take part), this prints the report.
 
 // ProbeCmd checks what ronly's sandbox refuses on this kernel.
 type ProbeCmd struct {
@@ -76,7 +77,7 @@ func (c *ProbeCmd) Run(flags *cli.CLI, status *int) error {
 	if err != nil {
 		return err
 	}
-	pr, err := probe.NewProber(full, probe.Options{CanaryDir: c.CanaryDir, Version: version,
+	pr, err := runner.New(full, runner.Options{CanaryDir: c.CanaryDir, Version: version,
 		Log: func(m string) { fmt.Fprintf(os.Stderr, "ronly: %s\n", m) }})
 	if err != nil {
 		return err
@@ -121,13 +122,13 @@ type ProbeSuperviseCmd struct{}
 
 // Run runs one session of the probe: the request on stdin, the battery's
 // events and then the session's line on stdout.
-func (c *ProbeSuperviseCmd) Run() error { return probe.Supervise(os.Stdin, os.Stdout) }
+func (c *ProbeSuperviseCmd) Run() error { return runner.Supervise(os.Stdin, os.Stdout) }
 
 // ProbeModeCmd runs `ronly --version` in the sandbox the policy on stdin
 // describes and prints the mode the session got, as JSON.
 type ProbeModeCmd struct{}
 
-func (c *ProbeModeCmd) Run() error { return probe.TrialSession(os.Stdin, os.Stdout) }
+func (c *ProbeModeCmd) Run() error { return runner.TrialSession(os.Stdin, os.Stdout) }
 
 // ProbeInsideCmd runs the battery inside a sandbox.
 type ProbeInsideCmd struct {

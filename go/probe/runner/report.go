@@ -1,4 +1,4 @@
-package probe
+package runner
 
 import (
 	"fmt"
@@ -7,23 +7,24 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/go/probe"
 	"ronly.dev/ronly/go/sandbox"
 )
 
 // report puts the results together.
-func (pr *Prober) report() *Report {
+func (pr *Prober) report() *probe.Report {
 	var u unix.Utsname
 	unix.Uname(&u)
-	rep := &Report{
-		Version: ReportVersion, Ronly: pr.opts.Version, Kernel: unix.ByteSliceToString(u.Release[:]),
+	rep := &probe.Report{
+		Version: probe.ReportVersion, Ronly: pr.opts.Version, Kernel: unix.ByteSliceToString(u.Release[:]),
 		LandlockABI: sandbox.LandlockABI(), UID: os.Geteuid(),
-		Configurations: []Configuration{}, Operations: []Operation{},
+		Configurations: []probe.Configuration{}, Operations: []probe.Operation{},
 	}
 	names := make([]string, len(pr.configs))
 	for i, cfg := range pr.configs {
 		names[i] = cfg.name
 		l := cfg.layers
-		rep.Configurations = append(rep.Configurations, Configuration{
+		rep.Configurations = append(rep.Configurations, probe.Configuration{
 			Name: cfg.name, Description: pr.describe(i), Mode: l.Mode, UserNS: l.UserNS, PIDNS: l.PIDNS,
 			LandlockABI: l.LandlockABI, Seccomp: l.Seccomp, Network: l.Network, Runs: cfg.runs,
 			HostChanges: append([]string{}, cfg.changes...), RefusedCounts: cfg.blocked, Warnings: cfg.warnings,
@@ -31,14 +32,14 @@ func (pr *Prober) report() *Report {
 	}
 	rep.Notes = pr.notes()
 	for i, op := range pr.ops {
-		rs := make([]Result, len(pr.configs))
+		rs := make([]probe.Result, len(pr.configs))
 		for j, cfg := range pr.configs {
 			rs[j] = cfg.results[i]
 		}
-		rep.Operations = append(rep.Operations, NewOperation(op, rs, names))
+		rep.Operations = append(rep.Operations, probe.NewOperation(op, rs, names))
 	}
 	fullChanged := len(pr.configs[len(pr.configs)-1].changes) > 0
-	rep.Summary = Summarize(rep.Operations, fullChanged)
+	rep.Summary = probe.Summarize(rep.Operations, fullChanged)
 	rep.OK = rep.Summary.Good()
 	return rep
 }

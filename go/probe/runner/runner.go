@@ -1,4 +1,24 @@
-package probe
+// Package runner is `ronly probe`'s orchestrator: it runs the battery
+// (package probe) in cumulative sandboxes, each adding one layer to the one
+// before, and says which layer refuses each hostile operation: the first
+// from which on it is refused. Attribution by experiment, not by guessing
+// from errnos.
+//
+// Three processes take part, all the ronly binary:
+//
+//	ronly probe                            the orchestrator (Prober): makes the canaries on
+//	                                       the host, checks them from outside, builds the Report
+//	ronly probe-internal supervise         one sandbox session (Supervise: sandbox.Run) per
+//	                                       run, in a process group of its own: a partial
+//	                                       sandbox may let the battery kill its supervisor,
+//	                                       and only this process must then die
+//	/proc/self/exe probe-internal inside   the battery, inside the sandbox (probe.RunStream)
+//
+// plus the canary process, `ronly probe-internal canary`, which only sleeps.
+//
+// It is a package of its own so that the battery, which runs inside the
+// sandbox (and in the end-to-end tests' probebin), links no supervisor.
+package runner
 
 import (
 	"bytes"
@@ -18,25 +38,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/go/probe"
 	"ronly.dev/ronly/go/sandbox"
 )
-
-// `ronly probe` runs the battery in cumulative sandboxes, each adding one
-// layer to the one before, and says which layer refuses each hostile
-// operation: the first from which on it is refused. Attribution by
-// experiment, not by guessing from errnos.
-//
-// Three processes take part, all the ronly binary:
-//
-//	ronly probe                            the orchestrator (Prober): makes the canaries on
-//	                                       the host, checks them from outside, builds the Report
-//	ronly probe-internal supervise         one sandbox session (Supervise: sandbox.Run) per
-//	                                       run, in a process group of its own: a partial
-//	                                       sandbox may let the battery kill its supervisor,
-//	                                       and only this process must then die
-//	/proc/self/exe probe-internal inside   the battery, inside the sandbox (RunStream)
-//
-// plus the canary process, `ronly probe-internal canary`, which only sleeps.
 
 // runTimeout bounds one sandbox session of the probe, so that a hung
 // session fails the probe instead of hanging it.
@@ -47,7 +51,7 @@ const runTimeout = 3 * time.Minute
 // is wrong.
 const maxRuns = 100
 
-// Options are what the caller of NewProber decides besides the policy.
+// Options are what the caller of New decides besides the policy.
 type Options struct {
 	// CanaryDir is --canary-dir: where the canaries are made ("": the
 	// first usable of $TMPDIR, /var/tmp, the runtime directory, /tmp).
@@ -62,7 +66,7 @@ type Options struct {
 type config struct {
 	name    string
 	policy  *policy.Policy
-	results map[int]Result
+	results map[int]probe.Result
 	runs    int
 	changes []string
 	// What the sandbox reported it had (the last session's), the
@@ -74,7 +78,7 @@ type config struct {
 
 // Prober runs the battery in the cumulative sandboxes of one policy.
 type Prober struct {
-	ops     []Op
+	ops     []probe.Op
 	full    *policy.Policy
 	configs []*config
 	root    bool
@@ -89,13 +93,13 @@ type Prober struct {
 	interrupted bool
 }
 
-// NewProber plans the configurations for full, the policy the flags
+// New plans the configurations for full, the policy the flags
 // describe, and finds where to make the canaries. It runs one trial
 // session when full leaves the mode to ronly.
-func NewProber(full *policy.Policy, o Options) (*Prober, error) {
+func New(full *policy.Policy, o Options) (*Prober, error) {
 	own := *full // changed below where no namespace can be made
 	full = &own
-	pr := &Prober{ops: All(), full: full, root: os.Geteuid() == 0, opts: o}
+	pr := &Prober{ops: probe.All(), full: full, root: os.Geteuid() == 0, opts: o}
 	if full.Mode == policy.ModeAuto {
 		// Where no namespace can be made, ronly runs in landlock-only
 		// mode, and every configuration must: the battery's scratch is
@@ -116,7 +120,7 @@ func NewProber(full *policy.Policy, o Options) (*Prober, error) {
 }
 
 // Run runs the battery in every configuration and builds the report.
-func (pr *Prober) Run() (*Report, error) {
+func (pr *Prober) Run() (*probe.Report, error) {
 	for i := 0; i < len(pr.configs); i++ {
 		cfg := pr.configs[i]
 		err := pr.runConfig(cfg)
@@ -152,7 +156,7 @@ func configsFor(full *policy.Policy, root bool) []*config {
 	with := func(name string, change func(p *policy.Policy)) *config {
 		p := *full
 		change(&p)
-		return &config{name: name, policy: &p, results: map[int]Result{}}
+		return &config{name: name, policy: &p, results: map[int]probe.Result{}}
 	}
 	bare := func(p *policy.Policy) { p.SkipLandlock, p.SkipSeccomp, p.LandlockMinABI = true, true, 0 }
 	var out []*config
@@ -230,8 +234,8 @@ func (e *sessionError) Error() string { return e.msg }
 
 // runOnce runs the pending operations in one session of cfg, with fresh
 // canaries, and returns the results it got: at least one unless it fails.
-func (pr *Prober) runOnce(cfg *config, pending []int) (map[int]Result, error) {
-	c, err := NewCanaries(pr.canaryOptions())
+func (pr *Prober) runOnce(cfg *config, pending []int) (map[int]probe.Result, error) {
+	c, err := probe.NewCanaries(pr.canaryOptions())
 	if err != nil {
 		return nil, fmt.Errorf("make canaries: %w", err)
 	}
@@ -251,13 +255,13 @@ func (pr *Prober) runOnce(cfg *config, pending []int) (map[int]Result, error) {
 	tg.NoNS = p.Mode == policy.ModeLandlockOnly
 	// The session's stdin and stdout are host files (a `< file` and a
 	// `>> log`): the command must get streams instead.
-	tg.Stdio = map[int]FileID{}
+	tg.Stdio = map[int]probe.FileID{}
 	for fd, path := range map[int]string{0: c.Stdin, 1: c.Log} {
 		var st unix.Stat_t
 		if err := unix.Stat(path, &st); err != nil {
 			return nil, fmt.Errorf("stdio canary: %w", err)
 		}
-		tg.Stdio[fd] = FileID{Dev: st.Dev, Ino: st.Ino}
+		tg.Stdio[fd] = probe.FileID{Dev: st.Dev, Ino: st.Ino}
 	}
 	eventsPath := filepath.Join(c.RWDir, "ronly-probe-events.jsonl")
 	req, err := json.Marshal(request{Policy: &p, Targets: tg, Ops: pending, Stdin: c.Stdin, Stdout: c.Log, Events: eventsPath})
@@ -295,8 +299,8 @@ func (pr *Prober) runOnce(cfg *config, pending []int) (map[int]Result, error) {
 // is the supervisor's last line, nil when it died before writing it. An
 // operation that started and never finished gets a result that says what
 // ended it.
-func (pr *Prober) results(events []Event, session *sessionLine) (map[int]Result, error) {
-	got := map[int]Result{}
+func (pr *Prober) results(events []probe.Event, session *sessionLine) (map[int]probe.Result, error) {
+	got := map[int]probe.Result{}
 	open := -1 // an operation that started and never finished
 	for _, e := range events {
 		switch {
@@ -313,9 +317,9 @@ func (pr *Prober) results(events []Event, session *sessionLine) (map[int]Result,
 	}
 	if open >= 0 {
 		op := pr.ops[open]
-		r := Result{Name: op.Name, Kind: op.Kind}
+		r := probe.Result{Name: op.Name, Kind: op.Kind}
 		switch {
-		case session == nil && op.Kind == Hostile:
+		case session == nil && op.Kind == probe.Hostile:
 			// The usual way: it killed the supervisor, its parent.
 			r.Detail = "went through: the sandbox's supervisor was killed while it ran"
 		case session == nil:
@@ -331,8 +335,8 @@ func (pr *Prober) results(events []Event, session *sessionLine) (map[int]Result,
 // canaryOptions makes canaries owned by the caller, with the listening
 // socket under /run (root) or in the caller's runtime directory there
 // (another user: under /run, the sandbox hides it just the same).
-func (pr *Prober) canaryOptions() CanaryOptions {
-	o := CanaryOptions{UID: os.Geteuid(), Parent: pr.canaryDir, Prefix: "ronly-probe-", Sleeper: canaryCommand,
+func (pr *Prober) canaryOptions() probe.CanaryOptions {
+	o := probe.CanaryOptions{UID: os.Geteuid(), Parent: pr.canaryDir, Prefix: "ronly-probe-", Sleeper: canaryCommand,
 		NoGit: len(pr.configs) > 0 && pr.configs[0].policy.Mode == policy.ModeLandlockOnly}
 	if d := runtimeDir(pr.root); d != "" {
 		o.SocketDir = d
@@ -433,7 +437,7 @@ func canaryParent(dir string, p *policy.Policy, root bool) (string, error) {
 // to 6. It returns the battery's events (from the file eventsPath), the
 // supervisor's last line (nil when it died before writing it) and its
 // stderr.
-func (pr *Prober) supervise(req []byte, inherit []*os.File, eventsPath string) ([]Event, *sessionLine, string, error) {
+func (pr *Prober) supervise(req []byte, inherit []*os.File, eventsPath string) ([]probe.Event, *sessionLine, string, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, "", err
@@ -491,15 +495,15 @@ func (pr *Prober) supervise(req []byte, inherit []*os.File, eventsPath string) (
 		io.Copy(io.Discard, errR)
 		errText <- string(b)
 	}()
-	_, rest, _ := ReadStream(outR)
+	_, rest, _ := probe.ReadStream(outR)
 	werr := <-waited
 	stderr := <-errText
 	timer.Stop()
 	// The whole process group is dead: nothing writes the events any more.
-	var events []Event
+	var events []probe.Event
 	if f, err := os.Open(eventsPath); err == nil {
 		var more []string
-		events, more, _ = ReadStream(f)
+		events, more, _ = probe.ReadStream(f)
 		f.Close()
 		rest = append(rest, more...)
 	}

@@ -1,4 +1,4 @@
-package probe
+package runner
 
 import (
 	"slices"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/go/probe"
 	"ronly.dev/ronly/go/sandbox"
 )
 
@@ -69,24 +70,24 @@ func TestConfigsFor(t *testing.T) {
 // An operation that started and never finished is judged by what ended
 // its session: a hostile one that killed the supervisor went through.
 func TestSessionResults(t *testing.T) {
-	pr := &Prober{ops: []Op{{Name: "a", Kind: Hostile}, {Name: "b", Kind: Everyday}, {Name: "c", Kind: Hostile}}}
-	ok := &Result{Name: "a", Kind: Hostile, Errno: "EPERM"}
+	pr := &Prober{ops: []probe.Op{{Name: "a", Kind: probe.Hostile}, {Name: "b", Kind: probe.Everyday}, {Name: "c", Kind: probe.Hostile}}}
+	ok := &probe.Result{Name: "a", Kind: probe.Hostile, Errno: "EPERM"}
 	for _, tc := range []struct {
 		name    string
-		events  []Event
+		events  []probe.Event
 		session *sessionLine
 		want    map[int]string // index → Detail or Error of the result
 		wantErr string
 	}{
-		{"finished", []Event{{Index: 0, Name: "a", Start: true}, {Index: 0, Name: "a", Result: ok}}, &sessionLine{}, map[int]string{0: ""}, ""},
-		{"hostile killed the supervisor", []Event{{Index: 0, Name: "a", Result: ok}, {Index: 2, Name: "c", Start: true}}, nil,
+		{"finished", []probe.Event{{Index: 0, Name: "a", Start: true}, {Index: 0, Name: "a", Result: ok}}, &sessionLine{}, map[int]string{0: ""}, ""},
+		{"hostile killed the supervisor", []probe.Event{{Index: 0, Name: "a", Result: ok}, {Index: 2, Name: "c", Start: true}}, nil,
 			map[int]string{0: "", 2: "went through: the sandbox's supervisor was killed while it ran"}, ""},
-		{"everyday lost its supervisor", []Event{{Index: 1, Name: "b", Start: true}}, nil,
+		{"everyday lost its supervisor", []probe.Event{{Index: 1, Name: "b", Start: true}}, nil,
 			map[int]string{1: "the sandbox's supervisor died while it ran"}, ""},
-		{"the probe died", []Event{{Index: 2, Name: "c", Start: true}}, &sessionLine{ExitCode: 9},
+		{"the probe died", []probe.Event{{Index: 2, Name: "c", Start: true}}, &sessionLine{ExitCode: 9},
 			map[int]string{2: "the probe died while it ran (exit status 9)"}, ""},
-		{"misnamed", []Event{{Index: 1, Name: "a", Start: true}}, nil, nil, `operation 1 as "a"`},
-		{"out of range", []Event{{Index: 3, Name: "d", Start: true}}, nil, nil, "operation 3"},
+		{"misnamed", []probe.Event{{Index: 1, Name: "a", Start: true}}, nil, nil, `operation 1 as "a"`},
+		{"out of range", []probe.Event{{Index: 3, Name: "d", Start: true}}, nil, nil, "operation 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := pr.results(tc.events, tc.session)

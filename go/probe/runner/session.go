@@ -1,4 +1,4 @@
-package probe
+package runner
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"ronly.dev/ronly/go/policy"
+	"ronly.dev/ronly/go/probe"
 	"ronly.dev/ronly/go/sandbox"
 )
 
@@ -31,7 +32,7 @@ var (
 // request is what the orchestrator sends a supervisor on its stdin.
 type request struct {
 	Policy  *policy.Policy `json:"policy"`
-	Targets Targets        `json:"targets"`
+	Targets probe.Targets  `json:"targets"`
 	Ops     []int          `json:"ops"`
 	// Stdin and Stdout are host files the session gets as stdin and, opened
 	// O_APPEND, as stdout: canaries for the stdio operations.
@@ -171,22 +172,4 @@ func trialMode(full *policy.Policy) (string, error) {
 		return "", errors.New(line.Error)
 	}
 	return line.Mode, nil
-}
-
-// AppendFile appends each Write to the file it names, opened for that
-// write only: each event is in the file as soon as it is written, whatever
-// kills this process next, and no descriptor stays open for the battery's
-// look at its own (an operation checks that none is).
-type AppendFile string
-
-func (f AppendFile) Write(b []byte) (int, error) {
-	fd, err := os.OpenFile(string(f), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return 0, err
-	}
-	n, err := fd.Write(b)
-	if cerr := fd.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
 }
