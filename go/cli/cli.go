@@ -1,8 +1,9 @@
 // Package cli is ronly's command line as data: the kong grammar of the
 // sandbox flags (CLI), the policy they build (CLI.PolicyFor, with the
-// profiles), and the --policy file, which is the same flags in TOML. It
-// prints nothing and exits nowhere: go/cmd/ronly owns the commands, the
-// output and the exit codes.
+// profiles), the --policy file, which is the same flags in TOML, and the
+// files the flags name for a session's records (Outputs). It prints no
+// message and exits nowhere: go/cmd/ronly owns the commands, what they
+// print and the exit codes.
 package cli
 
 import (
