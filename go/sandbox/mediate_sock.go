@@ -276,6 +276,11 @@ type caller struct {
 	// fds, where pidfd_getfd is refused: the caller's sockets are the
 	// supervisor's copies (sockfd.go).
 	fds *sockFDs
+	// mem is /proc/TID/mem, where process_vm_readv and process_vm_writev
+	// are refused (Docker's default profile without CAP_SYS_PTRACE); the
+	// supervisor may open it as the caller's ancestor with a superset of
+	// its capabilities.
+	mem *os.File
 }
 
 // open is openCaller for the socket mediators.
@@ -320,7 +325,12 @@ func tgidOf(tid int) int {
 	return tid
 }
 
-func (k *caller) close() { unix.Close(k.pidfd) }
+func (k *caller) close() {
+	unix.Close(k.pidfd)
+	if k.mem != nil {
+		k.mem.Close()
+	}
+}
 
 // fd is the caller's descriptor n, as a descriptor of ours (close-on-exec).
 func (k *caller) fd(n uint64) (int, syscall.Errno) {
@@ -345,16 +355,50 @@ func (k *caller) fd(n uint64) (int, syscall.Errno) {
 func (k *caller) read(addr uint64, n int) ([]byte, syscall.Errno) {
 	b := make([]byte, n)
 	for done := 0; done < n; {
-		local := []unix.Iovec{{Base: &b[done]}}
-		local[0].SetLen(n - done)
-		remote := []unix.RemoteIovec{{Base: uintptr(addr) + uintptr(done), Len: n - done}}
-		got, err := unix.ProcessVMReadv(k.tid, local, remote, 0)
-		if err != nil || got == 0 {
+		got, e := k.readAt(b[done:], addr+uint64(done))
+		if e != 0 || got == 0 {
 			return nil, unix.EFAULT
 		}
 		done += got
 	}
 	return b, 0
+}
+
+// readAt reads what it can of b at addr: with process_vm_readv, else
+// through /proc/TID/mem.
+func (k *caller) readAt(b []byte, addr uint64) (int, syscall.Errno) {
+	if k.mem == nil {
+		local := []unix.Iovec{{Base: &b[0]}}
+		local[0].SetLen(len(b))
+		remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
+		got, err := unix.ProcessVMReadv(k.tid, local, remote, 0)
+		if err == nil {
+			return got, 0
+		}
+		if err != unix.EPERM && err != unix.ENOSYS {
+			return 0, unix.EFAULT
+		}
+		if e := k.openMem(); e != 0 {
+			return 0, e
+		}
+	}
+	if addr > 1<<62 {
+		return 0, unix.EFAULT
+	}
+	got, _ := k.mem.ReadAt(b, int64(addr))
+	if got == 0 {
+		return 0, unix.EFAULT
+	}
+	return got, 0
+}
+
+func (k *caller) openMem() syscall.Errno {
+	f, err := os.OpenFile("/proc/"+strconv.Itoa(k.tid)+"/mem", os.O_RDWR, 0)
+	if err != nil {
+		return unix.EFAULT
+	}
+	k.mem = f
+	return 0
 }
 
 // span is a range of the caller's memory.
@@ -364,7 +408,7 @@ type span struct {
 }
 
 // gather copies several ranges of the caller's memory, one after the
-// other, in one call.
+// other, in one call (or one read each through /proc/TID/mem).
 func (k *caller) gather(spans []span) ([]byte, syscall.Errno) {
 	total := 0
 	var remote []unix.RemoteIovec
@@ -378,21 +422,50 @@ func (k *caller) gather(spans []span) ([]byte, syscall.Errno) {
 	if total == 0 {
 		return b, 0
 	}
-	local := []unix.Iovec{{Base: &b[0]}}
-	local[0].SetLen(total)
-	got, err := unix.ProcessVMReadv(k.tid, local, remote, 0)
-	if err != nil || got != total {
-		return nil, unix.EFAULT
+	if k.mem == nil {
+		local := []unix.Iovec{{Base: &b[0]}}
+		local[0].SetLen(total)
+		got, err := unix.ProcessVMReadv(k.tid, local, remote, 0)
+		if err == nil && got == total {
+			return b, 0
+		}
+		if err != unix.EPERM && err != unix.ENOSYS {
+			return nil, unix.EFAULT
+		}
+	}
+	b = b[:0]
+	for _, sp := range spans {
+		if sp.n > 0 {
+			part, e := k.read(sp.addr, sp.n)
+			if e != 0 {
+				return nil, e
+			}
+			b = append(b, part...)
+		}
 	}
 	return b, 0
 }
 
-// write copies b into the caller's memory at addr (sendmmsg's msg_len).
-func (k *caller) write(addr uint64, b []byte) {
-	local := []unix.Iovec{{Base: &b[0]}}
-	local[0].SetLen(len(b))
-	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
-	unix.ProcessVMWritev(k.tid, local, remote, 0)
+// write copies b into the caller's memory at addr (sendmmsg's msg_len,
+// socketpair's descriptors); false when not all of it could be written.
+func (k *caller) write(addr uint64, b []byte) bool {
+	if k.mem == nil {
+		local := []unix.Iovec{{Base: &b[0]}}
+		local[0].SetLen(len(b))
+		remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
+		n, err := unix.ProcessVMWritev(k.tid, local, remote, 0)
+		if err == nil {
+			return n == len(b)
+		}
+		if (err != unix.EPERM && err != unix.ENOSYS) || k.openMem() != 0 {
+			return false
+		}
+	}
+	if addr > 1<<62 {
+		return false
+	}
+	n, err := k.mem.WriteAt(b, int64(addr))
+	return err == nil && n == len(b)
 }
 
 // sockaddr copies a socket address of n bytes; the kernel takes at most a

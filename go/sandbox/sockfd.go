@@ -250,7 +250,7 @@ func (f *sockFDs) socketpair(c *Call) *Refusal {
 	// sv must be writable before anything is installed: the kernel too
 	// fails with EFAULT and installs nothing.
 	var zero [8]byte
-	if !k.writeAll(c.Args[3], zero[:]) {
+	if !k.write(c.Args[3], zero[:]) {
 		return answer(c, 0, unix.EFAULT)
 	}
 	if !f.room() {
@@ -286,7 +286,7 @@ func (f *sockFDs) socketpair(c *Call) *Refusal {
 		}
 		binary.NativeEndian.PutUint32(nums[4*i:], uint32(n))
 	}
-	if !k.writeAll(c.Args[3], nums[:]) {
+	if !k.write(c.Args[3], nums[:]) {
 		return answer(c, 0, unix.EFAULT)
 	}
 	c.Reply(0, 0)
@@ -525,16 +525,6 @@ func fdinfoFlags(tid int, n uint64) (flags int, ino uint64, ok bool) {
 		}
 	}
 	return flags, ino, haveFlags && haveIno
-}
-
-// writeAll copies b into the caller's memory at addr, all of it or
-// nothing said.
-func (k *caller) writeAll(addr uint64, b []byte) bool {
-	local := []unix.Iovec{{Base: &b[0]}}
-	local[0].SetLen(len(b))
-	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
-	n, err := unix.ProcessVMWritev(k.tid, local, remote, 0)
-	return err == nil && n == len(b)
 }
 
 // passFD is the caller's descriptor n for an SCM_RIGHTS message the

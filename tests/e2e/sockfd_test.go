@@ -21,26 +21,37 @@ import (
 )
 
 // Docker's default seccomp profile without CAP_SYS_PTRACE, as far as
-// ronly's calls go: envfix_test.go's "docker-default", and pidfd_getfd
-// fails with EPERM. The supervisor then makes the session's sockets itself
-// (go/sandbox/sockfd.go).
+// ronly's calls go: envfix_test.go's "docker-default", and pidfd_getfd,
+// process_vm_readv and process_vm_writev fail with EPERM. The supervisor
+// then makes the session's sockets itself (go/sandbox/sockfd.go) and reads
+// the caller's memory through /proc/PID/mem.
 func init() {
 	const newNS = 0x7E020000 // CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+	const (
+		allow  = 10
+		eperm  = 11
+		enosys = 12
+	)
+	jeq := func(at int, nr uint32, to int) unix.SockFilter {
+		return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: nr, Jt: uint8(to - at - 1)}
+	}
 	filters["docker-no-ptrace"] = struct {
 		prog  []unix.SockFilter
 		flags uintptr
 	}{[]unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // nr
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_PIDFD_GETFD, Jt: 7, Jf: 0},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE3, Jt: 7, Jf: 0},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_PIVOT_ROOT, Jt: 5, Jf: 0},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_UNSHARE, Jt: 1, Jf: 0},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE, Jt: 0, Jf: 2},
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 16}, // arg0, low half
-		{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: newNS, Jt: 1, Jf: 0},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		jeq(1, unix.SYS_PIDFD_GETFD, eperm),
+		jeq(2, unix.SYS_PROCESS_VM_READV, eperm),
+		jeq(3, unix.SYS_PROCESS_VM_WRITEV, eperm),
+		jeq(4, unix.SYS_CLONE3, enosys),
+		jeq(5, unix.SYS_PIVOT_ROOT, eperm),
+		jeq(6, unix.SYS_UNSHARE, 8),
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE, Jt: 0, Jf: 2},  // [7]: clone → [8], else allow
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 16},                             // [8] arg0, low half
+		{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: newNS, Jt: 1, Jf: 0},          // [9]
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},                       // [10]
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},  // [11]
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)}, // [12]
 	}, 0}
 }
 
