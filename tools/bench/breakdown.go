@@ -39,6 +39,7 @@ func breakdown(ronly string, runs int) {
 		wall = append(wall, ms(time.Since(t0)))
 		var main, first, sum float64
 		var cleaned float64
+		afterRuntime := false
 		for _, line := range strings.Split(stderr.String(), "\n") {
 			if m := initRe.FindStringSubmatch(line); m != nil {
 				at, _ := strconv.ParseFloat(m[2], 64)
@@ -46,13 +47,16 @@ func breakdown(ronly string, runs int) {
 				if m[1] == "main" {
 					main = at
 				}
-				if m[1] != "runtime" {
+				// The runtime's own init comes after a few of its
+				// dependencies'; the program's packages follow it.
+				if afterRuntime {
 					if first == 0 {
 						first = at
 					}
 					sum += clock
 					clocks[m[1]] = append(clocks[m[1]], clock)
 				}
+				afterRuntime = afterRuntime || m[1] == "runtime"
 				continue
 			}
 			_, tl, ok := strings.Cut(line, "ms since start: ")
@@ -88,7 +92,7 @@ func breakdown(ronly string, runs int) {
 	fmt.Printf("where `ronly -- /bin/true` spends its time: medians of %d runs (ms)\n", runs)
 	fmt.Printf("  %-58s %6.2f\n", "wall time, as the bench measures it", median(wall))
 	fmt.Printf("  %-58s %6.2f\n", "fork, exec, runtime bootstrap; exit and reaping (the rest)", median(steps[" rest"]))
-	fmt.Printf("  %-58s %6.2f\n", "runtime start to the first package init", median(firstPkg))
+	fmt.Printf("  %-58s %6.2f\n", "runtime start to the program's first package init", median(firstPkg))
 	fmt.Printf("  %-58s %6.2f\n", "package init, first to main's (inittrace @)", median(sub(mainAt, firstPkg)))
 	fmt.Printf("  %-58s %6.2f\n", "  of which the init functions' own clock", median(pkgInit))
 	for _, name := range order {
