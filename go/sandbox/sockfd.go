@@ -61,8 +61,11 @@ import (
 // other than itself holds (every /proc/PID/fd it may read), and closes each
 // copy whose socket nobody holds. It sweeps every sweepEvery while it holds
 // any copy, and at once when the table passes its bound (twice what the
-// last sweep kept, at least sweepAtLeast). A copy younger than the sweep
-// is kept (it may not be installed yet). A peer thus sees EOF at most
+// last sweep kept, at least sweepAtLeast). A copy enters the table only
+// once installed in the caller (else a sweep could close the number the
+// ioctl is about to name), and one that entered after a sweep began is
+// kept by that sweep, which may have read the caller's descriptors before
+// the install. A peer thus sees EOF at most
 // about sweepEvery late. A socket in flight in an SCM_RIGHTS message, held
 // by no process at that moment, loses its copy: later mediated calls on it
 // fail with EACCES. Past maxSockCopies live copies, socket() fails with
@@ -220,17 +223,17 @@ func (f *sockFDs) socket(c *Call) *Refusal {
 		c.Reply(0, errnoFrom(err))
 		return nil
 	}
-	ino, ok := f.add(fd)
-	if !ok {
-		c.Reply(0, unix.EMFILE)
-		return nil
-	}
+	// Into the table only once installed: a sweep meanwhile would find
+	// no process holding it and close the number the ioctl names. The
+	// caller's next call cannot come before: this goroutine answers it.
 	if _, e := f.install(c, fd, typ&unix.SOCK_CLOEXEC != 0, true); e != 0 {
-		f.drop(ino)
+		unix.Close(fd)
 		if e != unix.ENOENT { // ENOENT: the caller is gone
 			c.Reply(0, e)
 		}
+		return nil
 	}
+	f.add(fd)
 	return nil
 }
 
@@ -260,31 +263,29 @@ func (f *sockFDs) socketpair(c *Call) *Refusal {
 	if err != nil {
 		return answer(c, 0, errnoFrom(err))
 	}
-	var inos [2]uint64
-	for i, fd := range pair {
-		ino, ok := f.add(fd)
-		if !ok {
-			if i == 1 {
-				f.drop(inos[0])
-			} else {
-				unix.Close(pair[1])
+	defer func() {
+		// Into the table once installed (see socket); the table keeps
+		// its own descriptors.
+		for _, fd := range pair {
+			if fd >= 0 {
+				unix.Close(fd)
 			}
-			return answer(c, 0, unix.EMFILE)
 		}
-		inos[i] = ino
-	}
+	}()
 	var nums [8]byte
 	for i, fd := range pair {
 		n, e := f.install(c, fd, typ&unix.SOCK_CLOEXEC != 0, false)
 		if e != 0 {
 			// The first may be installed already: the caller has a
 			// descriptor it does not know of, as when a process dies
-			// halfway; the sweep takes the copy when it closes.
-			f.drop(inos[0])
-			f.drop(inos[1])
+			// halfway.
 			return answer(c, 0, e)
 		}
 		binary.NativeEndian.PutUint32(nums[4*i:], uint32(n))
+	}
+	for i, fd := range pair {
+		f.add(fd)
+		pair[i] = -1
 	}
 	if !k.write(c.Args[3], nums[:]) {
 		return answer(c, 0, unix.EFAULT)
