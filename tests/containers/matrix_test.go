@@ -58,27 +58,19 @@ type gap struct {
 }
 
 // knownGaps are the cells (environment/uid) that fail today, measured on
-// this machine (kernel 6.18, docker.io 20.10) on 2026-12-04. A cell here
-// that starts passing fails the test, so that the table stays true: remove
-// its line when the fix lands.
-var knownGaps = func() map[string]gap {
-	// Since issue 12 item 1 (landlock-only mode) ronly starts in every
-	// cell. Under Docker's default seccomp profile without CAP_SYS_PTRACE
-	// the supervisor cannot take the session's sockets (pidfd_getfd is
-	// refused), so it refuses every connect, bind and send to an address
-	// instead of mediating them: the probe's everyday socket operations
-	// fail there. The cell with --cap-add SYS_PTRACE shows the rest.
-	// A known gap still fails on a hostile operation that got through or
-	// a changed canary.
-	g := gap{today: "every socket call with an address is refused: Docker's default seccomp profile refuses pidfd_getfd without CAP_SYS_PTRACE",
-		item: "issue 12 item 1"}
-	m := map[string]gap{}
-	for _, k := range []string{"default/0", "default/1000", "cap-drop-all,no-new-privileges,user-1000/1000", "cap-add-sys-admin/0",
-		"cap-add-sys-admin/1000", "read-only,tmpfs-tmp/0", "read-only,tmpfs-tmp/1000", "pod-like/0", "pod-like/1000"} {
-		m[k] = g
-	}
-	return m
-}()
+// this machine (kernel 6.18, docker.io 20.10). A cell here that starts
+// passing fails the test, so that the table stays true: remove its line
+// when the fix lands. A known gap still fails on a hostile operation that
+// got through or a changed canary.
+//
+// None is left. Under Docker's default seccomp profile without
+// CAP_SYS_PTRACE the supervisor cannot take the session's sockets
+// (pidfd_getfd is refused); it makes them itself instead
+// (go/sandbox/sockfd.go), so the cells that refused every connect, bind and
+// send to an address until 2026-12-05 (default, cap-drop-all, cap-add
+// SYS_ADMIN, read-only, pod-like) must now report every everyday operation
+// ok: one that fails fails the test.
+var knownGaps = map[string]gap{}
 
 // measure is what one cell did, as the matrix table shows it.
 type measure struct {
