@@ -10,8 +10,9 @@ import (
 	"ronly.dev/ronly/go/apiguard"
 )
 
-// What passes, on a plain path (plainPath), HTTP/1.x, without Upgrade,
-// impersonation headers or a dryRun parameter:
+// What passes (the rows of table, below), on a plain path
+// (apiguard.PlainPath), HTTP/1.x, without Upgrade, impersonation headers or
+// a dryRun parameter:
 //
 //   - GET of discovery and OpenAPI (/api, /apis, /apis/{group},
 //     /apis/{group}/{version}, /openapi/v2, /openapi/v3/...), /version,
@@ -23,6 +24,9 @@ import (
 //     create: selfsubjectaccessreviews, selfsubjectrulesreviews
 //     (authorization.k8s.io) and selfsubjectreviews (authentication.k8s.io).
 //     A review changes nothing: the API server answers it and stores nothing.
+//
+// With Guard.HideSecrets (--kube-hide-secrets), reads of core secrets pass
+// through hideSecretValues (secrets.go), which empties their values.
 //
 // Everything else is refused, notably: every other method; the connect
 // subresources (exec, attach, portforward, proxy: pods/proxy, services/proxy
