@@ -53,6 +53,9 @@ Examples:
 // `ronly --help` shows them first, as the man page of the default command.
 // The commands (run, probe) are go/cmd/ronly's, in a struct that embeds
 // CLI: kong flattens it, and the commands' Run methods take *CLI.
+//
+// Adding a flag: the checklist at the top of go/sandbox/plan.go names every
+// file a mount flag touches, and the traps among them.
 type CLI struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
