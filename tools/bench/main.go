@@ -94,6 +94,7 @@ func main() {
 		fatal(err)
 	}
 	defer os.RemoveAll(work)
+	workDir = work
 	// The loops run inside ronly, whose /tmp is its own: a copy of this
 	// binary outside /tmp (go run builds into it) is what they run.
 	if self, err = copyExecutable(self, filepath.Join(work, "bench")); err != nil {
@@ -142,8 +143,14 @@ func copyExecutable(from, to string) (string, error) {
 	return to, os.WriteFile(to, b, 0o755)
 }
 
+// workDir is removed by fatal too, which exits without running defers.
+var workDir string
+
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
+	if workDir != "" {
+		os.RemoveAll(workDir)
+	}
 	os.Exit(1)
 }
 
