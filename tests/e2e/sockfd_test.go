@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -342,4 +344,54 @@ func TestProbeWithoutPidfdGetfd(t *testing.T) {
 		setpriv, _ := exec.LookPath("setpriv")
 		check(t, runProbe(t, []string{exe, "-test.run=^$", "--", setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "probe", "--json"}, want, "landlock-only"))
 	})
+}
+
+// TestDockerGuardWithoutPidfdGetfd: where pidfd_getfd is refused the
+// Docker guard is on in landlock-only mode (the supervisor connects the
+// session's sockets to it): a fake daemon counts what reaches it, and sees
+// only the guard's GET /_ping; the host's socket is refused inside.
+func TestDockerGuardWithoutPidfdGetfd(t *testing.T) {
+	b := setup(t)
+	needTool(t, "curl")
+	sock := filepath.Join(userDir(t, 0, "ronly-e2e-sockfd-docker-"), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Api-Version", "1.41")
+		w.Write([]byte("OK"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	t.Setenv("DOCKER_HOST", "unix://"+sock)
+	script := fmt.Sprintf(`guard=${DOCKER_HOST#unix://}
+curl -s -o /dev/null -w '%%{http_code}' --unix-socket %[1]s http://d/_ping; echo " real=$?"
+echo "ping=$(curl -s --unix-socket "$guard" http://d/_ping)"
+echo "kill=$(curl -s -o /dev/null -w '%%{http_code}' -X POST --unix-socket "$guard" http://d/containers/x/kill)"
+echo done
+`, sock)
+	_, _, stdout, stderr, finish := underNoPtrace(t, 0, b.ronly, "-v", "--", "/bin/sh", "-c", script)
+	_, out := readUntil(t, stdout, "done")
+	finish()
+	got := values(out)
+	if !strings.Contains(out, "000 real=7") {
+		t.Errorf("the host's Docker socket answered inside (want curl exit 7):\n%s\nstderr:\n%s", out, stderr)
+	}
+	if got["ping"] != "OK" || got["kill"] != "403" {
+		t.Errorf("want the guard to answer GET /_ping and refuse POST /containers/x/kill (403):\n%s\nstderr:\n%s", out, stderr)
+	}
+	if !strings.Contains(stderr.String(), "docker_guard=true") {
+		t.Errorf("-v does not say the guard is on:\n%s", stderr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0] != "GET /_ping" {
+		t.Errorf("the daemon saw %q, want only the guard's GET /_ping", seen)
+	}
 }
