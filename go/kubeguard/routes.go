@@ -200,10 +200,7 @@ func routeKey(path string, r request) string {
 	return k
 }
 
-var (
-	get  = []string{http.MethodGet}
-	post = []string{http.MethodPost}
-)
+var get = []string{http.MethodGet}
 
 // table is the guard's route table, in the order it is read; a call no row
 // lets through is refused.

@@ -359,15 +359,6 @@ func (f *sockFDs) add(fd int) (uint64, bool) {
 	return st.Ino, true
 }
 
-func (f *sockFDs) drop(ino uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if cp, ok := f.byIno[ino]; ok {
-		unix.Close(cp.fd)
-		delete(f.byIno, ino)
-	}
-}
-
 // tick sweeps every sweepEvery while there are copies.
 func (f *sockFDs) tick() {
 	for {
