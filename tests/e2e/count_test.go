@@ -74,13 +74,27 @@ func TestRefusalsAreCountedAndAudited(t *testing.T) {
 // TestSupervisorDeathFailsClosed kills the supervisor while a process of
 // the session lives on; that process's refused calls must stay refused
 // (the kernel answers ENOSYS for an unanswerable listener).
+//
+// The orphan is already running, blocked on a FIFO, when the supervisor
+// dies, and makes its call the moment the test writes: any ronly starting
+// elsewhere on the host sweeps a dead supervisor's cgroup and kills what is
+// left in it (go/cgroup.Sweep), so an orphan that still had to start
+// python after the kill lost that race under load.
 func TestSupervisorDeathFailsClosed(t *testing.T) {
 	b := setup(t)
 	needTool(t, "python3")
 	dir := userDir(t, 0, "ronly-e2e-failclosed-")
-	result := filepath.Join(dir, "result")
-	script := `(while [ ! -e ` + dir + `/go ]; do sleep 0.05; done; ` + refuse + `1 0 > ` + result + `.tmp; mv ` + result + `.tmp ` + result + `) &
-echo started; sleep 1000`
+	fifo, result := filepath.Join(dir, "go"), filepath.Join(dir, "result")
+	orphan := `python3 -c '
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+open(sys.argv[1]).read()
+r = libc.syscall(272, 0x10000000)
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(ctypes.get_errno() if r < 0 else 0))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+' `
+	script := `mkfifo ` + fifo + ` && { ` + orphan + fifo + ` ` + result + ` & } && echo started; sleep 1000`
 	cmd := exec.Command(b.ronly, "--rw", dir, "--", "/bin/sh", "-c", script)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -94,9 +108,31 @@ echo started; sleep 1000`
 		cmd.Process.Kill()
 		t.Fatalf("sandbox did not start: %q", line)
 	}
+	// Opening the FIFO for writing returns once the orphan has it open
+	// for reading: it is then past python's start.
+	opened := make(chan *os.File, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- f
+	}()
+	var w *os.File
+	select {
+	case w = <-opened:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the session's orphan never opened its FIFO")
+	}
+	if w == nil {
+		cmd.Process.Kill()
+		t.FailNow()
+	}
 	cmd.Process.Kill() // the supervisor, with the listener
 	cmd.Wait()
-	os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
+	w.WriteString("go")
+	w.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(result); err == nil {
@@ -105,7 +141,7 @@ echo started; sleep 1000`
 			}
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("the orphaned session process never reported")
 }
