@@ -2,7 +2,6 @@ package writewatch
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,19 +69,23 @@ var ia32Names = map[string]string{
 // 1) carry i386 numbers, which name other calls in the x86_64 table.
 const abiI386Named = 2
 
+// vmlinuxBTF is where the kernel describes its own types and functions;
+// an fexit program names the function it attaches to by its id there.
+const vmlinuxBTF = "/sys/kernel/btf/vmlinux"
+
 // target is a kernel function an fexit program attaches to.
 type target struct {
 	fn  string
 	nr  int32  // the x86_64 syscall number it is counted under
 	abi uint32 // 0, or abiI386Named
-	id  uint32 // its BTF id
 }
 
 // targets are the functions an fexit Watch attaches to, in a fixed order:
 // the x86_64 entry of each write-class call and its i386 one (the compat
 // one where the kernel has one: that is the one in the i386 table). Those
-// the kernel lacks are left out.
-func targets() ([]target, error) {
+// the kernel's BTF lacks are left out. kernel is that BTF, which the
+// loader then finds each function's id in.
+func targets(kernel *btf.Spec) []target {
 	var all []target
 	for name, nr := range writeCalls {
 		all = append(all,
@@ -89,27 +96,21 @@ func targets() ([]target, error) {
 	for name, call := range ia32Names {
 		all = append(all, target{fn: "__ia32_sys_" + name, nr: int32(writeCalls[call]), abi: abiI386Named})
 	}
-	names := map[string]bool{}
-	for _, t := range all {
-		names[t.fn] = true
-	}
-	ids, err := funcIDs(names)
-	if err != nil {
-		return nil, err
+	has := func(fn string) bool {
+		var f *btf.Func
+		return kernel.TypeByName(fn, &f) == nil // not found, or ambiguous: not attachable by name
 	}
 	var found []target
 	for _, t := range all {
-		id, ok := ids[t.fn]
-		if alt, isSys := strings.CutPrefix(t.fn, "__ia32_sys_"); isSys && ids["__ia32_compat_sys_"+alt] != 0 {
-			ok = false // the i386 table has the compat one; this one serves no call
+		if alt, isSys := strings.CutPrefix(t.fn, "__ia32_sys_"); isSys && has("__ia32_compat_sys_"+alt) {
+			continue // the i386 table has the compat one; this one serves no call
 		}
-		if ok {
-			t.id = id
+		if has(t.fn) {
 			found = append(found, t)
 		}
 	}
 	slices.SortFunc(found, func(a, b target) int { return strings.Compare(a.fn, b.fn) })
-	return found, nil
+	return found
 }
 
 // fexitPossible answers cheaply whether loading fexit programs can work,
@@ -120,27 +121,17 @@ func fexitPossible() error {
 	if _, err := os.Stat(vmlinuxBTF); err != nil {
 		return fmt.Errorf("%w: no kernel BTF (%v)", ErrNoFexit, err)
 	}
-	var a asm
-	a.MovImm(r0, 0)
-	a.Exit()
-	insns, err := a.assemble(nil)
-	if err != nil {
-		return err
-	}
-	fd, err := loadFexit("ronly_probe", insns, 0)
+	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+		Name: "ronly_probe", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFExit, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	}, ebpf.ProgramOptions{LogDisabled: true}) // the verdict is in the errno, not worth a second load with a log
 	if err == nil {
-		unix.Close(fd)
+		prog.Close()
 	}
 	if errors.Is(err, unix.EPERM) && os.Geteuid() == 0 {
 		return fmt.Errorf("%w: loading a tracing program fails with %v", ErrNoFexit, err)
 	}
 	return nil
-}
-
-// notSupported says the kernel cannot attach a trampoline: ENOTSUPP
-// (524, kernel-internal) or EOPNOTSUPP.
-func notSupported(err error) bool {
-	return errors.Is(err, syscall.Errno(524)) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
 // fexitPrefix names an fexit set's programs after a hash of the program
@@ -149,9 +140,9 @@ func notSupported(err error) bool {
 // knows when it holds them all: "rof" + 8 hex digits + "n" + 3 digits,
 // the 15 bytes a program's name has.
 func fexitPrefix() (string, error) {
-	insns, err := program(false, &target{}).assemble(make([]int, numMaps))
+	insns, err := program(false, &target{}).encode()
 	if err != nil {
-		return "", fmt.Errorf("assemble program: %w", err)
+		return "", err
 	}
 	h := sha256.New()
 	h.Write(insns)
@@ -173,35 +164,47 @@ func (w *Watch) attachFexit(events bool, prefix string) error {
 	if err := fexitPossible(); err != nil {
 		return err
 	}
-	ts, err := targets()
+	// One parse of the kernel's BTF (about 15 ms) serves the target list
+	// and every program's load: loaded one by one, each would parse it
+	// again.
+	cache := btf.NewCache()
+	kernel, err := cache.Kernel()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNoFexit, err)
 	}
+	ts := targets(kernel)
 	if len(ts) == 0 || len(ts) > 999 {
 		return fmt.Errorf("%w: the kernel's BTF names %d of the write-class syscalls' functions", ErrNoFexit, len(ts))
 	}
 	name := prefix + fmt.Sprintf("%03d", len(ts))
+	spec := &ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{}}
 	for _, t := range ts {
-		insns, err := program(events, &t).assemble(w.maps[:])
-		if err != nil {
-			return fmt.Errorf("assemble program: %w", err)
-		}
-		prog, err := loadFexit(name, insns, t.id)
+		insns, err := program(events, &t).instructions(&w.maps)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.fn, err)
 		}
-		w.progs = append(w.progs, prog)
+		spec.Programs[t.fn] = &ebpf.ProgramSpec{Name: name, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFExit,
+			AttachTo: t.fn, License: "GPL", Instructions: insns}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: cache})
+	if err != nil {
+		return loadError(err)
+	}
+	for _, t := range ts {
+		w.progs = append(w.progs, coll.Programs[t.fn]) // the collection holds nothing else
 	}
 	// Last: attaching is what patches the functions.
 	for i, prog := range w.progs {
-		link, err := attachRawTracepoint("", prog)
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceFExit})
 		if err != nil {
-			if notSupported(err) {
+			// ENOTSUPP (524, kernel-internal) or EOPNOTSUPP: the kernel
+			// cannot patch the function.
+			if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, syscall.Errno(524)) || errors.Is(err, unix.EOPNOTSUPP) {
 				err = fmt.Errorf("%w: %v", ErrNoFexit, err)
 			}
-			return fmt.Errorf("%s: %w", ts[i].fn, err)
+			return fmt.Errorf("attach fexit program to %s: %w", ts[i].fn, err)
 		}
-		w.links = append(w.links, link)
+		w.links = append(w.links, l)
 	}
 	w.hook = "fexit"
 	return nil
@@ -213,31 +216,32 @@ func (w *Watch) attachFexit(events bool, prefix string) error {
 // letting go of it): w then holds nothing.
 func (w *Watch) joinFexit(prefix string) bool {
 	want := 0
-	var mapIDs []uint32
-	var links, progs []int
+	var mapIDs []ebpf.MapID
+	var links []link.Link
+	var progs []*ebpf.Program
 	drop := func() {
-		for _, fd := range append(links, progs...) {
-			unix.Close(fd)
+		for _, l := range links {
+			l.Close()
+		}
+		for _, p := range progs {
+			p.Close()
 		}
 		links, progs = nil, nil
 	}
-	for id, err := nextID(unix.BPF_LINK_GET_NEXT_ID, 0); err == nil; id, err = nextID(unix.BPF_LINK_GET_NEXT_ID, id) {
-		link, err := fdByID(unix.BPF_LINK_GET_FD_BY_ID, id)
-		if err != nil {
-			continue // gone since listed
-		}
-		prog, name, ids, ok := linkProgram(link, unix.BPF_LINK_TYPE_TRACING, len(sharedMaps))
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		prog, name, ids, ok := linkProgram(it.Link, link.TracingType, len(sharedMaps))
 		rest, isOurs := strings.CutPrefix(name, prefix)
 		n, err := strconv.Atoi(rest)
 		if !ok || !isOurs || err != nil || n <= 0 || (want > 0 && (n != want || !slices.Equal(ids, mapIDs))) {
 			if ok {
-				unix.Close(prog)
+				prog.Close()
 			}
-			unix.Close(link)
 			continue
 		}
 		want, mapIDs = n, ids
-		links, progs = append(links, link), append(progs, prog)
+		links, progs = append(links, it.Take()), append(progs, prog)
 		if len(links) == want {
 			break
 		}
@@ -255,22 +259,26 @@ func (w *Watch) joinFexit(prefix string) bool {
 	return true
 }
 
-// linkProgram opens the program of link if the link has type typ, with
-// its name and the ids of its maps, which must number nMaps.
-func linkProgram(link int, typ uint32, nMaps int) (prog int, name string, mapIDs []uint32, ok bool) {
-	// struct bpf_link_info: type, id, prog_id.
-	li := make([]byte, 64)
-	if objInfo(link, li) != nil || binary.LittleEndian.Uint32(li[0:]) != typ {
-		return -1, "", nil, false
+// linkProgram opens the program of l if the link has type typ, with its
+// name and the ids of its maps, which must number nMaps.
+func linkProgram(l link.Link, typ link.Type, nMaps int) (prog *ebpf.Program, name string, mapIDs []ebpf.MapID, ok bool) {
+	li, err := l.Info()
+	if err != nil || li.Type != typ {
+		return nil, "", nil, false
 	}
-	prog, err := fdByID(unix.BPF_PROG_GET_FD_BY_ID, binary.LittleEndian.Uint32(li[8:]))
+	prog, err = ebpf.NewProgramFromID(li.Program)
 	if err != nil {
-		return -1, "", nil, false
+		return nil, "", nil, false
 	}
-	ids, name, err := progMaps(prog, nMaps)
+	pi, err := prog.Info()
 	if err != nil {
-		unix.Close(prog)
-		return -1, "", nil, false
+		prog.Close()
+		return nil, "", nil, false
 	}
-	return prog, name, ids, true
+	ids, _ := pi.MapIDs()
+	if len(ids) != nMaps {
+		prog.Close()
+		return nil, "", nil, false
+	}
+	return prog, pi.Name, ids, true
 }

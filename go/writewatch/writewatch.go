@@ -4,12 +4,13 @@
 //
 // Seccomp cannot see these refusals (the calls are allowed; the file system
 // refuses them), and tracing a session's processes would slow every one of
-// their calls. Instead small eBPF programs, written here as raw
-// instructions, look at syscall results: each compares the return value
-// with -EROFS and returns at once when it differs. Only for a refusal does
-// it look up the task's cgroup (or its ancestors) among the watched ones,
-// count the call by number and send an event through a ring buffer for an
-// audit log, with the path the call named where it has one.
+// their calls. Instead small eBPF programs, written here instruction by
+// instruction with github.com/cilium/ebpf/asm, look at syscall results:
+// each compares the return value with -EROFS and returns at once when it
+// differs. Only for a refusal does it look up the task's cgroup (or its
+// ancestors) among the watched ones, count the call by number and send an
+// event through a ring buffer for an audit log, with the path the call
+// named where it has one.
 //
 // Where they run decides who pays (Hooks). Where the kernel has BPF
 // trampolines, fexit programs run on the return of the write-class
@@ -56,10 +57,14 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/bpf"
@@ -99,16 +104,19 @@ type Event struct {
 // Watch is an attached program (its own, or the one Shared Watches share)
 // and its maps; its methods are safe for concurrent use.
 type Watch struct {
-	maps  [numMaps]int
-	progs []int
-	links []int  // closing them detaches the programs (Shared ones: their last holder)
-	hook  string // "fexit" or "tracepoint"
+	maps  [numMaps]*ebpf.Map
+	progs []*ebpf.Program
+	links []link.Link // closing them detaches the programs (Shared ones: their last holder)
+	hook  string      // "fexit" or "tracepoint"
 	// joined: a Shared Watch that took another process's programs.
 	joined bool
 	added  map[uint64]bool // a Shared Watch's cgroups, forgotten by Close
-	ring   *ring
-	epoll  int
-	stop   int // eventfd that ends the reader goroutine
+	// ring reads the events map without blocking (its deadline is in the
+	// past); readLoop waits on epoll, which the drain from Remove need
+	// not wait for.
+	ring  *ringbuf.Reader
+	epoll int
+	stop  int // eventfd that ends the reader goroutine
 
 	mu      sync.Mutex // the ring and handler
 	handler func(Event)
@@ -119,10 +127,22 @@ type Watch struct {
 	closed bool
 }
 
+// countKey is the key of the counts map: the first keyLen bytes of a
+// record.
 type countKey struct {
-	cgroup uint64
-	nr     uint32
-	abi    uint32 // 1: i386 syscall, numbered in the i386 table; abiI386Named
+	Cgroup uint64
+	Nr     uint32
+	ABI    uint32 // 1: i386 syscall, numbered in the i386 table; abiI386Named
+}
+
+// record is the fixed part of what the program sends through the ring
+// buffer (recordLen bytes); the path, with its NUL, follows.
+type record struct {
+	Key  countKey
+	Time uint64 // CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns)
+	PID  uint32
+	_    uint32
+	Comm [16]byte
 }
 
 // Hooks says where a Watch may see the results of syscalls.
@@ -160,9 +180,6 @@ func newWatch(added map[uint64]bool, start func(*Watch) error) (*Watch, error) {
 		return nil, fmt.Errorf("writewatch: %s is not supported (the program reads x86_64 struct pt_regs)", runtime.GOARCH)
 	}
 	w := &Watch{epoll: -1, stop: -1, added: added}
-	for i := range w.maps {
-		w.maps[i] = -1
-	}
 	if err := start(w); err != nil {
 		w.release()
 		if errors.Is(err, unix.EPERM) {
@@ -175,15 +192,12 @@ func newWatch(added map[uint64]bool, start func(*Watch) error) (*Watch, error) {
 
 // mapSpecs are the maps' names and shapes; a Shared Watch that joins finds
 // the maps among its program's by these names.
-var mapSpecs = [numMaps]struct {
-	name                    string
-	typ, key, value, maxEnt uint32
-}{
-	mapSessions: {"sessions", unix.BPF_MAP_TYPE_HASH, 8, 4, maxSessions},
-	mapCounts:   {"counts", unix.BPF_MAP_TYPE_HASH, keyLen, 8, maxCounts},
-	mapEvents:   {"events", unix.BPF_MAP_TYPE_RINGBUF, 0, 0, ringSize},
-	mapDropped:  {"dropped", unix.BPF_MAP_TYPE_ARRAY, 4, 8, 2},
-	mapPaths:    {"paths", unix.BPF_MAP_TYPE_ARRAY, 4, 4, maxNr},
+var mapSpecs = [numMaps]ebpf.MapSpec{
+	mapSessions: {Name: "sessions", Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: maxSessions},
+	mapCounts:   {Name: "counts", Type: ebpf.Hash, KeySize: keyLen, ValueSize: 8, MaxEntries: maxCounts},
+	mapEvents:   {Name: "events", Type: ebpf.RingBuf, MaxEntries: ringSize},
+	mapDropped:  {Name: "dropped", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2},
+	mapPaths:    {Name: "paths", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: maxNr},
 }
 
 // sharedMaps are the maps of the counting program, which Shared Watches
@@ -193,12 +207,11 @@ var sharedMaps = []int{mapSessions, mapCounts, mapDropped}
 // createMaps creates the maps with these indices.
 func (w *Watch) createMaps(which []int) error {
 	for _, i := range which {
-		s := mapSpecs[i]
-		fd, err := createMap(s.name, s.typ, s.key, s.value, s.maxEnt)
+		m, err := ebpf.NewMap(&mapSpecs[i])
 		if err != nil {
-			return err
+			return fmt.Errorf("create map %s: %w", mapSpecs[i].Name, err)
 		}
-		w.maps[i] = fd
+		w.maps[i] = m
 	}
 	return nil
 }
@@ -209,21 +222,21 @@ func (w *Watch) start(hooks Hooks) error {
 		return err
 	}
 	for nr, off := range pathArgs {
-		k := uint32(nr)
-		if err := mapUpdate(w.maps[mapPaths], unsafe.Pointer(&k), unsafe.Pointer(&off), unix.BPF_ANY); err != nil {
+		if err := w.maps[mapPaths].Update(uint32(nr), off, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("fill map paths: %w", err)
 		}
 	}
-	if w.ring, err = newRing(w.maps[mapEvents], ringSize); err != nil {
-		return err
+	if w.ring, err = ringbuf.NewReader(w.maps[mapEvents]); err != nil {
+		return fmt.Errorf("ring buffer reader: %w", err)
 	}
+	w.ring.SetDeadline(time.Unix(1, 0)) // never wait: readLoop does
 	if w.epoll, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
 	}
 	if w.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return fmt.Errorf("eventfd: %w", err)
 	}
-	for _, fd := range []int{w.maps[mapEvents], w.stop} {
+	for _, fd := range []int{w.maps[mapEvents].FD(), w.stop} {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 		if err := unix.EpollCtl(w.epoll, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			return fmt.Errorf("epoll_ctl: %w", err)
@@ -244,9 +257,9 @@ func (w *Watch) attach(hooks Hooks, events bool, fexitPrefix, tpName string) err
 		// back to the tracepoint, which every kernel since 4.17 has.
 		w.closePrograms()
 	}
-	insns, err := program(events, nil).assemble(w.maps[:])
+	insns, err := program(events, nil).instructions(&w.maps)
 	if err != nil {
-		return fmt.Errorf("assemble program: %w", err)
+		return err
 	}
 	prog, err := loadProgram(tpName, insns)
 	if err != nil {
@@ -254,19 +267,47 @@ func (w *Watch) attach(hooks Hooks, events bool, fexitPrefix, tpName string) err
 	}
 	w.progs = append(w.progs, prog)
 	// Last: attaching is what makes every syscall on the host pay.
-	link, err := attachRawTracepoint("sys_exit", prog)
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
 	if err != nil {
-		return err
+		return fmt.Errorf("attach to raw tracepoint sys_exit: %w", err)
 	}
-	w.links, w.hook = append(w.links, link), "tracepoint"
+	w.links, w.hook = append(w.links, l), "tracepoint"
 	return nil
+}
+
+// loadProgram loads a raw tracepoint program.
+func loadProgram(name string, insns asm.Instructions) (*ebpf.Program, error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: ebpf.RawTracepoint, License: "GPL", Instructions: insns})
+	if err != nil {
+		return nil, loadError(err)
+	}
+	return prog, nil
+}
+
+// loadError puts the end of the verifier's log, which the library fetches
+// with a second load after a failed one, in the error: its verdict is at
+// the end.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) || len(ve.Log) == 0 {
+		return fmt.Errorf("load program: %w", err)
+	}
+	log := strings.TrimSpace(strings.Join(ve.Log, "\n"))
+	const keep = 4000
+	if len(log) > keep {
+		log = "..." + log[len(log)-keep:]
+	}
+	return fmt.Errorf("load program: %w; verifier log:\n%s", ve.Cause, log)
 }
 
 // closePrograms detaches and closes w's programs.
 func (w *Watch) closePrograms() error {
 	var errs []error
-	for _, fd := range append(w.links, w.progs...) {
-		errs = append(errs, unix.Close(fd))
+	for _, l := range w.links {
+		errs = append(errs, l.Close())
+	}
+	for _, p := range w.progs {
+		errs = append(errs, p.Close())
 	}
 	w.links, w.progs = nil, nil
 	return errors.Join(errs...)
@@ -315,9 +356,9 @@ func Shared(hooks Hooks) (*Watch, error) {
 // progName names the counting program after a hash of its instructions
 // (map fds left out).
 func progName() (string, error) {
-	insns, err := program(false, nil).assemble(make([]int, numMaps))
+	insns, err := program(false, nil).encode()
 	if err != nil {
-		return "", fmt.Errorf("assemble program: %w", err)
+		return "", err
 	}
 	sum := sha256.Sum256(insns)
 	return fmt.Sprintf("ronly_w%x", sum[:4]), nil
@@ -334,94 +375,66 @@ func (w *Watch) loadShared(hooks Hooks, fexitPrefix, tpName string) error {
 // takes references to it, its program and its maps. False when there is
 // none, or it went away while we looked.
 func (w *Watch) join(name string) bool {
-	for id, err := nextID(unix.BPF_LINK_GET_NEXT_ID, 0); err == nil; id, err = nextID(unix.BPF_LINK_GET_NEXT_ID, id) {
-		link, err := fdByID(unix.BPF_LINK_GET_FD_BY_ID, id)
-		if err != nil {
-			continue // gone since listed
-		}
-		if w.adopt(link, name) {
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		if w.adopt(it.Link, name) {
+			it.Take()
 			return true
 		}
-		unix.Close(link)
 	}
 	return false
 }
 
 // adopt takes link if it attaches a program called name with the counting
 // program's maps.
-func (w *Watch) adopt(link int, name string) bool {
-	prog, got, ids, ok := linkProgram(link, unix.BPF_LINK_TYPE_RAW_TRACEPOINT, len(sharedMaps))
+func (w *Watch) adopt(l link.Link, name string) bool {
+	prog, got, ids, ok := linkProgram(l, link.RawTracepointType, len(sharedMaps))
 	if !ok {
 		return false
 	}
 	if got != name {
-		unix.Close(prog)
+		prog.Close()
 		return false
 	}
 	maps, ok := openMaps(ids)
 	if !ok {
-		unix.Close(prog)
+		prog.Close()
 		return false
 	}
-	w.links, w.progs, w.maps, w.hook, w.joined = []int{link}, []int{prog}, maps, "tracepoint", true
+	w.links, w.progs, w.maps, w.hook, w.joined = []link.Link{l}, []*ebpf.Program{prog}, maps, "tracepoint", true
 	return true
 }
 
-// progMaps returns the ids of the maps a program uses, which must number
-// n, and its name.
-func progMaps(prog, n int) ([]uint32, string, error) {
-	// struct bpf_prog_info: nr_map_ids at 52, map_ids at 56, name at 64.
-	// The kernel writes the ids to memory the info names by address only:
-	// pinned, so that neither the collector nor a stack copy moves it.
-	ids := make([]uint32, n+1)
-	var pin runtime.Pinner
-	pin.Pin(&ids[0])
-	defer pin.Unpin()
-	pi := make([]byte, 96)
-	binary.LittleEndian.PutUint32(pi[52:], uint32(len(ids)))
-	binary.LittleEndian.PutUint64(pi[56:], uint64(uintptr(unsafe.Pointer(&ids[0]))))
-	if err := objInfo(prog, pi); err != nil {
-		return nil, "", err
-	}
-	if got := int(binary.LittleEndian.Uint32(pi[52:])); got != n {
-		return nil, "", fmt.Errorf("program has %d maps, not %d", got, n)
-	}
-	return ids[:n], cString(pi[64:80]), nil
-}
-
 // openMaps opens the shared maps with these ids, each found by its name.
-func openMaps(ids []uint32) ([numMaps]int, bool) {
-	maps := [numMaps]int{}
-	for i := range maps {
-		maps[i] = -1
-	}
+func openMaps(ids []ebpf.MapID) ([numMaps]*ebpf.Map, bool) {
+	var maps [numMaps]*ebpf.Map
 	ok := len(ids) == len(sharedMaps)
 	for _, id := range ids {
 		if !ok {
 			break
 		}
-		fd, err := fdByID(unix.BPF_MAP_GET_FD_BY_ID, id)
+		m, err := ebpf.NewMapFromID(id)
 		if err != nil {
 			ok = false
 			break
 		}
-		mi := make([]byte, 64) // struct bpf_map_info: name at 24
 		i := -1
-		if objInfo(fd, mi) == nil {
-			name := cString(mi[24:40])
-			i = slices.IndexFunc(sharedMaps, func(m int) bool { return mapSpecs[m].name == name })
+		if info, err := m.Info(); err == nil {
+			i = slices.IndexFunc(sharedMaps, func(j int) bool { return mapSpecs[j].Name == info.Name })
 		}
-		if i < 0 || maps[sharedMaps[i]] >= 0 {
-			unix.Close(fd)
+		if i < 0 || maps[sharedMaps[i]] != nil {
+			m.Close()
 			ok = false
 			break
 		}
-		maps[sharedMaps[i]] = fd
+		maps[sharedMaps[i]] = m
 	}
 	if !ok {
-		for _, fd := range maps {
-			if fd >= 0 {
-				unix.Close(fd)
+		for i, m := range maps {
+			if m != nil {
+				m.Close()
+				maps[i] = nil
 			}
 		}
 	}
@@ -466,18 +479,17 @@ func (w *Watch) prune() {
 		seen[id] = errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
 		return seen[id]
 	}
-	var id, next uint64
-	var prev unsafe.Pointer
+	var id uint64
+	var one uint32
 	var stale []uint64
-	for mapNextKey(w.maps[mapSessions], prev, unsafe.Pointer(&next)) == nil {
-		if gone(next) {
-			stale = append(stale, next)
+	it := w.maps[mapSessions].Iterate()
+	for it.Next(&id, &one) {
+		if gone(id) {
+			stale = append(stale, id)
 		}
-		id = next
-		prev = unsafe.Pointer(&id)
 	}
 	for _, id := range stale {
-		mapDelete(w.maps[mapSessions], unsafe.Pointer(&id))
+		w.maps[mapSessions].Delete(id)
 	}
 	w.dropCounts(gone)
 }
@@ -487,7 +499,7 @@ func (w *Watch) prune() {
 func (w *Watch) dropCounts(drop func(cgroupID uint64) bool) {
 	keys, _ := w.countKeys(drop)
 	for _, k := range keys {
-		mapDelete(w.maps[mapCounts], unsafe.Pointer(&k))
+		w.maps[mapCounts].Delete(k)
 	}
 }
 
@@ -495,22 +507,18 @@ func (w *Watch) dropCounts(drop func(cgroupID uint64) bool) {
 // They are collected first: deleting while walking would restart the walk.
 func (w *Watch) countKeys(match func(cgroupID uint64) bool) ([]countKey, error) {
 	var keys []countKey
-	var key, next countKey
-	var prev unsafe.Pointer // nil: from the first key
-	for {
-		err := mapNextKey(w.maps[mapCounts], prev, unsafe.Pointer(&next))
-		if errors.Is(err, unix.ENOENT) {
-			return keys, nil
+	var key countKey
+	var n uint64
+	it := w.maps[mapCounts].Iterate()
+	for it.Next(&key, &n) {
+		if match(key.Cgroup) {
+			keys = append(keys, key)
 		}
-		if err != nil {
-			return keys, fmt.Errorf("writewatch: walk counts: %w", err)
-		}
-		if match(next.cgroup) {
-			keys = append(keys, next)
-		}
-		key = next
-		prev = unsafe.Pointer(&key)
 	}
+	if err := it.Err(); err != nil {
+		return keys, fmt.Errorf("writewatch: walk counts: %w", err)
+	}
+	return keys, nil
 }
 
 // fileidKernfs is the type of a kernfs file handle (FILEID_KERNFS), whose
@@ -526,8 +534,7 @@ func (w *Watch) Add(cgroupID uint64) error {
 	if w.closed {
 		return errors.New("writewatch: Add on a closed Watch")
 	}
-	one := uint32(1)
-	if err := mapUpdate(w.maps[mapSessions], unsafe.Pointer(&cgroupID), unsafe.Pointer(&one), unix.BPF_ANY); err != nil {
+	if err := w.maps[mapSessions].Update(cgroupID, uint32(1), ebpf.UpdateAny); err != nil {
 		if errors.Is(err, unix.E2BIG) {
 			err = fmt.Errorf("%w: already watching %d cgroups", err, maxSessions)
 		}
@@ -550,8 +557,8 @@ func (w *Watch) Remove(cgroupID uint64) (map[string]uint64, error) {
 	if w.closed {
 		return nil, errors.New("writewatch: Remove on a closed Watch")
 	}
-	if err := mapDelete(w.maps[mapSessions], unsafe.Pointer(&cgroupID)); err != nil {
-		if errors.Is(err, unix.ENOENT) {
+	if err := w.maps[mapSessions].Delete(cgroupID); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, fmt.Errorf("writewatch: cgroup %d is not watched", cgroupID)
 		}
 		return nil, fmt.Errorf("writewatch: unwatch cgroup %d: %w", cgroupID, err)
@@ -566,14 +573,14 @@ func (w *Watch) Remove(cgroupID uint64) (map[string]uint64, error) {
 	counts := map[string]uint64{}
 	for _, k := range keys {
 		var n uint64
-		err := mapLookupAndDelete(w.maps[mapCounts], unsafe.Pointer(&k), unsafe.Pointer(&n))
-		if errors.Is(err, unix.ENOENT) {
+		err := w.maps[mapCounts].LookupAndDelete(k, &n)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("writewatch: read counts: %w", err)
 		}
-		counts[syscallName(k.nr, k.abi)] += n
+		counts[syscallName(k.Nr, k.ABI)] += n
 	}
 	return counts, nil
 }
@@ -627,24 +634,31 @@ func (w *Watch) drain() {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	mono := uint64(ts.Nano())
-	w.ring.read(func(b []byte) {
-		if w.handler == nil || len(b) < recordLen {
-			return
+	// Every record read is freed; without a handler it is dropped. A
+	// record still being written holds the reader until it is committed,
+	// a few instructions of the program later.
+	var rec ringbuf.Record
+	for w.ring.ReadInto(&rec) == nil { // then os.ErrDeadlineExceeded: all read
+		var r record
+		if w.handler == nil || len(rec.RawSample) < recordLen {
+			continue
 		}
-		le := binary.LittleEndian
+		if _, err := binary.Decode(rec.RawSample, binary.LittleEndian, &r); err != nil {
+			continue
+		}
 		ev := Event{
-			CgroupID: le.Uint64(b[0:]),
-			Syscall:  syscallName(le.Uint32(b[8:]), le.Uint32(b[12:])),
-			PID:      int(le.Uint32(b[24:])),
-			Comm:     cString(b[32:48]),
-			Path:     cString(b[recordLen:]),
+			CgroupID: r.Key.Cgroup,
+			Syscall:  syscallName(r.Key.Nr, r.Key.ABI),
+			PID:      int(r.PID),
+			Comm:     cString(r.Comm[:]),
+			Path:     cString(rec.RawSample[recordLen:]),
 			Time:     now,
 		}
-		if t := le.Uint64(b[16:]); t <= mono {
-			ev.Time = now.Add(-time.Duration(mono - t))
+		if r.Time <= mono {
+			ev.Time = now.Add(-time.Duration(mono - r.Time))
 		}
 		w.handler(ev)
-	})
+	}
 }
 
 // Dropped returns how many events were lost because the ring buffer was full
@@ -658,8 +672,7 @@ func (w *Watch) Dropped() (events, counts uint64, err error) {
 	}
 	var v [2]uint64
 	for i := range v {
-		k := uint32(i)
-		if err := mapLookup(w.maps[mapDropped], unsafe.Pointer(&k), unsafe.Pointer(&v[i])); err != nil {
+		if err := w.maps[mapDropped].Lookup(uint32(i), &v[i]); err != nil {
 			return 0, 0, fmt.Errorf("writewatch: read dropped: %w", err)
 		}
 	}
@@ -680,12 +693,12 @@ func (w *Watch) Close() error {
 		// Not removed: forgotten, counts and all, so that the program,
 		// which other Watches may keep, does not count for them.
 		for id := range w.added {
-			mapDelete(w.maps[mapSessions], unsafe.Pointer(&id))
+			w.maps[mapSessions].Delete(id)
 		}
 		w.dropCounts(func(id uint64) bool { return w.added[id] })
 	}
 	for _, l := range w.links {
-		errs = append(errs, unix.Close(l))
+		errs = append(errs, l.Close())
 	}
 	w.links = nil
 	w.mu.Lock()
@@ -717,23 +730,26 @@ func (w *Watch) release() error {
 		}
 	}
 	for _, l := range w.links {
-		errs = append(errs, unix.Close(l))
+		errs = append(errs, l.Close())
 	}
 	w.links = nil
 	w.mu.Lock()
 	if w.ring != nil {
-		errs = append(errs, w.ring.close())
+		errs = append(errs, w.ring.Close())
 		w.ring = nil
 	}
 	w.mu.Unlock()
 	closeFD(&w.stop)
 	closeFD(&w.epoll)
 	for _, p := range w.progs {
-		errs = append(errs, unix.Close(p))
+		errs = append(errs, p.Close())
 	}
 	w.progs = nil
-	for i := range w.maps {
-		closeFD(&w.maps[i])
+	for i, m := range w.maps {
+		if m != nil {
+			errs = append(errs, m.Close())
+			w.maps[i] = nil
+		}
 	}
 	return errors.Join(errs...)
 }

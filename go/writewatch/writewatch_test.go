@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,8 +22,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -465,7 +468,7 @@ func TestPaths(t *testing.T) {
 // a compare before the exit. And the paths map must hold every number
 // pathArgs names.
 func TestFastPath(t *testing.T) {
-	for _, p := range []*asm{program(true, nil), program(false, nil),
+	for _, p := range []*builder{program(true, nil), program(false, nil),
 		program(true, &target{nr: unix.SYS_MKDIRAT}), program(false, &target{nr: unix.SYS_MKDIRAT})} {
 		fastPath(t, p)
 	}
@@ -479,21 +482,26 @@ func TestFastPath(t *testing.T) {
 	}
 }
 
-func fastPath(t *testing.T, p *asm) {
+func fastPath(t *testing.T, p *builder) {
 	first, cmp := p.insns[0], p.insns[1]
-	if first.code != clsLDX|modeMEM|sizeDW || first.dst != r2 || first.src != r1 || first.off != 8 {
-		t.Errorf("first instruction %+v, want r2 = *(u64 *)(r1 + 8)", first)
+	if first.OpCode != asm.LoadMemOp(asm.DWord) || first.Dst != asm.R2 || first.Src != asm.R1 || first.Offset != 8 {
+		t.Errorf("first instruction %v, want r2 = *(u64 *)(r1 + 8)", first)
 	}
-	if cmp.code != clsJMP|jmpJNE|srcK || cmp.dst != r2 || cmp.imm != errEROFS || cmp.target != "out" {
-		t.Errorf("second instruction %+v, want if r2 != -EROFS goto out", cmp)
+	if cmp.OpCode != asm.JNE.Op(asm.ImmSource) || cmp.Dst != asm.R2 || cmp.Constant != errEROFS || p.symbol(cmp.Reference()) != p.symbol("out") {
+		t.Errorf("second instruction %v, want if r2 != -EROFS goto out", cmp)
 	}
+	found := false
 	for pc, i := range p.insns {
-		if slices.Contains(i.labels, "out") {
-			if pc+1 >= len(p.insns) || i.code != clsALU64|aluMOV|srcK || i.dst != r0 || i.imm != 0 ||
-				p.insns[pc+1].code != clsJMP|jmpEXIT {
-				t.Errorf("out: %+v, want r0 = 0; exit", p.insns[pc:])
+		if i.Symbol() != "" && i.Symbol() == p.symbol("out") {
+			found = true
+			if pc+1 >= len(p.insns) || i.OpCode != asm.Mov.Op(asm.ImmSource) || i.Dst != asm.R0 || i.Constant != 0 ||
+				p.insns[pc+1].OpCode != asm.Return().OpCode {
+				t.Errorf("out: %v, want r0 = 0; exit", p.insns[pc:])
 			}
 		}
+	}
+	if !found {
+		t.Error("no instruction is labelled out")
 	}
 }
 
@@ -572,13 +580,13 @@ func TestSharedWatches(t *testing.T) {
 	// The links the two held, by id: other ronly sessions on the host may
 	// hold a shared program of their own meanwhile, so finding none by
 	// name would prove nothing here.
-	var ids []uint32
+	var ids []link.ID
 	for _, l := range w1.links {
-		info := make([]byte, 64) // struct bpf_link_info: id at 4
-		if err := objInfo(l, info); err != nil {
+		info, err := l.Info()
+		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, binary.LittleEndian.Uint32(info[4:]))
+		ids = append(ids, info.ID)
 	}
 	if len(ids) == 0 {
 		t.Fatal("the Shared Watch holds no link")
@@ -593,8 +601,8 @@ func TestSharedWatches(t *testing.T) {
 		ids = nil
 	}
 	for _, id := range ids {
-		if fd, err := fdByID(unix.BPF_LINK_GET_FD_BY_ID, id); err == nil {
-			unix.Close(fd)
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
 			t.Errorf("link %d is still attached after the last Watch closed", id)
 		} else if !errors.Is(err, unix.ENOENT) {
 			t.Errorf("link %d: %v", id, err)
@@ -632,27 +640,31 @@ func TestSharedPrunesGoneCgroups(t *testing.T) {
 	}
 	defer w2.Close()
 	var v uint32
-	if err := mapLookup(w2.maps[mapSessions], unsafe.Pointer(&g.id), unsafe.Pointer(&v)); !errors.Is(err, unix.ENOENT) {
+	if err := w2.maps[mapSessions].Lookup(g.id, &v); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("the removed cgroup is still watched: %v", err)
 	}
-	if err := mapLookup(w2.maps[mapSessions], unsafe.Pointer(&keep.id), unsafe.Pointer(&v)); err != nil {
+	if err := w2.maps[mapSessions].Lookup(keep.id, &v); err != nil {
 		t.Errorf("a live cgroup is no longer watched: %v", err)
 	}
 	for _, k := range countKeys(t, w2) {
-		if k.cgroup == g.id {
+		if k.Cgroup == g.id {
 			t.Errorf("counts of the removed cgroup are left: %+v", k)
 		}
 	}
 }
 
 // progID is the kernel's id of the program a Watch holds.
-func progID(t *testing.T, w *Watch) uint32 {
+func progID(t *testing.T, w *Watch) ebpf.ProgramID {
 	t.Helper()
-	info := make([]byte, 96)
-	if err := objInfo(w.progs[0], info); err != nil {
+	info, err := w.progs[0].Info()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return binary.LittleEndian.Uint32(info[4:])
+	id, ok := info.ID()
+	if !ok {
+		t.Fatal("the kernel gave the program no id")
+	}
+	return id
 }
 
 // A signal handled right after a refused call returns through
@@ -964,15 +976,10 @@ func TestStartWithoutCapabilities(t *testing.T) {
 // A program the verifier rejects comes back with the verifier's reason.
 func TestVerifierLogInError(t *testing.T) {
 	needRoot(t)
-	var a asm
-	a.Exit() // r0 never set
-	insns, err := a.assemble(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := loadProgram("bad", insns)
+	insns := asm.Instructions{asm.Return()} // r0 never set
+	prog, err := loadProgram("bad", insns)
 	if err == nil {
-		unix.Close(fd)
+		prog.Close()
 		t.Fatal("loaded a program that exits without setting r0")
 	}
 	if !strings.Contains(err.Error(), "verifier log") || !strings.Contains(err.Error(), "R0 !read_ok") {
@@ -1191,7 +1198,7 @@ func TestOverhead(t *testing.T) {
 	// (which add two clock reads per run, so these are upper bounds). It
 	// also runs for every other task's syscalls meanwhile, a small share.
 	stats := enableStats(t)
-	defer unix.Close(stats)
+	defer stats.Close()
 	for _, c := range configs {
 		if c.watches != 1 {
 			continue
@@ -1220,50 +1227,37 @@ func TestOverhead(t *testing.T) {
 // costs, however short.
 func attachEmpty(t testing.TB) (detach func()) {
 	t.Helper()
-	var a asm
-	a.MovImm(r0, 0)
-	a.Exit()
-	insns, err := a.assemble(nil)
+	prog, err := loadProgram("empty", asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	prog, err := loadProgram("empty", insns)
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
 	if err != nil {
+		prog.Close()
 		t.Fatal(err)
 	}
-	link, err := attachRawTracepoint("sys_exit", prog)
-	if err != nil {
-		unix.Close(prog)
-		t.Fatal(err)
-	}
-	return func() { unix.Close(link); unix.Close(prog) }
+	return func() { l.Close(); prog.Close() }
 }
 
 // enableStats turns on run time statistics for all BPF programs until the
 // returned fd is closed (BPF_ENABLE_STATS, BPF_STATS_RUN_TIME).
-func enableStats(t testing.TB) int {
+func enableStats(t testing.TB) io.Closer {
 	t.Helper()
-	attr := struct{ typ uint32 }{0}
-	fd, err := bpfCall(unix.BPF_ENABLE_STATS, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	c, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fd
+	return c
 }
 
-// progStats reads run_time_ns and run_cnt from struct bpf_prog_info
-// (offsets 192 and 200 on 6.18, from its BTF).
-func progStats(t testing.TB, fd int) (ns, runs uint64) {
+// progStats reads the program's run time and run count.
+func progStats(t testing.TB, p *ebpf.Program) (ns, runs uint64) {
 	t.Helper()
-	var info [232]byte
-	attr := struct {
-		fd, len uint32
-		info    unsafe.Pointer
-	}{uint32(fd), uint32(len(info)), unsafe.Pointer(&info[0])}
-	if _, err := bpfCall(unix.BPF_OBJ_GET_INFO_BY_FD, unsafe.Pointer(&attr), unsafe.Sizeof(attr)); err != nil {
+	st, err := p.Stats()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return binary.LittleEndian.Uint64(info[192:]), binary.LittleEndian.Uint64(info[200:])
+	return uint64(st.Runtime.Nanoseconds()), st.RunCount
 }
 
 func fmtAll(v []float64) string {
