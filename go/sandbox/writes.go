@@ -7,14 +7,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/cgroup"
-	"ronly.dev/ronly/go/writewatch"
+	"ronly.dev/ronly/go/writewatch/remote"
 )
 
 // pendingWrites is the write counter being attached while the session
 // starts (startWrites), until watchWrites takes it.
 type pendingWrites struct {
 	done  chan struct{}
-	w     *writewatch.Watch
+	w     *remote.Watch
 	err   error
 	taken bool
 }
@@ -37,6 +37,11 @@ type pendingWrites struct {
 // unresolved), read from its memory after the refusal: a record for
 // people, which the process could falsify, and nothing here acts on it.
 //
+// The counter runs in a process of its own, ronly-writewatch (see
+// go/writewatch/remote), so that the session binary links no eBPF library;
+// it is found beside ronly's executable or on PATH, and without it
+// counting is unavailable and the layers and a warning say so.
+//
 // Without an audit log, which is the usual case, the session joins the
 // counting programs every such session on the host shares: the cost is
 // then one set's, however many sessions run. A session with an audit log
@@ -51,13 +56,10 @@ func (s *session) startWrites() *pendingWrites {
 		return nil
 	}
 	pw := &pendingWrites{done: make(chan struct{})}
-	start := writewatch.Shared
-	if s.refused != nil {
-		start = writewatch.Start
-	}
+	events := s.refused != nil
 	go func() {
 		defer close(pw.done)
-		pw.w, pw.err = start(writewatch.FexitOrTracepoint)
+		pw.w, pw.err = remote.Start(events)
 	}()
 	return pw
 }
@@ -94,8 +96,7 @@ func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) 
 		s.warn("refused writes are refused but not counted: the session has no cgroup v2 directory to count them by")
 		return none
 	}
-	id := g.ID()
-	if err := w.Add(id); err != nil {
+	if err := w.Add(g.ID()); err != nil {
 		w.Close()
 		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", err))
 		return none
@@ -103,7 +104,7 @@ func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) 
 	if s.refused != nil {
 		// The audit log wants each refusal; the counts come from the
 		// program's map, which loses nothing when events are dropped.
-		w.Events(func(e writewatch.Event) {
+		w.Events(func(e remote.Event) {
 			s.refused(Refusal{Time: e.Time, PID: e.PID, Comm: e.Comm, Kind: RefusedWrite,
 				What: writeOperation(e.Syscall), Path: e.Path, Errno: unix.EROFS})
 		})
@@ -111,7 +112,7 @@ func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) 
 	s.layers.WriteCounting = true
 	s.layers.WriteCounter = w.Hook()
 	return func() {
-		counts, err := w.Remove(id)
+		counts, err := w.Remove()
 		if err != nil {
 			s.warn(fmt.Sprintf("refused writes: %v", err))
 		}

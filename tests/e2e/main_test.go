@@ -3,8 +3,8 @@
 // real tools doing normal work, the command line's error handling, and
 // after each, the host checked from outside.
 //
-// go test ./tests/e2e builds ronly and the probe itself; Bazel passes
-// prebuilt binaries with -ronly and -probe. The tests need root: they skip
+// go test ./tests/e2e builds ronly, ronly-writewatch and the probe itself;
+// Bazel passes prebuilt binaries with -ronly, -writewatch and -probe. The tests need root: they skip
 // without it, except under CI (CI set), where they fail.
 package e2e
 
@@ -27,6 +27,7 @@ import (
 var (
 	ronlyFlag = flag.String("ronly", "", "prebuilt ronly binary (default: go build ./go/cmd/ronly)")
 	probeFlag = flag.String("probe", "", "prebuilt probe helper binary (default: go build ./tests/e2e/probebin)")
+	wwFlag    = flag.String("writewatch", "", "prebuilt ronly-writewatch binary (default: go build ./go/cmd/ronly-writewatch), put beside ronly as --count-writes wants it")
 )
 
 // nobody is the unprivileged user the rootless runs use.
@@ -115,6 +116,7 @@ func prepareBins() (bins, error) {
 	for _, x := range []struct{ flag, pkg, dst string }{
 		{*ronlyFlag, "ronly.dev/ronly/go/cmd/ronly", b.ronly},
 		{*probeFlag, "ronly.dev/ronly/tests/e2e/probebin", b.probe},
+		{*wwFlag, "ronly.dev/ronly/go/cmd/ronly-writewatch", filepath.Join(dir, "ronly-writewatch")},
 	} {
 		if x.flag != "" {
 			if err := copyFile(x.flag, x.dst); err != nil {

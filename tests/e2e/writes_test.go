@@ -118,3 +118,35 @@ func TestRefusedWritesRootless(t *testing.T) {
 		t.Errorf("rootless report claims write counting: %+v %v", got.Layers, got.Refused)
 	}
 }
+
+// TestWriteCountingWithoutHelper: ronly without ronly-writewatch beside it
+// or on PATH still refuses the write, and says loudly that it could not
+// count it: a warning naming the helper, write_counter "unavailable", no
+// counts.
+func TestWriteCountingWithoutHelper(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	dir := userDir(t, 0, "ronly-e2e-nohelper-")
+	alone := filepath.Join(dir, "ronly")
+	if err := copyFile(b.ronly, alone); err != nil {
+		t.Fatal(err)
+	}
+	rep := filepath.Join(dir, "r.json")
+	alone2 := bins{dir: dir, ronly: alone, probe: b.probe}
+	r := alone2.sh(t, opts{env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, []string{"--count-writes", "--report", rep},
+		"! touch /etc/ronly-e2e-nohelper 2>/dev/null")
+	if r.code != 0 {
+		t.Fatalf("the write was not refused:\n%s", r)
+	}
+	if _, err := os.Lstat("/etc/ronly-e2e-nohelper"); err == nil {
+		t.Errorf("/etc/ronly-e2e-nohelper exists on the host")
+	}
+	got := readReport(t, rep)
+	if got.Layers.WriteCounting || got.Layers.WriteCounter != "unavailable" || len(got.Refused["write"]) != 0 {
+		t.Errorf("report without the helper: write_counting %t, write_counter %q, refused %v; want false, unavailable, none",
+			got.Layers.WriteCounting, got.Layers.WriteCounter, got.Refused["write"])
+	}
+	if !strings.Contains(r.stderr, "not counted") || !strings.Contains(r.stderr, "ronly-writewatch") {
+		t.Errorf("no warning naming ronly-writewatch:\n%s", r)
+	}
+}

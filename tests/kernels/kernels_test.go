@@ -102,8 +102,8 @@ func TestKernels(t *testing.T) {
 	}
 }
 
-// guestFiles is the initramfs: busybox, ronly, the modules and the two
-// scripts.
+// guestFiles is the initramfs: busybox, ronly and ronly-writewatch, the
+// modules and the two scripts.
 func guestFiles(kf kernelFiles) []cpioEntry {
 	var e []cpioEntry
 	for _, d := range []string{"bin", "usr", "usr/local", "usr/local/bin", "etc", "lib", "lib/modules", "root",
@@ -120,6 +120,7 @@ func guestFiles(kf kernelFiles) []cpioEntry {
 	}
 	e = append(e,
 		cpioEntry{name: "usr/local/bin/ronly", mode: sIFREG | 0o755, source: ronlyBin},
+		cpioEntry{name: "usr/local/bin/ronly-writewatch", mode: sIFREG | 0o755, source: wwBin},
 		cpioEntry{name: "etc/passwd", mode: sIFREG | 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n")},
 		cpioEntry{name: "etc/group", mode: sIFREG | 0o644, data: []byte("root:x:0:\nuser:x:1000:\n")},
 		cpioEntry{name: "init", mode: sIFREG | 0o755, data: []byte(stage1)},

@@ -29,7 +29,10 @@ import (
 	"testing"
 )
 
-var ronlyFlag = flag.String("ronly", "", "prebuilt static ronly binary (default: go build ./go/cmd/ronly, static)")
+var (
+	ronlyFlag = flag.String("ronly", "", "prebuilt static ronly binary (default: go build ./go/cmd/ronly, static)")
+	wwFlag    = flag.String("writewatch", "", "prebuilt static ronly-writewatch binary (default: go build ./go/cmd/ronly-writewatch, static)")
+)
 
 // cacheDir keeps downloaded packages and extracted kernels across runs.
 const cacheDir = "/var/cache/ronly-tests"
@@ -40,6 +43,7 @@ var (
 	skipReason string
 	tmp        string
 	ronlyBin   string
+	wwBin      string // ronly-writewatch, beside ronly in the guest for --count-writes
 )
 
 func TestMain(m *testing.M) {
@@ -69,6 +73,18 @@ func run(m *testing.M) int {
 			"-ldflags", "-linkmode=external -extldflags=-static -X main.version=kernels-test", "-o", ronlyBin, "ronly.dev/ronly/go/cmd/ronly")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "kernels: go build ronly: %v\n%s", err, out)
+			return 1
+		}
+	}
+	wwBin = *wwFlag
+	if wwBin == "" {
+		wwBin = filepath.Join(tmp, "ronly-writewatch")
+		// Static with cgo, as ronly: it links libseccomp (bpf's syscall
+		// names).
+		cmd := exec.Command("go", "build", "-tags", "netgo,osusergo",
+			"-ldflags", "-linkmode=external -extldflags=-static", "-o", wwBin, "ronly.dev/ronly/go/cmd/ronly-writewatch")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "kernels: go build ronly-writewatch: %v\n%s", err, out)
 			return 1
 		}
 	}

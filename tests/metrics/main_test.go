@@ -8,8 +8,8 @@
 // host's), exact histogram sums, the exporter's rate and memory. The
 // deployment files in tools/deploy must pass Prometheus's own checks.
 //
-// go test ./tests/metrics builds ronly and ronly-exporter; Bazel or CI may
-// pass prebuilt ones with -ronly and -exporter. Missing prometheus/promtool (or python3, curl for the real
+// go test ./tests/metrics builds ronly, ronly-exporter and ronly-writewatch;
+// Bazel or CI may pass prebuilt ones with -ronly, -exporter and -writewatch. Missing prometheus/promtool (or python3, curl for the real
 // sessions) skips, and so does not being root for the tests of real
 // sessions, except under CI=true, where both fail. Everything listens on
 // loopback or in a temporary directory.
@@ -38,6 +38,7 @@ import (
 var (
 	ronlyFlag    = flag.String("ronly", "", "prebuilt ronly binary (default: go build ./go/cmd/ronly)")
 	exporterFlag = flag.String("exporter", "", "prebuilt ronly-exporter binary (default: go build ./go/cmd/ronly-exporter)")
+	wwFlag       = flag.String("writewatch", "", "prebuilt ronly-writewatch binary (default: go build ./go/cmd/ronly-writewatch), put beside ronly as --count-writes wants it")
 )
 
 // ronly and exporterBin are the binaries under test; repo is the
@@ -73,16 +74,24 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if _, err = binary(*wwFlag, dir, "./go/cmd/ronly-writewatch"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
 }
 
-// binary is the absolute path of a prebuilt binary, or else builds pkg
-// into dir.
+// binary puts a prebuilt binary into dir, or else builds pkg there, and
+// returns its path: ronly finds ronly-writewatch beside itself.
 func binary(prebuilt, dir, pkg string) (string, error) {
-	if prebuilt != "" {
-		return filepath.Abs(prebuilt)
-	}
 	out := filepath.Join(dir, filepath.Base(pkg))
+	if prebuilt != "" {
+		b, err := os.ReadFile(prebuilt)
+		if err != nil {
+			return "", err
+		}
+		return out, os.WriteFile(out, b, 0o755)
+	}
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = repo
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
