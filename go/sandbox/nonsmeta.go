@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"sort"
 	"strconv"
@@ -531,6 +532,39 @@ func asCaller(cr creds, f func() syscall.Errno) syscall.Errno {
 		done <- f()
 	}()
 	return <-done
+}
+
+// startPinned runs start, which forks the init with a parent-death
+// signal (launch), on a thread locked until that child has exited. The
+// kernel sends Pdeathsig when the thread that forked the child exits, not
+// when the process does; asCaller's threads exit, and Go may have forked
+// on any of its threads, so a metadata call in landlock-only mode used to
+// kill the sandbox now and then (SIGKILL, exit status 137) when asCaller's
+// goroutine got the forking thread. A locked thread runs no other
+// goroutine: asCaller can never be given this one.
+func startPinned(start func() (*exec.Cmd, bool, error)) (*exec.Cmd, bool, error) {
+	type started struct {
+		cmd        *exec.Cmd
+		bornInside bool
+		err        error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cmd, bornInside, err := start()
+		ch <- started{cmd, bornInside, err}
+		if err != nil {
+			return
+		}
+		// Until it exits: WNOWAIT leaves it for cmd.Wait to reap; ECHILD
+		// (reaped already) ends the wait too.
+		var info unix.Siginfo
+		for unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+		}
+	}()
+	r := <-ch
+	return r.cmd, r.bornInside, r.err
 }
 
 func (cr creds) assume() syscall.Errno {

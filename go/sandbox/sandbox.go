@@ -611,7 +611,8 @@ func (s *session) launch(a *attempt, child, reportW *os.File) error {
 	a.group = s.newGroup()
 	s.timeline.mark("cgroup")
 	a.started = time.Now()
-	cmd, bornInside, err := startInCgroup(cmd, a.group)
+	// On a thread of its own: see startPinned (Pdeathsig is per thread).
+	cmd, bornInside, err := startPinned(func() (*exec.Cmd, bool, error) { return startInCgroup(cmd, a.group) })
 	if err != nil {
 		closeGroup(a.group, s.warn)
 		return err
