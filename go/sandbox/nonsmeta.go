@@ -115,19 +115,34 @@ var metaWriteOp = map[metaOp]string{opChmod: "chmod", opChown: "chown", opUtime:
 // FS_IOC_FSSETXATTR (project id, flags).
 var metaIoctls = []uint32{0x40086602, 0x40046602, 0x401c5820}
 
+// The classic BPF the seccomp prefixes below (nonsPrefix, sockfdPrefix)
+// are written in: each goes in front of the session's program and falls
+// through to it.
+const (
+	bpfLd        = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+	bpfJeq       = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+	bpfJge       = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
+	bpfRet       = unix.BPF_RET | unix.BPF_K
+	auditArchX86 = 0xc000003e // AUDIT_ARCH_X86_64
+)
+
+// encodeFilter is p as the bytes of struct sock_filter[] the init loads.
+func encodeFilter(p []unix.SockFilter) []byte {
+	b := make([]byte, 0, len(p)*8)
+	for _, f := range p {
+		b = binary.NativeEndian.AppendUint16(b, f.Code)
+		b = append(b, f.Jt, f.Jf)
+		b = binary.NativeEndian.AppendUint32(b, f.K)
+	}
+	return b
+}
+
 // nonsPrefix is the BPF that goes in front of the session's seccomp
 // program in landlock-only mode: the metadata calls go to the supervisor
 // (notify; errno for the fallback program, where no supervisor can be
 // asked), the ioctls above fail with EPERM, and everything else falls
 // through to the program, which starts again from the architecture check.
 func nonsPrefix(notify bool, abi int) []byte {
-	const (
-		ld   = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
-		jeq  = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		jge  = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
-		ret  = unix.BPF_RET | unix.BPF_K
-		arch = 0xc000003e // AUDIT_ARCH_X86_64
-	)
 	var nrs []int
 	for nr, m := range metaCalls {
 		if m.op == opTruncate && abi >= 3 {
@@ -152,30 +167,24 @@ func nonsPrefix(notify bool, abi int) []byte {
 	out := epermAt + 1
 	var p []unix.SockFilter
 	jump := func(from, to int) uint8 { return uint8(to - from - 1) }
-	p = append(p, unix.SockFilter{Code: ld, K: 4})
-	p = append(p, unix.SockFilter{Code: jeq, K: arch, Jt: 0, Jf: jump(1, out)})
-	p = append(p, unix.SockFilter{Code: ld, K: 0})
-	p = append(p, unix.SockFilter{Code: jge, K: 0x40000000, Jt: jump(3, out), Jf: 0})
+	p = append(p, unix.SockFilter{Code: bpfLd, K: 4})
+	p = append(p, unix.SockFilter{Code: bpfJeq, K: auditArchX86, Jt: 0, Jf: jump(1, out)})
+	p = append(p, unix.SockFilter{Code: bpfLd, K: 0})
+	p = append(p, unix.SockFilter{Code: bpfJge, K: 0x40000000, Jt: jump(3, out), Jf: 0})
 	for i, nr := range nrs {
 		at := 4 + i
-		p = append(p, unix.SockFilter{Code: jeq, K: uint32(nr), Jt: jump(at, notifyAt), Jf: 0})
+		p = append(p, unix.SockFilter{Code: bpfJeq, K: uint32(nr), Jt: jump(at, notifyAt), Jf: 0})
 	}
-	p = append(p, unix.SockFilter{Code: jeq, K: unix.SYS_IOCTL, Jt: 0, Jf: jump(4+n, out)})
-	p = append(p, unix.SockFilter{Code: ld, K: 24}) // arg1, low half: the kernel truncates the request to 32 bits
+	p = append(p, unix.SockFilter{Code: bpfJeq, K: unix.SYS_IOCTL, Jt: 0, Jf: jump(4+n, out)})
+	p = append(p, unix.SockFilter{Code: bpfLd, K: 24}) // arg1, low half: the kernel truncates the request to 32 bits
 	for i, cmd := range metaIoctls {
 		at := 6 + n + i
-		p = append(p, unix.SockFilter{Code: jeq, K: cmd, Jt: jump(at, epermAt), Jf: 0})
+		p = append(p, unix.SockFilter{Code: bpfJeq, K: cmd, Jt: jump(at, epermAt), Jf: 0})
 	}
 	p = append(p, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA, K: uint32(out - (6 + n + k) - 1)})
-	p = append(p, unix.SockFilter{Code: ret, K: action})
-	p = append(p, unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)})
-	b := make([]byte, 0, len(p)*8)
-	for _, f := range p {
-		b = binary.NativeEndian.AppendUint16(b, f.Code)
-		b = append(b, f.Jt, f.Jf)
-		b = binary.NativeEndian.AppendUint32(b, f.K)
-	}
-	return b
+	p = append(p, unix.SockFilter{Code: bpfRet, K: action})
+	p = append(p, unix.SockFilter{Code: bpfRet, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)})
+	return encodeFilter(p)
 }
 
 // nonsTable is the policy table with the metadata calls mediated.

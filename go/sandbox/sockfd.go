@@ -165,32 +165,19 @@ func addfdAvailable() bool {
 // socket and socketpair to the supervisor; everything else falls through
 // to the program, which starts again from the architecture check.
 func sockfdPrefix() []byte {
-	const (
-		ld   = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
-		jeq  = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		jge  = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
-		ret  = unix.BPF_RET | unix.BPF_K
-		arch = 0xc000003e // AUDIT_ARCH_X86_64
-	)
 	// [0] ld arch, [1] jne → out, [2] ld nr, [3] jge x32 → out,
 	// [4] jeq socket → notify, [5] jeq socketpair → notify else out,
 	// [6] notify, [7] out: the program.
 	p := []unix.SockFilter{
-		{Code: ld, K: 4},
-		{Code: jeq, K: arch, Jt: 0, Jf: 5},
-		{Code: ld, K: 0},
-		{Code: jge, K: 0x40000000, Jt: 3, Jf: 0},
-		{Code: jeq, K: unix.SYS_SOCKET, Jt: 1, Jf: 0},
-		{Code: jeq, K: unix.SYS_SOCKETPAIR, Jt: 0, Jf: 1},
-		{Code: ret, K: unix.SECCOMP_RET_USER_NOTIF},
+		{Code: bpfLd, K: 4},
+		{Code: bpfJeq, K: auditArchX86, Jt: 0, Jf: 5},
+		{Code: bpfLd, K: 0},
+		{Code: bpfJge, K: 0x40000000, Jt: 3, Jf: 0},
+		{Code: bpfJeq, K: unix.SYS_SOCKET, Jt: 1, Jf: 0},
+		{Code: bpfJeq, K: unix.SYS_SOCKETPAIR, Jt: 0, Jf: 1},
+		{Code: bpfRet, K: unix.SECCOMP_RET_USER_NOTIF},
 	}
-	b := make([]byte, 0, len(p)*8)
-	for _, x := range p {
-		b = binary.NativeEndian.AppendUint16(b, x.Code)
-		b = append(b, x.Jt, x.Jf)
-		b = binary.NativeEndian.AppendUint32(b, x.K)
-	}
-	return b
+	return encodeFilter(p)
 }
 
 // supervisorMakes says whether the supervisor makes a socket of this
