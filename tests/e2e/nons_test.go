@@ -97,6 +97,33 @@ func values(s string) map[string]string {
 	return out
 }
 
+// fakeDockerd stands in for dockerd on a unix socket in a directory of its
+// own (named from prefix): it answers every call with OK and records what
+// reached it, which seen returns.
+func fakeDockerd(t *testing.T, prefix string) (sock string, seen func() []string) {
+	sock = filepath.Join(userDir(t, 0, prefix), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var calls []string
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Api-Version", "1.41")
+		w.Write([]byte("OK"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return sock, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), calls...)
+	}
+}
+
 // TestLandlockOnlyDockerGuard: in landlock-only mode the host's Docker
 // socket is refused, and the guard answers at a socket of its own, which
 // DOCKER_HOST names inside. A fake daemon stands in for dockerd and counts
@@ -104,22 +131,7 @@ func values(s string) map[string]string {
 func TestLandlockOnlyDockerGuard(t *testing.T) {
 	b := setup(t)
 	needTool(t, "curl")
-	sock := filepath.Join(userDir(t, 0, "ronly-e2e-nons-docker-"), "docker.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var seen []string
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.Method+" "+r.URL.Path)
-		mu.Unlock()
-		w.Header().Set("Api-Version", "1.41")
-		w.Write([]byte("OK"))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	sock, seen := fakeDockerd(t, "ronly-e2e-nons-docker-")
 
 	script := fmt.Sprintf(`echo "docker_host=$DOCKER_HOST"
 guard=${DOCKER_HOST#unix://}
@@ -147,10 +159,8 @@ echo "kill=$(curl -s -o /dev/null -w '%%{http_code}' -X POST --unix-socket "$gua
 	if !strings.Contains(r.stderr, "docker_guard=true") {
 		t.Errorf("-v does not say the guard is on:\n%s", r.stderr)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 1 || seen[0] != "GET /_ping" {
-		t.Errorf("the daemon saw %q, want only the guard's GET /_ping", seen)
+	if got := seen(); len(got) != 1 || got[0] != "GET /_ping" {
+		t.Errorf("the daemon saw %q, want only the guard's GET /_ping", got)
 	}
 }
 

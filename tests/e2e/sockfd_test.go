@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -353,22 +351,7 @@ func TestProbeWithoutPidfdGetfd(t *testing.T) {
 func TestDockerGuardWithoutPidfdGetfd(t *testing.T) {
 	b := setup(t)
 	needTool(t, "curl")
-	sock := filepath.Join(userDir(t, 0, "ronly-e2e-sockfd-docker-"), "docker.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var seen []string
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.Method+" "+r.URL.Path)
-		mu.Unlock()
-		w.Header().Set("Api-Version", "1.41")
-		w.Write([]byte("OK"))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	sock, seen := fakeDockerd(t, "ronly-e2e-sockfd-docker-")
 	t.Setenv("DOCKER_HOST", "unix://"+sock)
 	script := fmt.Sprintf(`guard=${DOCKER_HOST#unix://}
 curl -s -o /dev/null -w '%%{http_code}' --unix-socket %[1]s http://d/_ping; echo " real=$?"
@@ -389,9 +372,7 @@ echo done
 	if !strings.Contains(stderr.String(), "docker_guard=true") {
 		t.Errorf("-v does not say the guard is on:\n%s", stderr)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 1 || seen[0] != "GET /_ping" {
-		t.Errorf("the daemon saw %q, want only the guard's GET /_ping", seen)
+	if got := seen(); len(got) != 1 || got[0] != "GET /_ping" {
+		t.Errorf("the daemon saw %q, want only the guard's GET /_ping", got)
 	}
 }
