@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func mustJSON(t *testing.T, r Report) []byte {
@@ -164,5 +166,48 @@ func TestDeliverBoundedByTimeout(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(o.Spool, "s1.json")); err != nil {
 		t.Errorf("report not spooled: %v", err)
+	}
+}
+
+// TestSpoolWriteWhileLocked: a report reaches the spool while another
+// process holds the spool's lock (the exporter ingesting, or a session
+// counting a drop); only a drop waits for the lock, and no longer than
+// the deadline. 50 sessions ending at once used to lose reports here.
+func TestSpoolWriteWhileLocked(t *testing.T) {
+	dir := t.TempDir()
+	o := DeliverOptions{Socket: filepath.Join(dir, "none.sock"), Spool: filepath.Join(dir, "spool"), SpoolMaxFiles: 1}.withDefaults()
+	spool, err := openSpool(o.Spool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	held, err := spool.LockFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := spoolWrite(spool, o, "first", []byte(`{"session":"first"}`+"\n"), time.Now().Add(50*time.Millisecond)); err != nil {
+		t.Fatalf("spool write with the lock held elsewhere: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(o.Spool, spoolName("first"))); err != nil {
+		t.Fatalf("the report: %v", err)
+	}
+	// Full now: the drop must be counted under the lock, which is held.
+	err = spoolWrite(spool, o, "second", []byte(`{"session":"second"}`+"\n"), time.Now().Add(50*time.Millisecond))
+	if !errors.Is(err, ErrSpoolFull) {
+		t.Fatalf("write into a full spool with the lock held: %v, want ErrSpoolFull", err)
+	}
+	if _, err := os.Stat(filepath.Join(o.Spool, spoolName("second"))); !os.IsNotExist(err) {
+		t.Errorf("the dropped report is in the spool: %v", err)
+	}
+	held.Close()
+	if err := spoolWrite(spool, o, "third", []byte(`{"session":"third"}`+"\n"), time.Now().Add(time.Second)); !errors.Is(err, ErrSpoolFull) {
+		t.Fatalf("write into a full spool: %v, want ErrSpoolFull", err)
+	}
+	if n, err := readDropped(spool); err != nil || n != 1 {
+		t.Errorf("drop count %d, %v: want 1 (the one counted once the lock was free)", n, err)
 	}
 }

@@ -355,6 +355,7 @@ func runSessions(t *testing.T, n int, dir string, env []string, flags func(i int
 				errs[i] = fmt.Errorf("session %d did not end within %v (hang guard)\nstdout:\n%s\nstderr:\n%s", i, hangGuard, &stdout, &stderr)
 			case err == nil && strings.HasPrefix(stderr.String(), notDelivered) && strings.Count(stderr.String(), "\n") == 1:
 				lost[i] = true
+				t.Logf("session %d: %s", i, strings.TrimSpace(stderr.String()))
 			case err == nil && strings.HasPrefix(stderr.String(), metricsQueued) && strings.Count(stderr.String(), "\n") == 1:
 				// Delivered late: the next session's merge adds it.
 			case err != nil || stderr.Len() > 0:
