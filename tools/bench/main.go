@@ -34,8 +34,10 @@
 // times ronly's start step by step (breakdown.go).
 //
 // Usage: bench [-ronly PATH] [-runs N] [-bwrap PATH] [-only TARGET,...].
-// Without -ronly, ronly is built from this checkout as Bazel links it
-// (static, netgo, osusergo).
+// Without -ronly, ronly and ronly-writewatch (which --count-writes runs,
+// beside ronly) are built from this checkout as Bazel links them (static,
+// netgo, osusergo); with -ronly, ronly-writewatch must be beside it or on
+// PATH.
 package main
 
 import (
@@ -125,6 +127,18 @@ func main() {
 			"-o", *ronly, "ronly.dev/ronly/go/cmd/ronly")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fatal(fmt.Errorf("go build go/cmd/ronly (or pass -ronly): %v\n%s", err, out))
+		}
+		// --count-writes runs ronly-writewatch, looked up beside ronly:
+		// without it the counting rows would time sessions that count
+		// nothing (ronly only warns).
+		cmd = exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
+			"-o", filepath.Join(work, "ronly-writewatch"), "ronly.dev/ronly/go/cmd/ronly-writewatch")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fatal(fmt.Errorf("go build go/cmd/ronly-writewatch (or pass -ronly): %v\n%s", err, out))
+		}
+	} else if _, err := os.Stat(filepath.Join(filepath.Dir(*ronly), "ronly-writewatch")); err != nil {
+		if _, err := exec.LookPath("ronly-writewatch"); err != nil {
+			fatal(fmt.Errorf("-ronly %s: no ronly-writewatch beside it or on PATH, so the --count-writes rows would count nothing", *ronly))
 		}
 	}
 	fmt.Printf("ronly benchmark: %d interleaved runs per variant, medians\n\n", *runs)
