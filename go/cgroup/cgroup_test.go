@@ -141,3 +141,52 @@ func TestSweepable(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepLockedChecksPath: a sweep that locked a dead session's
+// directory after another sweep removed it, and a new session made its
+// own at the same path, leaves the new one and what runs in it alone. It
+// used to kill by path, so the live session's init died.
+func TestSweepLockedChecksPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s1-1-flock-1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := lockDir(dir) // the dead session's directory, as our sweep locked it
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another sweep removed it; the live session made its own, and its
+	// process is in it (a v1-style cgroup.procs: Kill reads and kills it).
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(live.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sweepLocked(dir, lock)
+	var ws unix.WaitStatus
+	if pid, err := unix.Wait4(live.Process.Pid, &ws, unix.WNOHANG, nil); pid != 0 || err != nil {
+		t.Errorf("the live session's process was killed by a sweep of the directory before it: wait4 %d, %v, %v", pid, err, ws)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		t.Errorf("the live session's directory was touched: %v", err)
+	}
+	// The check must not stop a sweep of the directory it did lock.
+	os.Remove(filepath.Join(dir, "cgroup.procs"))
+	lock, err = lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sweepLocked(dir, lock)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("a stale directory the sweep held was not removed: %v", err)
+	}
+}
