@@ -722,6 +722,12 @@ func (s *session) supervise(a *attempt) (int, error) {
 	stopWrites()
 	s.cleanUp(a, notes, readDone)
 	if initErr != nil {
+		// An init killed by a signal sent no reason of its own.
+		if cmd.ProcessState != nil {
+			if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+				return 0, fmt.Errorf("%w (the init, pid %d, was killed by %s)", initErr, cmd.Process.Pid, unix.SignalName(st.Signal()))
+			}
+		}
 		return 0, initErr
 	}
 	return exitCode(cmd, werr)
@@ -752,8 +758,11 @@ func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{})
 // converse sends the records and answers the init until it is ready. It
 // returns the seccomp listener, or -1 when the init loaded no listener.
 func (s *session) converse(fd, pid int, records []byte) (int, error) {
+	// An init that stopped reading (EPIPE) may have said why first: its
+	// message is still in the socket, and it is the better answer.
+	var sendErr error
 	if err := writeAll(fd, records); err != nil {
-		return -1, fmt.Errorf("send records to init: %w", err)
+		sendErr = fmt.Errorf("send records to init: %w", err)
 	}
 	c := &conversation{s: s, fd: fd, pid: pid, listener: -1}
 	defer c.close()
@@ -761,6 +770,9 @@ func (s *session) converse(fd, pid int, records []byte) (int, error) {
 	for {
 		fds, sender, err := recvFrom(fd, buf)
 		if err != nil {
+			if sendErr != nil {
+				return -1, sendErr
+			}
 			return -1, fmt.Errorf("init exited before the sandbox was ready: %w", err)
 		}
 		m, err := cinit.DecodeMsg(buf)
@@ -918,6 +930,9 @@ func errnoOf(err error) syscall.Errno {
 }
 
 func exitCode(cmd *exec.Cmd, werr error) (int, error) {
+	if cmd.ProcessState == nil {
+		return 0, fmt.Errorf("wait: %w", werr)
+	}
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
 		return 0, fmt.Errorf("wait: %w", werr)
