@@ -63,25 +63,26 @@ func main() {
 		loop(os.Args[2], os.Args[3])
 		return
 	}
-	if len(os.Args) == 3 && os.Args[1] == "loop-allow-all" {
-		loopAllowAll(os.Args[2])
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "notify-floor" {
-		notifyFloor(os.Args[0], os.Args[2])
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "loop-notify-child" {
-		loopNotifyChild(os.Args[2])
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "loop-connect" {
-		loopConnect(os.Args[2])
-		return
-	}
-	if len(os.Args) == 3 && os.Args[1] == "loop-sendmsg" {
-		loopSendmsg(os.Args[2])
-		return
+	if len(os.Args) == 3 {
+		// The inner halves of the suites, which this binary runs as
+		// children (inside ronly or under a peer).
+		switch n := os.Args[2]; os.Args[1] {
+		case "loop-allow-all":
+			loopAllowAll(n)
+			return
+		case "notify-floor":
+			notifyFloor(os.Args[0], n)
+			return
+		case "loop-notify-child":
+			loopNotifyChild(n)
+			return
+		case "loop-connect":
+			loopConnect(n)
+			return
+		case "loop-sendmsg":
+			loopSendmsg(n)
+			return
+		}
 	}
 	if len(os.Args) == 2 && os.Args[1] == "hello" {
 		return // one Go runtime start, nothing else
@@ -131,18 +132,15 @@ func main() {
 	}
 	if *ronly == "" {
 		*ronly = filepath.Join(work, "ronly")
-		cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
-			"-o", *ronly, "ronly.dev/ronly/go/cmd/ronly")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fatal(fmt.Errorf("go build go/cmd/ronly (or pass -ronly): %v\n%s", err, out))
-		}
-		// --count-writes runs ronly-writewatch, looked up beside ronly:
-		// without it the counting rows would time sessions that count
-		// nothing (ronly only warns).
-		cmd = exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
-			"-o", filepath.Join(work, "ronly-writewatch"), "ronly.dev/ronly/go/cmd/ronly-writewatch")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fatal(fmt.Errorf("go build go/cmd/ronly-writewatch (or pass -ronly): %v\n%s", err, out))
+		// ronly-writewatch too: --count-writes runs it, looked up beside
+		// ronly; without it the counting rows would time sessions that
+		// count nothing (ronly only warns).
+		for _, bin := range []string{"ronly", "ronly-writewatch"} {
+			cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
+				"-o", filepath.Join(work, bin), "ronly.dev/ronly/go/cmd/"+bin)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				fatal(fmt.Errorf("go build go/cmd/%s (or pass -ronly): %v\n%s", bin, err, out))
+			}
 		}
 	} else if _, err := os.Stat(filepath.Join(filepath.Dir(*ronly), "ronly-writewatch")); err != nil {
 		if _, err := exec.LookPath("ronly-writewatch"); err != nil {
@@ -272,14 +270,23 @@ func loopAllowAll(nStr string) {
 // allowAll puts the calling thread under a one-instruction seccomp filter
 // that allows everything.
 func allowAll() {
-	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
-	fprog := unix.SockFprog{Len: 1, Filter: &prog[0]}
+	loadFilter([]unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}, 0)
+}
+
+// loadFilter puts the calling thread (no TSYNC) under the seccomp filter
+// prog, with the flags of seccomp(SECCOMP_SET_MODE_FILTER), and returns
+// what the kernel returns: the listener under
+// SECCOMP_FILTER_FLAG_NEW_LISTENER.
+func loadFilter(prog []unix.SockFilter, flags uintptr) uintptr {
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		fatal(err)
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); e != 0 {
-		fatal(e)
+	r, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
+	if e != 0 {
+		fatal(fmt.Errorf("seccomp filter: %w", e))
 	}
+	return r
 }
 
 func refused(ronly, self string, runs int) {
@@ -378,21 +385,13 @@ func notifyFloor(self, nStr string) {
 func loopNotifyChild(nStr string) {
 	n, _ := strconv.Atoi(nStr)
 	runtime.LockOSThread()
-	prog := []unix.SockFilter{
+	// Only this thread is filtered, the one that loops.
+	listener := loadFilter([]unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_KEYCTL, Jt: 0, Jf: 1},
 		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_USER_NOTIF},
 		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
-	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		fatal(err)
-	}
-	// Only this thread is filtered (no TSYNC), the one that loops.
-	listener, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&fprog)))
-	if e != 0 {
-		fatal(fmt.Errorf("seccomp listener: %w", e))
-	}
+	}, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER)
 	if err := unix.Sendmsg(3, []byte{0}, unix.UnixRights(int(listener)), nil, 0); err != nil {
 		fatal(err)
 	}
