@@ -723,10 +723,8 @@ func (s *session) supervise(a *attempt) (int, error) {
 	s.cleanUp(a, notes, readDone)
 	if initErr != nil {
 		// An init killed by a signal sent no reason of its own.
-		if cmd.ProcessState != nil {
-			if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-				return 0, fmt.Errorf("%w (the init, pid %d, was killed by %s)", initErr, cmd.Process.Pid, unix.SignalName(st.Signal()))
-			}
+		if ws, ok := waitStatus(cmd); ok && ws.Signaled() {
+			return 0, fmt.Errorf("%w (the init, pid %d, was killed by %s)", initErr, cmd.Process.Pid, unix.SignalName(ws.Signal()))
 		}
 		return 0, initErr
 	}
@@ -929,11 +927,17 @@ func errnoOf(err error) syscall.Errno {
 	return unix.EIO
 }
 
-func exitCode(cmd *exec.Cmd, werr error) (int, error) {
+// waitStatus is how the waited-for cmd ended; false when the wait failed.
+func waitStatus(cmd *exec.Cmd) (syscall.WaitStatus, bool) {
 	if cmd.ProcessState == nil {
-		return 0, fmt.Errorf("wait: %w", werr)
+		return 0, false
 	}
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ws, ok
+}
+
+func exitCode(cmd *exec.Cmd, werr error) (int, error) {
+	ws, ok := waitStatus(cmd)
 	if !ok {
 		return 0, fmt.Errorf("wait: %w", werr)
 	}
