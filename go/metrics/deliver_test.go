@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 func mustJSON(t *testing.T, r Report) []byte {
@@ -181,14 +179,8 @@ func TestSpoolWriteWhileLocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spool.Close()
-	held, err := spool.LockFile()
-	if err != nil {
-		t.Fatal(err)
-	}
+	held := holdLock(t, spool)
 	defer held.Close()
-	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
 	if err := spoolWrite(spool, o, "first", []byte(`{"session":"first"}`+"\n"), time.Now().Add(50*time.Millisecond)); err != nil {
 		t.Fatalf("spool write with the lock held elsewhere: %v", err)
 	}

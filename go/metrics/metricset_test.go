@@ -239,6 +239,20 @@ func TestMergeTextfileAddsUp(t *testing.T) {
 	}
 }
 
+// holdLock takes the lock sessions take on d, as another process would.
+func holdLock(t *testing.T, d *hostfile.Dir) *os.File {
+	t.Helper()
+	held, err := d.LockFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		held.Close()
+		t.Fatal(err)
+	}
+	return held
+}
+
 // TestMergeTextfileQueued: a report that cannot take the lock before its
 // deadline waits beside the textfile, and the next merge adds it, once.
 func TestMergeTextfileQueued(t *testing.T) {
@@ -249,13 +263,7 @@ func TestMergeTextfileQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	held, err := d.LockFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	held := holdLock(t, d)
 	r := Report{Session: "late", BlockedSyscalls: map[string]uint64{"mount": 3}}
 	err = MergeTextfile(path, r, time.Now().Add(50*time.Millisecond))
 	var q *QueuedError
