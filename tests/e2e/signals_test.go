@@ -1,15 +1,18 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -236,4 +239,59 @@ func runCmd(t *testing.T, name string, args ...string) result {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestSupervisorSignals sends signals to ronly itself, as a process
+// manager or a CI runner does (not to its terminal's process group): TERM
+// reaches the command, whose trap decides the exit status ronly reports;
+// INT (a terminal delivers it to the command directly) leaves the
+// supervisor and the command running.
+func TestSupervisorSignals(t *testing.T) {
+	b := setup(t)
+	for _, c := range []struct {
+		name   string
+		sig    syscall.Signal
+		script string
+		code   int
+		out    string
+	}{
+		{"TERM is passed on", syscall.SIGTERM, `trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 0.05; done`, 7, "got-term"},
+		{"INT is survived", syscall.SIGINT, `trap "echo got-int; exit 9" INT; echo ready; sleep 0.5; echo done`, 0, "done"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, b.ronly, "--", "/bin/sh", "-c", c.script)
+			cmd.Dir = "/"
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(stdout)
+			if line, err := r.ReadString('\n'); line != "ready\n" {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("want ready, got %q (%v)\nstderr:\n%s", line, err, stderr.String())
+			}
+			if err := cmd.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			rest, _ := io.ReadAll(r)
+			err = cmd.Wait()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode() // -1 when ronly itself was killed
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != c.code || strings.TrimSpace(string(rest)) != c.out {
+				t.Fatalf("after %v to ronly: want exit %d and %q, got exit %d (%v) and %q\nstderr:\n%s", c.sig, c.code, c.out, code, err, rest, stderr.String())
+			}
+		})
+	}
 }
