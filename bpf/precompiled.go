@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"sync"
 )
 
 // The programs as compiled when the policy last changed. TestGolden keeps
@@ -15,8 +16,36 @@ import (
 var compiled embed.FS
 
 // Precompiled returns the program for mode from the golden copy embedded
-// at build time: the same bytes as Program(mode).
+// at build time: the same bytes as Program(mode), decoded once per process
+// (Warm does it early), a copy each time.
 func Precompiled(mode Mode) ([]byte, error) {
+	if p, ok := decoded.Load(mode); ok {
+		return bytes.Clone(p.([]byte)), nil
+	}
+	prog, err := decodeGolden(mode)
+	if err != nil {
+		return nil, err
+	}
+	decoded.Store(mode, prog)
+	return bytes.Clone(prog), nil
+}
+
+// decoded holds each mode's program once decoded and checked.
+var decoded sync.Map
+
+// Warm parses the embedded policy's table and decodes the programs a
+// session loads, so that the session finds them done: ronly calls it on
+// another core while kong builds its model. In a cold start on a 2-core VM
+// the table takes about 1.1 ms and the programs 0.4 ms, which would
+// otherwise be on the session's path.
+func Warm() {
+	DefaultTable()
+	for _, m := range []Mode{ModeNotify, ModeErrno, ModeNotifySignals} {
+		Precompiled(m)
+	}
+}
+
+func decodeGolden(mode Mode) ([]byte, error) {
 	src, err := compiled.ReadFile("compiled/x86_64-" + mode.String() + ".golden")
 	if err != nil {
 		return nil, fmt.Errorf("precompiled %s program: %w", mode, err)

@@ -71,9 +71,9 @@ func runCLI(args []string) int {
 	plain := plainRun(args)
 	if plain {
 		// The supervisor needs the policy's table (parsed from its
-		// text) once the sandbox runs: parse it on another core while
-		// kong builds its model.
-		go bpf.DefaultTable()
+		// text) and the programs once the sandbox runs: make them on
+		// another core while kong builds its model.
+		go bpf.Warm()
 	}
 	parser, err := newParser(&cl, plain)
 	if err != nil {
