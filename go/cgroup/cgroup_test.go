@@ -190,3 +190,29 @@ func TestSweepLockedChecksPath(t *testing.T) {
 		t.Errorf("a stale directory the sweep held was not removed: %v", err)
 	}
 }
+
+// TestSweepSparesLiveCreators: a sweep leaves a session directory alone,
+// locked or not, while the supervisor its name names runs (one being made
+// is not locked yet), and removes one whose supervisor is gone and which
+// nothing holds.
+func TestSweepSparesLiveCreators(t *testing.T) {
+	parent := t.TempDir()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(parent, Name("s1", os.Getpid()))
+	gone := filepath.Join(parent, "s2-"+strconv.Itoa(dead.Process.Pid)+"-"+lockMark+"-1")
+	for _, d := range []string{live, gone} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweepParent(parent)
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the directory of a live supervisor, not locked yet, was swept: %v", err)
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("the directory of a dead supervisor that nothing holds was not swept: %v", err)
+	}
+}
