@@ -109,6 +109,10 @@ type Options struct {
 	// Stdin, Stdout and Stderr are the caller's streams, which the
 	// supervisor relays to the command (stdio.go); nil for this process's.
 	Stdin, Stdout, Stderr *os.File
+	// WriteCounter is a write counter the caller began attaching before
+	// it had the policy (StartWriteCounter, writes.go), for a session that
+	// counts refused writes; the caller closes it after Run.
+	WriteCounter *PendingCounter
 }
 
 // Mark is a step of a session and when it was done, since Options.Start.
@@ -243,6 +247,7 @@ func newSession(p *policy.Policy, o Options, pr prepared, gate *warnGate, tl *ti
 	s := &session{p: p, cfg: pr.plan.Config, layers: &l, warn: gate.warn, gate: gate, table: pr.table, refused: o.Refused,
 		name: o.Session, blocked: map[string]map[string]uint64{}, timeline: tl, mediators: map[int]mediator{},
 		std: [3]*os.File{o.Stdin, o.Stdout, o.Stderr}, creds: pr.creds}
+	s.writeCounter = o.WriteCounter
 	addXattrMediators(s.mediators)
 	addSchedMediators(s.mediators, pr.table)
 	s.sigs, s.withSignals = newSignals(), pr.withSignals
@@ -438,6 +443,9 @@ type session struct {
 	creds *CredPlan
 	// kube is the Kubernetes guard, nil without one (kube.go).
 	kube *kubeGuard
+	// writeCounter is Options.WriteCounter until a start claims it
+	// (writes.go).
+	writeCounter *PendingCounter
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
@@ -614,7 +622,7 @@ type attempt struct {
 	records []byte // the init's config
 	reports *os.File
 	x       *stdio
-	writes  *pendingWrites
+	writes  *PendingCounter
 	cmd     *exec.Cmd
 	group   *cgroup.Group // nil: no cgroup (rlimits)
 	sigs    chan os.Signal

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -10,19 +11,119 @@ import (
 	"ronly.dev/ronly/go/writewatch/remote"
 )
 
-// pendingWrites is the write counter being attached while the session
-// starts (startWrites), until watchWrites takes it.
-type pendingWrites struct {
-	done  chan struct{}
-	w     *remote.Watch
-	err   error
-	taken bool
+// PendingCounter is a write counter being attached (StartWriteCounter),
+// until a session claims it or it is closed.
+type PendingCounter struct {
+	events bool
+	done   chan struct{}
+	w      *remote.Watch
+	err    error
+
+	mu    sync.Mutex
+	owner owner
+	ended chan struct{} // closed once Close has ended the helper
+	// watched: watchWrites took the helper (the session's goroutine
+	// only); abandon leaves it to watchWrites' stop then.
+	watched bool
+}
+
+// owner is who ends a PendingCounter's helper.
+type owner int
+
+const (
+	ownerCaller  owner = iota // StartWriteCounter's caller, with Close
+	ownerSession              // a session's start claimed it: watchWrites or abandon
+	ownerClosing              // Close is ending it
+)
+
+// StartWriteCounter begins attaching a write counter on a goroutine, for a
+// session Run will start: the helper's start (a Go runtime, the eBPF
+// library's init, loading and attaching the programs) then overlaps
+// whatever the caller does before Run, parsing its flags for one, instead
+// of running after them. events asks for each refusal (an audit log,
+// Options.Refused); without, the counter counts only. Pass the result as
+// Options.WriteCounter. nil when this process cannot count (not root).
+//
+// The caller owns it until a session claims it and must Close it once Run
+// has returned, or when it calls no Run: Close does nothing to a counter
+// a session claimed (the session closes that), and otherwise ends the
+// helper and waits for it.
+func StartWriteCounter(events bool) *PendingCounter {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	pc := &PendingCounter{events: events, done: make(chan struct{}), ended: make(chan struct{})}
+	go func() {
+		defer close(pc.done)
+		pc.w, pc.err = remote.Start(events)
+	}()
+	return pc
+}
+
+// claim makes the counter the session's: false when it was claimed or
+// closed before.
+func (pc *PendingCounter) claim() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.owner != ownerCaller {
+		return false
+	}
+	pc.owner = ownerSession
+	return true
+}
+
+// Close ends the helper unless a session claimed it, and waits for it
+// (until it has started, if it is still starting, then until it exits;
+// or for the Close already ending it): neither it nor a program it
+// attached is left behind. Safe on nil, more than once and at once.
+func (pc *PendingCounter) Close() {
+	if pc == nil {
+		return
+	}
+	pc.mu.Lock()
+	was := pc.owner
+	if was == ownerCaller {
+		pc.owner = ownerClosing
+	}
+	pc.mu.Unlock()
+	switch was {
+	case ownerCaller:
+		pc.end()
+		close(pc.ended)
+	case ownerClosing:
+		<-pc.ended
+	}
+}
+
+// end ends the helper, once it has started.
+func (pc *PendingCounter) end() {
+	<-pc.done
+	if pc.w != nil {
+		pc.w.Close()
+	}
+}
+
+// abandon ends the counter a start claimed if watchWrites never took it
+// (the start failed before).
+func (pc *PendingCounter) abandon() {
+	if pc == nil || pc.watched {
+		return
+	}
+	pc.end()
 }
 
 // startWrites begins attaching the write counter, when the policy asks
 // for one, on a goroutine: loading and verifying the programs takes
 // milliseconds, which overlap the cgroup's creation and the init's start
 // instead of adding to them. nil when nothing is to be counted.
+//
+// The caller's Options.WriteCounter, begun earlier still, serves the first
+// start that counts with the same events; a start after it (a fallback)
+// begins its own, as the first did without one. One the session does not
+// use is ended at once, on a goroutine (waiting for its start here would
+// put it on the session's critical path): an unused helper must not keep
+// programs attached while the session runs, nor be left to the killing
+// of the session's leftovers. The caller's Close waits for that end.
 //
 // The counter sees every system call of a process in the session's cgroup
 // that returns EROFS: with fexit programs on the write-class syscalls
@@ -46,7 +147,19 @@ type pendingWrites struct {
 // counting programs every such session on the host shares: the cost is
 // then one set's, however many sessions run. A session with an audit log
 // needs its events and loads programs of its own.
-func (s *session) startWrites() *pendingWrites {
+func (s *session) startWrites() *PendingCounter {
+	early := s.writeCounter
+	s.writeCounter = nil // the first start's only
+	pc := s.startCounter(early)
+	if early != nil && pc != early {
+		go early.Close()
+	}
+	return pc
+}
+
+// startCounter is the counter this start counts with (early, claimed,
+// when it fits), and sets the layers' WriteCounter as far as known.
+func (s *session) startCounter(early *PendingCounter) *PendingCounter {
 	s.layers.WriteCounter = "off"
 	if !s.p.CountWrites || s.p.NoWriteCounting {
 		return nil
@@ -55,36 +168,24 @@ func (s *session) startWrites() *pendingWrites {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	pw := &pendingWrites{done: make(chan struct{})}
 	events := s.refused != nil
-	go func() {
-		defer close(pw.done)
-		pw.w, pw.err = remote.Start(events)
-	}()
-	return pw
-}
-
-// abandon closes the counter if watchWrites never took it (the session
-// failed before).
-func (pw *pendingWrites) abandon() {
-	if pw == nil || pw.taken {
-		return
+	if early != nil && early.events == events && early.claim() {
+		return early
 	}
-	<-pw.done
-	if pw.w != nil {
-		pw.w.Close()
-	}
+	pc := StartWriteCounter(events) // not nil: root
+	pc.claim()
+	return pc
 }
 
 // watchWrites waits for the counter startWrites began and points it at the
 // session's cgroup; the init is waiting for its records, so the command
 // has not run yet and none of its refusals is missed.
-func (s *session) watchWrites(g *cgroup.Group, pw *pendingWrites) (stop func()) {
+func (s *session) watchWrites(g *cgroup.Group, pw *PendingCounter) (stop func()) {
 	none := func() {}
 	if pw == nil {
 		return none
 	}
-	pw.taken = true
+	pw.watched = true
 	<-pw.done
 	if pw.err != nil {
 		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", pw.err))

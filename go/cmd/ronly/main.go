@@ -13,12 +13,16 @@ package main
 import (
 	"fmt"
 	"os"
+	"reflect"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
 
 	"ronly.dev/ronly/bpf"
 	"ronly.dev/ronly/go/cli"
+	"ronly.dev/ronly/go/sandbox"
 	cinit "ronly.dev/ronly/init"
 )
 
@@ -68,6 +72,12 @@ type RunCmd struct {
 
 func runCLI(args []string) int {
 	var cl commandLine
+	// The write counter's helper takes longer to start and attach than
+	// kong, the policy and the planning take together: begin it first,
+	// so that it overlaps them. Closed (and reaped) on every way out
+	// unless the session took it.
+	counter := startWriteCounter(args)
+	defer counter.Close()
 	plain := plainRun(args)
 	if plain {
 		// The supervisor needs the policy's table (parsed from its
@@ -80,7 +90,7 @@ func runCLI(args []string) int {
 		fmt.Fprintf(os.Stderr, "ronly: %v\n", err)
 		return exitRonly
 	}
-	code, done := parseAndRun(parser, args)
+	code, done := parseAndRun(parser, args, counter)
 	if done {
 		return code
 	}
@@ -108,7 +118,7 @@ func newParser(cl *commandLine, plain bool) (*kong.Kong, error) {
 // so that only main calls os.Exit.
 type exitPanic int
 
-func parseAndRun(parser *kong.Kong, args []string) (code int, done bool) {
+func parseAndRun(parser *kong.Kong, args []string, counter *sandbox.PendingCounter) (code int, done bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			c, ok := r.(exitPanic)
@@ -124,7 +134,7 @@ func parseAndRun(parser *kong.Kong, args []string) (code int, done bool) {
 		return exitRonly, true
 	}
 	var status int
-	if err := ctx.Run(&status); err != nil {
+	if err := ctx.Run(&status, counter); err != nil {
 		fmt.Fprintf(os.Stderr, "ronly: %v\n", pf.Attribute(err))
 		return exitRonly, true
 	}
@@ -153,4 +163,108 @@ func plainRun(args []string) bool {
 		}
 	}
 	return true
+}
+
+// startWriteCounter begins attaching the write counter when the command
+// line asks for one (countsWrites), before kong has parsed it; nil
+// otherwise. A guess that turns out wrong (a bad flag, a policy that turns
+// counting off) costs a helper's start, which the caller's Close ends; a
+// session the guess misses (count-writes in a --policy file) starts its
+// counter itself, later, as it would without this.
+func startWriteCounter(args []string) *sandbox.PendingCounter {
+	count, events := countsWrites(args)
+	if !count {
+		return nil
+	}
+	return sandbox.StartWriteCounter(events)
+}
+
+// countsWrites reads the flags ahead of the command (before a "--" or the
+// first word that is not a flag or its value) as kong will: count is set
+// by --count-writes, events by --audit-log (the session then wants each
+// refusal, sandbox.Options.Refused). Any other command than run, or help,
+// counts nothing.
+func countsWrites(args []string) (count, events bool) {
+	// Most command lines do not count: no reflection for them.
+	asked := false
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if strings.HasPrefix(a, "--count-writes") {
+			asked = true
+			break
+		}
+	}
+	if !asked {
+		return false, false
+	}
+	takesValue := valueFlags()
+	sawRun := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			if a == "run" && !sawRun {
+				sawRun = true // run's flags may follow it
+				continue
+			}
+			if isCommandName(a) {
+				return false, false
+			}
+			break // the command
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "--") {
+			// Short flags: -v and -h only, neither takes a value.
+			if strings.Contains(name, "h") {
+				return false, false
+			}
+			continue
+		}
+		switch name {
+		case "help", "version":
+			return false, false
+		case "no-write-counting":
+			return false, false
+		case "count-writes":
+			count = true
+			if hasValue {
+				b, err := strconv.ParseBool(value)
+				count = err == nil && b
+			}
+			continue
+		case "audit-log":
+			if !hasValue && i+1 < len(args) {
+				value = args[i+1]
+			}
+			events = value != ""
+		}
+		if takesValue[name] && !hasValue {
+			i++ // its value, whatever it looks like (--rw --count-writes is a path)
+		}
+	}
+	return count, events
+}
+
+// valueFlags are the long names of cli.CLI's flags that take a value (all
+// but the booleans), named as kong names them: the name tag, else the
+// field's name in lower case.
+func valueFlags() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeOf(cli.CLI{})
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Type.Kind() == reflect.Bool {
+			continue
+		}
+		name := f.Tag.Get("name")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = true
+	}
+	return m
 }

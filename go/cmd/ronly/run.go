@@ -15,7 +15,10 @@ import (
 )
 
 // Run builds the sandbox and runs the command; status receives its exit code.
-func (r *RunCmd) Run(c *cli.CLI, status *int) error {
+// counter is the write counter runCLI began attaching (nil when the
+// command line did not ask for one): the session takes it if it counts,
+// and runCLI closes it otherwise.
+func (r *RunCmd) Run(c *cli.CLI, status *int, counter *sandbox.PendingCounter) error {
 	p, err := c.PolicyFor(r.Command)
 	if err != nil {
 		return err
@@ -33,6 +36,8 @@ func (r *RunCmd) Run(c *cli.CLI, status *int) error {
 		Session: session,
 		Start:   started,
 		Refused: out.Refused(session),
+		// Begun before the flags were parsed (runCLI).
+		WriteCounter: counter,
 	})
 	auditDropped, auditErr := out.EndAudit()
 	merr := out.DeliverMetrics(session, start, res, err != nil, auditDropped)

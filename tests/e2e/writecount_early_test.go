@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeWritewatch speaks ronly-writewatch's protocol (go/writewatch/remote)
+// without loading anything, after a pause longer than ronly takes to fail
+// on a bad flag, and logs to $RONLY_E2E_HELPER_LOG when it starts (with
+// its arguments), when it is told a cgroup and when it ends: so the log
+// says from outside which helpers ronly started, which one counted the
+// session, and that each ended before ronly exited.
+const fakeWritewatch = `#!/bin/sh
+echo "start $$ $*" >> "$RONLY_E2E_HELPER_LOG"
+sleep 0.3
+echo '{"ready":"fexit"}'
+while read cmd arg; do
+	if [ "$cmd" = add ]; then
+		echo "add $$" >> "$RONLY_E2E_HELPER_LOG"
+		echo '{"added":true}'
+	fi
+done
+echo '{"counts":{},"final":true}'
+echo "end $$" >> "$RONLY_E2E_HELPER_LOG"
+`
+
+// helperLog is the fake helper's log, one entry per helper, in the order
+// they started.
+type helperLog struct {
+	pid    string
+	events bool // started with --events
+	added  bool
+	ended  bool
+}
+
+func readHelperLog(t *testing.T, path string) []*helperLog {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var hs []*helperLog
+	byPID := map[string]*helperLog{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "start":
+			h := &helperLog{pid: f[1], events: slices.Contains(f[2:], "--events")}
+			hs = append(hs, h)
+			byPID[f[1]] = h
+		case "add":
+			byPID[f[1]].added = true
+		case "end":
+			byPID[f[1]].ended = true
+		}
+	}
+	return hs
+}
+
+func (h *helperLog) String() string {
+	return fmt.Sprintf("{pid %s events %t added %t ended %t}", h.pid, h.events, h.added, h.ended)
+}
+
+// TestWriteCounterStartsEarly: with --count-writes on the command line,
+// ronly starts its helper before it has parsed its flags, uses that one
+// helper for the session, and when the session does not use it (a bad
+// flag, a bad value found after parsing, a sandbox that cannot be built,
+// an audit log the helper was not started for) ends it before exiting,
+// with the exit code and message of the same command line without
+// --count-writes. Checked from outside with a helper that logs its life.
+func TestWriteCounterStartsEarly(t *testing.T) {
+	b := setup(t)
+	dir := userDir(t, 0, "ronly-e2e-early-")
+	ronly := filepath.Join(dir, "ronly")
+	if err := copyFile(b.ronly, ronly); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, 0, filepath.Join(dir, "ronly-writewatch"), fakeWritewatch, 0o755)
+	fake := bins{dir: dir, ronly: ronly, probe: b.probe}
+	audit := filepath.Join(dir, "policy-audit.jsonl")
+	policyFile := filepath.Join(dir, "audit.toml")
+	writeFile(t, 0, policyFile, fmt.Sprintf("audit-log = %q\n", audit), 0o644)
+
+	for i, c := range []struct {
+		name    string
+		flags   []string // before "--count-writes"
+		code    int
+		helpers int    // how many ronly starts
+		events  bool   // the counting one (when the session ran) has --events
+		script  string // the command, sh -c; "" is true
+	}{
+		{"counted by the early helper", nil, 0, 1, false, ""},
+		{"audit log on the command line", []string{"--audit-log", filepath.Join(dir, "a.jsonl")}, 0, 1, true, ""},
+		{"bad flag", []string{"--bogus-flag"}, 125, 1, false, ""},
+		{"bad value after parsing", []string{"--tmpfs-size", "lots"}, 125, 1, false, ""},
+		{"sandbox not built", []string{"--rw", "/nonexistent-ronly-e2e"}, 125, 1, false, ""},
+		// The early helper counts only; the session wants events for the
+		// policy file's audit log, and starts one with them. The early
+		// one must end while the session runs (not hold programs
+		// attached until it is over): the command waits for its end
+		// line, which only it can have written by then.
+		{"audit log in a policy file", []string{"--policy", policyFile}, 0, 2, true,
+			`for i in $(seq 300); do grep -q "^end" "$RONLY_E2E_HELPER_LOG" && exit 0; sleep 0.1; done; echo "the unused helper did not end while the session ran" >&2; exit 1`},
+	} {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			log := filepath.Join(dir, fmt.Sprintf("helpers-%d.log", i))
+			rep := filepath.Join(dir, fmt.Sprintf("report-%d.json", i))
+			o := opts{env: []string{"RONLY_E2E_HELPER_LOG=" + log}}
+			command := []string{"true"}
+			if c.script != "" {
+				command = []string{"/bin/sh", "-c", c.script}
+			}
+			args := append(append(append([]string{"--no-metrics", "--report", rep}, c.flags...), "--count-writes", "--"), command...)
+			r := fake.run(t, o, args...)
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d\n%s", r.code, c.code, r)
+			}
+			hs := readHelperLog(t, log)
+			if len(hs) != c.helpers {
+				t.Fatalf("ronly started %d helpers, want %d: %v\n%s", len(hs), c.helpers, hs, r)
+			}
+			var counting []*helperLog
+			for _, h := range hs {
+				if !h.ended {
+					t.Errorf("a helper had not ended when ronly exited: %v", hs)
+				}
+				if pid, _ := strconv.Atoi(h.pid); pid > 0 && syscall.Kill(pid, 0) == nil {
+					t.Errorf("a helper still runs after ronly exited: %v", hs)
+				}
+				if h.added {
+					counting = append(counting, h)
+				}
+			}
+			if c.code == 0 {
+				if len(counting) != 1 || counting[0].events != c.events {
+					t.Errorf("want one helper counting the session, with --events %t: %v", c.events, hs)
+				}
+				got := readReport(t, rep)
+				if !got.Layers.WriteCounting || got.Layers.WriteCounter != "fexit" {
+					t.Errorf("report: write_counting %t, write_counter %q; want true, fexit", got.Layers.WriteCounting, got.Layers.WriteCounter)
+				}
+				return
+			}
+			if len(counting) != 0 {
+				t.Errorf("a helper counted a session that did not run: %v", hs)
+			}
+			// The same command line without --count-writes says the same.
+			without := fake.run(t, o, append(append([]string{"--no-metrics", "--report", rep}, c.flags...), "--", "true")...)
+			if without.code != r.code || without.stderr != r.stderr {
+				t.Errorf("with --count-writes:\n%s\nwithout:\n%s", r, without)
+			}
+			if n := strings.Count(r.stderr, "\n"); n != 1 {
+				t.Errorf("%d lines on stderr, want 1:\n%s", n, r)
+			}
+		})
+	}
+}
+
+// TestWriteCounterEarlyLeavesNothing: ronly --count-writes with a bad flag
+// exits 125 with its one line, and the real helper it started before
+// parsing is gone when it exits, with whatever it had attached: no process
+// carries the run's marker in its environment (the helper inherits
+// ronly's), and no process holds an eBPF link the helper made. While a
+// counted session runs, the same check sees its helper and links, so the
+// check can fail.
+func TestWriteCounterEarlyLeavesNothing(t *testing.T) {
+	b := setup(t)
+	marker := "RONLY_E2E_EARLY=" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	o := opts{env: []string{marker}}
+
+	r := b.run(t, o, "--count-writes", "--bogus-flag", "--", "true")
+	if r.code != 125 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "--bogus-flag") {
+		t.Fatalf("want exit 125 and one line naming --bogus-flag:\n%s", r)
+	}
+	if pids := markedProcesses(t, marker); len(pids) > 0 {
+		t.Errorf("processes of the failed run left behind: %v (comm %q), holding eBPF objects: %t", pids, comms(pids), holdsBPF(pids))
+	}
+
+	// The positive control: a session holds its helper while it runs.
+	seen := make(chan []int, 1)
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			for _, p := range markedProcesses(t, marker) {
+				argv, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "cmdline"))
+				argv0, _, _ := bytes.Cut(argv, []byte{0})
+				if filepath.Base(string(argv0)) == "ronly-writewatch" && holdsBPF([]int{p}) {
+					seen <- []int{p}
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		seen <- nil
+	}()
+	// The command waits for its stdin's line, which arrives once the
+	// helper was seen.
+	marked := b.run(t, opts{env: o.env, stdinFile: helperGate(t, seen)}, "--count-writes", "--", "/bin/sh", "-c", "read x")
+	if marked.code != 0 {
+		t.Fatalf("counted session:\n%s", marked)
+	}
+	if pids := markedProcesses(t, marker); len(pids) > 0 {
+		t.Errorf("processes of the counted session left behind: %v (comm %q)", pids, comms(pids))
+	}
+}
+
+// helperGate is a pipe whose read end is a session's stdin: one line is
+// written once seen reports the helper with eBPF objects (the test fails
+// if it never does), then the write end is closed.
+func helperGate(t *testing.T, seen chan []int) *os.File {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close() })
+	go func() {
+		defer pw.Close()
+		if p := <-seen; p == nil {
+			t.Error("no ronly-writewatch holding eBPF objects carried the marker while the counted session ran")
+		}
+		pw.Write([]byte("x\n"))
+	}()
+	return pr
+}
+
+// markedProcesses are the processes whose environment holds marker.
+func markedProcesses(t *testing.T, marker string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(append(append([]byte{0}, env...), 0), []byte("\x00"+marker+"\x00")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func comms(pids []int) []string {
+	var cs []string
+	for _, p := range pids {
+		c, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "comm"))
+		cs = append(cs, strings.TrimSpace(string(c)))
+	}
+	return cs
+}
+
+// holdsBPF is true when one of pids holds an eBPF object open (a process
+// that is gone holds none).
+func holdsBPF(pids []int) bool {
+	for _, p := range pids {
+		dir := filepath.Join("/proc", strconv.Itoa(p), "fd")
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(target, "anon_inode:bpf") {
+				return true
+			}
+		}
+	}
+	return false
+}
