@@ -11,6 +11,10 @@
 //	            without --count-writes) vs bwrap vs outside
 //	sockets     TCP connects and UDP sendmsg, which the supervisor mediates,
 //	            inside vs outside
+//	sockfd      socket() and UDP socket+connect+send+close in landlock-only
+//	            mode under a Docker-like seccomp filter, with pidfd_getfd
+//	            allowed and refused (the supervisor makes the sockets:
+//	            go/sandbox/sockfd.go), vs outside (sockfd.go)
 //	stdio       cat of 1 GB from a file to a file inside ronly (stdio relayed
 //	            through pipes by the supervisor) vs directly
 //	kube        kubectl get pods through the Kubernetes guard vs directly,
@@ -82,10 +86,24 @@ func main() {
 		case "loop-sendmsg":
 			loopSendmsg(n)
 			return
+		case "loop-socket":
+			loopSocket(n)
+			return
+		case "loop-udp":
+			loopUDP(n)
+			return
 		}
 	}
 	if len(os.Args) == 2 && os.Args[1] == "hello" {
 		return // one Go runtime start, nothing else
+	}
+	if len(os.Args) == 2 && os.Args[1] == "sockfd-hold" {
+		sockfdHold()
+		return
+	}
+	if len(os.Args) > 3 && os.Args[1] == "docker-seccomp" {
+		underDocker(os.Args[2], os.Args[3:])
+		return
 	}
 	if len(os.Args) > 4 && os.Args[1] == "confine" {
 		confine(os.Args[2], os.Args[3] == "filter", os.Args[4:])
@@ -94,7 +112,7 @@ func main() {
 	ronly := flag.String("ronly", "", "path of the ronly binary (default: go build it from this checkout, static)")
 	bwrap := flag.String("bwrap", "/usr/bin/bwrap", "path of bubblewrap, the startup baseline")
 	runs := flag.Int("runs", 40, "runs of each variant")
-	only := flag.String("only", "startup,syscall,write-heavy", "run only these targets, comma-separated: startup, syscall, refused, sockets, write-heavy, stdio, kube, breakdown; or all")
+	only := flag.String("only", "startup,syscall,write-heavy", "run only these targets, comma-separated: startup, syscall, refused, sockets, sockfd, write-heavy, stdio, kube, breakdown; or all")
 	flag.Parse()
 	self, err := os.Executable()
 	if err != nil {
@@ -117,6 +135,7 @@ func main() {
 		{"syscall", func() { syscalls(*ronly, self, *runs/4+1) }},
 		{"refused", func() { refused(*ronly, self, *runs/4+1) }},
 		{"sockets", func() { sockets(*ronly, self, *runs/4+1) }},
+		{"sockfd", func() { sockfdBench(*ronly, self, *runs) }},
 		{"write-heavy", func() { writeHeavy(*ronly, *bwrap, self, work, *runs/4+1) }},
 		{"stdio", func() { stdioCopy(*ronly, work, *runs/8+5) }},
 		{"kube", func() { kubeBench(*ronly, *runs/2+1) }},
