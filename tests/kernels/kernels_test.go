@@ -197,12 +197,57 @@ if kill -0 $canary 2>/dev/null; then r canary-process alive; else r canary-proce
 r canary-file "$(cat /canary/file)"
 r passwd-first "$(head -n1 /etc/passwd)"
 
+# Times, from the guest's clock in microseconds (busybox's date has no
+# %N, its ts has): before ronly starts, when its command starts and ends
+# (printed inside), after ronly exits; with the --report timelines. First
+# a session that does not count, to compare with.
+now() { echo | ts %.s; }
+t0=$(now)
+ronly $nowc --no-metrics --report /tmp/n.json -- sh -c 'echo | ts %.s; echo | ts %.s' >/tmp/n.out 2>/dev/null
+t1=$(now)
+r time-plain $t0 $(cat /tmp/n.out) $t1
+r plain-report "$(tr -d ' \n' </tmp/n.json)"
+
 # Refused writes counted with fexit programs on the write-class syscalls:
-# busybox's rm, mkdir and the shell's > call unlink, mkdir and open.
-ronly --count-writes --no-metrics --report /tmp/w.json -- sh -c 'rm -f /etc/group; mkdir /etc/ronly-d; echo x >/etc/ronly-f; true' >/dev/null 2>/tmp/w.err; r writes-exit $?
+# busybox's rm, mkdir and the shell's > call unlink, mkdir and open. The
+# first counting session in the guest: it loads and attaches the set,
+# and as the last one out it detaches it.
+t0=$(now)
+ronly --count-writes --no-metrics --report /tmp/w.json -- sh -c 'echo | ts %.s; rm -f /etc/group; mkdir /etc/ronly-d; echo x >/etc/ronly-f; echo | ts %.s' >/tmp/w.out 2>/tmp/w.err; r writes-exit $?
+t1=$(now)
+r time-first $t0 $(cat /tmp/w.out) $t1
+r helper-after-first "$(pidof ronly-writewatch)"
 while read -r l; do r writes-stderr "$l"; done </tmp/w.err
 r writes-report "$(tr -d ' \n' </tmp/w.json)"
 r writes-group "$(head -n1 /etc/group)"
+
+# A session that starts while another counts joins its set and leaves it
+# to the other, which still counts (a refused write on the TERM that ends
+# it right after) and, the last one out, detaches the set.
+ronly --count-writes --no-metrics --report /tmp/h.json -- sh -c 'trap "echo y >/etc/ronly-h; exit 0" TERM; echo x >/etc/ronly-h; echo started; sleep 150 & wait' >/tmp/h.out 2>/tmp/h.err & holder=$!
+i=0; while ! grep -q started /tmp/h.out && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
+t0=$(now)
+ronly --count-writes --no-metrics --report /tmp/j.json -- sh -c 'echo | ts %.s; echo x >/etc/ronly-j; echo | ts %.s' >/tmp/j.out 2>/tmp/j.err; r join-exit $?
+t1=$(now)
+r time-join $t0 $(cat /tmp/j.out) $t1
+while read -r l; do r join-stderr "$l"; done </tmp/j.err
+r join-report "$(tr -d ' \n' </tmp/j.json)"
+t0=$(now)
+kill $holder; wait $holder; r holder-exit $?
+t1=$(now)
+r time-last $t0 $t1
+r helper-after-last "$(pidof ronly-writewatch)"
+while read -r l; do r holder-stderr "$l"; done </tmp/h.err
+r holder-report "$(tr -d ' \n' </tmp/h.json)"
+
+# The helper alone, without ronly (which waits 10 s for it to exit before
+# it kills it): it says ready once it has loaded and attached a set of its
+# own; the EOF on its stdin then has it detach the set and exit.
+t0=$(now)
+ronly-writewatch </dev/null 2>&1 | ts %.s >/tmp/hw.out
+t1=$(now)
+r time-helper $t0 $(cut -d' ' -f1 /tmp/hw.out) $t1
+r helper-alone "$(cut -d' ' -f2- /tmp/hw.out)"
 r done
 poweroff -f
 `
@@ -365,6 +410,7 @@ func checkGuest(t *testing.T, k kernel, g guest, serial string) {
 		add("/etc/passwd", fmt.Sprintf("now begins %q", v))
 	}
 	checkWrites(add, g)
+	logFexitTimes(t, g)
 
 	var seen []string
 	for _, f := range findings {
@@ -392,31 +438,124 @@ func tailOf(s string, n int) string {
 	return s
 }
 
-// checkWrites judges the guest's --count-writes session: counted with
+// writesReport is the part of a session's --report the writes checks read.
+type writesReport struct {
+	Refused map[string]map[string]uint64 `json:"refused"`
+	Layers  struct {
+		WriteCounting bool   `json:"write_counting"`
+		WriteCounter  string `json:"write_counter"`
+	} `json:"layers"`
+	Timeline []struct {
+		Step string  `json:"step"`
+		MS   float64 `json:"ms"`
+	} `json:"timeline"`
+}
+
+// mark is when the timeline's step was done, in ms since ronly started;
+// the guest printed the report without spaces. -1 when it is missing.
+func (r writesReport) mark(step string) float64 {
+	for _, m := range r.Timeline {
+		if m.Step == strings.ReplaceAll(step, " ", "") {
+			return m.MS
+		}
+	}
+	return -1
+}
+
+// checkWrites judges the guest's --count-writes sessions: counted with
 // fexit programs (the kernel has BPF trampolines, and TCG's trouble with
 // the tracepoint is never met), each refused write by its operation, and
-// /etc/group untouched.
+// /etc/group untouched; a session that joined another's set counts its
+// own, the other still counts after it left, and no helper outlives its
+// session.
 func checkWrites(add func(check, detail string), g guest) {
-	var rep struct {
-		Refused map[string]map[string]uint64 `json:"refused"`
-		Layers  struct {
-			WriteCounting bool   `json:"write_counting"`
-			WriteCounter  string `json:"write_counter"`
-		} `json:"layers"`
+	session := func(check, key string, want map[string]uint64, exit string) {
+		var rep writesReport
+		stderr := strings.Join(g.results[key+"-stderr"], " / ")
+		if err := json.Unmarshal([]byte(g.one(key+"-report")), &rep); err != nil || g.one(key+"-exit") != exit {
+			add(check, fmt.Sprintf("exit %s (want %s), report %v: %s", g.one(key+"-exit"), exit, err, stderr))
+			return
+		}
+		if !rep.Layers.WriteCounting || rep.Layers.WriteCounter != "fexit" {
+			add(check+": fexit", fmt.Sprintf("write_counting %t, write_counter %q, want fexit: %s", rep.Layers.WriteCounting,
+				rep.Layers.WriteCounter, stderr))
+		}
+		if got := rep.Refused["write"]; !maps.Equal(got, want) {
+			add(check+": counts", fmt.Sprintf("refused writes %v, want %v", got, want))
+		}
 	}
-	if err := json.Unmarshal([]byte(g.one("writes-report")), &rep); err != nil || g.one("writes-exit") != "0" {
-		add("writes", fmt.Sprintf("exit %s, report %v: %s", g.one("writes-exit"), err, strings.Join(g.results["writes-stderr"], " / ")))
-		return
-	}
-	if !rep.Layers.WriteCounting || rep.Layers.WriteCounter != "fexit" {
-		add("writes: fexit", fmt.Sprintf("write_counting %t, write_counter %q, want fexit: %s", rep.Layers.WriteCounting,
-			rep.Layers.WriteCounter, strings.Join(g.results["writes-stderr"], " / ")))
-	}
-	want := map[string]uint64{"unlink": 1, "mkdir": 1, "open": 1}
-	if got := rep.Refused["write"]; !maps.Equal(got, want) {
-		add("writes: counts", fmt.Sprintf("refused writes %v, want %v", got, want))
-	}
+	session("writes", "writes", map[string]uint64{"unlink": 1, "mkdir": 1, "open": 1}, "0")
 	if v := g.one("writes-group"); !strings.HasPrefix(v, "root:x:0:") {
 		add("/etc/group", fmt.Sprintf("now begins %q", v))
 	}
+	session("writes joining", "join", map[string]uint64{"open": 1}, "0")
+	// Its write before the other joined and the one on the TERM, after
+	// the other left.
+	session("writes holding", "holder", map[string]uint64{"open": 2}, "0")
+	for _, key := range []string{"helper-after-first", "helper-after-last"} {
+		if v := strings.TrimSpace(g.one(key)); v != "" {
+			add("writes: helper left", fmt.Sprintf("%s: ronly-writewatch still runs after ronly exited (pid %s)", key, v))
+		}
+	}
+}
+
+// logFexitTimes logs what the guest timed on the fexit path. They depend on
+// the host's load (TCG is slow, and shares the CPUs), so nothing judges
+// them: they are for the README's figures.
+func logFexitTimes(t *testing.T, g guest) {
+	times := func(key string) []float64 {
+		var v []float64
+		for _, f := range strings.Fields(g.one(key)) {
+			x, err := strconv.ParseFloat(f, 64)
+			if err != nil {
+				return nil
+			}
+			v = append(v, x)
+		}
+		return v
+	}
+	report := func(key string) writesReport {
+		var rep writesReport
+		json.Unmarshal([]byte(g.one(key)), &rep)
+		return rep
+	}
+	// span formats v[b]-v[a], seconds, "?" when either is missing.
+	span := func(v []float64, a, b int) string {
+		if a >= len(v) || b >= len(v) || v[a] < 0 || v[b] < 0 {
+			return "?"
+		}
+		d := time.Duration((v[b] - v[a]) * float64(time.Second))
+		if d >= time.Second {
+			return fmt.Sprintf("%.1f s", d.Seconds())
+		}
+		if d >= 10*time.Millisecond {
+			return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+		}
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	}
+	// Each session's times are: before ronly, command start, command end,
+	// after ronly.
+	plain, first, join, last := times("time-plain"), times("time-first"), times("time-join"), times("time-last")
+	pr, fr, jr, hr := report("plain-report"), report("writes-report"), report("join-report"), report("holder-report")
+	at := func(r writesReport, steps ...string) []float64 {
+		var v []float64
+		for _, s := range steps {
+			v = append(v, r.mark(s)/1000)
+		}
+		return v
+	}
+	attached := func(r writesReport) string {
+		return span(append([]float64{0}, at(r, "write counter attached")...), 0, 1)
+	}
+	detach := func(r writesReport) string { return span(at(r, "command exited", "cleaned up"), 0, 1) }
+	t.Logf("%s: fexit set: load+attach %s, detach %s; join %s, leave %s; the last out detaches in %s",
+		g.one("kernel"), attached(fr), span(first, 2, 3), attached(jr), span(join, 2, 3), span(last, 0, 1))
+	helper := times("time-helper")
+	t.Logf("%s: the helper alone (%s): attach %s, detach and exit %s", g.one("kernel"), g.one("helper-alone"), span(helper, 0, 1), span(helper, 1, 2))
+	t.Logf("%s: details: ronly start to command start: %s not counting, %s first counting, %s joining; command end to ronly exit: %s, %s, %s; "+
+		"whole session: %s, %s, %s; timeline \"write counter attached\": %s, %s, %s; \"command exited\" to \"cleaned up\": %s, %s, %s, the last out %s",
+		g.one("kernel"), span(plain, 0, 1), span(first, 0, 1), span(join, 0, 1),
+		span(plain, 2, 3), span(first, 2, 3), span(join, 2, 3),
+		span(plain, 0, 3), span(first, 0, 3), span(join, 0, 3),
+		attached(pr), attached(fr), attached(jr), detach(pr), detach(fr), detach(jr), detach(hr))
 }
