@@ -2,8 +2,10 @@ package sandbox
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -62,9 +64,11 @@ type seccompNotifResp struct {
 // continue, so nothing it reads from the caller's memory can be raced.
 //
 // It waits in a blocking NOTIF_RECV, the cheapest way to wait: a poll
-// first costs one more wake-up per refused call. Once the last process of
-// the session is gone, RECV fails with ENOENT and the listener polls as
-// hung up: the goroutine ends there.
+// first costs one more syscall per refused call. Once the last process of
+// the session is gone, the listener polls as hung up and, from Linux 6.6
+// on, a waiting RECV fails with ENOENT: the goroutine ends there. Before
+// 6.6 a waiting RECV sleeps on a semaphore that only a new notification
+// or a signal wakes, so stop interrupts it (see stop).
 type notifier struct {
 	listener int
 	table    bpf.Table
@@ -76,14 +80,47 @@ type notifier struct {
 	// done is closed when the answering goroutine ends: after the last
 	// process of the session is gone and every refusal is recorded.
 	done chan struct{}
+	// tid is the thread the answering goroutine is locked to, for stop's
+	// tgkill; 0 until it runs.
+	tid atomic.Int32
+	// stopping asks the goroutine to stop waiting in RECV; it sets
+	// draining once it has seen that and waits in poll instead.
+	stopping, draining atomic.Bool
 }
 
-// wait waits at most d for the answering goroutine to end, so that the
+// stop waits at most d for the answering goroutine to end, so that the
 // counts and the audit log hold every refusal once the session is over.
-func (n *notifier) wait(d time.Duration) {
+// The command has exited: the goroutine ends once the last process of the
+// session is gone, but before Linux 6.6 a RECV already waiting is not
+// woken by that (it sleeps on the listener's semaphore, which only a new
+// notification raises). So stop asks the goroutine to wait in poll,
+// which the hang-up wakes on every kernel, and interrupts its RECV with
+// SIGURG on its thread until it has seen the request: the kernel fails
+// that RECV with EINTR (down_interruptible, not restarted under Go's
+// SA_RESTART), and Go ignores a SIGURG it did not ask for. From 6.6 on the
+// signal restarts the RECV (-ERESTARTSYS), which the hang-up ends by
+// itself. Nothing here runs per call: the hot path only loads stopping.
+func (n *notifier) stop(d time.Duration) {
+	n.stopping.Store(true)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	// The signal can land between the goroutine's look at stopping and its
+	// RECV, so it is repeated until the goroutine says it saw the request.
+	for wait := 500 * time.Microsecond; !n.draining.Load(); wait = min(2*wait, 50*time.Millisecond) {
+		if tid := n.tid.Load(); tid != 0 {
+			unix.Tgkill(os.Getpid(), int(tid), unix.SIGURG)
+		}
+		select {
+		case <-n.done:
+			return
+		case <-deadline.C:
+			return
+		case <-time.After(wait):
+		}
+	}
 	select {
 	case <-n.done:
-	case <-time.After(d):
+	case <-deadline.C:
 	}
 }
 
@@ -139,10 +176,44 @@ func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, re
 	unix.Syscall(unix.SYS_IOCTL, uintptr(listener), seccompIoctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	go func() {
 		defer close(n.done)
-		for n.answer() {
+		// Locked for good, so that stop can signal the thread that waits
+		// in RECV; the thread ends with the goroutine.
+		runtime.LockOSThread()
+		n.tid.Store(int32(unix.Gettid()))
+		for !n.stopping.Load() {
+			if !n.answer() {
+				return
+			}
 		}
+		n.drain()
 	}()
 	return n
+}
+
+// drain answers what is still notified once the command has exited, and
+// returns when no process is left: it waits in poll, which the hang-up
+// wakes on every kernel, and receives only what poll says is there.
+func (n *notifier) drain() {
+	n.draining.Store(true)
+	for {
+		fds := []unix.PollFd{{Fd: int32(n.listener), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue // a late SIGURG of stop's
+			}
+			return
+		}
+		switch {
+		case fds[0].Revents&unix.POLLIN != 0:
+			// A notification waits: RECV takes it at once (or fails with
+			// ENOENT if its caller died meanwhile).
+			if !n.answer() {
+				return
+			}
+		case fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0:
+			return
+		}
+	}
 }
 
 // hungUp says whether no process is left that the filter could notify.

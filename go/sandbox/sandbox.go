@@ -789,7 +789,7 @@ func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{})
 	if notes != nil {
 		// Nothing is left to notify: the last refusals are recorded
 		// before the counts are read.
-		notes.wait(time.Second)
+		notes.stop(time.Second)
 	}
 	a.x.finish() // the output drained, the caller's terminal restored
 	// Every holder of the pipe is gone now; a process that escaped the
