@@ -697,8 +697,13 @@ func (w *Watch) Close() error {
 		}
 		w.dropCounts(func(id uint64) bool { return w.added[id] })
 	}
-	for _, l := range w.links {
-		errs = append(errs, l.Close())
+	if w.hook == "fexit" {
+		_, err := detachLater(w.links)
+		errs = append(errs, err)
+	} else {
+		for _, l := range w.links {
+			errs = append(errs, l.Close())
+		}
 	}
 	w.links = nil
 	w.mu.Lock()

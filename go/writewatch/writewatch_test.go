@@ -1305,3 +1305,69 @@ func CgroupID(dir string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
+
+// TestDetachLater hands links to the kernel (raw tracepoint links: fexit
+// ones cannot be made on every kernel that runs these tests, and the
+// hand-over does not depend on the link's type) and checks that they are
+// detached soon after, with no fd of this process left on them, and that
+// the bpffs instance that held them was mounted nowhere.
+func TestDetachLater(t *testing.T) {
+	needRoot(t)
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.RawTracepoint, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	var links []link.Link
+	var ids []link.ID
+	for range 3 {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+		info, err := l.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.ID)
+	}
+	mounts := func() string {
+		b, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	before := mounts()
+	handed, err := detachLater(links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if handed != len(links) {
+		t.Fatalf("handed over %d of %d links", handed, len(links))
+	}
+	if after := mounts(); after != before {
+		t.Errorf("mount table changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	// The kernel's worker detaches them after an RCU grace period.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ids {
+		for {
+			l, err := link.NewFromID(id)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if err == nil {
+				l.Close()
+			} else {
+				t.Fatalf("link %d: %v", id, err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("link %d still there 10 s after it was handed over", id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
