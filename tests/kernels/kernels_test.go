@@ -211,7 +211,7 @@ r plain-report "$(tr -d ' \n' </tmp/n.json)"
 # Refused writes counted with fexit programs on the write-class syscalls:
 # busybox's rm, mkdir and the shell's > call unlink, mkdir and open. The
 # first counting session in the guest: it loads and attaches the set,
-# and as the last one out it detaches it.
+# and as the last one out it leaves it to the kernel to detach.
 t0=$(now)
 ronly --count-writes --no-metrics --report /tmp/w.json -- sh -c 'echo | ts %.s; rm -f /etc/group; mkdir /etc/ronly-d; echo x >/etc/ronly-f; echo | ts %.s' >/tmp/w.out 2>/tmp/w.err; r writes-exit $?
 t1=$(now)
@@ -223,9 +223,15 @@ r writes-group "$(head -n1 /etc/group)"
 
 # A session that starts while another counts joins its set and leaves it
 # to the other, which still counts (a refused write on the TERM that ends
-# it right after) and, the last one out, detaches the set.
+# it right after) and, the last one out, leaves the set to the kernel to
+# detach.
 ronly --count-writes --no-metrics --report /tmp/h.json -- sh -c 'trap "echo y >/etc/ronly-h; exit 0" TERM; echo x >/etc/ronly-h; echo started; sleep 150 & wait' >/tmp/h.out 2>/tmp/h.err & holder=$!
 i=0; while ! grep -q started /tmp/h.out && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
+# The set's JITed programs are in /proc/kallsyms while they exist (named
+# rof<hash>n<count>): the checks below that it is gone prove something only
+# if it shows here.
+ours() { grep -c ' bpf_prog_[0-9a-f]*_rof[0-9a-f]*n[0-9]*[[:space:]]' /proc/kallsyms; }
+r set-listed "$(ours)"
 t0=$(now)
 ronly --count-writes --no-metrics --report /tmp/j.json -- sh -c 'echo | ts %.s; echo x >/etc/ronly-j; echo | ts %.s' >/tmp/j.out 2>/tmp/j.err; r join-exit $?
 t1=$(now)
@@ -240,14 +246,27 @@ r helper-after-last "$(pidof ronly-writewatch)"
 while read -r l; do r holder-stderr "$l"; done </tmp/h.err
 r holder-report "$(tr -d ' \n' </tmp/h.json)"
 
-# The helper alone, without ronly (which waits 10 s for it to exit before
-# it kills it): it says ready once it has loaded and attached a set of its
-# own; the EOF on its stdin then has it detach the set and exit.
+# The last one out left the set to the kernel, which detaches it in the
+# background (one function after another, about 130 ms each under qemu):
+# its programs must be gone soon, and are waited for so that the helper
+# alone below is timed on its own.
+gone() {
+	t0=$(now); i=0
+	while [ "$(ours)" != 0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+	t1=$(now)
+	r "$1" "$(ours)" $t0 $t1
+}
+gone set-gone-last
+
+# The helper alone, without ronly: it says ready once it has loaded and
+# attached a set of its own; the EOF on its stdin then has it hand the set
+# to the kernel to detach, and exit.
 t0=$(now)
 ronly-writewatch </dev/null 2>&1 | ts %.s >/tmp/hw.out
 t1=$(now)
 r time-helper $t0 $(cut -d' ' -f1 /tmp/hw.out) $t1
 r helper-alone "$(cut -d' ' -f2- /tmp/hw.out)"
+gone set-gone-helper
 r done
 poweroff -f
 `
@@ -492,6 +511,14 @@ func checkWrites(add func(check, detail string), g guest) {
 	// Its write before the other joined and the one on the TERM, after
 	// the other left.
 	session("writes holding", "holder", map[string]uint64{"open": 2}, "0")
+	if n, _ := strconv.Atoi(g.one("set-listed")); n == 0 {
+		add("writes: set listed", fmt.Sprintf("/proc/kallsyms shows %q of the set's programs while it is attached: the checks that it is gone prove nothing", g.one("set-listed")))
+	}
+	for _, key := range []string{"set-gone-last", "set-gone-helper"} {
+		if v := strings.Fields(g.one(key)); len(v) == 0 || v[0] != "0" {
+			add("writes: set left", fmt.Sprintf("%s: %q of the set's programs still in /proc/kallsyms 60 s after its last holder exited", key, g.one(key)))
+		}
+	}
 	for _, key := range []string{"helper-after-first", "helper-after-last"} {
 		if v := strings.TrimSpace(g.one(key)); v != "" {
 			add("writes: helper left", fmt.Sprintf("%s: ronly-writewatch still runs after ronly exited (pid %s)", key, v))
@@ -552,6 +579,17 @@ func logFexitTimes(t *testing.T, g guest) {
 		g.one("kernel"), attached(fr), span(first, 2, 3), attached(jr), span(join, 2, 3), span(last, 0, 1))
 	helper := times("time-helper")
 	t.Logf("%s: the helper alone (%s): attach %s, detach and exit %s", g.one("kernel"), g.one("helper-alone"), span(helper, 0, 1), span(helper, 1, 2))
+	// After its first value (programs left), when the wait began and ended.
+	gone := func(key string) string {
+		v := times(key)
+		if len(v) != 3 {
+			return "?"
+		}
+		return fmt.Sprintf("%s (%.0f programs left)", span(v, 1, 2), v[0])
+	}
+	t.Logf("%s: the kernel's detach in the background after the last holder exited: ronly's session %s, the helper alone %s; "+
+		"load+attach of a session started while the first set was being detached: %s",
+		g.one("kernel"), gone("set-gone-last"), gone("set-gone-helper"), attached(hr))
 	t.Logf("%s: details: ronly start to command start: %s not counting, %s first counting, %s joining; command end to ronly exit: %s, %s, %s; "+
 		"whole session: %s, %s, %s; timeline \"write counter attached\": %s, %s, %s; \"command exited\" to \"cleaned up\": %s, %s, %s, the last out %s",
 		g.one("kernel"), span(plain, 0, 1), span(first, 0, 1), span(join, 0, 1),
