@@ -297,19 +297,22 @@ func linkProgram(l link.Link, typ link.Type, nMaps int) (prog *ebpf.Program, nam
 // same). Waiting for that would keep the helper, and so the last counting
 // session, alive that long.
 //
-// A link pinned in a bpffs instance is released when the instance goes:
-// from an RCU callback, which cannot sleep, so bpf_link_put hands the
-// detach to a kernel worker (in_atomic() on 6.1, always since 6.5). The
-// instance is a detached mount (fsopen, fsmount) that only this process
-// reaches, through its fd; it goes when the fd is closed, or when the
-// process dies. What cannot be handed over is closed here, the slow way.
+// A link pinned in a bpffs instance loses that reference when the
+// instance goes, through bpf_link_put, which since 6.5 always leaves the
+// detach to a kernel worker (before, only when called in atomic context).
+// The instance is a detached mount (fsopen, fsmount) that only this
+// process reaches, through its fd; it goes when the fd is closed, or when
+// the process dies. What cannot be handed over is closed here, the slow
+// way.
 //
 // Measured under qemu: on 6.12 the helper exits in milliseconds and the
 // kernel detaches the set within about 20 s (a set attached meanwhile
-// waits for it: attaching takes the same lock). On Debian's 6.1, though
-// every link was pinned, the helper still waited about 11 s in 8 of 9
-// closes, for a reason not found (the set was gone when it exited, and
-// the kernel logged nothing): no worse than closing the links.
+// waits for it: attaching takes the same lock). On Debian's 6.1 the
+// helper still waited about 11 s in 8 of 9 closes, though every link was
+// pinned: there bpf_link_put detaches at once outside atomic context, and
+// bpffs drops its references from an RCU callback (atomic) only where the
+// stable kernel has not moved that to destroy_inode (process context), as
+// recent kernels do. No worse than closing the links.
 //
 // It returns how many links it handed over.
 func detachLater(links []link.Link) (int, error) {
