@@ -121,6 +121,7 @@ func guestFiles(kf kernelFiles) []cpioEntry {
 	e = append(e,
 		cpioEntry{name: "usr/local/bin/ronly", mode: sIFREG | 0o755, source: ronlyBin},
 		cpioEntry{name: "usr/local/bin/ronly-writewatch", mode: sIFREG | 0o755, source: wwBin},
+		cpioEntry{name: "usr/local/bin/sandbox.test", mode: sIFREG | 0o755, source: sandboxTestBin},
 		cpioEntry{name: "etc/passwd", mode: sIFREG | 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n")},
 		cpioEntry{name: "etc/group", mode: sIFREG | 0o644, data: []byte("root:x:0:\nuser:x:1000:\n")},
 		cpioEntry{name: "init", mode: sIFREG | 0o755, data: []byte(stage1)},
@@ -173,6 +174,11 @@ r landlock "$(cat /sys/kernel/security/lsm 2>/dev/null)"
 
 ronly $nowc -v -- true 2>/tmp/v.err; r start-exit $?
 while read -r l; do r start-stderr "$l"; done </tmp/v.err
+
+# The seccomp notifier ends once the session's processes are gone, also
+# where the kernel leaves a waiting NOTIF_RECV asleep then (before 6.6).
+sandbox.test -test.run '^TestNotifierStop' -test.v >/tmp/ns.out 2>&1; r notifier-stop-exit $?
+while read -r l; do r notifier-stop-out "$l"; done </tmp/ns.out
 
 ronly probe $nowc --json >/tmp/probe.json 2>/tmp/probe.err; r probe-exit $?
 while read -r l; do r probe-stderr "$l"; done </tmp/probe.err
@@ -371,6 +377,13 @@ func checkGuest(t *testing.T, k kernel, g guest, serial string) {
 	}
 	if g.one("start-exit") != "0" {
 		add("start", fmt.Sprintf("ronly -v -- true: exit %s: %s", g.one("start-exit"), strings.Join(g.results["start-stderr"], " / ")))
+	}
+
+	// go/sandbox's TestNotifierStop and TestNotifierStopDrains, run in the
+	// guest: both must have run and passed (a skip is a failure here).
+	if out := strings.Join(g.results["notifier-stop-out"], "\n"); g.one("notifier-stop-exit") != "0" ||
+		!strings.Contains(out, "--- PASS: TestNotifierStop (") || !strings.Contains(out, "--- PASS: TestNotifierStopDrains (") {
+		add("notifier stop", fmt.Sprintf("sandbox.test -test.run TestNotifierStop: exit %s: %s", g.one("notifier-stop-exit"), out))
 	}
 
 	var rep probeReport

@@ -32,6 +32,7 @@ import (
 var (
 	ronlyFlag = flag.String("ronly", "", "prebuilt static ronly binary (default: go build ./go/cmd/ronly, static)")
 	wwFlag    = flag.String("writewatch", "", "prebuilt static ronly-writewatch binary (default: go build ./go/cmd/ronly-writewatch, static)")
+	stFlag    = flag.String("sandboxtest", "", "prebuilt static go/sandbox test binary (default: go test -c ./go/sandbox, static)")
 )
 
 // cacheDir keeps downloaded packages and extracted kernels across runs.
@@ -44,6 +45,9 @@ var (
 	tmp        string
 	ronlyBin   string
 	wwBin      string // ronly-writewatch, beside ronly in the guest for --count-writes
+	// go/sandbox's tests, built static: the guest runs those that depend
+	// on the kernel's seccomp listener (TestNotifierStop*).
+	sandboxTestBin string
 )
 
 func TestMain(m *testing.M) {
@@ -85,6 +89,16 @@ func run(m *testing.M) int {
 			"-ldflags", "-linkmode=external -extldflags=-static", "-o", wwBin, "ronly.dev/ronly/go/cmd/ronly-writewatch")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "kernels: go build ronly-writewatch: %v\n%s", err, out)
+			return 1
+		}
+	}
+	sandboxTestBin = *stFlag
+	if sandboxTestBin == "" {
+		sandboxTestBin = filepath.Join(tmp, "sandbox.test")
+		cmd := exec.Command("go", "test", "-c", "-tags", "netgo,osusergo",
+			"-ldflags", "-linkmode=external -extldflags=-static", "-o", sandboxTestBin, "ronly.dev/ronly/go/sandbox")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "kernels: go test -c go/sandbox (or pass -sandboxtest): %v\n%s", err, out)
 			return 1
 		}
 	}
