@@ -189,10 +189,10 @@ func sweepParent(parent string) {
 // Sessions starting together would otherwise open and try the lock of
 // every other live session's directory, and could take one in the moment
 // between its mkdir and its flock (the owner then makes it again): 50
-// sessions started at once made 419-481 flock calls, 50 with this check. A
-// supervisor in
-// another PID namespace may read as dead here, or its pid name a live
-// process of ours: then the lock decides, or the next sweep does.
+// sessions started at once made 419-481 flock calls, 50 with this check.
+// A supervisor in another PID namespace may read as dead here, or its pid
+// name a live process of ours: then the lock decides, or the next sweep
+// does.
 func creatorAlive(name string) bool {
 	f := strings.Split(name, "-")
 	pid, err := strconv.Atoi(f[len(f)-3])

@@ -196,33 +196,42 @@ func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, re
 func (n *notifier) drain() {
 	n.draining.Store(true)
 	for {
-		fds := []unix.PollFd{{Fd: int32(n.listener), Events: unix.POLLIN}}
-		if _, err := unix.Poll(fds, -1); err != nil {
+		in, hup, err := n.poll(-1)
+		if err != nil {
 			if err == unix.EINTR {
 				continue // a late SIGURG of stop's
 			}
 			return
 		}
 		switch {
-		case fds[0].Revents&unix.POLLIN != 0:
+		case in:
 			// A notification waits: RECV takes it at once (or fails with
 			// ENOENT if its caller died meanwhile).
 			if !n.answer() {
 				return
 			}
-		case fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0:
+		case hup:
 			return
 		}
 	}
 }
 
+// poll polls the listener for timeout ms (-1: until something happens):
+// in when a notification waits, hup when no process is left that the
+// filter could notify.
+func (n *notifier) poll(timeout int) (in, hup bool, err error) {
+	fds := []unix.PollFd{{Fd: int32(n.listener), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, timeout); err != nil {
+		return false, false, err
+	}
+	r := fds[0].Revents
+	return r&unix.POLLIN != 0, r&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0, nil
+}
+
 // hungUp says whether no process is left that the filter could notify.
 func (n *notifier) hungUp() bool {
-	fds := []unix.PollFd{{Fd: int32(n.listener), Events: unix.POLLIN}}
-	if _, err := unix.Poll(fds, 0); err != nil {
-		return false
-	}
-	return fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	_, hup, err := n.poll(0)
+	return err == nil && hup
 }
 
 // answer answers one notification; false when the listener is unusable.
