@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"strings"
+
 	"github.com/alecthomas/kong"
 )
 
@@ -10,8 +12,23 @@ func Options(version string) []kong.Option {
 	return []kong.Option{
 		kong.Name("ronly"),
 		kong.Description(description),
-		kong.Vars{"version": "ronly " + version, "default_tmpfs_size": "64M"},
+		kong.Vars{"version": "ronly " + version, "default_tmpfs_size": defaultTmpfsSize},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
+	}
+}
+
+const defaultTmpfsSize = "64M"
+
+// Defaults is the CLI kong makes of a command line without flags (the
+// default tags of CLI's fields), for a session started without kong's
+// model: go/cmd/ronly's flagless, which TestDefaultsAreKongs keeps honest.
+func Defaults() CLI {
+	return CLI{
+		TmpfsSize:      defaultTmpfsSize,
+		LandlockMinABI: 1,
+		Profile:        "debug",
+		MetricsSocket:  "/run/ronly/exporter.sock",
+		MetricsSpool:   "/var/lib/ronly/spool",
 	}
 }
 
@@ -58,17 +75,45 @@ func (e *attributedError) Unwrap() error { return e.err }
 // explicitRun makes `ronly -- probe` run a program called probe rather than
 // the probe subcommand: a "--" before any subcommand name selects run. The
 // "run" goes right before the "--", so flags ahead of it are still parsed
-// (and a misspelt one is still an error, not a command).
+// (and a misspelt one is still an error, not a command). A "--" after the
+// command (the first word that is neither a flag nor a flag's value) is
+// the command's own, left where it is.
 func explicitRun(app *kong.Application, args []string) []string {
-	for i, a := range args {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		switch {
 		case a == "--":
 			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
-		case isCommandName(app, a):
+		case isCommandName(app, a), a == "-" || !strings.HasPrefix(a, "-"):
 			return args
+		case takesValue(app, a):
+			i++ // the flag's value, whatever it looks like
 		}
 	}
 	return args
+}
+
+// takesValue is true when the flag a is one of app's that takes its value
+// from the next word (not a boolean, and not given as --name=value).
+func takesValue(app *kong.Application, a string) bool {
+	if strings.Contains(a, "=") {
+		return false
+	}
+	long, short := strings.TrimPrefix(a, "--"), rune(0)
+	if !strings.HasPrefix(a, "--") {
+		if len(a) != 2 {
+			return false
+		}
+		long, short = "", rune(a[1])
+	}
+	for _, group := range app.AllFlags(false) {
+		for _, f := range group {
+			if (long != "" && f.Name == long) || (short != 0 && f.Short == short) {
+				return !f.IsBool() && !f.IsCounter()
+			}
+		}
+	}
+	return false
 }
 
 // isCommandName is true for the names of the application's commands (and

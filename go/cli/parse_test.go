@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,11 @@ func TestExplicitRun(t *testing.T) {
 		{[]string{"probe", "--json"}, []string{"probe", "--json"}},
 		{[]string{"probe", "--", "x"}, []string{"probe", "--", "x"}},
 		{[]string{"ls", "-l"}, []string{"ls", "-l"}},
+		{[]string{"echo", "a", "--", "b"}, []string{"echo", "a", "--", "b"}},
+		{[]string{"-v", "echo", "--", "b"}, []string{"-v", "echo", "--", "b"}},
+		{[]string{"--workspace", "probe", "--", "ls"}, []string{"--workspace", "probe", "run", "--", "ls"}},
+		{[]string{"--rw", "/x", "--no-network", "--", "ls"}, []string{"--rw", "/x", "--no-network", "run", "--", "ls"}},
+		{[]string{"--rw=/x", "echo", "--", "b"}, []string{"--rw=/x", "echo", "--", "b"}},
 	} {
 		if got := explicitRun(parser.Model, tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("explicitRun(%q) = %q, want %q", tc.in, got, tc.want)
@@ -56,5 +62,16 @@ func TestParse(t *testing.T) {
 	}
 	if pf.Attribute(nil) != nil {
 		t.Error("Attribute(nil) is not nil")
+	}
+}
+
+// Defaults is what kong gives a command line without flags.
+func TestDefaultsAreKongs(t *testing.T) {
+	parser, got := newTestParser(t)
+	if _, _, err := Parse(parser, []string{"--", "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := Defaults(); !reflect.DeepEqual(*got, want) {
+		t.Errorf("kong's defaults\n%+v\nDefaults()\n%+v", *got, want)
 	}
 }
