@@ -8,11 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"ronly.dev/ronly/go/cli"
 )
 
 // The policy file itself is go/cli's, tested there; here the built binary
@@ -154,6 +157,50 @@ func TestPolicyFileEndToEnd(t *testing.T) {
 		}
 		if _, err := os.Stat(marker); err == nil {
 			t.Fatalf("%q: the command ran", tc.args)
+		}
+	}
+}
+
+// A command line without flags runs, without kong, the policy kong would
+// have made of it; any other line is left to kong.
+func TestFlaglessIsKongs(t *testing.T) {
+	for _, args := range [][]string{
+		nil,
+		{"--"},
+		{"--", "true"},
+		{"--", "probe", "--json"},
+		{"--", "--help"},
+		{"ls", "-l", "--", "x"},
+		{"sh", "-c", "echo --no-network"},
+	} {
+		command, ok := flagless(args)
+		if !ok {
+			t.Errorf("flagless(%q) refused", args)
+			continue
+		}
+		parser, cl := newTestParser(t)
+		if _, _, err := cli.Parse(parser, args); err != nil {
+			t.Fatalf("kong: %q: %v", args, err)
+		}
+		want, err := cl.CLI.PolicyFor(cl.Run.Command)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cli.Defaults()
+		got, err := c.PolicyFor(command)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: flagless policy\n%+v\nkong's\n%+v", args, got, want)
+		}
+	}
+	for _, args := range [][]string{
+		{"-v", "true"}, {"--no-network", "--", "true"}, {"run", "true"}, {"probe"},
+		{"help"}, {"-"}, {"--help"}, {"--version"}, {"--policy", "p.toml"},
+	} {
+		if command, ok := flagless(args); ok {
+			t.Errorf("flagless(%q) = %q, want it left to kong", args, command)
 		}
 	}
 }
