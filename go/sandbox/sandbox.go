@@ -170,6 +170,8 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	gate := &warnGate{out: once(warn)}
 	held := holdSignals()
 	defer held.stop()
+	group := beginGroup(p.Limits, o.Session)
+	defer group.discard(warn)
 	pr, err := prepare(p)
 	if err != nil {
 		return Result{Layers: pr.plan.Layers}, err
@@ -180,7 +182,7 @@ func Run(p *policy.Policy, o Options) (Result, error) {
 	}
 	tl.mark("sockets and mounts planned")
 	s := newSession(p, o, pr, gate, tl)
-	s.held = held
+	s.held, s.firstGroup = held, group
 	stopGuards, err := s.startGuards()
 	if err != nil {
 		return Result{Layers: *s.layers}, err
@@ -217,10 +219,6 @@ func prepare(p *policy.Policy) (prepared, error) {
 	if err != nil {
 		return pr, err
 	}
-	var prog Programs
-	if prog, pr.withSignals, pr.table, err = loadPrograms(); err != nil {
-		return pr, err
-	}
 	if h.RW, err = hostDirs(p.RW); err != nil {
 		return pr, err
 	}
@@ -233,6 +231,13 @@ func prepare(p *policy.Policy) (prepared, error) {
 		return pr, err
 	}
 	h.Creds = pr.creds.mounts
+	// Last: main decodes the programs on another core meanwhile
+	// (bpf.Warm), and the credentials' files take about as long.
+	var prog Programs
+	if prog, pr.withSignals, pr.table, err = loadPrograms(); err != nil {
+		pr.git.close()
+		return pr, err
+	}
 	if pr.plan, err = newPlan(p, h, prog); err != nil {
 		pr.git.close()
 		return pr, err
@@ -449,9 +454,12 @@ type session struct {
 
 	name      string // the session id, which names its cgroup
 	cgroupErr error  // why the session has no cgroup
-	timeline  *timeline
-	gate      *warnGate // releases the warnings once the sandbox is built
-	held      *heldSignals
+	// firstGroup is the cgroup made while the session was planned, for
+	// its first start (limits.go).
+	firstGroup *pendingGroup
+	timeline   *timeline
+	gate       *warnGate // releases the warnings once the sandbox is built
+	held       *heldSignals
 
 	mu       sync.Mutex
 	blocked  map[string]map[string]uint64
@@ -648,7 +656,7 @@ func (s *session) launch(a *attempt, child, reportW *os.File) error {
 	cmd.ExtraFiles = []*os.File{child, reportW}
 	// If the supervisor dies, the sandbox dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	a.group = s.newGroup()
+	a.group = s.group()
 	s.timeline.mark("cgroup")
 	a.started = time.Now()
 	// On a thread of its own: see startPinned (Pdeathsig is per thread).
