@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,5 +104,31 @@ func TestOneGoRuntime(t *testing.T) {
 	}
 	if n := strings.Count(r.stderr, "init runtime @"); n != 1 {
 		t.Fatalf("%d Go runtimes printed their inits, want 1 (the supervisor's)\n%s", n, r)
+	}
+}
+
+// TestFlaglessCommandLine runs sessions the way the README's first example
+// does, with no flag at all, which ronly starts without building kong's
+// model: the command gets its arguments as given (a "--" after the command
+// is the command's), and the session is as read-only as any other.
+func TestFlaglessCommandLine(t *testing.T) {
+	b := setup(t)
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			outside := filepath.Join(userDir(t, u.uid, "ronly-e2e-flagless-"), "written")
+			script := `printf '%s|' "$@"; echo > "$0" || echo refused`
+			for _, args := range [][]string{
+				{"sh", "-c", script, outside, "a", "--", "b"},
+				{"--", "sh", "-c", script, outside, "a", "--", "b"},
+			} {
+				r := b.run(t, opts{uid: u.uid}, args...)
+				if r.code != 0 || !strings.HasPrefix(r.stdout, "a|--|b|refused") {
+					t.Errorf("%q: want the arguments a -- b and the write refused\n%s", args, r)
+				}
+				if _, err := os.Stat(outside); !os.IsNotExist(err) {
+					t.Fatalf("%q: %s was written on the host (%v)", args, outside, err)
+				}
+			}
+		})
 	}
 }
