@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,7 +55,13 @@ type mounts struct {
 	v1 map[string]string // v1 controller -> mount point
 }
 
-func findMounts() (mounts, error) {
+// findMounts is the hierarchies' mount points, read once a process: New
+// and Sweep, both at a session's start, would read and parse the whole
+// mount table each, and the hierarchies are mounted at boot, not moved
+// while a session starts.
+var findMounts = sync.OnceValues(readMounts)
+
+func readMounts() (mounts, error) {
 	m := mounts{v1: map[string]string{}}
 	all, err := mountinfo.Read()
 	if err != nil {

@@ -50,7 +50,10 @@ func ReadFile(path string) ([]Mount, error) {
 func Parse(r io.Reader) ([]Mount, error) {
 	var out []Mount
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	// Grown only for a line longer than 4 KiB: a 64 KiB buffer up front
+	// was zeroed and faulted in on every read, and a session reads the
+	// table several times before its command starts.
+	sc.Buffer(make([]byte, 0, 4<<10), 1<<20)
 	for sc.Scan() {
 		// id parent maj:min root point options [optional...] - fstype source superopts
 		fields := strings.Fields(sc.Text())
