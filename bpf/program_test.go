@@ -30,23 +30,25 @@ func golden(prog []byte, mode Mode) []byte {
 	fmt.Fprintf(&b, "# ronly seccomp program for x86_64, mode %s: %d instructions.\n", mode, len(ins))
 	fmt.Fprintf(&b, "# Generated from syscalls.policy by `go test ./bpf -update`; do not edit.\n")
 	b.WriteString(disassemble(ins))
-	b.WriteString("# raw\n")
-	for i := 0; i < len(prog); i += 32 {
-		fmt.Fprintf(&b, "%x\n", prog[i:min(i+32, len(prog))])
-	}
+	fmt.Fprintf(&b, "# The program as the kernel takes it: x86_64-%s.bin.\n", mode)
 	return b.Bytes()
 }
 
 func TestGolden(t *testing.T) {
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			got := golden(mustProgram(t, mode), mode)
+			prog := mustProgram(t, mode)
+			got := golden(prog, mode)
 			path := filepath.Join("compiled", "x86_64-"+mode.String()+".golden")
+			bin := filepath.Join("compiled", "x86_64-"+mode.String()+".bin")
 			if *update {
 				if err := os.MkdirAll("compiled", 0o755); err != nil {
 					t.Fatal(err)
 				}
 				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(bin, prog, 0o644); err != nil {
 					t.Fatal(err)
 				}
 				return
@@ -58,6 +60,9 @@ func TestGolden(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Errorf("program differs from %s; if the change is intended, run go test ./bpf -update\n%s",
 					path, firstDiff(string(want), string(got)))
+			}
+			if raw, err := os.ReadFile(bin); err != nil || !bytes.Equal(raw, prog) {
+				t.Errorf("%s is not the program %s disassembles (%v); run go test ./bpf -update", bin, path, err)
 			}
 		})
 	}
