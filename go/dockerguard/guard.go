@@ -58,19 +58,18 @@ func (g *Guard) Serve(ln net.Listener) error {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	defer tr.CloseIdleConnections()
+	// The Docker Engine API as the guard serves it.
+	api := &apiguard.API{
+		Server:         "the Docker daemon",
+		MaxPath:        maxPath,
+		Table:          routes(),
+		Classify:       classify,
+		LabelByRoute:   true,
+		NewRequest:     newRequest,
+		ForwardHeaders: forwardHeaders,
+		WriteError:     writeError,
+	}
 	return apiguard.Serve(ln, &apiguard.Handler{API: api, Transport: tr, Refused: g.Refused})
-}
-
-// api is the Docker Engine API as the guard serves it.
-var api = &apiguard.API{
-	Server:         "the Docker daemon",
-	MaxPath:        maxPath,
-	Table:          routes,
-	Classify:       classify,
-	LabelByRoute:   true,
-	NewRequest:     newRequest,
-	ForwardHeaders: forwardHeaders,
-	WriteError:     writeError,
 }
 
 // forwardHeaders are the only request headers sent upstream (the Docker CLI

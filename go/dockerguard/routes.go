@@ -3,6 +3,7 @@ package dockerguard
 import (
 	"net/http"
 	"strings"
+	"sync"
 
 	"ronly.dev/ronly/go/apiguard"
 )
@@ -95,8 +96,9 @@ var templates = []string{
 
 // routes is the route table: each template, in order, letting GET and
 // HEAD through when it is allowed. {name} becomes {name...}: one or more
-// segments.
-var routes = func() *apiguard.Table {
+// segments. Built at first use: every session's start would otherwise
+// pay for it, though only a session with a Docker socket needs it.
+var routes = sync.OnceValue(func() *apiguard.Table {
 	rows := make([]apiguard.Route, 0, len(templates))
 	for _, t := range templates {
 		r := apiguard.Route{Pattern: strings.ReplaceAll(t, "{name}", "{name...}")}
@@ -106,18 +108,18 @@ var routes = func() *apiguard.Table {
 		rows = append(rows, r)
 	}
 	return apiguard.NewTable(rows...)
-}()
+})
 
 // isAllowed reports whether method may be sent upstream for path, a plain
 // path (see plainPath).
 func isAllowed(method, path string) bool {
-	r := routes.Match(routeKey(path))
+	r := routes().Match(routeKey(path))
 	return r != nil && r.Allows(method)
 }
 
 // routeLabel is the template that names path, "other" if none does.
 func routeLabel(path string) string {
-	if r := routes.Match(routeKey(path)); r != nil {
+	if r := routes().Match(routeKey(path)); r != nil {
 		return r.Label()
 	}
 	return "other"

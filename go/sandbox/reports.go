@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +35,10 @@ const (
 
 // subcommandRE is a shim's label: a verb, or a management command and its
 // verb ("container rm"), lower-case words as docker and kubectl have.
-var subcommandRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*( [a-z0-9][a-z0-9-]*)?$`)
+// Compiled at the first report, not at every session's start.
+var subcommandRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[a-z0-9][a-z0-9-]*( [a-z0-9][a-z0-9-]*)?$`)
+})
 
 // reportReader turns the lines on the report pipe into refusals.
 type reportReader struct {
@@ -100,7 +104,7 @@ func (rr *reportReader) parse(line []byte) (string, bool) {
 		return "", false
 	}
 	sub := rep.Subcommand
-	if len(sub) > maxSubcommand || !subcommandRE.MatchString(sub) {
+	if len(sub) > maxSubcommand || !subcommandRE().MatchString(sub) {
 		sub = "other"
 	}
 	label := rep.Tool + " " + sub
