@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,9 +14,13 @@ import (
 // parent dies) our child. Each round kills our current children and reaps
 // them; their own children then reparent to us for the next round. It never
 // uses kill(-1), which would reach far beyond the session.
-func killDescendants() {
+//
+// spare (0: none) is a child of ours that is not the session's: the write
+// counter's helper, which must end on its own after the session (see
+// watchWrites). It is left alone, and starts nothing.
+func killDescendants(spare int) {
 	for round := 0; round < 10000; round++ {
-		kids := children()
+		kids := slices.DeleteFunc(children(), func(pid int) bool { return pid == spare })
 		if len(kids) == 0 {
 			return
 		}

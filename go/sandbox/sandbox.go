@@ -734,7 +734,7 @@ func (s *session) admitInit(a *attempt, bornInside bool) error {
 func (s *session) supervise(a *attempt) (int, error) {
 	cmd := a.cmd
 	stopWatch := s.watchLimits(a.group, cmd.Process)
-	stopWrites := s.watchWrites(a.group, a.writes)
+	stopWrites, helper := s.watchWrites(a.group, a.writes)
 	s.timeline.mark("write counter attached")
 	readDone := make(chan struct{})
 	go func() {
@@ -776,8 +776,11 @@ func (s *session) supervise(a *attempt) (int, error) {
 	close(exited)
 	s.timeline.mark("command exited")
 	stopWatch()
+	s.cleanUp(a, notes, readDone, helper)
+	// After the leftovers are dead: the counts are complete then, and the
+	// helper may take seconds to end (see watchWrites).
 	stopWrites()
-	s.cleanUp(a, notes, readDone)
+	s.timeline.mark("cleaned up")
 	if initErr != nil {
 		// An init killed by a signal sent no reason of its own.
 		if ws, ok := waitStatus(cmd); ok && ws.Signaled() {
@@ -789,11 +792,11 @@ func (s *session) supervise(a *attempt) (int, error) {
 }
 
 // cleanUp, once the init has been waited for, accounts for the session
-// and kills whatever it left behind.
-func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{}) {
+// and kills whatever it left behind, but the write counter's helper.
+func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{}, helper int) {
 	s.account(a.group, a.cmd, a.started)
 	closeGroup(a.group, s.warn)
-	killDescendants()
+	killDescendants(helper)
 	if notes != nil {
 		// Nothing is left to notify: the last refusals are recorded
 		// before the counts are read.
@@ -807,7 +810,6 @@ func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{})
 	case <-time.After(time.Second):
 		a.reports.Close()
 	}
-	s.timeline.mark("cleaned up")
 }
 
 // converse sends the records and answers the init until it is ready. It

@@ -194,6 +194,10 @@ func (w *Watch) reply() (Msg, error) {
 // Hook says what the programs are attached to: "fexit" or "tracepoint".
 func (w *Watch) Hook() string { return w.hook }
 
+// Pid is the helper's process id: the supervisor's child until Close
+// has reaped it, so it names no other process before then.
+func (w *Watch) Pid() int { return w.cmd.Process.Pid }
+
 // Add counts refusals in the cgroup with this id (and those below it).
 func (w *Watch) Add(cgroupID uint64) error {
 	if _, err := fmt.Fprintf(w.stdin, "add %d\n", cgroupID); err != nil {
