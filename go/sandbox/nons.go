@@ -206,6 +206,16 @@ func nonsFallback(p *policy.Policy, err error) (cause *cinit.Error, ok bool) {
 	if !errors.As(err, &ie) || !nonsFallbackStep(ie) {
 		return nil, false
 	}
+	// landlock-only mode is read-only by Landlock alone. Without it (no
+	// Landlock under --landlock-min-abi 0, or a probe configuration that
+	// leaves it out) the session would have only the files' own
+	// permissions, which stop nothing root does: the namespaced mode's
+	// failure stands. Debian 11's 5.10 (no Landlock, no mount_setattr)
+	// wrote the host's /etc/passwd this way. The same test as admit's
+	// (a maximum ABI is at least 1).
+	if p.SkipLandlock || LandlockABI() == 0 {
+		return nil, false
+	}
 	return ie, true
 }
 
