@@ -6,9 +6,10 @@
 // the kernel's known gaps (kernels_test.go) name it.
 //
 // Kernels are downloaded with apt (Debian 12's newest 6.1 from the
-// machine's sources, bookworm-backports' newest 6.12 through an apt
-// configuration of the test's own: the machine's sources stay as they are)
-// and cached under /var/cache/ronly-tests, so reruns download nothing.
+// machine's sources, bookworm-backports' newest 6.12 and Debian 11's newest
+// 5.10 through an apt configuration of the test's own: the machine's
+// sources stay as they are) and cached under /var/cache/ronly-tests, so
+// reruns download nothing.
 //
 // Needs root, qemu-system-x86 (qemu-system-x86_64), busybox-static, apt,
 // dpkg-deb, xz and go (unless -ronly names a static binary). Missing ones
