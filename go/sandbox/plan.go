@@ -126,6 +126,15 @@ func admit(p *policy.Policy, abi int) (Layers, error) {
 		l.Seccomp = "none"
 	}
 	if p.Mode == policy.ModeLandlockOnly {
+		// Landlock is all that keeps the host read-only in this mode:
+		// without it the session could write whatever the files' own
+		// permissions let its user write. (The probe leaves Landlock
+		// out of some sandboxes on purpose, to see what else stops
+		// what.)
+		if l.LandlockABI == 0 && !p.SkipLandlock {
+			return l, &policy.FlagError{Flag: "--mode", Value: string(p.Mode),
+				Reason: "needs Landlock, the only layer that keeps the host read-only without namespaces, and this kernel has none (ABI 0)"}
+		}
 		if flag, why := nonsRefuse(p); flag != "" {
 			return l, &policy.FlagError{Flag: "--mode", Value: string(p.Mode), Reason: "makes no namespaces, so " + flag + " cannot be had (" + why + ")"}
 		}

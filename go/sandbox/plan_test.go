@@ -175,6 +175,8 @@ func TestPlanRefuses(t *testing.T) {
 			"Landlock ABI 5 on this kernel is below the floor 6", ""},
 		{"--landlock-max-abi below --landlock-min-abi", policy.Policy{Mode: policy.ModeAuto, LandlockMinABI: 4, LandlockMaxABI: 3}, Host{LandlockABI: 7},
 			"Landlock ABI 3 on this kernel is below the floor 4", ""},
+		{"landlock-only without Landlock", policy.Policy{Mode: policy.ModeLandlockOnly}, Host{LandlockABI: 0},
+			"needs Landlock", "--mode"},
 		{"landlock-only with --writable", policy.Policy{Mode: policy.ModeLandlockOnly, Writable: []string{"/a"}}, Host{LandlockABI: 7},
 			"--writable cannot be had", "--mode"},
 		{"landlock-only with --no-network", policy.Policy{Mode: policy.ModeLandlockOnly, NoNetwork: true}, Host{LandlockABI: 7},

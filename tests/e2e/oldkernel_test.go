@@ -63,6 +63,9 @@ func TestNoLandlockNoMountSetattr(t *testing.T) {
 			}{
 				{nil, []string{"Landlock ABI 0", "--landlock-min-abi"}},
 				{[]string{"--landlock-min-abi", "0"}, []string{"mount_setattr", "function not implemented", "mount API"}},
+				// Asked for by name: still nothing to keep the host
+				// read-only.
+				{[]string{"--landlock-min-abi", "0", "--mode", "landlock-only"}, []string{"--mode", "landlock-only", "needs Landlock"}},
 			} {
 				args := append(append(append([]string{}, c.pre...), b.ronly), f.flags...)
 				args = append(args, "--", "/bin/sh", "-c", hostile)
