@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/policy"
 )
 
 // LandlockABI returns the kernel's Landlock ABI version, or 0 when Landlock
@@ -26,4 +28,13 @@ func landlockMissing(abi, min int) string {
 	default:
 		return "the kernel's Landlock lacks rights the floor asks for"
 	}
+}
+
+// Admit refuses a policy this kernel cannot give (a Landlock floor above
+// its ABI, a mode it cannot have) with the error Run would give, before
+// anything is started: for callers that run several sessions of it, such
+// as the probe, whose first sessions leave some layers out.
+func Admit(p *policy.Policy) error {
+	_, err := admit(p, LandlockABI())
+	return err
 }

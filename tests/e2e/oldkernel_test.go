@@ -87,6 +87,18 @@ func TestNoLandlockNoMountSetattr(t *testing.T) {
 					t.Errorf("%v: the session made a file in a host directory", f.flags)
 				}
 			}
+			// The probe refuses as ronly does, before any of its
+			// sandboxes (the first leave Landlock out) runs.
+			args := append(append(append([]string{}, c.pre...), b.ronly), "probe", "--canary-dir", dir)
+			r := underFilter(t, "no-landlock-no-setattr", args...)
+			line := strings.TrimSpace(r.stderr)
+			t.Logf("probe: exit %d: %s", r.code, line)
+			if r.code != 125 || strings.Count(line, "\n") != 0 || !strings.Contains(line, "Landlock ABI 0") || !strings.Contains(line, "--landlock-min-abi") {
+				t.Errorf("probe: want the Landlock floor's refusal in one line, exit 125:\n%s", r)
+			}
+			if left, _ := os.ReadDir(dir); len(left) != 1 {
+				t.Errorf("probe: %d entries in the canary directory, want only the test's canary", len(left))
+			}
 		})
 	}
 }

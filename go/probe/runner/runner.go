@@ -97,6 +97,12 @@ type Prober struct {
 // describe, and finds where to make the canaries. It runs one trial
 // session when full leaves the mode to ronly.
 func New(full *policy.Policy, o Options) (*Prober, error) {
+	// What ronly itself would refuse here (a Landlock floor above the
+	// kernel's), the probe refuses too, before its first sandboxes,
+	// which leave Landlock out, run at all.
+	if err := sandbox.Admit(full); err != nil {
+		return nil, err
+	}
 	own := *full // changed below where no namespace can be made
 	full = &own
 	pr := &Prober{ops: probe.All(), full: full, root: os.Geteuid() == 0, opts: o}
