@@ -734,7 +734,7 @@ func (s *session) admitInit(a *attempt, bornInside bool) error {
 func (s *session) supervise(a *attempt) (int, error) {
 	cmd := a.cmd
 	stopWatch := s.watchLimits(a.group, cmd.Process)
-	stopWrites, helper := s.watchWrites(a.group, a.writes)
+	collectWrites, endWrites, helper := s.watchWrites(a.group, a.writes)
 	s.timeline.mark("write counter attached")
 	readDone := make(chan struct{})
 	go func() {
@@ -777,9 +777,13 @@ func (s *session) supervise(a *attempt) (int, error) {
 	s.timeline.mark("command exited")
 	stopWatch()
 	s.cleanUp(a, notes, readDone, helper)
-	// After the leftovers are dead: the counts are complete then, and the
-	// helper may take seconds to end (see watchWrites).
-	stopWrites()
+	// The counts once the leftovers are dead (they are complete then),
+	// and before the cgroup is removed: a counting session that starts
+	// meanwhile forgets the ids of removed cgroups, counts and all, from
+	// the map the sessions share (writewatch's prune).
+	collectWrites()
+	closeGroup(a.group, s.warn)
+	endWrites() // may take seconds (see watchWrites)
 	s.timeline.mark("cleaned up")
 	if initErr != nil {
 		// An init killed by a signal sent no reason of its own.
@@ -792,10 +796,15 @@ func (s *session) supervise(a *attempt) (int, error) {
 }
 
 // cleanUp, once the init has been waited for, accounts for the session
-// and kills whatever it left behind, but the write counter's helper.
+// and kills whatever it left behind, but the write counter's helper. The
+// emptied cgroup is the caller's to remove.
 func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{}, helper int) {
 	s.account(a.group, a.cmd, a.started)
-	closeGroup(a.group, s.warn)
+	if a.group != nil {
+		if err := a.group.Kill(); err != nil {
+			s.warn(fmt.Sprintf("cgroup not cleaned up: %v", err))
+		}
+	}
 	killDescendants(helper)
 	if notes != nil {
 		// Nothing is left to notify: the last refusals are recorded

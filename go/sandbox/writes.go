@@ -181,37 +181,37 @@ func (s *session) startCounter(early *PendingCounter) *PendingCounter {
 // session's cgroup; the init is waiting for its records, so the command
 // has not run yet and none of its refusals is missed.
 //
-// stop reads the counts and ends the helper, whose pid (0 for none) is
-// returned so that the killing of the session's leftovers spares it: stop
-// is called after that killing, for two reasons. The counts are then
-// complete (the cgroup is empty, so no refusal of the session is still in
-// flight, and those of its leftovers are counted too). And ending the
-// helper can take long: the last counting session's helper detaches the
-// fexit set, which on 6.1 takes it about 11 s (see
+// collect reads the counts, and end ends the helper, whose pid (0 for
+// none) is returned so that the killing of the session's leftovers spares
+// it. Both are called after that killing, for two reasons. The counts are
+// then complete (the cgroup is empty, so no refusal of the session is
+// still in flight, and those of its leftovers are counted too). And ending
+// the helper can take long: the last counting session's helper detaches
+// the fexit set, which on 6.1 takes it about 11 s (see
 // writewatch.detachLater); the leftovers must not live on meanwhile. A
 // helper killed while it detaches would also lose the hand-over to the
 // kernel that makes that fast on 6.12.
-func (s *session) watchWrites(g *cgroup.Group, pw *PendingCounter) (stop func(), helper int) {
+func (s *session) watchWrites(g *cgroup.Group, pw *PendingCounter) (collect, end func(), helper int) {
 	none := func() {}
 	if pw == nil {
-		return none, 0
+		return none, none, 0
 	}
 	pw.watched = true
 	<-pw.done
 	if pw.err != nil {
 		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", pw.err))
-		return none, 0
+		return none, none, 0
 	}
 	w := pw.w
 	if g == nil || g.ID() == 0 {
 		w.Close()
 		s.warn("refused writes are refused but not counted: the session has no cgroup v2 directory to count them by")
-		return none, 0
+		return none, none, 0
 	}
 	if err := w.Add(g.ID()); err != nil {
 		w.Close()
 		s.warn(fmt.Sprintf("refused writes are refused but not counted: %v", err))
-		return none, 0
+		return none, none, 0
 	}
 	if s.refused != nil {
 		// The audit log wants each refusal; the counts come from the
@@ -237,8 +237,7 @@ func (s *session) watchWrites(g *cgroup.Group, pw *PendingCounter) (stop func(),
 			s.blocked[kind][writeOperation(name)] += n
 		}
 		s.mu.Unlock()
-		w.Close()
-	}, w.Pid()
+	}, func() { w.Close() }, w.Pid()
 }
 
 // writeOperation names the operation a refused system call attempted,
