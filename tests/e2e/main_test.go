@@ -9,6 +9,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -224,6 +225,49 @@ func (b bins) run(t *testing.T, o opts, args ...string) result {
 func (b bins) sh(t *testing.T, o opts, flags []string, script string) result {
 	t.Helper()
 	return b.run(t, o, append(append([]string{}, flags...), "--", "/bin/sh", "-c", script)...)
+}
+
+// startReady starts cmd, a session whose command prints "ready" once it
+// is set up and then waits for its stdin to close, and waits up to 30 s
+// for that line. The caller closes stdin to let it end; the rest of its
+// stdout is discarded, its stderr collected. On a failure the session is
+// killed and reaped.
+func startReady(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, stderr *strings.Builder) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr = &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+		io.Copy(io.Discard, stdout)
+	}()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf(format, args...)
+	}
+	select {
+	case line := <-ready:
+		if line != "ready\n" {
+			fail("session said %q; stderr:\n%s", line, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		fail("session not ready after 30 s; stderr:\n%s", stderr.String())
+	}
+	return stdin, stderr
 }
 
 // userDir makes a fresh directory under /var/tmp owned by uid (so that only

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -91,37 +89,7 @@ func TestWriteCountingOffByDefault(t *testing.T) {
 			args := append(append([]string{"--no-metrics", "--report", rep}, c.flags...),
 				"--", "/bin/sh", "-c", "rm -f /etc/hostname 2>/dev/null; echo ready; read x; exit 0")
 			cmd := exec.Command(b.ronly, args...)
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			ready := make(chan string, 1)
-			go func() {
-				line, _ := bufio.NewReader(stdout).ReadString('\n')
-				ready <- line
-				io.Copy(io.Discard, stdout)
-			}()
-			select {
-			case line := <-ready:
-				if line != "ready\n" {
-					cmd.Process.Kill()
-					cmd.Wait()
-					t.Fatalf("session said %q; stderr:\n%s", line, stderr.String())
-				}
-			case <-time.After(30 * time.Second):
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("session not ready after 30 s; stderr:\n%s", stderr.String())
-			}
+			stdin, stderr := startReady(t, cmd)
 			objs := bpfObjectsWithChildren(t, cmd.Process.Pid)
 			stdin.Close()
 			if err := cmd.Wait(); err != nil {
@@ -218,39 +186,13 @@ while [ ! -e /tmp/wrote ]; do sleep 0.01; done
 echo ready; read x; exit 0`
 			cmd := exec.Command(c.b.ronly, "--no-metrics", "--count-writes", "--report", rep, "--", "/bin/sh", "-c", script)
 			cmd.Env = append(os.Environ(), envMarker, "RONLY_E2E_LEFTOVER="+marker, "RONLY_E2E_HELPER_LOG="+log)
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			stdin, stderr := startReady(t, cmd)
 			defer func() {
 				if cmd.ProcessState == nil {
 					cmd.Process.Kill()
 					cmd.Wait()
 				}
 			}()
-			ready := make(chan string, 1)
-			go func() {
-				line, _ := bufio.NewReader(stdout).ReadString('\n')
-				ready <- line
-				io.Copy(io.Discard, stdout)
-			}()
-			select {
-			case line := <-ready:
-				if line != "ready\n" {
-					t.Fatalf("session said %q; stderr:\n%s", line, stderr.String())
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("session not ready after 30 s; stderr:\n%s", stderr.String())
-			}
 			left := pidOfMarked(t, marker)
 			helper := helperOf(t, envMarker)
 
@@ -274,7 +216,7 @@ echo ready; read x; exit 0`
 					break
 				}
 			}
-			err = cmd.Wait()
+			err := cmd.Wait()
 			t.Logf("%s: %s", c.name, order)
 			if err != nil {
 				t.Fatalf("ronly: %v\n%s", err, stderr.String())
