@@ -155,10 +155,10 @@ for d in proc sys dev tmp run var/tmp; do /bin/busybox mkdir -p /newroot/$d; don
 exec /bin/busybox switch_root /newroot /stage2
 `
 
-// stage2 is the test in the guest. Each result is one line starting with
-// "RONLY-RESULT", the probe's JSON between markers; kernel messages may
-// come in between.
-const stage2 = `#!/bin/sh
+// guestSetup begins each guest's script (stage2 and the kernels' own): the
+// file systems the sessions need, the modules, and r, which prints a
+// result line.
+const guestSetup = `#!/bin/sh
 export PATH=/usr/local/bin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -174,7 +174,12 @@ chmod 1777 /tmp /var/tmp
 ip link set lo up
 for m in /lib/modules/*.ko; do insmod "$m" || echo "RONLY-RESULT insmod-failed $m"; done
 r() { echo "RONLY-RESULT $*"; }
-# No sys_exit tracepoint in the guests: attaching it flips a static key,
+`
+
+// stage2 is the test in the guest. Each result is one line starting with
+// "RONLY-RESULT", the probe's JSON between markers; kernel messages may
+// come in between.
+const stage2 = guestSetup + `# No sys_exit tracepoint in the guests: attaching it flips a static key,
 # and qemu's TCG once left the 6.12 guest an int3 in kernel text (an Oops
 # in syscall_exit_to_user_mode_prepare) while patching it. Write counting
 # is off by default anyway; the writes check below counts with fexit

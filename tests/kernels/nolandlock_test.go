@@ -35,23 +35,7 @@ func init() {
 
 // stage2NoLandlock is the 5.10 guest's script: the sessions and the probe,
 // each with a hostile command, then the host as the guest's shell sees it.
-const stage2NoLandlock = `#!/bin/sh
-export PATH=/usr/local/bin:/bin HOME=/root
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t securityfs securityfs /sys/kernel/security
-chmod 1777 /tmp /var/tmp
-ip link set lo up
-for m in /lib/modules/*.ko; do insmod "$m" || echo "RONLY-RESULT insmod-failed $m"; done
-r() { echo "RONLY-RESULT $*"; }
-r kernel "$(uname -r)"
+const stage2NoLandlock = guestSetup + `r kernel "$(uname -r)"
 r landlock "$(cat /sys/kernel/security/lsm 2>/dev/null)"
 
 echo canary >/canary/file; chmod 666 /canary/file
