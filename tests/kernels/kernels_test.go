@@ -408,6 +408,19 @@ type probeReport struct {
 	} `json:"configurations"`
 }
 
+// judgeOperations adds a finding for each hostile operation the probe let
+// through and each everyday one that failed.
+func judgeOperations(rep probeReport, add func(check, detail string)) {
+	for _, o := range rep.Operations {
+		switch {
+		case o.Kind == "hostile" && (o.BlockedBy == "NONE" || o.BlockedBy == "unknown"):
+			add("through: "+o.Name, fmt.Sprintf("hostile operation got through (result %s %s)", o.Result, o.Errno))
+		case o.Kind == "everyday" && o.Result != "ok" && o.Result != "skipped":
+			add("everyday: "+o.Name, fmt.Sprintf("%s %s", o.Result, o.Errno))
+		}
+	}
+}
+
 // checkGuest judges the guest's results. Every failure found is a
 // finding; one the kernel's gaps name is logged instead, and a gap not
 // found is an error.
@@ -435,14 +448,7 @@ func checkGuest(t *testing.T, k kernel, g guest, serial string) {
 	if err := json.Unmarshal([]byte(g.probe), &rep); err != nil {
 		add("probe", fmt.Sprintf("no report (exit %s, %v): %s", g.one("probe-exit"), err, strings.Join(g.results["probe-stderr"], " / ")))
 	} else {
-		for _, o := range rep.Operations {
-			switch {
-			case o.Kind == "hostile" && (o.BlockedBy == "NONE" || o.BlockedBy == "unknown"):
-				add("through: "+o.Name, fmt.Sprintf("hostile operation got through (result %s %s)", o.Result, o.Errno))
-			case o.Kind == "everyday" && o.Result != "ok" && o.Result != "skipped":
-				add("everyday: "+o.Name, fmt.Sprintf("%s %s", o.Result, o.Errno))
-			}
-		}
+		judgeOperations(rep, add)
 		if rep.Summary.HostChanged {
 			var changes []string
 			if n := len(rep.Configurations); n > 0 {

@@ -120,14 +120,7 @@ func checkNoLandlock(t *testing.T, k kernel, g guest, serial string) {
 		if rep.LandlockABI != 0 || rep.Summary.Hostile == 0 {
 			add("probe", fmt.Sprintf("the report says Landlock ABI %d, %d hostile operations run", rep.LandlockABI, rep.Summary.Hostile))
 		}
-		for _, o := range rep.Operations {
-			switch {
-			case o.Kind == "hostile" && (o.BlockedBy == "NONE" || o.BlockedBy == "unknown"):
-				add("through: "+o.Name, fmt.Sprintf("hostile operation got through (result %s %s)", o.Result, o.Errno))
-			case o.Kind == "everyday" && o.Result != "ok" && o.Result != "skipped":
-				add("everyday: "+o.Name, fmt.Sprintf("%s %s", o.Result, o.Errno))
-			}
-		}
+		judgeOperations(rep, add)
 		if rep.Summary.HostChanged {
 			add("probe canaries", "the probe's canaries changed in the full sandbox")
 		}
