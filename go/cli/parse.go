@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"strings"
-
 	"github.com/alecthomas/kong"
 )
 
@@ -76,56 +74,14 @@ func (e *attributedError) Unwrap() error { return e.err }
 // the probe subcommand: a "--" before any subcommand name selects run. The
 // "run" goes right before the "--", so flags ahead of it are still parsed
 // (and a misspelt one is still an error, not a command). A "--" after the
-// command (the first word that is neither a flag nor a flag's value) is
-// the command's own, left where it is.
+// command (the first word that is neither a flag nor a flag's value, as
+// scanGlobalFlags reads them) is the command's own, left where it is.
 func explicitRun(app *kong.Application, args []string) []string {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
-		case isCommandName(app, a), a == "-" || !strings.HasPrefix(a, "-"):
-			return args
-		case takesValue(app, a):
-			i++ // the flag's value, whatever it looks like
-		}
+	// Parse reports the scan's errors, from withPolicyFile's scan.
+	sc, err := scanGlobalFlags(app, args)
+	if err != nil || sc.dashes < 0 || sc.named {
+		return args
 	}
-	return args
-}
-
-// takesValue is true when the flag a is one of app's that takes its value
-// from the next word (not a boolean, and not given as --name=value).
-func takesValue(app *kong.Application, a string) bool {
-	if strings.Contains(a, "=") {
-		return false
-	}
-	long, short := strings.TrimPrefix(a, "--"), rune(0)
-	if !strings.HasPrefix(a, "--") {
-		if len(a) != 2 {
-			return false
-		}
-		long, short = "", rune(a[1])
-	}
-	for _, group := range app.AllFlags(false) {
-		for _, f := range group {
-			if (long != "" && f.Name == long) || (short != 0 && f.Short == short) {
-				return !f.IsBool() && !f.IsCounter()
-			}
-		}
-	}
-	return false
-}
-
-// isCommandName is true for the names of the application's commands (and
-// help).
-func isCommandName(app *kong.Application, a string) bool {
-	if a == "help" {
-		return true
-	}
-	for _, c := range app.Children {
-		if c.Name == a {
-			return true
-		}
-	}
-	return false
+	i := sc.dashes
+	return append(append(append([]string{}, args[:i]...), "run"), args[i:]...)
 }

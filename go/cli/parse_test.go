@@ -25,6 +25,7 @@ func TestExplicitRun(t *testing.T) {
 		{[]string{"--workspace", "probe", "--", "ls"}, []string{"--workspace", "probe", "run", "--", "ls"}},
 		{[]string{"--rw", "/x", "--no-network", "--", "ls"}, []string{"--rw", "/x", "--no-network", "run", "--", "ls"}},
 		{[]string{"--rw=/x", "echo", "--", "b"}, []string{"--rw=/x", "echo", "--", "b"}},
+		{[]string{"-v", "run", "--", "ls"}, []string{"-v", "run", "--", "ls"}},
 	} {
 		if got := explicitRun(parser.Model, tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("explicitRun(%q) = %q, want %q", tc.in, got, tc.want)

@@ -417,13 +417,18 @@ type scanned struct {
 	policy    string
 	hasPolicy bool
 	given     map[string]bool // flag names the user set
+	// dashes is the index of the "--" that ended the scan, -1 when a
+	// word did (or the end); named is true when the default command's
+	// name came before it.
+	dashes int
+	named  bool
 }
 
 // scanGlobalFlags reads args the way kong will, as far as the global
 // flags go: up to "--", or the first word that is not a flag and not the
 // default command's name (that word is the command, or a subcommand).
 func scanGlobalFlags(app *kong.Application, args []string) (scanned, error) {
-	sc := scanned{given: map[string]bool{}}
+	sc := scanned{given: map[string]bool{}, dashes: -1}
 	long := map[string]*kong.Flag{}
 	short := map[rune]*kong.Flag{}
 	for _, f := range app.Flags {
@@ -462,8 +467,10 @@ func scanGlobalFlags(app *kong.Application, args []string) (scanned, error) {
 		a := args[i]
 		switch {
 		case a == "--":
+			sc.dashes = i
 			return sc, nil
 		case a == defaultCmd:
+			sc.named = true
 			continue
 		case strings.HasPrefix(a, "--"):
 			name, value, hasValue := strings.Cut(a[2:], "=")
