@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -17,13 +18,18 @@ import (
 	"ronly.dev/ronly/bpf"
 )
 
-var gofloorFlag = flag.String("gofloor", "", "path of the Go floor binary (tools/bench/gofloor; default: go build it)")
+var (
+	gofloorFlag = flag.String("gofloor", "", "path of the Go floor binary (tools/bench/gofloor; default: go build it)")
+	cfloorFlag  = flag.String("cfloor", "", "path of the C floor binary (tools/bench/cfloor; default: cc builds it)")
+)
 
 // startup times `ronly -- /bin/true` against plain exec, bwrap with the
 // isolation the issue names, the peers that also do policy, seccomp or
-// cgroups (nsjail, crun, firejail: peers.go) and the Go floor: a minimal Go
+// cgroups (nsjail, crun, firejail: peers.go), the Go floor: a minimal Go
 // program that drives ronly's own C init with the records ronly sends and
-// waits (gofloor). Each row gives the median, p10 and p90 wall time, the
+// waits (gofloor), and the C floor: the same in C, with the same init and
+// records (cfloor), what a supervisor with no Go runtime before the
+// command would cost. Each row gives the median, p10 and p90 wall time, the
 // median of the per-round ratios to bwrap and to the floor, and the median
 // CPU time (user+sys) and minor page faults of the whole tree (wait4's
 // rusage: every process the variant waited for); CPU time says more than
@@ -49,12 +55,17 @@ func startup(ronly, bwrap, self, work string, runs int) {
 	floor, dir, err := goFloor()
 	defer os.RemoveAll(dir)
 	fl := row{variant: variant{name: "Go floor"}}
+	cf := row{variant: variant{name: "C floor"}}
 	if err != nil {
 		fl.missing = fmt.Sprintf("not built: %v", err)
+		cf.missing = fl.missing
 	} else {
 		fl.argv = append(floor, "/bin/true")
+		if cf.argv, err = cFloor(fl.argv, dir); err != nil {
+			cf.missing = fmt.Sprintf("not built: %v", err)
+		}
 	}
-	rows = append(rows, fl,
+	rows = append(rows, fl, cf,
 		row{variant: variant{"ronly -- /bin/true", []string{ronly, "--", "/bin/true"}}},
 		// A flag that changes nothing here (no exporter runs), so
 		// that the row differs from the one above only by kong's
@@ -203,4 +214,31 @@ func goFloor() (argv []string, dir string, err error) {
 		return nil, dir, errors.New("no Landlock here")
 	}
 	return []string{bin, files[0], files[1], fmt.Sprint(abi)}, dir, nil
+}
+
+// cFloor is the C floor's command line for the Go floor's: the binary
+// (-cfloor, else compiled now from tools/bench/cfloor with cc, static as
+// ronly is), the Go floor's binary as the init, and the records the Go
+// floor sends for the same command, written into dir.
+func cFloor(goFloor []string, dir string) ([]string, error) {
+	records := filepath.Join(dir, "records")
+	cmd := exec.Command(goFloor[0], goFloor[1:]...)
+	cmd.Env = append(os.Environ(), "GOFLOOR_RECORDS="+records)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("gofloor's records: %v\n%s", err, out)
+	}
+	bin := *cfloorFlag
+	if bin == "" {
+		mod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			return nil, fmt.Errorf("go env GOMOD: %v", err)
+		}
+		root := filepath.Dir(strings.TrimSpace(string(mod)))
+		bin = filepath.Join(dir, "cfloor")
+		cc := exec.Command("cc", "-O2", "-static", "-I", root, "-o", bin, filepath.Join(root, "tools/bench/cfloor/cfloor.c"))
+		if out, err := cc.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("cc tools/bench/cfloor/cfloor.c (or pass -cfloor): %v\n%s", err, out)
+		}
+	}
+	return []string{bin, goFloor[0], records}, nil
 }

@@ -12,7 +12,10 @@
 //
 // Usage: gofloor BPF-NOTIFY BPF-ERRNO LANDLOCK-ABI CMD [ARG...]
 // (the programs as tools/bench wrote them from bpf.Precompiled, so that
-// this binary links no libseccomp).
+// this binary links no libseccomp). With GOFLOOR_RECORDS=FILE in the
+// environment it writes the records to FILE instead of starting the init:
+// the C floor (tools/bench/cfloor) sends them, so that both floors drive
+// the same init with the same records.
 package main
 
 import (
@@ -70,6 +73,9 @@ func run(notifyPath, errnoPath, abiStr string, argv []string) (int, error) {
 	}
 	env := []string{shims.EnvReportFD + "=4"}
 	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "GOFLOOR_RECORDS=") {
+			continue // the C floor's command gets the environment the Go floor's does
+		}
 		if strings.HasPrefix(kv, "PATH=") {
 			kv = "PATH=" + shims.Dir + ":" + kv[len("PATH="):]
 		}
@@ -87,6 +93,9 @@ func run(notifyPath, errnoPath, abiStr string, argv []string) (int, error) {
 	records, err := cfg.MarshalBinary()
 	if err != nil {
 		return 0, err
+	}
+	if f := os.Getenv("GOFLOOR_RECORDS"); f != "" {
+		return 0, os.WriteFile(f, records, 0o644)
 	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
