@@ -260,6 +260,7 @@ const (
 const (
 	ReadyListener uint32 = C.RONLY_READY_LISTENER // the seccomp listener was handed over (MsgListener)
 	ReadyFallback uint32 = C.RONLY_READY_FALLBACK // a listener was refused; plain errnos, uncounted
+	ReadyKillable uint32 = C.RONLY_READY_KILLABLE // a notified call is not interrupted by a signal once received
 )
 
 // Msg is one message between the init and the supervisor.

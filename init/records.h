@@ -16,7 +16,7 @@
 
 #define RONLY_ENV_INIT_FD "_RONLY_INIT_FD" /* names the inherited socket that invites the init */
 #define RONLY_MAGIC 0x594c4e52u /* "RNLY" little-endian */
-#define RONLY_RECORDS_VERSION 9u
+#define RONLY_RECORDS_VERSION 10u
 #define RONLY_PATH_MAX 4096
 #define RONLY_MAX_MOUNTS 1024u /* mount records the init takes */
 #define RONLY_MAX_EXEC_BYTES (32u << 20) /* argv_len and env_len each; execve's own limit is lower */
@@ -114,6 +114,9 @@ struct ronly_mount {
 /* ronly_msg.flags of RONLY_MSG_READY */
 #define RONLY_READY_LISTENER 0x1u /* the listener was handed over (RONLY_MSG_LISTENER) */
 #define RONLY_READY_FALLBACK 0x2u /* a listener was refused; the fallback program is loaded */
+#define RONLY_READY_KILLABLE 0x4u /* with RONLY_READY_LISTENER: a notified call waits killably once the supervisor has
+                                   * received it (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, Linux 5.19); without it a
+                                   * signal can interrupt a call being answered, which the kernel then restarts */
 
 struct ronly_msg {
 	uint32_t type;

@@ -1201,10 +1201,12 @@ static void load_seccomp(void)
 		start_listener_helper();
 	if (hdr.flags & RONLY_F_SECCOMP_NOTIFY) {
 		fd = seccomp_filter(SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, bpf, hdr.bpf_len);
-		if (fd < 0 && errno == EINVAL)
+		if (fd >= 0)
+			ready = RONLY_READY_KILLABLE;
+		else if (errno == EINVAL)
 			fd = seccomp_filter(SECCOMP_FILTER_FLAG_NEW_LISTENER, bpf, hdr.bpf_len);
 		if (fd >= 0) {
-			ready = RONLY_READY_LISTENER;
+			ready |= RONLY_READY_LISTENER;
 		} else if (errno == EBUSY && hdr.fallback_len > 0) {
 			if (seccomp_filter(0, fallback, hdr.fallback_len) < 0)
 				die("seccomp(SECCOMP_SET_MODE_FILTER)", "fallback program");

@@ -83,6 +83,14 @@ type notifier struct {
 	// tid is the thread the answering goroutine is locked to, for stop's
 	// tgkill; 0 until it runs.
 	tid atomic.Int32
+	// killable: the filter was loaded with WAIT_KILLABLE_RECV (Linux
+	// 5.19), so only a fatal signal can interrupt a call once it is
+	// received. Without it any signal can, and the kernel restarts the
+	// call as a new notification: the one received is then not counted.
+	killable bool
+	// received, when set (tests), is called with each notification's id
+	// between its RECV and its answer.
+	received func(id uint64)
 	// stopping asks the goroutine to stop waiting in RECV; it sets
 	// draining once it has seen that and waits in poll instead.
 	stopping, draining atomic.Bool
@@ -167,13 +175,26 @@ func (c *Call) Continue() {
 // _IOW('!', 4, __u64) in linux/seccomp.h (Linux 6.6).
 const seccompIoctlNotifSetFlags = 0x40082104
 
-func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, record func(Refusal), detailed bool) *notifier {
-	n := &notifier{listener: listener, table: table, record: record, detailed: detailed, mediators: mediators, done: make(chan struct{})}
+// startNotifier answers listener (see notifier) until stopped.
+func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, record func(Refusal), detailed, killable bool) *notifier {
+	n := newNotifier(listener, table, mediators, record, detailed, killable)
+	n.start()
+	return n
+}
+
+func newNotifier(listener int, table bpf.Table, mediators map[int]mediator, record func(Refusal), detailed, killable bool) *notifier {
+	return &notifier{listener: listener, table: table, record: record, detailed: detailed, mediators: mediators,
+		killable: killable, done: make(chan struct{})}
+}
+
+// start answers the listener on a goroutine of its own until the session
+// is over (see stop).
+func (n *notifier) start() {
 	// Ask the kernel to switch straight to us when a call is notified and
 	// straight back when we answer, on the same CPU, instead of waking
 	// us through the scheduler: the refused caller waits less. Older
 	// kernels refuse the ioctl; the wake-up is then the ordinary one.
-	unix.Syscall(unix.SYS_IOCTL, uintptr(listener), seccompIoctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+	unix.Syscall(unix.SYS_IOCTL, uintptr(n.listener), seccompIoctlNotifSetFlags, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	go func() {
 		defer close(n.done)
 		// Locked for good, so that stop can signal the thread that waits
@@ -187,7 +208,6 @@ func startNotifier(listener int, table bpf.Table, mediators map[int]mediator, re
 		}
 		n.drain()
 	}()
-	return n
 }
 
 // drain answers what is still notified once the command has exited, and
@@ -246,6 +266,9 @@ func (n *notifier) answer() bool {
 		}
 		return e == unix.EINTR
 	}
+	if n.received != nil {
+		n.received(req.ID)
+	}
 	e, ok := n.table[int(req.Nr)]
 	if m := n.mediators[int(req.Nr)]; ok && e.Mediate && m != nil {
 		n.mediate(m, &Call{seccompNotif: req, listener: n.listener}, e)
@@ -256,7 +279,13 @@ func (n *notifier) answer() bool {
 		errno = unix.EPERM // a notification the policy does not know: refuse all the same
 	}
 	resp := seccompNotifResp{ID: req.ID, Error: -int32(errno)}
-	unix.Syscall(unix.SYS_IOCTL, uintptr(n.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
+	_, _, se := unix.Syscall(unix.SYS_IOCTL, uintptr(n.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
+	if se == unix.ENOENT && !n.killable {
+		// A signal interrupted the call after we received it: the kernel
+		// restarts it (a new notification, counted when answered), or its
+		// caller died. Counting it here would count one attempt twice.
+		return true
+	}
 	name := e.Name
 	if name == "" {
 		name = bpf.SyscallName(int(req.Nr))

@@ -21,8 +21,9 @@ import (
 const notifyChildEnv = "RONLY_TEST_NOTIFY_CHILD"
 
 // TestNotifyChild is the child of the stop tests, not a test: on one
-// thread it loads a filter that notifies getppid, prints the listener's
-// number, and for each line on stdin calls getppid that many times, one
+// thread it loads a filter that notifies getppid (without
+// WAIT_KILLABLE_RECV, as on kernels before 5.19), prints the listener's
+// number and the thread's id, and for each line on stdin calls getppid that many times, one
 // every millisecond; it exits 0 when every call failed with EPERM (the
 // notifier's answer) once stdin closes.
 func TestNotifyChild(t *testing.T) {
@@ -46,7 +47,7 @@ func TestNotifyChild(t *testing.T) {
 		fmt.Println("error seccomp:", e)
 		os.Exit(2)
 	}
-	fmt.Println("listener", fd)
+	fmt.Println("listener", fd, unix.Gettid())
 	bad := 0
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -70,6 +71,7 @@ func TestNotifyChild(t *testing.T) {
 // listener, recording into a counter.
 type notifyChild struct {
 	cmd   *exec.Cmd
+	tid   int // the thread that makes the calls
 	in    *os.File
 	out   *bufio.Scanner
 	n     *notifier
@@ -77,19 +79,22 @@ type notifyChild struct {
 	count int
 }
 
-func startNotifyChild(t *testing.T) *notifyChild {
+// received, if not nil, is the notifier's hook between a RECV and its
+// answer.
+func startNotifyChild(t *testing.T, received func(c *notifyChild, id uint64)) *notifyChild {
 	t.Helper()
 	if b, err := os.ReadFile("/proc/self/status"); err == nil && strings.Contains(string(b), "\nSeccomp:\t2") {
 		// pidfd_getfd, which ronly's own filter refuses (as in TestReadMsg).
 		t.Skip("under a seccomp filter (inside a sandbox); this runs on the host in CI's go test step")
 	}
 	c := &notifyChild{cmd: exec.Command(os.Args[0], "-test.run=^TestNotifyChild$", "-test.count=1")}
-	// Without async preemption: a getppid waiting for the notifier is
-	// user code to the child's runtime (RawSyscall), which after 10 ms
-	// would interrupt it with SIGURG, and the restarted call is a second
-	// notification (a 6.12 guest under qemu recorded 6 for 5 calls).
-	// (The first GODEBUG in the environment is the one read.)
-	c.cmd.Env = append([]string{notifyChildEnv + "=1", "GODEBUG=asyncpreemptoff=1"}, os.Environ()...)
+	// With async preemption, as a Go program in a session has it: a
+	// getppid waiting for the notifier is user code to the child's
+	// runtime (RawSyscall), which it may interrupt with SIGURG after 10
+	// ms; the restarted call must not be counted twice (a 6.12 guest
+	// under qemu recorded 6 for 5 calls before the notifier left out the
+	// interrupted one).
+	c.cmd.Env = append([]string{notifyChildEnv + "=1"}, os.Environ()...)
 	c.cmd.Stderr = os.Stderr
 	in, err := c.cmd.StdinPipe()
 	if err != nil {
@@ -106,11 +111,10 @@ func startNotifyChild(t *testing.T) *notifyChild {
 	}
 	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
 	line := c.line(t)
-	num, ok := strings.CutPrefix(line, "listener ")
-	if !ok {
-		t.Fatalf("child: %q", line)
+	var childFD int
+	if n, err := fmt.Sscanf(line, "listener %d %d", &childFD, &c.tid); n != 2 {
+		t.Fatalf("child: %q: %v", line, err)
 	}
-	childFD, _ := strconv.Atoi(num)
 	pidfd, err := unix.PidfdOpen(c.cmd.Process.Pid, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +125,11 @@ func startNotifyChild(t *testing.T) *notifyChild {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(listener) })
-	c.n = startNotifier(listener, nil, nil, func(Refusal) { c.mu.Lock(); c.count++; c.mu.Unlock() }, false)
+	c.n = newNotifier(listener, nil, nil, func(Refusal) { c.mu.Lock(); c.count++; c.mu.Unlock() }, false, false)
+	if received != nil {
+		c.n.received = func(id uint64) { received(c, id) }
+	}
+	c.n.start()
 	return c
 }
 
@@ -168,7 +176,7 @@ const stopBound = 20 * time.Second
 // stop ends it. Before Linux 6.6 the kernel leaves that RECV asleep
 // (TestKernels runs this test in its 6.1 guest); from 6.6 on it wakes it.
 func TestNotifierStop(t *testing.T) {
-	c := startNotifyChild(t)
+	c := startNotifyChild(t, nil)
 	c.calls(t, 5)
 	c.in.Close()
 	if err := c.cmd.Wait(); err != nil {
@@ -181,7 +189,7 @@ func TestNotifierStop(t *testing.T) {
 // stop comes while the session still runs and makes calls: the notifier
 // answers and records every one until the last process is gone.
 func TestNotifierStopDrains(t *testing.T) {
-	c := startNotifyChild(t)
+	c := startNotifyChild(t, nil)
 	c.calls(t, 3)
 	stopped := make(chan struct{})
 	go func() { c.n.stop(stopBound); close(stopped) }()
@@ -199,4 +207,42 @@ func TestNotifierStopDrains(t *testing.T) {
 	}
 	<-stopped
 	c.ended(t, 23)
+}
+
+// A signal that interrupts a notified call after the notifier received it
+// makes the kernel restart the call, as a second notification, where the
+// filter waits interruptibly (no WAIT_KILLABLE_RECV: before Linux 5.19,
+// as this test's child loads it). The attempt is counted once: the answer
+// to the first notification fails with ENOENT and is not counted.
+func TestNotifierRestartedCallCountedOnce(t *testing.T) {
+	calls, withdrawn := 0, false // the notifier's goroutine's; read once it ended
+	c := startNotifyChild(t, func(c *notifyChild, id uint64) {
+		if calls++; calls > 1 {
+			return
+		}
+		// The child's Go runtime handles SIGURG, with SA_RESTART.
+		if err := unix.Tgkill(c.cmd.Process.Pid, c.tid, unix.SIGURG); err != nil {
+			t.Error(err)
+			return
+		}
+		// Until the kernel withdraws the notification: the call was
+		// interrupted, and is restarted once the handler returns.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.n.listener), unix.SECCOMP_IOCTL_NOTIF_ID_VALID, uintptr(unsafe.Pointer(&id)))
+			if e == unix.ENOENT {
+				withdrawn = true
+				return
+			}
+		}
+	})
+	c.calls(t, 1)
+	c.in.Close()
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	c.n.stop(stopBound)
+	c.ended(t, 1)
+	if !withdrawn || calls != 2 {
+		t.Fatalf("the call was not interrupted and restarted as the test intends (withdrawn %v, %d notifications)", withdrawn, calls)
+	}
 }

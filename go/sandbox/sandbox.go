@@ -433,6 +433,10 @@ type session struct {
 	stdio     *stdio      // the running start's relay
 	// socks decides the mediated socket calls (mediate_sock.go).
 	socks *sockets
+	// killable: the start's listener was loaded with WAIT_KILLABLE_RECV
+	// (cinit.ReadyKillable), so a call it notifies cannot be restarted
+	// once received.
+	killable bool
 	// reports counts the shims' refusals from the report pipe.
 	reports *reportReader
 	// sigs decides the mediated signal calls (signals.go) of a session
@@ -770,7 +774,7 @@ func (s *session) supervise(a *attempt) (int, error) {
 	}
 	var notes *notifier
 	if listener >= 0 {
-		notes = startNotifier(listener, s.table, s.mediators, s.record, s.refused != nil)
+		notes = startNotifier(listener, s.table, s.mediators, s.record, s.refused != nil, s.killable)
 	}
 	werr := cmd.Wait()
 	close(exited)
@@ -950,6 +954,7 @@ func (c *conversation) ready(m cinit.Msg) int {
 	switch {
 	case m.Flags&cinit.ReadyListener != 0 && c.listener >= 0:
 		l.Seccomp = "notify"
+		c.s.killable = m.Flags&cinit.ReadyKillable != 0
 		fd := c.listener
 		c.listener = -1
 		return fd
