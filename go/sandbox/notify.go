@@ -145,6 +145,9 @@ type mediator func(c *Call) *Refusal
 type Call struct {
 	seccompNotif
 	listener int
+	// lost: the answer failed with ENOENT, the caller no longer waits in
+	// this call (see notifier.killable).
+	lost atomic.Bool
 }
 
 // Valid reports whether the caller is still waiting in this call: its
@@ -159,7 +162,14 @@ func (c *Call) Valid() bool {
 // is not 0.
 func (c *Call) Reply(val int64, errno syscall.Errno) {
 	resp := seccompNotifResp{ID: c.ID, Val: val, Error: -int32(errno)}
-	unix.Syscall(unix.SYS_IOCTL, uintptr(c.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
+	c.send(&resp)
+}
+
+func (c *Call) send(resp *seccompNotifResp) {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(resp)))
+	if e == unix.ENOENT {
+		c.lost.Store(true)
+	}
 }
 
 // Continue lets the kernel run the call as the caller made it. Only for
@@ -168,7 +178,7 @@ func (c *Call) Reply(val int64, errno syscall.Errno) {
 // the wall and the supervisor only counts.
 func (c *Call) Continue() {
 	resp := seccompNotifResp{ID: c.ID, Flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}
-	unix.Syscall(unix.SYS_IOCTL, uintptr(c.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
+	c.send(&resp)
 }
 
 // seccompIoctlNotifSetFlags is SECCOMP_IOCTL_NOTIF_SET_FLAGS,
@@ -305,7 +315,9 @@ func (n *notifier) answer() bool {
 
 func (n *notifier) mediate(m mediator, c *Call, e bpf.Entry) {
 	r := m(c)
-	if r == nil {
+	if r == nil || (c.lost.Load() && !n.killable) {
+		// Not refused; or answered too late, as in answer (an answer a
+		// mediator's goroutine gives later is counted all the same).
 		return
 	}
 	r.Time, r.PID = time.Now(), int(c.PID)

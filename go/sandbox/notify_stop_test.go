@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/bpf"
 )
 
 // notifyChildEnv has the test binary act as a process under a seccomp
@@ -79,9 +81,17 @@ type notifyChild struct {
 	count int
 }
 
-// received, if not nil, is the notifier's hook between a RECV and its
-// answer.
-func startNotifyChild(t *testing.T, received func(c *notifyChild, id uint64)) *notifyChild {
+// notifySetup is how a test's notifier differs from the stop tests'.
+type notifySetup struct {
+	// received, if not nil, is the notifier's hook between a RECV and its
+	// answer.
+	received func(c *notifyChild, id uint64)
+	// mediated: getppid goes to a mediator, which refuses it with EPERM,
+	// instead of the notifier's own answer.
+	mediated bool
+}
+
+func startNotifyChild(t *testing.T, setup notifySetup) *notifyChild {
 	t.Helper()
 	if b, err := os.ReadFile("/proc/self/status"); err == nil && strings.Contains(string(b), "\nSeccomp:\t2") {
 		// pidfd_getfd, which ronly's own filter refuses (as in TestReadMsg).
@@ -125,9 +135,18 @@ func startNotifyChild(t *testing.T, received func(c *notifyChild, id uint64)) *n
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(listener) })
-	c.n = newNotifier(listener, nil, nil, func(Refusal) { c.mu.Lock(); c.count++; c.mu.Unlock() }, false, false)
-	if received != nil {
-		c.n.received = func(id uint64) { received(c, id) }
+	var table bpf.Table
+	var mediators map[int]mediator
+	if setup.mediated {
+		table = bpf.Table{unix.SYS_GETPPID: {Name: "getppid", Errno: unix.EPERM, Mediate: true}}
+		mediators = map[int]mediator{unix.SYS_GETPPID: func(c *Call) *Refusal {
+			c.Reply(0, unix.EPERM)
+			return &Refusal{Kind: RefusedSyscall, Errno: unix.EPERM}
+		}}
+	}
+	c.n = newNotifier(listener, table, mediators, func(Refusal) { c.mu.Lock(); c.count++; c.mu.Unlock() }, false, false)
+	if setup.received != nil {
+		c.n.received = func(id uint64) { setup.received(c, id) }
 	}
 	c.n.start()
 	return c
@@ -176,7 +195,7 @@ const stopBound = 20 * time.Second
 // stop ends it. Before Linux 6.6 the kernel leaves that RECV asleep
 // (TestKernels runs this test in its 6.1 guest); from 6.6 on it wakes it.
 func TestNotifierStop(t *testing.T) {
-	c := startNotifyChild(t, nil)
+	c := startNotifyChild(t, notifySetup{})
 	c.calls(t, 5)
 	c.in.Close()
 	if err := c.cmd.Wait(); err != nil {
@@ -189,7 +208,7 @@ func TestNotifierStop(t *testing.T) {
 // stop comes while the session still runs and makes calls: the notifier
 // answers and records every one until the last process is gone.
 func TestNotifierStopDrains(t *testing.T) {
-	c := startNotifyChild(t, nil)
+	c := startNotifyChild(t, notifySetup{})
 	c.calls(t, 3)
 	stopped := make(chan struct{})
 	go func() { c.n.stop(stopBound); close(stopped) }()
@@ -213,36 +232,41 @@ func TestNotifierStopDrains(t *testing.T) {
 // makes the kernel restart the call, as a second notification, where the
 // filter waits interruptibly (no WAIT_KILLABLE_RECV: before Linux 5.19,
 // as this test's child loads it). The attempt is counted once: the answer
-// to the first notification fails with ENOENT and is not counted.
+// to the first notification fails with ENOENT and is not counted, whether
+// the notifier or a mediator gave it.
 func TestNotifierRestartedCallCountedOnce(t *testing.T) {
-	calls, withdrawn := 0, false // the notifier's goroutine's; read once it ended
-	c := startNotifyChild(t, func(c *notifyChild, id uint64) {
-		if calls++; calls > 1 {
-			return
-		}
-		// The child's Go runtime handles SIGURG, with SA_RESTART.
-		if err := unix.Tgkill(c.cmd.Process.Pid, c.tid, unix.SIGURG); err != nil {
-			t.Error(err)
-			return
-		}
-		// Until the kernel withdraws the notification: the call was
-		// interrupted, and is restarted once the handler returns.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.n.listener), unix.SECCOMP_IOCTL_NOTIF_ID_VALID, uintptr(unsafe.Pointer(&id)))
-			if e == unix.ENOENT {
-				withdrawn = true
-				return
+	for _, mediated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mediated=%v", mediated), func(t *testing.T) {
+			calls, withdrawn := 0, false // the notifier's goroutine's; read once it ended
+			c := startNotifyChild(t, notifySetup{mediated: mediated, received: func(c *notifyChild, id uint64) {
+				if calls++; calls > 1 {
+					return
+				}
+				// The child's Go runtime handles SIGURG, with SA_RESTART.
+				if err := unix.Tgkill(c.cmd.Process.Pid, c.tid, unix.SIGURG); err != nil {
+					t.Error(err)
+					return
+				}
+				// Until the kernel withdraws the notification: the call was
+				// interrupted, and is restarted once the handler returns.
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.n.listener), unix.SECCOMP_IOCTL_NOTIF_ID_VALID, uintptr(unsafe.Pointer(&id)))
+					if e == unix.ENOENT {
+						withdrawn = true
+						return
+					}
+				}
+			}})
+			c.calls(t, 1)
+			c.in.Close()
+			if err := c.cmd.Wait(); err != nil {
+				t.Fatalf("child: %v", err)
 			}
-		}
-	})
-	c.calls(t, 1)
-	c.in.Close()
-	if err := c.cmd.Wait(); err != nil {
-		t.Fatalf("child: %v", err)
-	}
-	c.n.stop(stopBound)
-	c.ended(t, 1)
-	if !withdrawn || calls != 2 {
-		t.Fatalf("the call was not interrupted and restarted as the test intends (withdrawn %v, %d notifications)", withdrawn, calls)
+			c.n.stop(stopBound)
+			c.ended(t, 1)
+			if !withdrawn || calls != 2 {
+				t.Fatalf("the call was not interrupted and restarted as the test intends (withdrawn %v, %d notifications)", withdrawn, calls)
+			}
+		})
 	}
 }

@@ -193,7 +193,7 @@ while read -r l; do r start-stderr "$l"; done </tmp/v.err
 
 # The seccomp notifier ends once the session's processes are gone, also
 # where the kernel leaves a waiting NOTIF_RECV asleep then (before 6.6).
-sandbox.test -test.run '^TestNotifierStop' -test.v >/tmp/ns.out 2>&1; r notifier-stop-exit $?
+sandbox.test -test.run '^TestNotifier(Stop|RestartedCallCountedOnce)' -test.v >/tmp/ns.out 2>&1; r notifier-stop-exit $?
 while read -r l; do r notifier-stop-out "$l"; done </tmp/ns.out
 
 ronly probe $nowc --json >/tmp/probe.json 2>/tmp/probe.err; r probe-exit $?
@@ -437,11 +437,13 @@ func checkGuest(t *testing.T, k kernel, g guest, serial string) {
 		add("start", fmt.Sprintf("ronly -v -- true: exit %s: %s", g.one("start-exit"), strings.Join(g.results["start-stderr"], " / ")))
 	}
 
-	// go/sandbox's TestNotifierStop and TestNotifierStopDrains, run in the
-	// guest: both must have run and passed (a skip is a failure here).
+	// go/sandbox's TestNotifierStop, TestNotifierStopDrains and
+	// TestNotifierRestartedCallCountedOnce, run in the guest: each must
+	// have run and passed (a skip is a failure here).
 	if out := strings.Join(g.results["notifier-stop-out"], "\n"); g.one("notifier-stop-exit") != "0" ||
-		!strings.Contains(out, "--- PASS: TestNotifierStop (") || !strings.Contains(out, "--- PASS: TestNotifierStopDrains (") {
-		add("notifier stop", fmt.Sprintf("sandbox.test -test.run TestNotifierStop: exit %s: %s", g.one("notifier-stop-exit"), out))
+		!strings.Contains(out, "--- PASS: TestNotifierStop (") || !strings.Contains(out, "--- PASS: TestNotifierStopDrains (") ||
+		!strings.Contains(out, "--- PASS: TestNotifierRestartedCallCountedOnce (") {
+		add("notifier stop", fmt.Sprintf("sandbox.test -test.run TestNotifier(Stop|RestartedCallCountedOnce): exit %s: %s", g.one("notifier-stop-exit"), out))
 	}
 
 	var rep probeReport
