@@ -86,7 +86,10 @@ type notifier struct {
 	// killable: the filter was loaded with WAIT_KILLABLE_RECV (Linux
 	// 5.19), so only a fatal signal can interrupt a call once it is
 	// received. Without it any signal can, and the kernel restarts the
-	// call as a new notification: the one received is then not counted.
+	// call as a new notification: the one received is then not counted
+	// when its answer fails. A signal that wakes the caller just before
+	// the answer arrives is not seen here: the kernel drops that answer
+	// though SEND succeeded, and the restarted call counts again.
 	killable bool
 	// received, when set (tests), is called with each notification's id
 	// between its RECV and its answer.
