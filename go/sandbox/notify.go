@@ -291,12 +291,9 @@ func (n *notifier) answer() bool {
 	if !ok || errno == 0 {
 		errno = unix.EPERM // a notification the policy does not know: refuse all the same
 	}
-	resp := seccompNotifResp{ID: req.ID, Error: -int32(errno)}
-	_, _, se := unix.Syscall(unix.SYS_IOCTL, uintptr(n.listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp)))
-	if se == unix.ENOENT && !n.killable {
-		// A signal interrupted the call after we received it: the kernel
-		// restarts it (a new notification, counted when answered), or its
-		// caller died. Counting it here would count one attempt twice.
+	c := Call{seccompNotif: req, listener: n.listener}
+	c.Reply(0, errno)
+	if n.restarted(&c) {
 		return true
 	}
 	name := e.Name
@@ -316,11 +313,20 @@ func (n *notifier) answer() bool {
 	return true
 }
 
+// restarted says whether c's answer came too late for a call the kernel
+// restarts: a signal interrupted it after we received it, and it comes
+// back as a new notification, counted when answered (or its caller died).
+// Counting this one too would count one attempt twice. With a killable
+// wait only a fatal signal interrupts it, and the attempt counts.
+func (n *notifier) restarted(c *Call) bool {
+	return c.lost.Load() && !n.killable
+}
+
 func (n *notifier) mediate(m mediator, c *Call, e bpf.Entry) {
 	r := m(c)
-	if r == nil || (c.lost.Load() && !n.killable) {
-		// Not refused; or answered too late, as in answer (an answer a
-		// mediator's goroutine gives later is counted all the same).
+	if r == nil || n.restarted(c) {
+		// Not refused; or answered too late (an answer a mediator's
+		// goroutine gives later is counted all the same).
 		return
 	}
 	r.Time, r.PID = time.Now(), int(c.PID)

@@ -173,6 +173,16 @@ func (c *notifyChild) calls(t *testing.T, k int) {
 	}
 }
 
+// exit closes the child's stdin and waits for it to exit 0: every call it
+// made was refused with EPERM.
+func (c *notifyChild) exit(t *testing.T) {
+	t.Helper()
+	c.in.Close()
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+}
+
 // ended checks that the notifier's goroutine ended (stop returned because
 // it did, not because its time ran out) after answering and recording
 // want calls, and that the child saw every one refused.
@@ -201,10 +211,7 @@ const stopBound = 20 * time.Second
 func TestNotifierStop(t *testing.T) {
 	c := startNotifyChild(t, notifySetup{})
 	c.calls(t, 5)
-	c.in.Close()
-	if err := c.cmd.Wait(); err != nil {
-		t.Fatalf("child: %v", err)
-	}
+	c.exit(t)
 	c.n.stop(stopBound)
 	c.ended(t, 5)
 }
@@ -224,10 +231,7 @@ func TestNotifierStopDrains(t *testing.T) {
 		t.Fatal("stop returned while the child still runs")
 	default:
 	}
-	c.in.Close()
-	if err := c.cmd.Wait(); err != nil {
-		t.Fatalf("child: %v", err)
-	}
+	c.exit(t)
 	<-stopped
 	c.ended(t, 23)
 }
@@ -264,10 +268,7 @@ func TestNotifierRestartedCallCountedOnce(t *testing.T) {
 				}
 			}})
 			c.calls(t, 1)
-			c.in.Close()
-			if err := c.cmd.Wait(); err != nil {
-				t.Fatalf("child: %v", err)
-			}
+			c.exit(t)
 			c.n.stop(stopBound)
 			c.ended(t, 1)
 			if !withdrawn || calls != 2 {
