@@ -131,19 +131,7 @@ func holdInotify(t *testing.T, b bins, script string, check func(taken int, errn
 	t.Helper()
 	cmd := exec.Command(b.ronly, "--tmpfs-size", "256M", "--", "python3", "-B", "-c", script)
 	cmd.Dir = "/"
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout, stderr := startPiped(t, cmd)
 	defer func() {
 		stdin.Close()
 		io.Copy(io.Discard, stdout)

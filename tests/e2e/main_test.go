@@ -234,19 +234,7 @@ func (b bins) sh(t *testing.T, o opts, flags []string, script string) result {
 // killed and reaped.
 func startReady(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, stderr *strings.Builder) {
 	t.Helper()
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr = &strings.Builder{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout, stderr := startPiped(t, cmd)
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(stdout).ReadString('\n')
@@ -268,6 +256,25 @@ func startReady(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, stderr *stri
 		fail("session not ready after 30 s; stderr:\n%s", stderr.String())
 	}
 	return stdin, stderr
+}
+
+// startPiped starts cmd with pipes to its stdin and from its stdout, and
+// its stderr collected.
+func startPiped(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.ReadCloser, stderr *strings.Builder) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout, err = cmd.StdoutPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stderr = &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return stdin, stdout, stderr
 }
 
 // userDir makes a fresh directory under /var/tmp owned by uid (so that only

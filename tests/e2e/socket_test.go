@@ -443,19 +443,8 @@ func startPaused(t *testing.T, b bins, tg probe.Targets, op string) *paused {
 	script := fmt.Sprintf(`echo ready; read go; exec %s -only '%s' -targets '%s'`, b.probe, op, js)
 	cmd := exec.CommandContext(ctx, b.ronly, "--", "/bin/sh", "-c", script)
 	cmd.Dir = "/"
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &paused{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: &strings.Builder{}}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout, stderr := startPiped(t, cmd)
+	p := &paused{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: stderr}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	if line, err := p.out.ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("sandbox did not start: %q %v\n%s", line, err, p.stderr.String())
