@@ -50,7 +50,7 @@ func startRelay(t *testing.T, caller [3]*os.File) (*stdio, [3]*os.File) {
 		if f == nil {
 			t.Fatalf("descriptor %d: no pipe for the command", i)
 		}
-		fd, err := unix.Dup(int(f.Fd()))
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0) // not another test's child's
 		if err != nil {
 			t.Fatal(err)
 		}
