@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -243,6 +244,9 @@ func (p *Policy) Validate() error {
 			return err
 		}
 	}
+	if err := p.writableNotNested(); err != nil {
+		return err
+	}
 	if p.Limits.Timeout < 0 {
 		return &FlagError{"--timeout", p.Limits.Timeout.String(), "must be positive"}
 	}
@@ -384,6 +388,73 @@ func NoSymlinks(flag, path string) error {
 		reason += "; name the directory itself: " + real
 	}
 	return &FlagError{flag, path, reason}
+}
+
+// writableNotNested refuses a --writable inside another place that starts
+// empty: /tmp, another --writable, the ci profile's HOME. The init mounts
+// a place inside another after it (Places), and the empty tmpfs outside
+// has no directory for the one inside; the init makes one only for a --rw.
+func (p *Policy) writableNotNested() error {
+	for _, w := range p.Writable {
+		for _, f := range p.Places() {
+			if f.Fresh && f.Path != w && Within(w, f.Path) {
+				what := "--writable " + f.Path
+				switch f.Path {
+				case "/tmp":
+					what = "/tmp"
+				case p.Home:
+					what = "the ci profile's HOME " + f.Path
+				}
+				return &FlagError{"--writable", w, "is inside " + what + ", which starts empty"}
+			}
+		}
+	}
+	return nil
+}
+
+// Place is one of a session's writable places.
+type Place struct {
+	Path string
+	// Fresh: an empty tmpfs of Mode covers what the host has at Path (/tmp,
+	// each --writable, the ci profile's HOME); else the host's own
+	// directory is bound writable there (--rw).
+	Fresh bool
+	Mode  uint32
+}
+
+// Places are the session's writable places, in the order the sandbox
+// makes them: /tmp, each --writable, HOME, each --rw, then reordered so
+// that a place inside another comes after it. Each mount lands on top of
+// the ones before it, so the other way round a bind of --rw /repo would
+// hide the empty tmpfs of --writable /repo/node_modules, and the session
+// would write into the host's node_modules. The private /dev's /dev/shm,
+// which the init makes in every mode with a mount namespace, is not the
+// policy's.
+//
+// Every list of where a session writes derives from this one: the
+// sandbox's mounts, the unix sockets that are the session's own, the
+// credentials an empty tmpfs covers, what `ronly probe` expects to find
+// writable. A place added here reaches all of them.
+func (p *Policy) Places() []Place {
+	pl := make([]Place, 0, 2+len(p.Writable)+len(p.RW))
+	pl = append(pl, Place{Path: "/tmp", Fresh: true, Mode: 0o1777})
+	for _, w := range p.Writable {
+		pl = append(pl, Place{Path: w, Fresh: true, Mode: 0o755})
+	}
+	if p.Home != "" {
+		// Before the binds, so that a cache bound writable inside HOME
+		// lands on top of it.
+		pl = append(pl, Place{Path: p.Home, Fresh: true, Mode: 0o700})
+	}
+	for _, rw := range p.RW {
+		pl = append(pl, Place{Path: rw})
+	}
+	// A place inside another is deeper: sorting by depth puts every
+	// place after those that hold it, and keeps the order above among
+	// the rest (places of one depth cannot hold each other, but for the
+	// same path, where the later one is on top as given).
+	slices.SortStableFunc(pl, func(a, b Place) int { return strings.Count(a.Path, "/") - strings.Count(b.Path, "/") })
+	return pl
 }
 
 // Within says whether path is dir or lies below it; both are clean and

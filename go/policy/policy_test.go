@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,6 +31,13 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "f")
 	os.WriteFile(file, nil, 0o644)
+	scratch := outsideTmp(t)
+	os.Mkdir(filepath.Join(scratch, "sub"), 0o755)
+	tmpSub, err := os.MkdirTemp("/tmp", "ronly-policy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(tmpSub)
 	cases := []struct {
 		edit      func(*Policy)
 		flag, val string
@@ -47,6 +55,11 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.Writable = []string{dir} }, "--mode", "landlock-only"},
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.NoNetwork = true }, "--mode", "landlock-only"},
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.PIDNS = true }, "--mode", "landlock-only"},
+		// A --writable inside a place that starts empty: the init would
+		// find no directory to mount on.
+		{func(p *Policy) { p.Writable = []string{scratch, scratch + "/sub"} }, "--writable", scratch + "/sub"},
+		{func(p *Policy) { p.Home = scratch; p.Writable = []string{scratch + "/sub"} }, "--writable", scratch + "/sub"},
+		{func(p *Policy) { p.Writable = []string{tmpSub} }, "--writable", tmpSub},
 	}
 	for _, c := range cases {
 		p := valid()
@@ -63,8 +76,42 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 	}
 }
 
+// outsideTmp is a new directory outside /tmp, which every sandbox covers
+// with an empty tmpfs (a --writable there is refused).
+func outsideTmp(t *testing.T) string {
+	if d := t.TempDir(); !Within(d, "/tmp") {
+		return d
+	}
+	d, err := os.MkdirTemp("/var/tmp", "ronly-policy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// TestPlaces: the places in the order the sandbox makes them, a place
+// inside another after it whatever the flags' order: the bind of a --rw
+// repository first, then the empty tmpfs of a --writable inside it, which a
+// bind made after it would hide (the session then wrote into the host's
+// directory).
+func TestPlaces(t *testing.T) {
+	p := Policy{Writable: []string{"/repo/node_modules", "/cache"}, Home: "/home/ci", RW: []string{"/home/ci/.cache/go", "/repo"}}
+	want := []Place{
+		{Path: "/tmp", Fresh: true, Mode: 0o1777},
+		{Path: "/cache", Fresh: true, Mode: 0o755},
+		{Path: "/repo"},
+		{Path: "/repo/node_modules", Fresh: true, Mode: 0o755},
+		{Path: "/home/ci", Fresh: true, Mode: 0o700},
+		{Path: "/home/ci/.cache/go"},
+	}
+	if got := p.Places(); !slices.Equal(got, want) {
+		t.Errorf("Places() = %+v\nwant %+v", got, want)
+	}
+}
+
 func TestValidateResolvesWritableSymlinks(t *testing.T) {
-	dir := t.TempDir()
+	dir := outsideTmp(t)
 	link := filepath.Join(t.TempDir(), "link")
 	os.Symlink(dir, link)
 	p := valid()

@@ -459,22 +459,17 @@ func firstLine(err error) string {
 // mounts (tmp, the --writable places, the ci profile's HOME), where the
 // host's file is out of sight inside.
 func coveredBy(p *policy.Policy) func(string) bool {
-	roots := append([]string{"/tmp"}, p.Writable...)
-	if p.Home != "" {
-		roots = append(roots, p.Home)
-	}
+	places := p.Places()
 	return func(path string) bool {
-		for _, rw := range p.RW {
-			if policy.Within(path, rw) {
-				return false // bound back in (a --rw inside the ci HOME)
+		// The last place that holds path is the one on top there: a --rw
+		// inside the ci HOME binds the host's directory back in.
+		covered := false
+		for _, pl := range places {
+			if policy.Within(path, pl.Path) {
+				covered = pl.Fresh
 			}
 		}
-		for _, r := range roots {
-			if policy.Within(path, r) {
-				return true
-			}
-		}
-		return false
+		return covered
 	}
 }
 

@@ -135,11 +135,9 @@ func (s *sockets) release(bytes int) {
 }
 
 func newSockets(p *policy.Policy) *sockets {
-	paths := []string{"/tmp", "/dev/shm"}
-	paths = append(paths, p.Writable...)
-	paths = append(paths, p.RW...)
-	if p.Home != "" {
-		paths = append(paths, p.Home)
+	paths := []string{"/dev/shm"}
+	for _, pl := range p.Places() {
+		paths = append(paths, pl.Path)
 	}
 	return &sockets{ownNet: p.NoNetwork, writablePaths: paths, allow: p.AllowSocket, allowMetadata: p.AllowMetadata, abstract: map[string]uint64{}}
 }

@@ -30,15 +30,11 @@ package sandbox
 //     the init's mount step, its Landlock rule in restrict_fs if it is
 //     writable (without one its writes fail with EACCES), and its case in
 //     startNons (nons.go), which turns the records into landlock-only's.
-//  6. The session's writable places, listed again where the plan is not
-//     read. A writable mount missing from one of these lists is a bug:
-//     - newSockets (go/sandbox/mediate_sock.go): a unix socket there is
-//       the session's own; left out, connecting to it fails with EACCES;
-//     - coveredBy (go/sandbox/creds.go): credentials under an empty tmpfs
-//       are already out of sight;
-//     - the probe's targets (go/probe/runner/runner.go): Targets.Writable,
-//       else `ronly probe` reports "a writable mount outside the scratch
-//       space" as NOT REFUSED, and canaryParent's list of replaced places.
+//  6. Nothing more where the flag adds a writable place: it adds it to
+//     Policy.Places (go/policy/policy.go), which the mounts above, the
+//     socket mediation's own sockets (newSockets), the credentials an
+//     empty tmpfs covers (coveredBy) and `ronly probe`'s expectations
+//     (go/probe/runner) all read.
 //  7. The README's flag table, and an end-to-end test (tests/e2e) that
 //     runs the flag as root and checks the host from outside afterwards.
 
@@ -195,17 +191,20 @@ func newPlan(p *policy.Policy, h Host, prog Programs) (Plan, error) {
 // mounts are the init's mount records, in the order the init makes them:
 // each later one lands on top of the earlier ones.
 func mounts(p *policy.Policy, h Host) []cinit.Mount {
-	ms := []cinit.Mount{{Kind: cinit.MountTmpfs, Path: "/tmp", Size: p.TmpfsSize, Mode: 0o1777}}
-	for _, w := range p.Writable {
-		ms = append(ms, cinit.Mount{Kind: cinit.MountTmpfs, Path: w, Size: p.TmpfsSize, Mode: 0o755})
-	}
-	if p.Home != "" {
-		// After the other tmpfs mounts and before the binds, so that a
-		// cache bound writable inside $HOME lands on top of it.
-		ms = append(ms, cinit.Mount{Kind: cinit.MountTmpfs, Path: p.Home, Size: p.TmpfsSize, Mode: 0o700})
-	}
+	// The init binds a --rw directory only if it is still the one
+	// hostDirs read (newPlan checked there is one per --rw; Places may
+	// order them otherwise).
+	ids := make(map[string]policy.FileID, len(p.RW))
 	for i, rw := range p.RW {
-		ms = append(ms, cinit.Mount{Kind: cinit.MountBindRW, Path: rw, Dev: h.RW[i].Dev, Ino: h.RW[i].Ino})
+		ids[rw] = h.RW[i]
+	}
+	var ms []cinit.Mount
+	for _, pl := range p.Places() {
+		if pl.Fresh {
+			ms = append(ms, cinit.Mount{Kind: cinit.MountTmpfs, Path: pl.Path, Size: p.TmpfsSize, Mode: pl.Mode})
+		} else {
+			ms = append(ms, cinit.Mount{Kind: cinit.MountBindRW, Path: pl.Path, Dev: ids[pl.Path].Dev, Ino: ids[pl.Path].Ino})
+		}
 	}
 	// After every writable bind: the repositories' hooks and config in
 	// them stay read-only (gitprotect.go).

@@ -66,6 +66,13 @@ func TestPlan(t *testing.T) {
 			Host{LandlockABI: 7, Root: true, RW: []policy.FileID{{Dev: 1, Ino: 2}, {Dev: 3, Ino: 4}}},
 			want{flags: seccomp, mounts: []cinit.Mount{tmp, {Kind: cinit.MountBindRW, Path: "/w", Dev: 1, Ino: 2},
 				{Kind: cinit.MountBindRW, Path: "/x", Dev: 3, Ino: 4}}, layers: Layers{Mode: "userns", LandlockABI: 7}, abi: 7}},
+		// A place inside another after it, each --rw with its own
+		// identity whatever the order.
+		{"--writable inside --rw", policy.Policy{Mode: policy.ModeAuto, Writable: []string{"/w/a/cache"}, RW: []string{"/x/y", "/w"}},
+			Host{LandlockABI: 7, Root: true, RW: []policy.FileID{{Dev: 1, Ino: 2}, {Dev: 3, Ino: 4}}},
+			want{flags: seccomp, mounts: []cinit.Mount{tmp, {Kind: cinit.MountBindRW, Path: "/w", Dev: 3, Ino: 4},
+				{Kind: cinit.MountBindRW, Path: "/x/y", Dev: 1, Ino: 2}, {Kind: cinit.MountTmpfs, Path: "/w/a/cache", Size: size, Mode: 0o755}},
+				layers: Layers{Mode: "userns", LandlockABI: 7}, abi: 7}},
 		{"--rw of a repository", policy.Policy{Mode: policy.ModeAuto, RW: []string{"/w"}},
 			Host{LandlockABI: 7, Root: true, RW: []policy.FileID{{Dev: 1, Ino: 2}}, Git: git},
 			want{flags: seccomp, mounts: append([]cinit.Mount{tmp, {Kind: cinit.MountBindRW, Path: "/w", Dev: 1, Ino: 2}}, git...),

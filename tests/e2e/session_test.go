@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,6 +102,40 @@ func TestWritableIsScratch(t *testing.T) {
 				t.Errorf("want an empty writable directory inside:\n%s", r)
 			}
 			c.verify(t, before)
+		})
+	}
+}
+
+// TestWritableInsideRW: a --writable inside a --rw directory is an empty
+// throwaway there too (a node_modules or a build directory in a writable
+// checkout). Mounted before the --rw bind, which then hid it, it left the
+// session writing into the host's directory.
+func TestWritableInsideRW(t *testing.T) {
+	b := setup(t)
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			dir := userDir(t, u.uid, "ronly-e2e-rw-nested-")
+			cache := filepath.Join(dir, "cache")
+			if err := os.Mkdir(cache, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Chown(cache, u.uid, u.uid)
+			writeFile(t, u.uid, filepath.Join(cache, "host.txt"), "host\n", 0o644)
+			script := fmt.Sprintf(`cd %s && ls -A cache | wc -l | tr -d ' ' && echo x > cache/new.txt && echo y > kept.txt`, dir)
+			// Either order of the flags.
+			for _, flags := range [][]string{{"--writable", cache, "--rw", dir}, {"--rw", dir, "--writable", cache}} {
+				r := b.sh(t, opts{uid: u.uid}, append(slices.Clone(u.flags), flags...), script)
+				if r.code != 0 || r.stdout != "0\n" {
+					t.Errorf("%v: want an empty writable cache inside:\n%s", flags, r)
+				}
+				if names := dirNames(t, cache); !slices.Equal(names, []string{"host.txt"}) {
+					t.Errorf("%v: the host's cache holds %v, want only host.txt", flags, names)
+				}
+				if got, err := os.ReadFile(filepath.Join(dir, "kept.txt")); err != nil || string(got) != "y\n" {
+					t.Errorf("%v: the --rw directory's kept.txt on the host: %q, %v", flags, got, err)
+				}
+				os.Remove(filepath.Join(dir, "kept.txt"))
+			}
 		})
 	}
 }

@@ -253,9 +253,10 @@ func (pr *Prober) runOnce(cfg *config, pending []int) (map[int]probe.Result, err
 	p := *cfg.policy
 	tg := c.Targets()
 	// Writable on purpose: not a breach when a hostile operation finds it so.
-	tg.Writable = append(append([]string{}, p.Writable...), p.RW...)
-	if p.Home != "" {
-		tg.Writable = append(tg.Writable, p.Home)
+	for _, pl := range p.Places() {
+		if pl.Path != "/tmp" { // scratch, which every sandbox has (probe.scratchMounts)
+			tg.Writable = append(tg.Writable, pl.Path)
+		}
 	}
 	p.RW = append(slices.Clip(p.RW), c.RWDir) // where the everyday operations write
 	tg.NoNS = p.Mode == policy.ModeLandlockOnly
@@ -377,18 +378,22 @@ func runtimeDir(root bool) string {
 // canaryParent is the directory the canaries are made in: dir when given,
 // else the first of $TMPDIR, /var/tmp, the runtime directory and /tmp that
 // this process can write and that the sandbox shows as the host has it.
-// The sandbox replaces /tmp, /dev, its --writable places and the ci
-// profile's $HOME: canaries there would be out of the battery's sight.
+// The sandbox replaces /dev and its fresh places (policy.Places): canaries
+// there would be out of the battery's sight.
 func canaryParent(dir string, p *policy.Policy, root bool) (string, error) {
-	replaced := append([]string{"/tmp", "/dev"}, p.Writable...)
-	if p.Mode == policy.ModeLandlockOnly {
-		replaced = nil // no mount namespace: the host's /tmp is /tmp inside
+	var replaced []string
+	if p.Mode != policy.ModeLandlockOnly {
+		// Without a mount namespace the host's /dev and /tmp are the
+		// sandbox's (and policy.Validate refuses the other fresh
+		// places there).
+		replaced = append(replaced, "/dev")
 	}
-	if p.Home != "" {
-		replaced = append(replaced, p.Home)
+	for _, pl := range p.Places() {
+		// Under a --rw directory a canary would be writable on purpose.
+		if !pl.Fresh || p.Mode != policy.ModeLandlockOnly {
+			replaced = append(replaced, pl.Path)
+		}
 	}
-	// Under a --rw directory a canary would be writable on purpose.
-	replaced = append(replaced, p.RW...)
 	usable := func(d string) error {
 		if !filepath.IsAbs(d) {
 			return errors.New("not an absolute path")
