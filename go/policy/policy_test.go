@@ -31,8 +31,8 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "f")
 	os.WriteFile(file, nil, 0o644)
-	scratch := outsideTmp(t)
-	os.Mkdir(filepath.Join(scratch, "sub"), 0o755)
+	// Directories every host has, outside /tmp (which starts empty).
+	scratch := "/usr"
 	tmpSub, err := os.MkdirTemp("/tmp", "ronly-policy-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +57,8 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.PIDNS = true }, "--mode", "landlock-only"},
 		// A --writable inside a place that starts empty: the init would
 		// find no directory to mount on.
-		{func(p *Policy) { p.Writable = []string{scratch, scratch + "/sub"} }, "--writable", scratch + "/sub"},
-		{func(p *Policy) { p.Home = scratch; p.Writable = []string{scratch + "/sub"} }, "--writable", scratch + "/sub"},
+		{func(p *Policy) { p.Writable = []string{scratch, scratch + "/share"} }, "--writable", scratch + "/share"},
+		{func(p *Policy) { p.Home = scratch; p.Writable = []string{scratch + "/share"} }, "--writable", scratch + "/share"},
 		{func(p *Policy) { p.Writable = []string{tmpSub} }, "--writable", tmpSub},
 	}
 	for _, c := range cases {
@@ -74,20 +74,6 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 			t.Errorf("error is not one line: %q", err)
 		}
 	}
-}
-
-// outsideTmp is a new directory outside /tmp, which every sandbox covers
-// with an empty tmpfs (a --writable there is refused).
-func outsideTmp(t *testing.T) string {
-	if d := t.TempDir(); !Within(d, "/tmp") {
-		return d
-	}
-	d, err := os.MkdirTemp("/var/tmp", "ronly-policy-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // TestPlaces: the places in the order the sandbox makes them, a place
@@ -111,7 +97,7 @@ func TestPlaces(t *testing.T) {
 }
 
 func TestValidateResolvesWritableSymlinks(t *testing.T) {
-	dir := outsideTmp(t)
+	dir := "/usr/share" // outside /tmp, which starts empty
 	link := filepath.Join(t.TempDir(), "link")
 	os.Symlink(dir, link)
 	p := valid()
