@@ -207,7 +207,7 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 	}
 	script.WriteString("wait; printf '\\n@@live\\n'; cat \"${TMPDIR:-/tmp}/live.txt\"\n")
 	env := append(kube.KubectlEnv(), "KUBECONFIG="+cluster.AdminConfig, "PATH="+filepath.Dir(kubectl)+":/usr/local/bin:/usr/bin:/bin")
-	stop := liveEvents(t)
+	stop := liveCreates(t, 300*time.Millisecond, func(name string) []string { return []string{"configmap", name} })
 	s := runRonly(t, args, env, script.String())
 	stop()
 	parts := sections(s.out)
@@ -275,9 +275,10 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 	assertUnchanged(t)
 }
 
-// liveEvents creates a config map in the namespace ronly-watch (outside
-// the snapshot) every 300 ms until stop is called.
-func liveEvents(t *testing.T) (stop func()) {
+// liveCreates creates an object in the namespace ronly-watch (outside the
+// snapshot) every period until stop is called: what a watch inside sees
+// arrive. kind gives kubectl's words for the object named name.
+func liveCreates(t *testing.T, every time.Duration, kind func(name string) []string) (stop func()) {
 	t.Helper()
 	if out, err := cluster.Admin("get", "namespace", "ronly-watch", "-o", "name"); err != nil || out == "" {
 		if _, err := cluster.Admin("create", "namespace", "ronly-watch"); err != nil {
@@ -292,9 +293,10 @@ func liveEvents(t *testing.T) (stop func()) {
 			select {
 			case <-done:
 				return
-			case <-time.After(300 * time.Millisecond):
+			case <-time.After(every):
 			}
-			cluster.Admin("create", "configmap", fmt.Sprintf("live-%d-%d", time.Now().UnixNano(), i), "-n", "ronly-watch")
+			name := fmt.Sprintf("live-%d-%d", time.Now().UnixNano(), i)
+			cluster.Admin(append(append([]string{"create"}, kind(name)...), "-n", "ronly-watch")...)
 		}
 	}()
 	return func() { close(done); <-finished }

@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,7 +59,9 @@ wait; printf '\n@@live\n'; cat "${TMPDIR:-/tmp}/live.txt"
 				if hide {
 					args = append(append([]string{}, args...), "--kube-hide-secrets")
 				}
-				stop := liveSecrets(t)
+				stop := liveCreates(t, 500*time.Millisecond, func(name string) []string {
+					return []string{"secret", "generic", name, "--from-literal=token=" + liveValue}
+				})
 				s := runRonly(t, args, env, script)
 				stop()
 				parts := sections(s.out)
@@ -106,32 +107,6 @@ wait; printf '\n@@live\n'; cat "${TMPDIR:-/tmp}/live.txt"
 		})
 	}
 	assertUnchanged(t)
-}
-
-// liveSecrets creates a secret holding liveValue in the namespace
-// ronly-watch (outside the snapshot) every 500 ms until stop is called.
-func liveSecrets(t *testing.T) (stop func()) {
-	t.Helper()
-	if out, err := cluster.Admin("get", "namespace", "ronly-watch", "-o", "name"); err != nil || out == "" {
-		if _, err := cluster.Admin("create", "namespace", "ronly-watch"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
-			cluster.Admin("create", "secret", "generic", fmt.Sprintf("live-%d-%d", time.Now().UnixNano(), i),
-				"--from-literal=token="+liveValue, "-n", "ronly-watch")
-		}
-	}()
-	return func() { close(done); <-finished }
 }
 
 // dropLastColumn is a table without its last column (AGE, which may have
