@@ -227,6 +227,34 @@ func TestCIProfile(t *testing.T) {
 	c.verify(t, before)
 }
 
+// TestCIHomeInsideWorkspace: a HOME inside the workspace (as CI jobs set
+// it to cache under the checkout) is still the ci profile's empty tmpfs.
+// Mounted before the workspace's bind, it was hidden by it: the job saw
+// the host's dotfiles and wrote there.
+func TestCIHomeInsideWorkspace(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	ws := userDir(t, 0, "ronly-ws-")
+	home := filepath.Join(ws, ".home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, 0, filepath.Join(home, ".secret-config"), "host home\n", 0o600)
+	script := "test ! -e $HOME/.secret-config && echo cache > $HOME/.cache-entry && echo built > artifact"
+	// --workspace given: the current directory holding HOME is refused as
+	// the default workspace.
+	r := b.run(t, opts{dir: ws, env: []string{"HOME=" + home}}, "--profile", "ci", "--workspace", ws, "--", "/bin/sh", "-c", script)
+	if r.code != 0 {
+		t.Errorf("want an empty HOME inside:\n%s", r)
+	}
+	if names := dirNames(t, home); !slices.Equal(names, []string{".secret-config"}) {
+		t.Errorf("the host's HOME changed: %v", names)
+	}
+	if b, err := os.ReadFile(filepath.Join(ws, "artifact")); err != nil || string(b) != "built\n" {
+		t.Errorf("the workspace did not keep the artifact: %q %v", b, err)
+	}
+}
+
 // TestReport: the JSON report tells how the command ended and what was
 // refused, in the documented schema.
 func TestReport(t *testing.T) {
