@@ -60,6 +60,10 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 		{func(p *Policy) { p.Writable = []string{scratch, scratch + "/share"} }, "--writable", scratch + "/share"},
 		{func(p *Policy) { p.Home = scratch; p.Writable = []string{scratch + "/share"} }, "--writable", scratch + "/share"},
 		{func(p *Policy) { p.Writable = []string{tmpSub} }, "--writable", tmpSub},
+		// Shims there would not be on PATH inside: refused, not ignored.
+		{func(p *Policy) { p.ExtraShims = []string{tmpSub} }, "--extra-shims", tmpSub},
+		{func(p *Policy) { p.ExtraShims = []string{"/tmp"} }, "--extra-shims", "/tmp"},
+		{func(p *Policy) { p.Writable = []string{scratch}; p.ExtraShims = []string{scratch + "/share"} }, "--extra-shims", scratch + "/share"},
 	}
 	for _, c := range cases {
 		p := valid()
