@@ -434,6 +434,19 @@ static void make_node(const char *path, mode_t mode, int dir)
 		close(r);
 }
 
+/* Whether mounts[i] lies inside an empty tmpfs an earlier record made (a
+ * --writable or the ci HOME inside /tmp or another such place: the Go
+ * plan orders a place after those that hold it). */
+static int inside_fresh(uint32_t i)
+{
+	for (uint32_t j = 0; j < i; j++) {
+		size_t n = strlen(mounts[j].path);
+		if (mounts[j].kind == RONLY_M_TMPFS && strncmp(mounts[i].path, mounts[j].path, n) == 0 && mounts[i].path[n] == '/')
+			return 1;
+	}
+	return 0;
+}
+
 /* mkdir -p: each missing component of path, 0755. */
 static void make_path(const char *path)
 {
@@ -820,6 +833,11 @@ static void build_root(void)
 			 * the supervisor resolved it stops the session rather
 			 * than covering what the symlink names. */
 			char at[32];
+			/* Inside an empty tmpfs made above the place does not
+			 * exist yet: make it there, and nowhere else (anywhere
+			 * else the supervisor found the directory on the host). */
+			if (lstat(target, &st) < 0 && errno == ENOENT && inside_fresh(i))
+				make_path(target);
 			if ((dst = open_no_symlinks(AT_FDCWD, target, O_PATH | O_DIRECTORY)) < 0)
 				die("open tmpfs's place (no symlinks)", m->path);
 			snprintf(at, sizeof at, "/proc/self/fd/%d", dst);

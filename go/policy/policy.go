@@ -244,7 +244,7 @@ func (p *Policy) Validate() error {
 			return err
 		}
 	}
-	if err := p.hiddenByFresh(); err != nil {
+	if err := p.shimsNotHidden(); err != nil {
 		return err
 	}
 	if p.Limits.Timeout < 0 {
@@ -390,34 +390,10 @@ func NoSymlinks(flag, path string) error {
 	return &FlagError{flag, path, reason}
 }
 
-// hiddenByFresh refuses a --writable or an --extra-shims directory inside
-// a place that starts empty: /tmp, another --writable, the ci profile's
-// HOME. The init mounts a place inside another after it (Places), and the
-// empty tmpfs outside has no directory for the one inside (it makes one
-// only for a --rw); shims there would not be on PATH inside at all.
-func (p *Policy) hiddenByFresh() error {
-	// value is the flag's as given, path the directory it names; a
-	// --writable is its own place.
-	check := func(flag, value, path, why string) error {
-		for _, f := range p.Places() {
-			if f.Fresh && !(flag == "--writable" && f.Path == path) && Within(path, f.Path) {
-				what := "--writable " + f.Path
-				switch f.Path {
-				case "/tmp":
-					what = "/tmp"
-				case p.Home:
-					what = "the ci profile's HOME " + f.Path
-				}
-				return &FlagError{flag, value, "is inside " + what + ", which starts empty" + why}
-			}
-		}
-		return nil
-	}
-	for _, w := range p.Writable {
-		if err := check("--writable", w, w, ""); err != nil {
-			return err
-		}
-	}
+// shimsNotHidden refuses an --extra-shims directory inside a place that
+// starts empty (/tmp, a --writable, the ci profile's HOME): its shims would
+// not be on PATH inside, and the real tool would run uncounted.
+func (p *Policy) shimsNotHidden() error {
 	for _, d := range p.ExtraShims {
 		real, err := filepath.Abs(d)
 		if err == nil {
@@ -426,8 +402,18 @@ func (p *Policy) hiddenByFresh() error {
 		if err != nil {
 			return &FlagError{"--extra-shims", d, err.Error()}
 		}
-		if err := check("--extra-shims", d, real, ": its shims would not be on PATH inside"); err != nil {
-			return err
+		for _, f := range p.Places() {
+			if !f.Fresh || !Within(real, f.Path) {
+				continue
+			}
+			what := "--writable " + f.Path
+			switch f.Path {
+			case "/tmp":
+				what = "/tmp"
+			case p.Home:
+				what = "the ci profile's HOME " + f.Path
+			}
+			return &FlagError{"--extra-shims", d, "is inside " + what + ", which starts empty: its shims would not be on PATH inside"}
 		}
 	}
 	return nil

@@ -55,12 +55,8 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.Writable = []string{dir} }, "--mode", "landlock-only"},
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.NoNetwork = true }, "--mode", "landlock-only"},
 		{func(p *Policy) { p.Mode = ModeLandlockOnly; p.PIDNS = true }, "--mode", "landlock-only"},
-		// A --writable inside a place that starts empty: the init would
-		// find no directory to mount on.
-		{func(p *Policy) { p.Writable = []string{scratch, scratch + "/share"} }, "--writable", scratch + "/share"},
-		{func(p *Policy) { p.Home = scratch; p.Writable = []string{scratch + "/share"} }, "--writable", scratch + "/share"},
-		{func(p *Policy) { p.Writable = []string{tmpSub} }, "--writable", tmpSub},
-		// Shims there would not be on PATH inside: refused, not ignored.
+		// Shims inside a place that starts empty would not be on PATH
+		// inside: refused, not ignored.
 		{func(p *Policy) { p.ExtraShims = []string{tmpSub} }, "--extra-shims", tmpSub},
 		{func(p *Policy) { p.ExtraShims = []string{"/tmp"} }, "--extra-shims", "/tmp"},
 		{func(p *Policy) { p.Writable = []string{scratch}; p.ExtraShims = []string{scratch + "/share"} }, "--extra-shims", scratch + "/share"},
@@ -97,6 +93,16 @@ func TestPlaces(t *testing.T) {
 	}
 	if got := p.Places(); !slices.Equal(got, want) {
 		t.Errorf("Places() = %+v\nwant %+v", got, want)
+	}
+}
+
+// A --writable or the ci HOME inside /tmp or another --writable is valid:
+// the init makes its directory in the empty tmpfs outside it.
+func TestValidateNestedFreshPlaces(t *testing.T) {
+	p := valid()
+	p.Writable, p.Home = []string{"/usr/share", "/usr"}, "/usr/lib"
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -255,6 +255,29 @@ func TestCIHomeInsideWorkspace(t *testing.T) {
 	}
 }
 
+// TestCIHomeInTmp: a HOME under /tmp (containers that run as an arbitrary
+// uid often set one) is the ci profile's empty tmpfs inside the empty
+// /tmp; it failed in the init, which found no directory to mount on.
+func TestCIHomeInTmp(t *testing.T) {
+	b := setup(t)
+	requireRoot(t)
+	home, err := os.MkdirTemp("/tmp", "ronly-e2e-home-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(home)
+	writeFile(t, 0, filepath.Join(home, ".secret-config"), "host home\n", 0o600)
+	ws := userDir(t, 0, "ronly-ws-")
+	script := `test "$(ls -A $HOME)" = "" && echo cache > $HOME/.cache-entry && cd && pwd`
+	r := b.run(t, opts{dir: ws, env: []string{"HOME=" + home}}, "--profile", "ci", "--", "/bin/sh", "-c", script)
+	if r.code != 0 || r.stdout != home+"\n" {
+		t.Errorf("want an empty writable HOME inside:\n%s", r)
+	}
+	if names := dirNames(t, home); !slices.Equal(names, []string{".secret-config"}) {
+		t.Errorf("the host's HOME changed: %v", names)
+	}
+}
+
 // TestReport: the JSON report tells how the command ended and what was
 // refused, in the documented schema.
 func TestReport(t *testing.T) {

@@ -140,6 +140,44 @@ func TestWritableInsideRW(t *testing.T) {
 	}
 }
 
+// TestNestedFreshPlaces: a --writable inside another, or inside /tmp, is
+// an empty tmpfs of its own there (the init makes its directory in the
+// empty one outside); the host's directories stay as they were.
+func TestNestedFreshPlaces(t *testing.T) {
+	b := setup(t)
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			outer := userDir(t, u.uid, "ronly-e2e-nested-")
+			inner := filepath.Join(outer, "inner")
+			if err := os.Mkdir(inner, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Chown(inner, u.uid, u.uid)
+			writeFile(t, u.uid, filepath.Join(inner, "host.txt"), "host\n", 0o644)
+			inTmp, err := os.MkdirTemp("/tmp", "ronly-e2e-nested-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(inTmp)
+			os.Chown(inTmp, u.uid, u.uid)
+			writeFile(t, u.uid, filepath.Join(inTmp, "host.txt"), "host\n", 0o644)
+			script := fmt.Sprintf(`for d in %[1]s %[2]s %[3]s; do echo "$(ls -A $d | tr '\n' ' ')"; done
+				echo x > %[1]s/a && echo x > %[2]s/b && echo x > %[3]s/c && echo wrote`, outer, inner, inTmp)
+			r := b.sh(t, opts{uid: u.uid}, append(slices.Clone(u.flags), "--writable", inner, "--writable", outer, "--writable", inTmp), script)
+			// outer holds only the directory made for inner; inner and
+			// the one in /tmp are empty.
+			if r.code != 0 || r.stdout != "inner \n\n\nwrote\n" {
+				t.Errorf("want empty writable places inside:\n%s", r)
+			}
+			for dir, want := range map[string][]string{outer: {"inner"}, inner: {"host.txt"}, inTmp: {"host.txt"}} {
+				if names := dirNames(t, dir); !slices.Equal(names, want) {
+					t.Errorf("the host's %s holds %v, want %v", dir, names, want)
+				}
+			}
+		})
+	}
+}
+
 // TestLeftoverProcessesKilled: what the command leaves running in the
 // background is killed when it exits, including a daemonised grandchild.
 func TestLeftoverProcessesKilled(t *testing.T) {
