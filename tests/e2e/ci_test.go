@@ -235,19 +235,15 @@ func TestCIHomeInsideWorkspace(t *testing.T) {
 	b := setup(t)
 	requireRoot(t)
 	ws := userDir(t, 0, "ronly-ws-")
-	home := filepath.Join(ws, ".home")
-	if err := os.Mkdir(home, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, 0, filepath.Join(home, ".secret-config"), "host home\n", 0o600)
-	script := "test ! -e $HOME/.secret-config && echo cache > $HOME/.cache-entry && echo built > artifact"
+	home := hostPlace(t, 0, ws)
+	script := "test ! -e $HOME/host.txt && echo cache > $HOME/.cache-entry && echo built > artifact"
 	// --workspace given: the current directory holding HOME is refused as
 	// the default workspace.
 	r := b.run(t, opts{dir: ws, env: []string{"HOME=" + home}}, "--profile", "ci", "--workspace", ws, "--", "/bin/sh", "-c", script)
 	if r.code != 0 {
 		t.Errorf("want an empty HOME inside:\n%s", r)
 	}
-	if names := dirNames(t, home); !slices.Equal(names, []string{".secret-config"}) {
+	if names := dirNames(t, home); !slices.Equal(names, []string{"host.txt"}) {
 		t.Errorf("the host's HOME changed: %v", names)
 	}
 	if b, err := os.ReadFile(filepath.Join(ws, "artifact")); err != nil || string(b) != "built\n" {
@@ -261,19 +257,14 @@ func TestCIHomeInsideWorkspace(t *testing.T) {
 func TestCIHomeInTmp(t *testing.T) {
 	b := setup(t)
 	requireRoot(t)
-	home, err := os.MkdirTemp("/tmp", "ronly-e2e-home-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(home)
-	writeFile(t, 0, filepath.Join(home, ".secret-config"), "host home\n", 0o600)
+	home := hostPlace(t, 0, "/tmp")
 	ws := userDir(t, 0, "ronly-ws-")
 	script := `test "$(ls -A $HOME)" = "" && echo cache > $HOME/.cache-entry && cd && pwd`
 	r := b.run(t, opts{dir: ws, env: []string{"HOME=" + home}}, "--profile", "ci", "--", "/bin/sh", "-c", script)
 	if r.code != 0 || r.stdout != home+"\n" {
 		t.Errorf("want an empty writable HOME inside:\n%s", r)
 	}
-	if names := dirNames(t, home); !slices.Equal(names, []string{".secret-config"}) {
+	if names := dirNames(t, home); !slices.Equal(names, []string{"host.txt"}) {
 		t.Errorf("the host's HOME changed: %v", names)
 	}
 }

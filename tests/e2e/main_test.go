@@ -281,7 +281,13 @@ func startPiped(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.Re
 // the sandbox, not file permissions, can stop that user writing in it).
 func userDir(t *testing.T, uid int, pattern string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/var/tmp", pattern)
+	return userDirIn(t, uid, "/var/tmp", pattern)
+}
+
+// userDirIn is userDir in parent.
+func userDirIn(t *testing.T, uid int, parent, pattern string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(parent, pattern)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,13 +115,8 @@ func TestWritableInsideRW(t *testing.T) {
 	for _, u := range users {
 		t.Run(u.name, func(t *testing.T) {
 			dir := userDir(t, u.uid, "ronly-e2e-rw-nested-")
-			cache := filepath.Join(dir, "cache")
-			if err := os.Mkdir(cache, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			os.Chown(cache, u.uid, u.uid)
-			writeFile(t, u.uid, filepath.Join(cache, "host.txt"), "host\n", 0o644)
-			script := fmt.Sprintf(`cd %s && ls -A cache | wc -l | tr -d ' ' && echo x > cache/new.txt && echo y > kept.txt`, dir)
+			cache := hostPlace(t, u.uid, dir)
+			script := fmt.Sprintf(`cd %s && ls -A %s | wc -l | tr -d ' ' && echo x > %[2]s/new.txt && echo y > kept.txt`, dir, cache)
 			// Either order of the flags.
 			for _, flags := range [][]string{{"--writable", cache, "--rw", dir}, {"--rw", dir, "--writable", cache}} {
 				r := b.sh(t, opts{uid: u.uid}, append(slices.Clone(u.flags), flags...), script)
@@ -140,6 +135,15 @@ func TestWritableInsideRW(t *testing.T) {
 	}
 }
 
+// hostPlace makes a directory in parent owned by uid and holding
+// host.txt: a host directory a session covers, which must stay as it is.
+func hostPlace(t *testing.T, uid int, parent string) string {
+	t.Helper()
+	dir := userDirIn(t, uid, parent, "ronly-e2e-place-")
+	writeFile(t, uid, filepath.Join(dir, "host.txt"), "host\n", 0o644)
+	return dir
+}
+
 // TestNestedFreshPlaces: a --writable inside another, or inside /tmp, is
 // an empty tmpfs of its own there (the init makes its directory in the
 // empty one outside); the host's directories stay as they were.
@@ -148,28 +152,16 @@ func TestNestedFreshPlaces(t *testing.T) {
 	for _, u := range users {
 		t.Run(u.name, func(t *testing.T) {
 			outer := userDir(t, u.uid, "ronly-e2e-nested-")
-			inner := filepath.Join(outer, "inner")
-			if err := os.Mkdir(inner, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			os.Chown(inner, u.uid, u.uid)
-			writeFile(t, u.uid, filepath.Join(inner, "host.txt"), "host\n", 0o644)
-			inTmp, err := os.MkdirTemp("/tmp", "ronly-e2e-nested-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer os.RemoveAll(inTmp)
-			os.Chown(inTmp, u.uid, u.uid)
-			writeFile(t, u.uid, filepath.Join(inTmp, "host.txt"), "host\n", 0o644)
+			inner, inTmp := hostPlace(t, u.uid, outer), hostPlace(t, u.uid, "/tmp")
 			script := fmt.Sprintf(`for d in %[1]s %[2]s %[3]s; do echo "$(ls -A $d | tr '\n' ' ')"; done
 				echo x > %[1]s/a && echo x > %[2]s/b && echo x > %[3]s/c && echo wrote`, outer, inner, inTmp)
 			r := b.sh(t, opts{uid: u.uid}, append(slices.Clone(u.flags), "--writable", inner, "--writable", outer, "--writable", inTmp), script)
 			// outer holds only the directory made for inner; inner and
 			// the one in /tmp are empty.
-			if r.code != 0 || r.stdout != "inner \n\n\nwrote\n" {
+			if want := filepath.Base(inner) + " \n\n\nwrote\n"; r.code != 0 || r.stdout != want {
 				t.Errorf("want empty writable places inside:\n%s", r)
 			}
-			for dir, want := range map[string][]string{outer: {"inner"}, inner: {"host.txt"}, inTmp: {"host.txt"}} {
+			for dir, want := range map[string][]string{outer: {filepath.Base(inner)}, inner: {"host.txt"}, inTmp: {"host.txt"}} {
 				if names := dirNames(t, dir); !slices.Equal(names, want) {
 					t.Errorf("the host's %s holds %v, want %v", dir, names, want)
 				}
