@@ -435,16 +435,19 @@ static void make_node(const char *path, mode_t mode, int dir)
 }
 
 /* Whether mounts[i] lies inside an empty tmpfs an earlier record made (a
- * --writable or the ci HOME inside /tmp or another such place: the Go
- * plan orders a place after those that hold it). */
+ * --writable or the ci HOME inside /tmp or another such place: the Go plan
+ * orders a place after those that hold it), and not inside a --rw bound
+ * on top of that, which is the host's directory. */
 static int inside_fresh(uint32_t i)
 {
+	int fresh = 0;
 	for (uint32_t j = 0; j < i; j++) {
 		size_t n = strlen(mounts[j].path);
-		if (mounts[j].kind == RONLY_M_TMPFS && strncmp(mounts[i].path, mounts[j].path, n) == 0 && mounts[i].path[n] == '/')
-			return 1;
+		if ((mounts[j].kind == RONLY_M_TMPFS || mounts[j].kind == RONLY_M_BIND_RW) &&
+		    strncmp(mounts[i].path, mounts[j].path, n) == 0 && mounts[i].path[n] == '/')
+			fresh = mounts[j].kind == RONLY_M_TMPFS;
 	}
-	return 0;
+	return fresh;
 }
 
 /* mkdir -p: each missing component of path, 0755. */
