@@ -444,14 +444,20 @@ type Place struct {
 // writable. A place added here reaches all of them.
 func (p *Policy) Places() []Place {
 	pl := make([]Place, 0, 2+len(p.Writable)+len(p.RW))
-	pl = append(pl, Place{Path: "/tmp", Fresh: true, Mode: 0o1777})
+	fresh := func(path string, mode uint32) {
+		// One empty tmpfs a path: a --writable /tmp is /tmp (1777).
+		if !slices.ContainsFunc(pl, func(o Place) bool { return o.Path == path }) {
+			pl = append(pl, Place{Path: path, Fresh: true, Mode: mode})
+		}
+	}
+	fresh("/tmp", 0o1777)
 	for _, w := range p.Writable {
-		pl = append(pl, Place{Path: w, Fresh: true, Mode: 0o755})
+		fresh(w, 0o755)
 	}
 	if p.Home != "" {
 		// Before the binds, so that a cache bound writable inside HOME
 		// lands on top of it.
-		pl = append(pl, Place{Path: p.Home, Fresh: true, Mode: 0o700})
+		fresh(p.Home, 0o700)
 	}
 	for _, rw := range p.RW {
 		pl = append(pl, Place{Path: rw})

@@ -94,6 +94,12 @@ func TestPlaces(t *testing.T) {
 	if got := p.Places(); !slices.Equal(got, want) {
 		t.Errorf("Places() = %+v\nwant %+v", got, want)
 	}
+	// One tmpfs a path: the first place's (a --writable /tmp is /tmp).
+	p = Policy{Writable: []string{"/tmp", "/home/ci"}, Home: "/home/ci"}
+	want = []Place{{Path: "/tmp", Fresh: true, Mode: 0o1777}, {Path: "/home/ci", Fresh: true, Mode: 0o755}}
+	if got := p.Places(); !slices.Equal(got, want) {
+		t.Errorf("Places() = %+v\nwant %+v", got, want)
+	}
 }
 
 // A --writable or the ci HOME inside /tmp or another --writable is valid:
