@@ -244,7 +244,7 @@ func (p *Policy) Validate() error {
 			return err
 		}
 	}
-	if err := p.shimsNotHidden(); err != nil {
+	if err := p.notCovered(); err != nil {
 		return err
 	}
 	if p.Limits.Timeout < 0 {
@@ -390,10 +390,25 @@ func NoSymlinks(flag, path string) error {
 	return &FlagError{flag, path, reason}
 }
 
-// shimsNotHidden refuses an --extra-shims directory inside a place that
-// starts empty (/tmp, a --writable, the ci profile's HOME): its shims would
-// not be on PATH inside, and the real tool would run uncounted.
-func (p *Policy) shimsNotHidden() error {
+// notCovered refuses an --extra-shims directory or an --allow-socket
+// that an empty tmpfs covers inside (/tmp, a --writable, the ci profile's
+// HOME): the shims would not be on PATH inside, and the real tool would
+// run uncounted; no name inside would reach the socket.
+func (p *Policy) notCovered() error {
+	check := func(flag, value, path, why string) error {
+		f, covered := p.Cover(path)
+		if !covered {
+			return nil
+		}
+		what := "--writable " + f.Path
+		switch f.Path {
+		case "/tmp":
+			what = "/tmp"
+		case p.Home:
+			what = "the ci profile's HOME " + f.Path
+		}
+		return &FlagError{flag, value, "is inside " + what + ", which starts empty inside: " + why}
+	}
 	for _, d := range p.ExtraShims {
 		real, err := filepath.Abs(d)
 		if err == nil {
@@ -402,21 +417,29 @@ func (p *Policy) shimsNotHidden() error {
 		if err != nil {
 			return &FlagError{"--extra-shims", d, err.Error()}
 		}
-		for _, f := range p.Places() {
-			if !f.Fresh || !Within(real, f.Path) {
-				continue
-			}
-			what := "--writable " + f.Path
-			switch f.Path {
-			case "/tmp":
-				what = "/tmp"
-			case p.Home:
-				what = "the ci profile's HOME " + f.Path
-			}
-			return &FlagError{"--extra-shims", d, "is inside " + what + ", which starts empty: its shims would not be on PATH inside"}
+		if err := check("--extra-shims", d, real, "its shims would not be on PATH"); err != nil {
+			return err
+		}
+	}
+	for _, s := range p.AllowSocket {
+		if err := check("--allow-socket", s, s, "no path would reach the socket"); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// Cover is the place on top at path inside (the last of Places that holds
+// it) when that place starts empty: an empty tmpfs hides the host's path
+// there. covered is false where the host's path shows, read-only or
+// through a --rw.
+func (p *Policy) Cover(path string) (top Place, covered bool) {
+	for _, pl := range p.Places() {
+		if Within(path, pl.Path) {
+			top = pl
+		}
+	}
+	return top, top.Fresh
 }
 
 // Place is one of a session's writable places.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,7 +38,13 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.Remove(tmpSub)
+	defer os.RemoveAll(tmpSub)
+	sock := filepath.Join(tmpSub, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
 	cases := []struct {
 		edit      func(*Policy)
 		flag, val string
@@ -59,6 +66,8 @@ func TestValidateNamesFlagAndValue(t *testing.T) {
 		// inside: refused, not ignored.
 		{func(p *Policy) { p.ExtraShims = []string{tmpSub} }, "--extra-shims", tmpSub},
 		{func(p *Policy) { p.ExtraShims = []string{"/tmp"} }, "--extra-shims", "/tmp"},
+		// No name inside would reach the socket.
+		{func(p *Policy) { p.AllowSocket = []string{sock} }, "--allow-socket", sock},
 		{func(p *Policy) { p.Writable = []string{scratch}; p.ExtraShims = []string{scratch + "/share"} }, "--extra-shims", scratch + "/share"},
 	}
 	for _, c := range cases {
@@ -103,10 +112,21 @@ func TestPlaces(t *testing.T) {
 }
 
 // A --writable or the ci HOME inside /tmp or another --writable is valid:
-// the init makes its directory in the empty tmpfs outside it.
-func TestValidateNestedFreshPlaces(t *testing.T) {
+// the init makes its directory in the empty tmpfs outside it. Shims in a
+// --rw inside /tmp show through it.
+func TestValidateNestedPlaces(t *testing.T) {
 	p := valid()
 	p.Writable, p.Home = []string{"/usr/share", "/usr"}, "/usr/lib"
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tmpSub, err := os.MkdirTemp("/tmp", "ronly-policy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmpSub)
+	p = valid()
+	p.RW, p.ExtraShims = []string{tmpSub}, []string{tmpSub}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}

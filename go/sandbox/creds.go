@@ -459,16 +459,8 @@ func firstLine(err error) string {
 // mounts (tmp, the --writable places, the ci profile's HOME), where the
 // host's file is out of sight inside.
 func coveredBy(p *policy.Policy) func(string) bool {
-	places := p.Places()
 	return func(path string) bool {
-		// The last place that holds path is the one on top there: a --rw
-		// inside the ci HOME binds the host's directory back in.
-		covered := false
-		for _, pl := range places {
-			if policy.Within(path, pl.Path) {
-				covered = pl.Fresh
-			}
-		}
+		_, covered := p.Cover(path)
 		return covered
 	}
 }
