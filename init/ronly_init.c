@@ -923,8 +923,13 @@ static void enter_root(void)
 		die("pivot_root", NEWROOT);
 	if (umount2(".", MNT_DETACH) < 0)
 		die("detach old root", "/");
-	if (chdir("/") < 0 || (chdir(cwd) < 0 && chdir("/") < 0))
-		die("chdir", cwd);
+	if (chdir("/") < 0)
+		die("chdir", "/");
+	/* The caller's working directory may not be there inside (under /tmp
+	 * or another place that starts empty): the command starts in /, and
+	 * the caller is told. */
+	if (chdir(cwd) < 0)
+		send_msg(RONLY_MSG_WARN, errno, 0, "working directory", cwd, -1);
 }
 
 /*

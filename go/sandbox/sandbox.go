@@ -916,8 +916,12 @@ func (c *conversation) answer(m cinit.Msg, fds []int, sender int) (listener int,
 		fds = nil
 		return -1, false, c.s.stdio.setPTY(pty)
 	case cinit.MsgWarn:
-		if m.Step == "user namespace limit" {
+		switch m.Step {
+		case "user namespace limit":
 			c.unbounded, c.unboundedErr = append(c.unbounded, m.Detail), m.Err
+			return -1, false, nil
+		case "working directory":
+			c.s.warn(fmt.Sprintf("the working directory %s is not there inside (%v): the command starts in /", m.Detail, m.Err))
 			return -1, false, nil
 		}
 		c.s.warn(fmt.Sprintf("%s %s: %v; it is empty inside", m.Step, m.Detail, m.Err))

@@ -170,6 +170,25 @@ func TestNestedFreshPlaces(t *testing.T) {
 	}
 }
 
+// TestWorkingDirectoryCovered: started in a directory under /tmp, which
+// starts empty inside, the command runs in / and the caller is told; it
+// used to start in / without a word.
+func TestWorkingDirectoryCovered(t *testing.T) {
+	b := setup(t)
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			dir := hostPlace(t, u.uid, "/tmp")
+			r := b.sh(t, opts{uid: u.uid, dir: dir}, u.flags, "pwd")
+			if r.code != 0 || r.stdout != "/\n" {
+				t.Errorf("want the command in /:\n%s", r)
+			}
+			if want := "the working directory " + dir + " is not there inside"; !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, r)
+			}
+		})
+	}
+}
+
 // TestLeftoverProcessesKilled: what the command leaves running in the
 // background is killed when it exits, including a daemonised grandchild.
 func TestLeftoverProcessesKilled(t *testing.T) {
