@@ -2,6 +2,7 @@ package cinit
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -170,6 +171,7 @@ func helper(t *testing.T, env ...string) (*exec.Cmd, *bytes.Buffer, int) {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), append([]string{"CINIT_TEST_HELPER=namespaces"}, env...)...)
+	cmd.Dir = "/" // there inside (runInvited)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if len(env) == 0 {
@@ -326,7 +328,7 @@ type execCase struct {
 	name   string
 	argv   []string
 	path   string // the command's PATH
-	dir    string // the init's working directory ("" for the test's)
+	dir    string // the init's working directory ("" for /)
 	stdout string
 	stderr string
 	code   int
@@ -412,7 +414,9 @@ func runInvited(t *testing.T, dir string, c *Config) (stdout, stderr string, cod
 	child := os.NewFile(uintptr(pair[1]), "child")
 	cmd := exec.Command(exe)
 	cmd.Env = []string{EnvFD + "=3", "CINIT_TEST_HELPER=namespaces"}
-	cmd.Dir = dir
+	// Not the test's own: in a checkout under /tmp, which the sandbox
+	// covers, the init would say so before it is ready (MsgWarn).
+	cmd.Dir = cmp.Or(dir, "/")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.ExtraFiles = []*os.File{child}
