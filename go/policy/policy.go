@@ -432,8 +432,11 @@ func (p *Policy) notCovered() error {
 // Cover is the place on top at path inside (the last of Places that holds
 // it) when that place starts empty: an empty tmpfs hides the host's path
 // there. covered is false where the host's path shows, read-only or
-// through a --rw.
+// through a --rw, and everywhere in landlock-only mode.
 func (p *Policy) Cover(path string) (top Place, covered bool) {
+	if p.Mode == ModeLandlockOnly {
+		return top, false // no mounts: the host's tree as it is
+	}
 	for _, pl := range p.Places() {
 		if Within(path, pl.Path) {
 			top = pl

@@ -130,6 +130,12 @@ func TestValidateNestedPlaces(t *testing.T) {
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// landlock-only mode mounts nothing: /tmp inside is the host's.
+	p = valid()
+	p.Mode, p.ExtraShims = ModeLandlockOnly, []string{tmpSub}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestValidateResolvesWritableSymlinks(t *testing.T) {
