@@ -66,6 +66,8 @@ func TestPerformance(t *testing.T) {
 func follow(cli, sock, name string) (int, error) {
 	cmd := exec.Command(cli, "-H", "unix://"+sock, "logs", "-f", name)
 	cmd.Env = cliEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -90,7 +92,8 @@ func follow(cli, sock, name string) (int, error) {
 			return total, nil
 		}
 		if err != nil {
-			return total, fmt.Errorf("after %d bytes: %v", total, err)
+			cmd.Wait() // for all of stderr
+			return total, fmt.Errorf("after %d bytes: %v (%s)", total, err, strings.TrimSpace(stderr.String()))
 		}
 	}
 }
