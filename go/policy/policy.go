@@ -395,8 +395,9 @@ func NoSymlinks(flag, path string) error {
 // HOME): the shims would not be on PATH inside, and the real tool would
 // run uncounted; no name inside would reach the socket.
 func (p *Policy) notCovered() error {
+	cover := p.Cover()
 	check := func(flag, value, path, why string) error {
-		f, covered := p.Cover(path)
+		f, covered := cover(path)
 		if !covered {
 			return nil
 		}
@@ -429,20 +430,25 @@ func (p *Policy) notCovered() error {
 	return nil
 }
 
-// Cover is the place on top at path inside (the last of Places that holds
-// it) when that place starts empty: an empty tmpfs hides the host's path
-// there. covered is false where the host's path shows, read-only or
-// through a --rw, and everywhere in landlock-only mode.
-func (p *Policy) Cover(path string) (top Place, covered bool) {
+// Cover returns what covers a path inside: the place on top there (the
+// last of Places that holds it) when that place starts empty, so that an
+// empty tmpfs hides the host's path. covered is false where the host's
+// path shows, read-only or through a --rw, and everywhere in landlock-only
+// mode. The places are listed once, for all the paths asked about.
+func (p *Policy) Cover() func(path string) (top Place, covered bool) {
 	if p.Mode == ModeLandlockOnly {
-		return top, false // no mounts: the host's tree as it is
+		// No mounts: the host's tree as it is.
+		return func(string) (Place, bool) { return Place{}, false }
 	}
-	for _, pl := range p.Places() {
-		if Within(path, pl.Path) {
-			top = pl
+	places := p.Places()
+	return func(path string) (top Place, covered bool) {
+		for _, pl := range places {
+			if Within(path, pl.Path) {
+				top = pl
+			}
 		}
+		return top, top.Fresh
 	}
-	return top, top.Fresh
 }
 
 // Place is one of a session's writable places.

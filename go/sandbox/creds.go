@@ -459,8 +459,9 @@ func firstLine(err error) string {
 // mounts (tmp, the --writable places, the ci profile's HOME), where the
 // host's file is out of sight inside.
 func coveredBy(p *policy.Policy) func(string) bool {
+	cover := p.Cover()
 	return func(path string) bool {
-		_, covered := p.Cover(path)
+		_, covered := cover(path)
 		return covered
 	}
 }
