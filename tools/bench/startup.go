@@ -84,6 +84,13 @@ func startup(ronly, bwrap, self, work string, runs int) {
 		}
 		defer ns.close()
 	}
+	for _, r := range rows {
+		if r.missing == "" {
+			if path, err := exec.LookPath(r.argv[0]); err == nil {
+				settle(path)
+			}
+		}
+	}
 	t, cpu, faults := timeRows(rows, runs, ns)
 	col := func(name string) int {
 		i := slices.IndexFunc(rows, func(r row) bool { return r.name == name })
