@@ -187,8 +187,8 @@ func main() {
 // minor faults against 680: the kernel holds the freshly written file in
 // larger folios), so a comparison of a fresh build with an older one, or
 // with a system binary, measured the page cache. Pages a running process
-// maps stay (the bench's own binary, the Go hello row's). Best effort: a
-// path that cannot be opened is left as it is.
+// maps stay (the Go hello row runs a copy of the bench, which no process
+// maps). Best effort: a path that cannot be opened is left as it is.
 func settle(paths ...string) {
 	for _, p := range paths {
 		if p == "" {
