@@ -44,10 +44,23 @@ exit 7`
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []struct {
+	floors := []struct {
 		name string
 		argv []string
-	}{{"Go floor", goArgv}, {"C floor", cArgv}} {
+	}{{"Go floor", goArgv}, {"C floor", cArgv}}
+	// The floors linked with ronly's packages (their package init runs
+	// before main) must build the same sandbox.
+	for _, tag := range []string{"gofloor_lean", "gofloor_linked"} {
+		r := linkedFloor(row{variant: variant{argv: goArgv}}, tag, tag, dir)
+		if r.missing != "" {
+			t.Fatalf("%s: %s", tag, r.missing)
+		}
+		floors = append(floors, struct {
+			name string
+			argv []string
+		}{tag, r.argv})
+	}
+	for _, f := range floors {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		out, err := exec.CommandContext(ctx, f.argv[0], f.argv[1:]...).CombinedOutput()
 		cancel()

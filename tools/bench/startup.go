@@ -29,7 +29,10 @@ var (
 // program that drives ronly's own C init with the records ronly sends and
 // waits (gofloor), and the C floor: the same in C, with the same init and
 // records (cfloor), what a supervisor with no Go runtime before the
-// command would cost. Each row gives the median, p10 and p90 wall time, the
+// command would cost. The Go floor is timed twice more, linked with
+// ronly's packages and with the lean set a guard-less session would keep
+// (linkedFloor): what ronly's package init costs before it does anything.
+// Each row gives the median, p10 and p90 wall time, the
 // median of the per-round ratios to bwrap and to the floor, and the median
 // CPU time (user+sys) and minor page faults of the whole tree (wait4's
 // rusage: every process the variant waited for); CPU time says more than
@@ -65,7 +68,8 @@ func startup(ronly, bwrap, self, work string, runs int) {
 			cf.missing = fmt.Sprintf("not built: %v", err)
 		}
 	}
-	rows = append(rows, fl, cf,
+	rows = append(rows, fl, linkedFloor(fl, "Go floor, lean links", "gofloor_lean", dir),
+		linkedFloor(fl, "Go floor, ronly's links", "gofloor_linked", dir), cf,
 		row{variant: variant{"ronly -- /bin/true", []string{ronly, "--", "/bin/true"}}},
 		// A flag that changes nothing here (no exporter runs), so
 		// that the row differs from the one above only by kong's
@@ -221,6 +225,33 @@ func goFloor() (argv []string, dir string, err error) {
 		return nil, dir, errors.New("no Landlock here")
 	}
 	return []string{bin, files[0], files[1], fmt.Sprint(abi)}, dir, nil
+}
+
+// linkedFloor is the Go floor's row built again with tag (gofloor/lean.go,
+// gofloor/linked.go): the same program, which also links a set of ronly's
+// packages and so runs their package init before main. Against the floor
+// it measures what linking them costs before a session does anything.
+// Not built when -gofloor names a prebuilt floor (the tags need the
+// checkout's source).
+func linkedFloor(floor row, name, tag, dir string) row {
+	r := row{variant: variant{name: name}}
+	switch {
+	case floor.missing != "":
+		r.missing = floor.missing
+		return r
+	case *gofloorFlag != "":
+		r.missing = "not built: -gofloor names a prebuilt floor"
+		return r
+	}
+	bin := filepath.Join(dir, "gofloor-"+tag)
+	cmd := exec.Command("go", "build", "-tags", "netgo,osusergo,"+tag, "-ldflags", "-linkmode=external -extldflags=-static",
+		"-o", bin, "ronly.dev/ronly/tools/bench/gofloor")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		r.missing = fmt.Sprintf("not built: go build -tags %s: %v\n%s", tag, err, out)
+		return r
+	}
+	r.argv = append([]string{bin}, floor.argv[1:]...)
+	return r
 }
 
 // cFloor is the C floor's command line for the Go floor's: the binary
