@@ -18,7 +18,7 @@ import (
 
 // EnvReportFD names the descriptor a shim appends its refusals to, one
 // JSON line each: {"kind":"command","tool":"docker","subcommand":"run"}.
-const EnvReportFD = "RONLY_REPORT_FD"
+const EnvReportFD = cinit.EnvShimReport
 
 // ExitBlocked is a refused command's exit code; the others are
 // cinit.ExitRonly (the shim itself failed), cinit.ExitNotExec and

@@ -9,6 +9,7 @@ import (
 
 	"ronly.dev/ronly/go/cgroup"
 	"ronly.dev/ronly/go/writewatch/remote"
+	cinit "ronly.dev/ronly/init"
 )
 
 // PendingCounter is a write counter being attached (StartWriteCounter),
@@ -48,16 +49,43 @@ const (
 // has returned, or when it calls no Run: Close does nothing to a counter
 // a session claimed (the session closes that), and otherwise ends the
 // helper and waits for it.
+//
+// When the C side already started the helper, before the Go runtime, for
+// a command line that asked for counting (cinit.EarlyCounter), the counter
+// adopts it: its start then also overlaps ronly's own runtime start and
+// package init. One started with other programs than events asks for is
+// ended, and another started.
 func StartWriteCounter(events bool) *PendingCounter {
+	early := cinit.TakeEarlyCounter()
 	if os.Geteuid() != 0 {
+		EndEarlyCounter(early)
 		return nil
 	}
 	pc := &PendingCounter{events: events, done: make(chan struct{}), ended: make(chan struct{})}
 	go func() {
 		defer close(pc.done)
+		if early != nil && early.Events == events {
+			pc.w, pc.err = remote.Adopt(early.Pid, early.Stdin, early.Stdout, early.Stderr)
+			return
+		}
+		EndEarlyCounter(early)
 		pc.w, pc.err = remote.Start(events)
 	}()
 	return pc
+}
+
+// EndEarlyCounter ends a helper the C side started that no session will
+// use (the command line, parsed, does not count after all), and waits for
+// it: no helper, nor a program it attached, outlives ronly. Safe on nil.
+func EndEarlyCounter(early *cinit.EarlyCounter) {
+	if early == nil {
+		return
+	}
+	// Its start is let finish: stdin's EOF is how it is told to detach
+	// whatever it attached and exit.
+	if w, err := remote.Adopt(early.Pid, early.Stdin, early.Stdout, early.Stderr); err == nil {
+		w.Close()
+	}
 }
 
 // claim makes the counter the session's: false when it was claimed or

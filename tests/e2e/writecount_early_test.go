@@ -111,8 +111,12 @@ func TestWriteCounterStartsEarly(t *testing.T) {
 		// one must end while the session runs (not hold programs
 		// attached until it is over): the command waits for its end
 		// line, which only it can have written by then.
-		{"audit log in a policy file", []string{"--policy", policyFile}, 0, 2, true,
-			`for i in $(seq 300); do grep -q "^end" "$RONLY_E2E_HELPER_LOG" && exit 0; sleep 0.1; done; echo "the unused helper did not end while the session ran" >&2; exit 1`},
+		{"audit log in a policy file", []string{"--policy", policyFile}, 0, 2, true, waitUnusedEnd},
+		// Flags given with "=" keep the C side reading (a separate value
+		// ends its guess): the helper is started before the Go runtime,
+		// and the Go side adopts it, or ends it for one with events.
+		{"audit log given with =", []string{"--audit-log=" + filepath.Join(dir, "b.jsonl")}, 0, 1, true, ""},
+		{"audit log in a policy file given with =", []string{"--policy=" + policyFile}, 0, 2, true, waitUnusedEnd},
 	} {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			log := filepath.Join(dir, fmt.Sprintf("helpers-%d.log", i))
@@ -165,6 +169,42 @@ func TestWriteCounterStartsEarly(t *testing.T) {
 				t.Errorf("%d lines on stderr, want 1:\n%s", n, r)
 			}
 		})
+	}
+}
+
+// waitUnusedEnd is a session's command that waits for the end line of a
+// helper the session did not use: only that one can have ended while the
+// session runs.
+const waitUnusedEnd = `for i in $(seq 300); do grep -q "^end" "$RONLY_E2E_HELPER_LOG" && exit 0; sleep 0.1; done; echo "the unused helper did not end while the session ran" >&2; exit 1`
+
+// TestWriteCounterEarlyWrongGuess: the C side guesses from the raw words,
+// before the Go runtime, that `--rw --count-writes -- true` counts, and
+// starts the helper; the Go side reads --count-writes as a misplaced value
+// of --rw, which kong refuses. ronly exits 125 naming --rw, and the helper
+// it started has ended, without counting anything, before ronly exits.
+func TestWriteCounterEarlyWrongGuess(t *testing.T) {
+	b := setup(t)
+	dir := userDir(t, 0, "ronly-e2e-guess-")
+	ronly := filepath.Join(dir, "ronly")
+	if err := copyFile(b.ronly, ronly); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, 0, filepath.Join(dir, "ronly-writewatch"), fakeWritewatch, 0o755)
+	fake := bins{dir: dir, ronly: ronly, probe: b.probe}
+	log := filepath.Join(dir, "helpers.log")
+	r := fake.run(t, opts{env: []string{"RONLY_E2E_HELPER_LOG=" + log}}, "--no-metrics", "--rw", "--count-writes", "--", "true")
+	if r.code != 125 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "--rw") {
+		t.Fatalf("want exit 125 and one line naming --rw:\n%s", r)
+	}
+	hs := readHelperLog(t, log)
+	if len(hs) != 1 {
+		t.Fatalf("want the one helper the C side started: %v\n%s", hs, r)
+	}
+	if h := hs[0]; !h.ended || h.added {
+		t.Errorf("the helper must have ended, counting nothing, when ronly exited: %v", h)
+	}
+	if pid, _ := strconv.Atoi(hs[0].pid); pid > 0 && syscall.Kill(pid, 0) == nil {
+		t.Errorf("the helper still runs after ronly exited: %v", hs)
 	}
 }
 

@@ -207,9 +207,14 @@ func plainRun(args []string) bool {
 // counting off) costs a helper's start, which the caller's Close ends; a
 // session the guess misses (count-writes in a --policy file) starts its
 // counter itself, later, as it would without this.
+//
+// The C side may have started the helper already, on a coarser reading of
+// the same words (init/counter_early.c): StartWriteCounter adopts it, and
+// a line that does not count after all ends it here.
 func startWriteCounter(args []string) *sandbox.PendingCounter {
 	count, events := countsWrites(args)
 	if !count {
+		sandbox.EndEarlyCounter(cinit.TakeEarlyCounter())
 		return nil
 	}
 	return sandbox.StartWriteCounter(events)

@@ -67,7 +67,8 @@ const waitExit = 10 * time.Second
 
 // Watch is a running helper with its programs attached.
 type Watch struct {
-	cmd    *exec.Cmd
+	proc   *os.Process
+	reap   func() error // waits for proc and for its stderr's copy
 	stdin  io.WriteCloser
 	hook   string
 	stderr *bytes.Buffer
@@ -112,22 +113,66 @@ func Start(events bool) (*Watch, error) {
 		args = append(args, "--events")
 	}
 	w := &Watch{replies: make(chan Msg, 4), stderr: &bytes.Buffer{}}
-	w.cmd = exec.Command(bin, args...)
+	cmd := exec.Command(bin, args...)
 	// Its own process group: a ^C at the terminal is for the sandboxed
 	// command, and the counts must still be collected after it.
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	w.cmd.Stderr = &limitedBuffer{b: w.stderr, max: 4096}
-	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = &limitedBuffer{b: w.stderr, max: 4096}
+	if w.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Binary, err)
 	}
-	stdout, err := w.cmd.StdoutPipe()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Binary, err)
 	}
-	if err := w.cmd.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
+	w.proc, w.reap = cmd.Process, cmd.Wait
 	go w.read(stdout)
+	return w.ready()
+}
+
+// Adopt takes a helper this process started before its Go runtime did
+// (cinit.EarlyCounter): a child in a process group of its own, as Start
+// makes it, on pipes whose ends here are stdin, stdout and stderr, which
+// Adopt takes over. It waits, as Start does, until the programs are
+// attached.
+func Adopt(pid int, stdin, stdout, stderr *os.File) (*Watch, error) {
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		stdin.Close()
+		stdout.Close()
+		stderr.Close()
+		return nil, fmt.Errorf("%s: %w", Binary, err)
+	}
+	w := &Watch{replies: make(chan Msg, 4), stderr: &bytes.Buffer{}, proc: proc, stdin: stdin}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(&limitedBuffer{b: w.stderr, max: 4096}, stderr)
+		stderr.Close()
+	}()
+	w.reap = func() error {
+		st, err := proc.Wait()
+		<-copied // its stderr ends with it
+		if err != nil {
+			return err
+		}
+		if !st.Success() {
+			return errors.New(st.String())
+		}
+		return nil
+	}
+	go func() {
+		w.read(stdout)
+		stdout.Close()
+	}()
+	return w.ready()
+}
+
+// ready waits for the helper's first line: its programs attached.
+func (w *Watch) ready() (*Watch, error) {
 	m, err := w.reply()
 	if err == nil && m.Ready == "" {
 		err = fmt.Errorf("%s: expected ready, got %+v", Binary, m)
@@ -196,7 +241,7 @@ func (w *Watch) Hook() string { return w.hook }
 
 // Pid is the helper's process id: the supervisor's child until Close
 // has reaped it, so it names no other process before then.
-func (w *Watch) Pid() int { return w.cmd.Process.Pid }
+func (w *Watch) Pid() int { return w.proc.Pid }
 
 // Add counts refusals in the cgroup with this id (and those below it).
 func (w *Watch) Add(cgroupID uint64) error {
@@ -255,7 +300,7 @@ func (w *Watch) Close() error {
 		select {
 		case err = <-done:
 		case <-time.After(waitExit):
-			w.cmd.Process.Kill()
+			w.proc.Kill()
 			<-done
 			err = fmt.Errorf("%s did not exit within %v after its stdin closed; killed", Binary, waitExit)
 		}
@@ -265,7 +310,7 @@ func (w *Watch) Close() error {
 
 // wait reaps the helper, once.
 func (w *Watch) wait() error {
-	w.waitOnce.Do(func() { w.waitErr = w.cmd.Wait() })
+	w.waitOnce.Do(func() { w.waitErr = w.reap() })
 	return w.waitErr
 }
 

@@ -1,0 +1,55 @@
+package cinit
+
+/*
+#include "counter_early.h"
+*/
+import "C"
+
+import (
+	"os"
+	"sync"
+)
+
+// WriteWatchBinary is the write counter helper's file name, as the
+// constructor in counter_early.c looks it up (remote.Binary).
+const WriteWatchBinary = C.RONLY_WRITEWATCH
+
+// EnvShimReport is set in every session's environment (shims.EnvReportFD):
+// the constructor starts no helper inside a session.
+const EnvShimReport = C.RONLY_ENV_SHIM_REPORT
+
+// EarlyCounter is the write counter's helper that counter_early.c started
+// before the Go runtime, because the command line asked for counting: a
+// child of this process, on three pipes.
+type EarlyCounter struct {
+	Pid    int
+	Events bool     // started with --events
+	Stdin  *os.File // its stdin's write end
+	Stdout *os.File // its stdout's read end
+	Stderr *os.File // its stderr's read end
+}
+
+// TakeEarlyCounter returns the helper the constructor started, to the
+// first caller only (nil to the others, and when none was started). The
+// caller owns it: it must adopt it, or end and reap it.
+func TakeEarlyCounter() *EarlyCounter {
+	early.Lock()
+	defer early.Unlock()
+	if early.taken || C.ronly_early_counter_pid <= 0 {
+		early.taken = true
+		return nil
+	}
+	early.taken = true
+	return &EarlyCounter{
+		Pid:    int(C.ronly_early_counter_pid),
+		Events: C.ronly_early_counter_events != 0,
+		Stdin:  os.NewFile(uintptr(C.ronly_early_counter_fds[0]), "ronly-writewatch stdin"),
+		Stdout: os.NewFile(uintptr(C.ronly_early_counter_fds[1]), "ronly-writewatch stdout"),
+		Stderr: os.NewFile(uintptr(C.ronly_early_counter_fds[2]), "ronly-writewatch stderr"),
+	}
+}
+
+var early struct {
+	sync.Mutex
+	taken bool
+}
