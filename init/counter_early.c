@@ -38,12 +38,12 @@ int ronly_early_counter_pid;
 int ronly_early_counter_events;
 int ronly_early_counter_fds[3] = {-1, -1, -1}; /* its stdin, stdout, stderr: ronly's ends */
 
-/* asks_counting guesses the Go side's countsWrites from the words ahead of
+/* ronly_asks_counting guesses the Go side's countsWrites from the words ahead of
  * "--" or of the first word that is not a flag: 1 when --count-writes is
  * among them, with *events set when --audit-log is too. A flag's value
  * given as a separate word ends the scan early: no guess, Go starts the
  * helper as it would without this file. */
-static int asks_counting(int argc, char **argv, int *events)
+int ronly_asks_counting(int argc, char **argv, int *events)
 {
 	int asked = 0, saw_run = 0;
 	*events = 0;
@@ -55,8 +55,14 @@ static int asks_counting(int argc, char **argv, int *events)
 			saw_run = 1; /* run's flags may follow it */
 			continue;
 		}
-		if (a[0] != '-')
-			break; /* the command, another command's name, or a flag's value */
+		if (a[0] != '-') {
+			/* Another command's name (main.go's isCommandName): no
+			 * session, so nothing to count. Else the command, or a
+			 * flag's value: the guess ends here. */
+			if (strcmp(a, "probe") == 0 || strcmp(a, "probe-internal") == 0 || strcmp(a, "help") == 0)
+				return 0;
+			break;
+		}
 		if (strcmp(a, "--count-writes") == 0 || strcmp(a, "--count-writes=true") == 0)
 			asked = 1;
 		else if (strncmp(a, "--count-writes=", 15) == 0 || strcmp(a, "--no-write-counting") == 0 ||
@@ -97,7 +103,7 @@ static int find_helper(char *buf, size_t size)
 __attribute__((constructor)) static void ronly_counter_early(int argc, char **argv, char **envp)
 {
 	int events;
-	if (getenv(RONLY_ENV_INIT_FD) || getenv(RONLY_ENV_SHIM_REPORT) || geteuid() != 0 || !asks_counting(argc, argv, &events))
+	if (getenv(RONLY_ENV_INIT_FD) || getenv(RONLY_ENV_SHIM_REPORT) || geteuid() != 0 || !ronly_asks_counting(argc, argv, &events))
 		return;
 	/* With a standard descriptor closed, a pipe would take its number and
 	 * ronly would write its output into the helper: leave it to Go. */

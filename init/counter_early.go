@@ -1,6 +1,7 @@
 package cinit
 
 /*
+#include <stdlib.h>
 #include "counter_early.h"
 */
 import "C"
@@ -8,6 +9,7 @@ import "C"
 import (
 	"os"
 	"sync"
+	"unsafe"
 )
 
 // WriteWatchBinary is the write counter helper's file name, as the
@@ -52,4 +54,26 @@ func TakeEarlyCounter() *EarlyCounter {
 var early struct {
 	sync.Mutex
 	taken bool
+}
+
+// GuessesCounting is what counter_early.c reads from ronly's arguments
+// (without the program name) before the Go runtime starts: whether it
+// starts the helper, and with --events. For tests, which hold it to the Go
+// side's reading (cgo cannot be used in test files).
+func GuessesCounting(args []string) (count, events bool) {
+	argv := make([]*C.char, 0, len(args)+2)
+	argv = append(argv, C.CString("ronly"))
+	for _, a := range args {
+		argv = append(argv, C.CString(a))
+	}
+	defer func() {
+		for _, p := range argv {
+			C.free(unsafe.Pointer(p))
+		}
+	}()
+	n := len(argv)
+	argv = append(argv, nil)
+	var ev C.int
+	count = C.ronly_asks_counting(C.int(n), &argv[0], &ev) != 0
+	return count, ev != 0
 }

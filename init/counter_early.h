@@ -9,4 +9,6 @@ extern int ronly_early_counter_pid;
 extern int ronly_early_counter_events;
 extern int ronly_early_counter_fds[3];
 
+int ronly_asks_counting(int argc, char **argv, int *events);
+
 #endif

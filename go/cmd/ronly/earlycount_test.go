@@ -2,6 +2,8 @@ package main
 
 import (
 	"testing"
+
+	cinit "ronly.dev/ronly/init"
 )
 
 // valueFlags must name exactly the flags kong's model says take a value:
@@ -59,6 +61,65 @@ func TestCountsWrites(t *testing.T) {
 		count, events := countsWrites(c.args)
 		if count != c.count || (count && events != c.events) {
 			t.Errorf("countsWrites(%q) = %t, %t; want %t, %t", c.args, count, events, c.count, c.events)
+		}
+	}
+}
+
+// TestEarlyGuess holds the C side's guess (init/counter_early.c), made
+// from the raw words before the Go runtime starts, to countsWrites: where
+// it starts the helper, the Go side counts with the same programs, but for
+// the lines marked wrong, whose helper the Go side ends
+// (TestWriteCounterEarlyWrongGuess); where it does not, the Go side starts
+// the helper itself if the line counts.
+func TestEarlyGuess(t *testing.T) {
+	for _, c := range []struct {
+		args          []string
+		guess, events bool
+		wrong         bool // guessed, but the Go side does not count
+	}{
+		{[]string{"--", "true"}, false, false, false},
+		{[]string{"--count-writes", "--", "true"}, true, false, false},
+		{[]string{"--count-writes", "true"}, true, false, false},
+		{[]string{"run", "--count-writes", "true"}, true, false, false},
+		{[]string{"--count-writes=true", "true"}, true, false, false},
+		{[]string{"--count-writes=false", "true"}, false, false, false},
+		{[]string{"--count-writes", "--count-writes=false", "true"}, false, false, false},
+		{[]string{"--audit-log=-", "--count-writes", "true"}, true, true, false},
+		{[]string{"--count-writes", "--audit-log=/tmp/a", "--", "true"}, true, true, false},
+		{[]string{"-v", "--count-writes", "true"}, true, false, false},
+		// A flag's value as a separate word ends the guess.
+		{[]string{"--audit-log", "/tmp/a", "--count-writes", "true"}, false, false, false},
+		{[]string{"--rw", "/x", "--count-writes", "--", "true"}, false, false, false},
+		// The command's arguments.
+		{[]string{"true", "--count-writes"}, false, false, false},
+		{[]string{"--", "sh", "--count-writes"}, false, false, false},
+		// No session, or none that counts.
+		{[]string{"--count-writes", "probe"}, false, false, false},
+		{[]string{"--count-writes", "help"}, false, false, false},
+		{[]string{"--count-writes", "--help"}, false, false, false},
+		{[]string{"--count-writes", "-h"}, false, false, false},
+		{[]string{"--count-writes", "--version"}, false, false, false},
+		{[]string{"--count-writes", "--no-write-counting", "true"}, false, false, false},
+		// --count-writes as --rw's missing value, which kong refuses.
+		{[]string{"--rw", "--count-writes", "--", "true"}, true, false, true},
+	} {
+		guess, events := cinit.GuessesCounting(c.args)
+		if guess != c.guess || (guess && events != c.events) {
+			t.Errorf("C guesses %q: %t, events %t; want %t, %t", c.args, guess, events, c.guess, c.events)
+			continue
+		}
+		if !guess {
+			continue
+		}
+		count, goEvents := countsWrites(c.args)
+		if c.wrong {
+			if count {
+				t.Errorf("%q: the Go side counts, so the guess is not wrong", c.args)
+			}
+			continue
+		}
+		if !count || goEvents != events {
+			t.Errorf("%q: C starts the helper (events %t), the Go side counts %t (events %t)", c.args, events, count, goEvents)
 		}
 	}
 }
