@@ -33,6 +33,20 @@ echo '{"counts":{},"final":true}'
 echo "end $$" >> "$RONLY_E2E_HELPER_LOG"
 `
 
+// withFakeWritewatch is a copy of ronly in a new directory (named with
+// prefix) beside fakeWritewatch, which it then finds as its helper.
+func withFakeWritewatch(t *testing.T, prefix string) (bins, string) {
+	t.Helper()
+	b := setup(t)
+	dir := userDir(t, 0, prefix)
+	ronly := filepath.Join(dir, "ronly")
+	if err := copyFile(b.ronly, ronly); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, 0, filepath.Join(dir, "ronly-writewatch"), fakeWritewatch, 0o755)
+	return bins{dir: dir, ronly: ronly, probe: b.probe}, dir
+}
+
 // helperLog is the fake helper's log, one entry per helper, in the order
 // they started.
 type helperLog struct {
@@ -81,14 +95,7 @@ func (h *helperLog) String() string {
 // with the exit code and message of the same command line without
 // --count-writes. Checked from outside with a helper that logs its life.
 func TestWriteCounterStartsEarly(t *testing.T) {
-	b := setup(t)
-	dir := userDir(t, 0, "ronly-e2e-early-")
-	ronly := filepath.Join(dir, "ronly")
-	if err := copyFile(b.ronly, ronly); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, 0, filepath.Join(dir, "ronly-writewatch"), fakeWritewatch, 0o755)
-	fake := bins{dir: dir, ronly: ronly, probe: b.probe}
+	fake, dir := withFakeWritewatch(t, "ronly-e2e-early-")
 	audit := filepath.Join(dir, "policy-audit.jsonl")
 	policyFile := filepath.Join(dir, "audit.toml")
 	writeFile(t, 0, policyFile, fmt.Sprintf("audit-log = %q\n", audit), 0o644)
@@ -183,14 +190,7 @@ const waitUnusedEnd = `for i in $(seq 300); do grep -q "^end" "$RONLY_E2E_HELPER
 // of --rw, which kong refuses. ronly exits 125 naming --rw, and the helper
 // it started has ended, without counting anything, before ronly exits.
 func TestWriteCounterEarlyWrongGuess(t *testing.T) {
-	b := setup(t)
-	dir := userDir(t, 0, "ronly-e2e-guess-")
-	ronly := filepath.Join(dir, "ronly")
-	if err := copyFile(b.ronly, ronly); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, 0, filepath.Join(dir, "ronly-writewatch"), fakeWritewatch, 0o755)
-	fake := bins{dir: dir, ronly: ronly, probe: b.probe}
+	fake, dir := withFakeWritewatch(t, "ronly-e2e-guess-")
 	log := filepath.Join(dir, "helpers.log")
 	r := fake.run(t, opts{env: []string{"RONLY_E2E_HELPER_LOG=" + log}}, "--no-metrics", "--rw", "--count-writes", "--", "true")
 	if r.code != 125 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "--rw") {
