@@ -68,7 +68,7 @@ const waitExit = 10 * time.Second
 // Watch is a running helper with its programs attached.
 type Watch struct {
 	proc   *os.Process
-	reap   func() error // waits for proc and for its stderr's copy
+	copied chan struct{} // closed once its stderr is all read
 	stdin  io.WriteCloser
 	hook   string
 	stderr *bytes.Buffer
@@ -112,25 +112,43 @@ func Start(events bool) (*Watch, error) {
 	if events {
 		args = append(args, "--events")
 	}
-	w := &Watch{replies: make(chan Msg, 4), stderr: &bytes.Buffer{}}
-	cmd := exec.Command(bin, args...)
-	// Its own process group: a ^C at the terminal is for the sandboxed
-	// command, and the counts must still be collected after it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stderr = &limitedBuffer{b: w.stderr, max: 4096}
-	if w.stdin, err = cmd.StdinPipe(); err != nil {
-		return nil, fmt.Errorf("%s: %w", Binary, err)
+	// Three pipes, as the C side's early start makes them (Adopt): ours
+	// are the ends of its stdin, stdout and stderr that Adopt takes.
+	var ours, theirs [3]*os.File
+	defer func() {
+		for _, f := range theirs {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	for i := range ours {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range ours[:i] {
+				f.Close()
+			}
+			return nil, fmt.Errorf("%s: %w", Binary, err)
+		}
+		ours[i], theirs[i] = r, w
+		if i == 0 { // we write its stdin
+			ours[i], theirs[i] = w, r
+		}
 	}
-	stdout, err := cmd.StdoutPipe()
+	proc, err := os.StartProcess(bin, append([]string{bin}, args...), &os.ProcAttr{
+		Files: theirs[:],
+		// Its own process group: a ^C at the terminal is for the
+		// sandboxed command, and the counts must still be collected
+		// after it.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", Binary, err)
-	}
-	if err := cmd.Start(); err != nil {
+		for _, f := range ours {
+			f.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	w.proc, w.reap = cmd.Process, cmd.Wait
-	go w.read(stdout)
-	return w.ready()
+	return adopt(proc, ours[0], ours[1], ours[2])
 }
 
 // Adopt takes a helper this process started before its Go runtime did
@@ -146,24 +164,18 @@ func Adopt(pid int, stdin, stdout, stderr *os.File) (*Watch, error) {
 		stderr.Close()
 		return nil, fmt.Errorf("%s: %w", Binary, err)
 	}
-	w := &Watch{replies: make(chan Msg, 4), stderr: &bytes.Buffer{}, proc: proc, stdin: stdin}
-	copied := make(chan struct{})
+	return adopt(proc, stdin, stdout, stderr)
+}
+
+// adopt reads the helper's stdout and keeps the start of its stderr, and
+// waits for its ready line.
+func adopt(proc *os.Process, stdin, stdout, stderr *os.File) (*Watch, error) {
+	w := &Watch{replies: make(chan Msg, 4), stderr: &bytes.Buffer{}, proc: proc, stdin: stdin, copied: make(chan struct{})}
 	go func() {
-		defer close(copied)
+		defer close(w.copied)
 		io.Copy(&limitedBuffer{b: w.stderr, max: 4096}, stderr)
 		stderr.Close()
 	}()
-	w.reap = func() error {
-		st, err := proc.Wait()
-		<-copied // its stderr ends with it
-		if err != nil {
-			return err
-		}
-		if !st.Success() {
-			return errors.New(st.String())
-		}
-		return nil
-	}
 	go func() {
 		w.read(stdout)
 		stdout.Close()
@@ -310,7 +322,16 @@ func (w *Watch) Close() error {
 
 // wait reaps the helper, once.
 func (w *Watch) wait() error {
-	w.waitOnce.Do(func() { w.waitErr = w.reap() })
+	w.waitOnce.Do(func() {
+		st, err := w.proc.Wait()
+		<-w.copied // its stderr ends with it
+		switch {
+		case err != nil:
+			w.waitErr = err
+		case !st.Success():
+			w.waitErr = errors.New(st.String())
+		}
+	})
 	return w.waitErr
 }
 
