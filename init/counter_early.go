@@ -37,11 +37,11 @@ type EarlyCounter struct {
 func TakeEarlyCounter() *EarlyCounter {
 	early.Lock()
 	defer early.Unlock()
-	if early.taken || C.ronly_early_counter_pid <= 0 {
-		early.taken = true
+	taken := early.taken
+	early.taken = true
+	if taken || C.ronly_early_counter_pid <= 0 {
 		return nil
 	}
-	early.taken = true
 	return &EarlyCounter{
 		Pid:    int(C.ronly_early_counter_pid),
 		Events: C.ronly_early_counter_events != 0,

@@ -44,10 +44,11 @@ exit 7`
 	if err != nil {
 		t.Fatal(err)
 	}
-	floors := []struct {
+	type floorRun struct {
 		name string
 		argv []string
-	}{{"Go floor", goArgv}, {"C floor", cArgv}}
+	}
+	floors := []floorRun{{"Go floor", goArgv}, {"C floor", cArgv}}
 	// The floors linked with ronly's packages (their package init runs
 	// before main) must build the same sandbox.
 	for _, tag := range []string{"gofloor_lean", "gofloor_linked"} {
@@ -55,10 +56,7 @@ exit 7`
 		if r.missing != "" {
 			t.Fatalf("%s: %s", tag, r.missing)
 		}
-		floors = append(floors, struct {
-			name string
-			argv []string
-		}{tag, r.argv})
+		floors = append(floors, floorRun{tag, r.argv})
 	}
 	for _, f := range floors {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -155,10 +155,8 @@ func main() {
 		// ronly; without it the counting rows would time sessions that
 		// count nothing (ronly only warns).
 		for _, bin := range []string{"ronly", "ronly-writewatch"} {
-			cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
-				"-o", filepath.Join(work, bin), "ronly.dev/ronly/go/cmd/"+bin)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fatal(fmt.Errorf("go build go/cmd/%s (or pass -ronly): %v\n%s", bin, err, out))
+			if err := buildStatic(filepath.Join(work, bin), "ronly.dev/ronly/go/cmd/"+bin); err != nil {
+				fatal(fmt.Errorf("%v (or pass -ronly)", err))
 			}
 		}
 	} else if _, err := os.Stat(filepath.Join(filepath.Dir(*ronly), "ronly-writewatch")); err != nil {
@@ -178,6 +176,17 @@ func main() {
 			t.run()
 		}
 	}
+}
+
+// buildStatic builds pkg into bin as Bazel links ronly: static, with
+// cgo's libseccomp and glibc inside, and the extra build tags given.
+func buildStatic(bin, pkg string, tags ...string) error {
+	cmd := exec.Command("go", "build", "-tags", strings.Join(append([]string{"netgo", "osusergo"}, tags...), ","),
+		"-ldflags", "-linkmode=external -extldflags=-static", "-o", bin, pkg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build -tags %s %s: %v\n%s", strings.Join(tags, ","), pkg, err, out)
+	}
+	return nil
 }
 
 // settle puts each executable in the state an installed binary is in on a

@@ -202,10 +202,8 @@ func goFloor() (argv []string, dir string, err error) {
 	bin := *gofloorFlag
 	if bin == "" {
 		bin = filepath.Join(dir, "gofloor")
-		cmd := exec.Command("go", "build", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static",
-			"-o", bin, "ronly.dev/ronly/tools/bench/gofloor")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, dir, fmt.Errorf("go build tools/bench/gofloor (or pass -gofloor): %v\n%s", err, out)
+		if err := buildStatic(bin, "ronly.dev/ronly/tools/bench/gofloor"); err != nil {
+			return nil, dir, fmt.Errorf("%v (or pass -gofloor)", err)
 		}
 	}
 	var files []string
@@ -244,10 +242,8 @@ func linkedFloor(floor row, name, tag, dir string) row {
 		return r
 	}
 	bin := filepath.Join(dir, "gofloor-"+tag)
-	cmd := exec.Command("go", "build", "-tags", "netgo,osusergo,"+tag, "-ldflags", "-linkmode=external -extldflags=-static",
-		"-o", bin, "ronly.dev/ronly/tools/bench/gofloor")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		r.missing = fmt.Sprintf("not built: go build -tags %s: %v\n%s", tag, err, out)
+	if err := buildStatic(bin, "ronly.dev/ronly/tools/bench/gofloor", tag); err != nil {
+		r.missing = fmt.Sprintf("not built: %v", err)
 		return r
 	}
 	r.argv = append([]string{bin}, floor.argv[1:]...)
