@@ -61,19 +61,24 @@ var early struct {
 // starts the helper, and with --events. For tests, which hold it to the Go
 // side's reading (cgo cannot be used in test files).
 func GuessesCounting(args []string) (count, events bool) {
-	argv := make([]*C.char, 0, len(args)+2)
+	argv, free := cArgv(args)
+	defer free()
+	var ev C.int
+	count = C.ronly_asks_counting(C.int(len(argv)-1), &argv[0], &ev) != 0
+	return count, ev != 0
+}
+
+// cArgv is ronly's argv as C has it: "ronly", then args, then NULL; free
+// releases it.
+func cArgv(args []string) (argv []*C.char, free func()) {
+	argv = make([]*C.char, 0, len(args)+2)
 	argv = append(argv, C.CString("ronly"))
 	for _, a := range args {
 		argv = append(argv, C.CString(a))
 	}
-	defer func() {
+	return append(argv, nil), func() {
 		for _, p := range argv {
 			C.free(unsafe.Pointer(p))
 		}
-	}()
-	n := len(argv)
-	argv = append(argv, nil)
-	var ev C.int
-	count = C.ronly_asks_counting(C.int(n), &argv[0], &ev) != 0
-	return count, ev != 0
+	}
 }

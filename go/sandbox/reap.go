@@ -15,12 +15,13 @@ import (
 // them; their own children then reparent to us for the next round. It never
 // uses kill(-1), which would reach far beyond the session.
 //
-// spare (0: none) is a child of ours that is not the session's: the write
-// counter's helper, which must end on its own after the session (see
-// watchWrites). It is left alone, and starts nothing.
-func killDescendants(spare int) {
+// spare are children of ours that are not the session's, left alone: the
+// write counter's helper, which must end on its own after the session (see
+// watchWrites), and the watchdog (cinit.WatchdogPid), which must outlive
+// this cleanup. Neither starts anything.
+func killDescendants(spare ...int) {
 	for round := 0; round < 10000; round++ {
-		kids := slices.DeleteFunc(children(), func(pid int) bool { return pid == spare })
+		kids := slices.DeleteFunc(children(), func(pid int) bool { return slices.Contains(spare, pid) })
 		if len(kids) == 0 {
 			return
 		}

@@ -800,7 +800,8 @@ func (s *session) supervise(a *attempt) (int, error) {
 }
 
 // cleanUp, once the init has been waited for, accounts for the session
-// and kills whatever it left behind, but the write counter's helper. The
+// and kills whatever it left behind, but the write counter's helper and
+// ronly's watchdog. The
 // emptied cgroup is the caller's to remove.
 func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{}, helper int) {
 	s.account(a.group, a.cmd, a.started)
@@ -809,7 +810,7 @@ func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{},
 			s.warn(fmt.Sprintf("cgroup not cleaned up: %v", err))
 		}
 	}
-	killDescendants(helper)
+	killDescendants(helper, cinit.WatchdogPid())
 	if notes != nil {
 		// Nothing is left to notify: the last refusals are recorded
 		// before the counts are read.

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -128,4 +130,108 @@ func TestKilledSupervisorSweptFromOtherPIDNS(t *testing.T) {
 	if left := cgroups(); len(left) > 0 {
 		t.Errorf("cgroups of the killed session outlived the next session: %v", left)
 	}
+}
+
+// TestKilledSupervisorWatchdog: a session with a limit has a watchdog
+// (init/watchdog.c), so when its supervisor is SIGKILLed, what the session
+// left running dies and its cgroup goes at once, not at the next session's
+// start. A session without a limit has none (a fork costs its start about
+// 0.5 ms here), and a watchdog that was not needed is reaped before ronly
+// exits.
+func TestKilledSupervisorWatchdog(t *testing.T) {
+	b := setup(t)
+	marker := sleepMarker(t)
+	script := fmt.Sprintf("setsid sh -c 'sleep 611.%s & exit'; sleep 0.2; echo started; sleep 612.%s", marker, marker)
+	start := func(args ...string) (*exec.Cmd, int) {
+		t.Helper()
+		cmd := exec.Command(b.ronly, append(args, "--", "/bin/sh", "-c", script)...)
+		cmd.Dir = "/"
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("%q: sandbox did not start: %q", args, line)
+		}
+		return cmd, watchdogOf(cmd.Process.Pid)
+	}
+	cgroups := func(sup int) []string {
+		m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d-*", sup))
+		n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d-*", sup))
+		return append(m, n...)
+	}
+
+	// Without a limit: no watchdog.
+	cmd, wd := start()
+	cmd.Process.Signal(unix.SIGTERM)
+	cmd.Wait()
+	if wd != 0 {
+		t.Errorf("a session without a limit has a watchdog, pid %d", wd)
+	}
+	if left := marked(marker); len(left) > 0 {
+		t.Fatalf("a session ended by SIGTERM left %v", left)
+	}
+
+	// With one, ended as usual: the watchdog is reaped before ronly exits.
+	cmd, wd = start("--timeout", "10m")
+	if wd == 0 {
+		t.Fatal("a session with --timeout has no watchdog")
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	cmd.Wait()
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", wd)); err == nil {
+		t.Errorf("the watchdog, pid %d, outlived a supervisor that ended as usual (state %s)", wd, procState(wd))
+	}
+
+	// SIGKILLed: the watchdog kills the session and removes its cgroup.
+	cmd, wd = start("--pids", "100")
+	if wd == 0 {
+		t.Fatal("a session with --pids has no watchdog")
+	}
+	sup := cmd.Process.Pid
+	if len(cgroups(sup)) == 0 {
+		t.Fatalf("the session has no cgroup to check (%v)", cgroups(sup))
+	}
+	killed := time.Now()
+	cmd.Process.Kill()
+	cmd.Wait()
+	for time.Since(killed) < 10*time.Second && (len(marked(marker)) > 0 || len(cgroups(sup)) > 0) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left := marked(marker); len(left) > 0 {
+		t.Errorf("10 s after its supervisor was SIGKILLed, the session's processes (or its watchdog) run: %v", left)
+	}
+	if left := cgroups(sup); len(left) > 0 {
+		t.Errorf("10 s after its supervisor was SIGKILLed, the session's cgroup is there: %v", left)
+	}
+	t.Logf("the session was gone %v after its supervisor was killed", time.Since(killed).Round(time.Millisecond))
+}
+
+// watchdogOf finds the watchdog init/watchdog.c forked for supervisor
+// sup: its child with the same command line (a fork, not exec'd). 0 when
+// there is none.
+func watchdogOf(sup int) int {
+	own, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", sup))
+	if err != nil {
+		return 0
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", sup))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if c, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Equal(c, own) {
+				return pid
+			}
+		}
+	}
+	return 0
 }

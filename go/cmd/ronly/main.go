@@ -21,6 +21,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/cgroup"
 	"ronly.dev/ronly/go/cli"
 	"ronly.dev/ronly/go/sandbox"
 	cinit "ronly.dev/ronly/init"
@@ -45,10 +46,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ronly: the sandbox was built but given no command to run")
 		os.Exit(exitRonly)
 	}
+	if os.Getenv(cinit.EnvSweep) != "" {
+		// Exec'd by the watchdog of a supervisor that died without
+		// cleaning up: what its session left running dies now, not
+		// at the next session's start.
+		cgroup.Sweep()
+		os.Exit(0)
+	}
 	if code, ok := runShim(os.Args); ok {
 		os.Exit(code)
 	}
-	os.Exit(runCLI(os.Args[1:]))
+	// Forked before the runtime started (init/watchdog.c); dismissed only
+	// once the session is cleaned up, so a supervisor that dies before
+	// that has its session killed.
+	watchdog := cinit.TakeWatchdog()
+	code := runCLI(os.Args[1:])
+	if err := watchdog.Dismiss(); err != nil {
+		fmt.Fprintf(os.Stderr, "ronly: warning: %v\n", err)
+	}
+	os.Exit(code)
 }
 
 // commandLine is ronly's command line: the sandbox flags (cli.CLI, the
