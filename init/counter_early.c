@@ -14,9 +14,11 @@
  * programs, and ends a helper it cannot use. A wrong guess costs time, never
  * a count: the helper only attaches programs and answers on its pipes.
  *
- * Nothing happens in the invited init (it builds a sandbox), inside a
- * session (no CAP_BPF there), for anyone but root, or when the helper is
- * not installed beside ronly or on PATH (the Go side then says so).
+ * Nothing happens in the invited init (it builds a sandbox), in a
+ * watchdog's sweep (watchdog.c: it runs with a dead supervisor's
+ * arguments), inside a session (no CAP_BPF there), for anyone but root,
+ * or when the helper is not installed beside ronly or on PATH (the Go
+ * side then says so).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -30,6 +32,7 @@
 
 #include "counter_early.h"
 #include "records.h"
+#include "watchdog.h"
 
 extern char **environ;
 
@@ -103,7 +106,8 @@ static int find_helper(char *buf, size_t size)
 __attribute__((constructor)) static void ronly_counter_early(int argc, char **argv, char **envp)
 {
 	int events;
-	if (getenv(RONLY_ENV_INIT_FD) || getenv(RONLY_ENV_SHIM_REPORT) || geteuid() != 0 || !ronly_asks_counting(argc, argv, &events))
+	if (getenv(RONLY_ENV_INIT_FD) || getenv(RONLY_ENV_SHIM_REPORT) || getenv(RONLY_ENV_SWEEP) || geteuid() != 0 ||
+	    !ronly_asks_counting(argc, argv, &events))
 		return;
 	/* With a standard descriptor closed, a pipe would take its number and
 	 * ronly would write its output into the helper: leave it to Go. */

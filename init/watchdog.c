@@ -18,9 +18,11 @@
  * watchdog, which is in a session of its own meanwhile. EOF without it
  * means the supervisor is gone: the watchdog waits until it has been
  * reparented (the kernel has then dropped the supervisor's cgroup locks)
- * and execs ronly with only RONLY_ENV_SWEEP set, which runs cgroup.Sweep:
- * every cgroup of a dead supervisor is killed and removed, this one's
- * among them.
+ * and execs ronly again, with the supervisor's arguments and only
+ * RONLY_ENV_SWEEP in its environment. That ronly runs cgroup.Sweep: every
+ * cgroup of a dead supervisor is killed and removed, this one's among
+ * them, and each such session is reported lost where the supervisor's
+ * flags would have sent its counts (ronly_sessions_total{result="lost"}).
  *
  * Only then, because the fork is not free on every VM: on the PVM guest CI
  * uses, a fork and exit cost about 0.5 ms, and a watchdog for every session
@@ -73,7 +75,7 @@ int ronly_wants_watchdog(int argc, char **argv)
 
 /* The watchdog does little but block in read(2) until the supervisor
  * dismisses it or dies, so that a session pays little more than the fork. */
-static void __attribute__((noreturn)) watch(int rd, int wr, int exe, pid_t supervisor)
+static void __attribute__((noreturn)) watch(int rd, int wr, int exe, pid_t supervisor, char **argv)
 {
 	close(wr); /* else its EOF would never come */
 	/* A session of its own: neither the terminal's ^C and hangup nor a
@@ -98,7 +100,8 @@ static void __attribute__((noreturn)) watch(int rd, int wr, int exe, pid_t super
 	 * it has released them all. */
 	for (int i = 0; i < 2000 && getppid() == supervisor; i++)
 		usleep(1000);
-	char *argv[] = {"ronly", NULL};
+	/* The supervisor's own command line: the sweep reports the sessions
+	 * it finds where this one would have reported its own. */
 	char *envp[] = {RONLY_ENV_SWEEP "=1", NULL};
 	syscall(SYS_execveat, EXE_FD, "", argv, envp, AT_EMPTY_PATH);
 	_exit(RONLY_EXIT_RONLY);
@@ -128,7 +131,7 @@ __attribute__((constructor(200))) static void ronly_watchdog(int argc, char **ar
 	pid_t supervisor = getpid();
 	pid_t pid = fork();
 	if (pid == 0)
-		watch(p[0], p[1], exe, supervisor);
+		watch(p[0], p[1], exe, supervisor, argv);
 	close(exe);
 	if (pid < 0)
 		goto close_pipe;

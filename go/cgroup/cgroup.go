@@ -154,10 +154,13 @@ func procStat(pid int) (state byte, start string) {
 // namespace; a pid would not be (another namespace cannot see it, and
 // reads 0 for it in cgroup.procs). The sweeper holds the lock it took
 // while it kills and removes, so two sweepers never both act.
-func Sweep() {
+//
+// It returns the sessions it swept (each once, whatever the hierarchies
+// their directories were in): their supervisors never reported them.
+func Sweep() (lost []string) {
 	m, err := findMounts()
 	if err != nil {
-		return
+		return nil
 	}
 	roots := []string{}
 	if m.v2 != "" {
@@ -166,16 +169,24 @@ func Sweep() {
 	for _, p := range m.v1 {
 		roots = append(roots, p)
 	}
+	seen := map[string]bool{}
 	for _, root := range roots {
-		sweepParent(filepath.Join(root, parentName))
+		for _, s := range sweepParent(filepath.Join(root, parentName)) {
+			if !seen[s] {
+				seen[s] = true
+				lost = append(lost, s)
+			}
+		}
 	}
+	return lost
 }
 
-// sweepParent sweeps the session directories in parent.
-func sweepParent(parent string) {
+// sweepParent sweeps the session directories in parent, and returns the
+// sessions of those it removed.
+func sweepParent(parent string) (sessions []string) {
 	entries, err := os.ReadDir(parent)
 	if err != nil {
-		return
+		return nil
 	}
 	for _, e := range entries {
 		dir := filepath.Join(parent, e.Name())
@@ -186,8 +197,12 @@ func sweepParent(parent string) {
 		if err != nil {
 			continue // alive (locked), or already gone
 		}
-		sweepLocked(dir, lock)
+		if sweepLocked(dir, lock) {
+			f := strings.Split(e.Name(), "-")
+			sessions = append(sessions, strings.Join(f[:len(f)-3], "-"))
+		}
 	}
+	return sessions
 }
 
 // creatorAlive says whether the supervisor a session directory's name
@@ -211,8 +226,8 @@ func creatorAlive(name string) bool {
 }
 
 // sweepLocked kills and removes dir, a dead session's cgroup whose lock
-// this process took, and lets go of the lock.
-func sweepLocked(dir string, lock *os.File) {
+// this process took, and lets go of the lock. It says whether it acted.
+func sweepLocked(dir string, lock *os.File) bool {
 	defer lock.Close()
 	// Kill and remove go by path: the path must still name the directory
 	// locked. Another sweep may have removed that one between our open and
@@ -221,7 +236,7 @@ func sweepLocked(dir string, lock *os.File) {
 	// with its init waiting in it (about 1 in 5,000 of 50 concurrent
 	// sessions; seen as "send records to init: broken pipe").
 	if !holds(lock, dir) {
-		return
+		return false
 	}
 	g := &Group{v1: map[string]string{}}
 	if isV2(dir) {
@@ -230,6 +245,7 @@ func sweepLocked(dir string, lock *os.File) {
 		g.v1["any"] = dir
 	}
 	g.Close()
+	return true
 }
 
 // lockDir opens dir and takes an exclusive flock on it without waiting:

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -171,7 +172,9 @@ func TestSweepLockedChecksPath(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(live.Process.Pid)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sweepLocked(dir, lock)
+	if sweepLocked(dir, lock) {
+		t.Error("a sweep of a directory made again after its lock says it swept it")
+	}
 	var ws unix.WaitStatus
 	if pid, err := unix.Wait4(live.Process.Pid, &ws, unix.WNOHANG, nil); pid != 0 || err != nil {
 		t.Errorf("the live session's process was killed by a sweep of the directory before it: wait4 %d, %v, %v", pid, err, ws)
@@ -185,7 +188,9 @@ func TestSweepLockedChecksPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sweepLocked(dir, lock)
+	if !sweepLocked(dir, lock) {
+		t.Error("a sweep of the directory it locked says it did nothing")
+	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("a stale directory the sweep held was not removed: %v", err)
 	}
@@ -208,7 +213,9 @@ func TestSweepSparesLiveCreators(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sweepParent(parent)
+	if got := sweepParent(parent); !slices.Equal(got, []string{"s2"}) {
+		t.Errorf("swept sessions %q, want [s2]", got)
+	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("the directory of a live supervisor, not locked yet, was swept: %v", err)
 	}

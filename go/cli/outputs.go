@@ -48,6 +48,13 @@ func (c *CLI) OpenOutputs(stderr io.Writer) (*Outputs, error) {
 	return o, nil
 }
 
+// OpenMetrics opens only the metrics destination the flags name: for
+// reports of other sessions (DeliverLost), where the session's own report
+// and audit log must not be touched.
+func (c *CLI) OpenMetrics() *Outputs {
+	return &Outputs{metrics: openMetrics(c)}
+}
+
 // Close closes what OpenOutputs opened.
 func (o *Outputs) Close() {
 	o.reportDir.Close()
@@ -210,6 +217,20 @@ func (o *Outputs) DeliverMetrics(session string, start time.Time, res sandbox.Re
 		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"], ShimReportsMalformed: res.MalformedReports,
 		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting, SocketMediation: res.Layers.SocketMediation,
 		AuditLinesDropped: auditDropped}, o.metrics.o)
+}
+
+// DeliverLost reports session, another supervisor's that died before it
+// could report (a sweep found its cgroup), to the same destination as this
+// session's counts: a session with result "lost", and nothing else.
+func (o *Outputs) DeliverLost(session string) error {
+	if !o.metrics.on {
+		return nil
+	}
+	if o.metrics.err != nil {
+		return o.metrics.err
+	}
+	now := time.Now()
+	return metrics.Deliver(metrics.Report{Session: session, Start: now, End: now, Lost: true}, o.metrics.o)
 }
 
 // SessionReport is the --report document of a session of p that started

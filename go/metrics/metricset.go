@@ -50,7 +50,7 @@ var (
 	blockedAPICalls = newFamily("ronly_blocked_api_calls_total",
 		"API calls a guard refused inside ronly sessions, by API (docker, kubernetes), verb (the HTTP method for Docker, Kubernetes' verb) and resource (the Engine API route, the Kubernetes resource).", counter, "api", "verb", "resource")
 	sessions = newFamily("ronly_sessions_total",
-		"ronly sessions ended, by result: ok, or failed when ronly could not build the sandbox.", counter, "result")
+		"ronly sessions ended, by result: ok; failed when ronly could not build the sandbox; lost when the supervisor died before it could report (SIGKILL, the OOM killer) and a sweep found the session's cgroup.", counter, "result")
 	sessionDuration = newFamily("ronly_session_duration_seconds",
 		"Wall-clock duration of ronly sessions.", histogram)
 	landlockABI = newFamily("ronly_landlock_abi",
@@ -114,8 +114,8 @@ type Set struct {
 // sep joins label values into a map key; it cannot occur in valid UTF-8.
 const sep = "\xff"
 
-// NewSet returns an empty Set in which both session results exist at zero,
-// so that rate() sees the first failure.
+// NewSet returns an empty Set in which every session result exists at
+// zero, so that rate() sees the first failure.
 func NewSet() *Set {
 	s := &Set{
 		counters:   map[*family]map[string]uint64{},
@@ -125,6 +125,7 @@ func NewSet() *Set {
 	}
 	s.add(sessions, 0, "ok")
 	s.add(sessions, 0, "failed")
+	s.add(sessions, 0, "lost")
 	s.add(shimReportsMalformed, 0)
 	s.add(auditLinesDropped, 0)
 	return s
@@ -133,6 +134,11 @@ func NewSet() *Set {
 // Add counts one session's report.
 func (s *Set) Add(r Report) {
 	r = boundReport(r) // bounds.go: one report cannot use up the label budget
+	if r.Lost {
+		// Nothing else is known of it: no counts, duration or layers.
+		s.add(sessions, 1, "lost")
+		return
+	}
 	for name, n := range r.BlockedSyscalls {
 		s.add(blockedSyscalls, n, name)
 	}

@@ -125,6 +125,30 @@ func promtoolCheckMetrics(t *testing.T, exposition []byte) {
 	}
 }
 
+// A lost session (its supervisor died; a sweep reports it) counts as a
+// session with result "lost" and nothing else, even what its report
+// claims: no counts, duration or gauges.
+func TestLostSession(t *testing.T) {
+	s := goldenSet()
+	var before bytes.Buffer
+	if err := s.WriteText(&before); err != nil {
+		t.Fatal(err)
+	}
+	s.Add(Report{Session: "s5", Start: t0.Add(2 * time.Hour), End: t0.Add(3 * time.Hour), Lost: true, LandlockABI: 9,
+		SeccompMode: SeccompErrno, BlockedSyscalls: map[string]uint64{"mount": 100}})
+	var after bytes.Buffer
+	if err := s.WriteText(&after); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(before.String(), `ronly_sessions_total{result="lost"} 0`, `ronly_sessions_total{result="lost"} 1`, 1)
+	if want == before.String() {
+		t.Fatalf("no lost sessions at zero before:\n%s", before.String())
+	}
+	if after.String() != want {
+		t.Errorf("a lost session changed more than its count:\n got:\n%s\nwant:\n%s", after.String(), want)
+	}
+}
+
 func TestLabelValuesBounded(t *testing.T) {
 	s := NewSet()
 	// Many sessions, each under its per-report bound (bounds.go).

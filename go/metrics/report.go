@@ -20,6 +20,11 @@ type Report struct {
 	ExitCode    int       `json:"exit_code"`
 	LandlockABI int       `json:"landlock_abi"`
 	SeccompMode string    `json:"seccomp_mode"` // "notify" (counted) or "errno" (not counted)
+	// Lost says that the session's supervisor died before it could report
+	// (SIGKILL, the OOM killer): a sweep of dead sessions' cgroups
+	// (go/cgroup.Sweep) found it. Its counts died with the supervisor; the
+	// report has none, and Start is when it was found, as End is.
+	Lost bool `json:"lost,omitempty"`
 	// WriteCounting says whether refused writes were counted.
 	WriteCounting bool `json:"write_counting,omitempty"`
 	// SocketMediation says whether the supervisor decided the session's

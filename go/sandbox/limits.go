@@ -42,13 +42,32 @@ func newGroup(lim policy.Limits, name string) (g *cgroup.Group, err error) {
 	sweeping.Add(1)
 	go func() {
 		defer sweeping.Done()
-		cgroup.Sweep()
+		lost := cgroup.Sweep()
+		sweptMu.Lock()
+		swept = append(swept, lost...)
+		sweptMu.Unlock()
 	}()
 	return cgroup.New(cgroup.Name(name, os.Getpid()), want)
 }
 
-// sweeping is newGroup's sweep of dead sessions' cgroups.
-var sweeping sync.WaitGroup
+// sweeping is newGroup's sweep of dead sessions' cgroups, and swept the
+// sessions it found, for takeSwept.
+var (
+	sweeping sync.WaitGroup
+	sweptMu  sync.Mutex
+	swept    []string
+)
+
+// takeSwept waits for the sweeps newGroup began and returns the sessions
+// they found dead, once.
+func takeSwept() []string {
+	sweeping.Wait()
+	sweptMu.Lock()
+	defer sweptMu.Unlock()
+	lost := swept
+	swept = nil
+	return lost
+}
 
 // pendingGroup is the first start's cgroup, made on a goroutine while the
 // session is planned: its mkdir and writes in cgroupfs (1.3-2 ms of a

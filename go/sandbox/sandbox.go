@@ -143,6 +143,10 @@ type Result struct {
 	MalformedReports uint64
 	// Creds says which credentials the session could not read.
 	Creds CredResult
+	// Swept are sessions of other supervisors, dead before they could
+	// clean up and report, whose cgroups this session's start removed
+	// (go/cgroup.Sweep): the caller reports them lost.
+	Swept []string
 }
 
 // Usage is what the session's processes consumed.
@@ -153,10 +157,11 @@ type Usage struct {
 
 // Run runs p.Command in the sandbox. An error means the sandbox could not
 // be built: the command did not run.
-func Run(p *policy.Policy, o Options) (Result, error) {
+func Run(p *policy.Policy, o Options) (res Result, err error) {
 	if o.Start.IsZero() {
 		o.Start = time.Now()
 	}
+	defer func() { res.Swept = takeSwept() }()
 	tl := &timeline{start: o.Start}
 	tl.mark("policy")
 	warn := o.Warn

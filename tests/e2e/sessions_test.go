@@ -90,7 +90,7 @@ func TestSessionsAcrossPIDNamespaces(t *testing.T) {
 
 // TestKilledSupervisorSweptFromOtherPIDNS: a SIGKILLed supervisor's session
 // is dead for a ronly in another PID namespace too, which removes its
-// cgroup and kills what still runs in it.
+// cgroup, kills what still runs in it and reports it lost.
 func TestKilledSupervisorSweptFromOtherPIDNS(t *testing.T) {
 	b := setup(t)
 	needTool(t, "unshare")
@@ -120,9 +120,17 @@ func TestKilledSupervisorSweptFromOtherPIDNS(t *testing.T) {
 	if len(marked(marker)) == 0 || len(cgroups()) == 0 {
 		t.Fatalf("expected the killed session's processes and cgroup to outlive it until the next session: %v, %v", marked(marker), cgroups())
 	}
-	next := b.inPIDNS("--", "/bin/true")
+	textfile := filepath.Join(t.TempDir(), "ronly.prom")
+	next := b.inPIDNS("--metrics-textfile", textfile, "--", "/bin/true")
 	if o, err := next.CombinedOutput(); err != nil {
 		t.Fatalf("next session, in its own PID namespace: %v\n%s", err, o)
+	}
+	// It reported the dead session lost, beside its own.
+	got, _ := os.ReadFile(textfile)
+	for _, want := range []string{`ronly_sessions_total{result="lost"} 1`, `ronly_sessions_total{result="ok"} 1`} {
+		if !bytes.Contains(got, []byte(want)) {
+			t.Errorf("the next session's --metrics-textfile lacks %s:\n%s", want, got)
+		}
 	}
 	if left := marked(marker); len(left) > 0 {
 		t.Errorf("processes of the killed session outlived the next session: %v", left)
@@ -188,8 +196,11 @@ func TestKilledSupervisorWatchdog(t *testing.T) {
 		t.Errorf("the watchdog, pid %d, outlived a supervisor that ended as usual (state %s)", wd, procState(wd))
 	}
 
-	// SIGKILLed: the watchdog kills the session and removes its cgroup.
-	cmd, wd = start("--pids", "100")
+	// SIGKILLed: the watchdog kills the session, removes its cgroup and
+	// reports it lost where the session would have reported. With
+	// --count-writes, the session's write counter ends too.
+	textfile := filepath.Join(t.TempDir(), "ronly.prom")
+	cmd, wd = start("--pids", "100", "--count-writes", "--metrics-textfile", textfile)
 	if wd == 0 {
 		t.Fatal("a session with --pids has no watchdog")
 	}
@@ -200,8 +211,11 @@ func TestKilledSupervisorWatchdog(t *testing.T) {
 	killed := time.Now()
 	cmd.Process.Kill()
 	cmd.Wait()
-	for time.Since(killed) < 10*time.Second && (len(marked(marker)) > 0 || len(cgroups(sup)) > 0) {
+	for time.Since(killed) < 10*time.Second && (len(marked(marker)) > 0 || len(cgroups(sup)) > 0 || len(writeWatchers()) > 0) {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if left := writeWatchers(); len(left) > 0 {
+		t.Errorf("10 s after the supervisor was SIGKILLed, write counters run: pids %v", left)
 	}
 	if left := marked(marker); len(left) > 0 {
 		t.Errorf("10 s after its supervisor was SIGKILLed, the session's processes (or its watchdog) run: %v", left)
@@ -210,6 +224,15 @@ func TestKilledSupervisorWatchdog(t *testing.T) {
 		t.Errorf("10 s after its supervisor was SIGKILLed, the session's cgroup is there: %v", left)
 	}
 	t.Logf("the session was gone %v after its supervisor was killed", time.Since(killed).Round(time.Millisecond))
+	const lost = `ronly_sessions_total{result="lost"} 1`
+	var got []byte
+	for time.Since(killed) < 10*time.Second && !bytes.Contains(got, []byte(lost)) {
+		time.Sleep(20 * time.Millisecond)
+		got, _ = os.ReadFile(textfile)
+	}
+	if !bytes.Contains(got, []byte(lost)) {
+		t.Errorf("the watchdog did not report the session lost in its --metrics-textfile; it holds:\n%s", got)
+	}
 }
 
 // watchdogOf finds the watchdog init/watchdog.c forked for supervisor
@@ -234,4 +257,20 @@ func watchdogOf(sup int) int {
 		}
 	}
 	return 0
+}
+
+// writeWatchers lists the host's ronly-writewatch processes.
+func writeWatchers() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.HasPrefix(string(comm), "ronly-writewat") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

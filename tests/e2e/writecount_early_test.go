@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -322,4 +323,30 @@ func holdsBPF(pids []int) bool {
 		}
 	}
 	return false
+}
+
+// TestSweepStartsNoCounter: the ronly a watchdog execs to sweep runs with
+// its dead supervisor's arguments (init/watchdog.c). With --count-writes
+// among them, the C side must not take it for a counting session and
+// start the helper.
+func TestSweepStartsNoCounter(t *testing.T) {
+	b, dir := withFakeWritewatch(t, "ronly-e2e-sweep-")
+	log := filepath.Join(dir, "helper.log")
+	cmd := exec.Command(b.ronly, "--count-writes", "--", "true")
+	cmd.Env = []string{"_RONLY_SWEEP=1", "RONLY_E2E_HELPER_LOG=" + log}
+	cmd.Dir = "/"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the sweep: %v\n%s", err, out)
+	}
+	if hs := readHelperLog(t, log); len(hs) > 0 {
+		t.Errorf("the sweep started %d write counter helpers", len(hs))
+	}
+	// The same line as a session does start one: the check above can fail.
+	cmd = exec.Command(b.ronly, "--count-writes", "--", "true")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "RONLY_E2E_HELPER_LOG=" + log}
+	cmd.Dir = "/"
+	cmd.CombinedOutput()
+	if hs := readHelperLog(t, log); len(hs) == 0 {
+		t.Error("a counting session started no helper either: the fake helper is not found")
+	}
 }

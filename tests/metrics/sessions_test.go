@@ -244,6 +244,7 @@ func concurrentWant(n int) map[string]float64 {
 		`ronly_blocked_writes_total{operation="mkdir"}`:    f,
 		`ronly_sessions_total{result="ok"}`:                f,
 		`ronly_sessions_total{result="failed"}`:            0,
+		`ronly_sessions_total{result="lost"}`:              0, // none taken for dead while it ran
 		`ronly_session_duration_seconds_count`:             f,
 		`ronly_session_duration_seconds_bucket{le="+Inf"}`: f,
 		`ronly_write_counting`:                             1,

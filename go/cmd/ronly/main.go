@@ -12,6 +12,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"strconv"
@@ -50,8 +51,7 @@ func main() {
 		// Exec'd by the watchdog of a supervisor that died without
 		// cleaning up: what its session left running dies now, not
 		// at the next session's start.
-		cgroup.Sweep()
-		os.Exit(0)
+		os.Exit(sweepLost(os.Args[1:]))
 	}
 	if code, ok := runShim(os.Args); ok {
 		os.Exit(code)
@@ -115,6 +115,54 @@ func runCLI(args []string) int {
 		return code
 	}
 	return exitRonly
+}
+
+// sweepLost sweeps dead sessions' cgroups (cgroup.Sweep) and reports each
+// session it found as lost, where args, the dead supervisor's command
+// line, would have sent its counts. Nothing else args name is touched:
+// not its --report, not its --audit-log.
+func sweepLost(args []string) (code int) {
+	lost := cgroup.Sweep()
+	if len(lost) == 0 {
+		return 0
+	}
+	c := cli.Defaults()
+	if _, ok := flagless(args); !ok {
+		var cl commandLine
+		if flags, ok := parseOnly(&cl, args); ok {
+			c = *flags
+		}
+	}
+	out := c.OpenMetrics()
+	defer out.Close()
+	for _, s := range lost {
+		if err := out.DeliverLost(s); err != nil {
+			code = exitRonly
+		}
+	}
+	return code
+}
+
+// parseOnly parses args into cl as runCLI would, running nothing; ok is
+// false for a line kong refuses or that asks for help or the version.
+func parseOnly(cl *commandLine, args []string) (flags *cli.CLI, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, exit := r.(exitPanic); !exit {
+				panic(r)
+			}
+			ok = false
+		}
+	}()
+	parser, err := newParser(cl, plainRun(args))
+	if err != nil {
+		return nil, false
+	}
+	parser.Stdout, parser.Stderr = io.Discard, io.Discard
+	if _, _, err := cli.Parse(parser, args); err != nil {
+		return nil, false
+	}
+	return &cl.CLI, true
 }
 
 // flagless is the command of a command line with no flag and no command

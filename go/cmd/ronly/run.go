@@ -40,13 +40,9 @@ func (r *RunCmd) Run(c *cli.CLI, status *int, counter *sandbox.PendingCounter) e
 		WriteCounter: counter,
 	})
 	auditDropped, auditErr := out.EndAudit()
-	merr := out.DeliverMetrics(session, start, res, err != nil, auditDropped)
-	var queued *metrics.QueuedError
-	switch {
-	case errors.As(merr, &queued):
-		fmt.Fprintf(os.Stderr, "ronly: warning: metrics queued: %v\n", merr)
-	case merr != nil:
-		fmt.Fprintf(os.Stderr, "ronly: warning: metrics not delivered: %v\n", merr)
+	warnMetrics(out.DeliverMetrics(session, start, res, err != nil, auditDropped))
+	for _, lost := range res.Swept {
+		warnMetrics(out.DeliverLost(lost))
 	}
 	if p.Verbose {
 		printLayers(session, res)
@@ -71,6 +67,18 @@ func (r *RunCmd) Run(c *cli.CLI, status *int, counter *sandbox.PendingCounter) e
 	}
 	*status = res.ExitCode
 	return nil
+}
+
+// warnMetrics says on stderr what became of a report that was not
+// delivered at once: metrics never fail a session.
+func warnMetrics(err error) {
+	var queued *metrics.QueuedError
+	switch {
+	case errors.As(err, &queued):
+		fmt.Fprintf(os.Stderr, "ronly: warning: metrics queued: %v\n", err)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "ronly: warning: metrics not delivered: %v\n", err)
+	}
 }
 
 // printLayers says what --verbose asks: the layers the session had, its
