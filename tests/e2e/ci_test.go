@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -376,18 +375,7 @@ func TestKilledSupervisorLeavesNothing(t *testing.T) {
 			script := fmt.Sprintf("sleep 600.%s & setsid sh -c 'sleep 601.%s & exit'; sleep 0.2; echo started; sleep 602.%s", marker, marker, marker)
 			cmd := exec.Command(b.ronly, "--profile", profile, "--", "/bin/sh", "-c", script)
 			cmd.Dir = ws
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("sandbox did not start: %q", line)
-			}
+			startSession(t, cmd)
 			pid := cmd.Process.Pid
 			cmd.Process.Kill()
 			cmd.Wait()

@@ -98,18 +98,7 @@ func TestKilledSupervisorSweptFromOtherPIDNS(t *testing.T) {
 	script := fmt.Sprintf("setsid sh -c 'sleep 601.%s & exit'; sleep 0.2; echo started; sleep 602.%s", marker, marker)
 	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c", script)
 	cmd.Dir = "/"
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("sandbox did not start: %q", line)
-	}
+	startSession(t, cmd)
 	cgroups := func() []string {
 		m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d-*", cmd.Process.Pid))
 		n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d-*", cmd.Process.Pid))
@@ -154,18 +143,7 @@ func TestKilledSupervisorWatchdog(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(b.ronly, append(args, "--", "/bin/sh", "-c", script)...)
 		cmd.Dir = "/"
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("%q: sandbox did not start: %q", args, line)
-		}
+		startSession(t, cmd)
 		return cmd, watchdogOf(cmd.Process.Pid)
 	}
 	cgroups := func(sup int) []string {
@@ -273,4 +251,22 @@ func writeWatchers() []int {
 		}
 	}
 	return pids
+}
+
+// startSession starts cmd, a ronly whose command prints "started" once it
+// has set up what the test looks at, and waits for that line.
+func startSession(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("%s: sandbox did not start: %q", strings.Join(cmd.Args[1:], " "), line)
+	}
 }
