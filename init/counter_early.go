@@ -8,7 +8,7 @@ import "C"
 
 import (
 	"os"
-	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -35,11 +35,7 @@ type EarlyCounter struct {
 // first caller only (nil to the others, and when none was started). The
 // caller owns it: it must adopt it, or end and reap it.
 func TakeEarlyCounter() *EarlyCounter {
-	early.Lock()
-	defer early.Unlock()
-	taken := early.taken
-	early.taken = true
-	if taken || C.ronly_early_counter_pid <= 0 {
+	if earlyTaken.Swap(true) || C.ronly_early_counter_pid <= 0 {
 		return nil
 	}
 	return &EarlyCounter{
@@ -51,10 +47,9 @@ func TakeEarlyCounter() *EarlyCounter {
 	}
 }
 
-var early struct {
-	sync.Mutex
-	taken bool
-}
+// earlyTaken is set by the first TakeEarlyCounter: the descriptors have
+// one owner.
+var earlyTaken atomic.Bool
 
 // GuessesCounting is what counter_early.c reads from ronly's arguments
 // (without the program name) before the Go runtime starts: whether it

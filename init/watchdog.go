@@ -9,7 +9,7 @@ import "C"
 import (
 	"fmt"
 	"os"
-	"sync"
+	"sync/atomic"
 )
 
 // EnvSweep is set, alone, in the environment of the ronly a watchdog
@@ -28,20 +28,14 @@ type Watchdog struct {
 // others, and when none was forked). The caller dismisses it once it has
 // cleaned up.
 func TakeWatchdog() *Watchdog {
-	watchdog.Lock()
-	defer watchdog.Unlock()
-	taken := watchdog.taken
-	watchdog.taken = true
-	if taken || C.ronly_watchdog_pid <= 0 {
+	if watchdogTaken.Swap(true) || C.ronly_watchdog_pid <= 0 {
 		return nil
 	}
 	return &Watchdog{pid: int(C.ronly_watchdog_pid), pipe: os.NewFile(uintptr(C.ronly_watchdog_fd), "ronly-watchdog")}
 }
 
-var watchdog struct {
-	sync.Mutex
-	taken bool
-}
+// watchdogTaken is set by the first TakeWatchdog: the pipe has one owner.
+var watchdogTaken atomic.Bool
 
 // WatchdogPid is the watchdog's pid, 0 when none was forked: a child of
 // this process that is not a session's, which a session's cleanup must

@@ -206,31 +206,30 @@ func exists(path string) bool {
 // DeliverMetrics delivers the session's counts, if there is anywhere to:
 // a *metrics.QueuedError when they wait in the spool.
 func (o *Outputs) DeliverMetrics(session string, start time.Time, res sandbox.Result, failed bool, auditDropped uint64) error {
-	if !o.metrics.on {
-		return nil
-	}
-	if o.metrics.err != nil {
-		return o.metrics.err
-	}
-	return metrics.Deliver(metrics.Report{Session: session, Start: start, End: time.Now(), Failed: failed,
+	return o.deliver(metrics.Report{Session: session, Start: start, End: time.Now(), Failed: failed,
 		ExitCode: res.ExitCode, LandlockABI: res.Layers.LandlockABI, SeccompMode: res.Layers.Seccomp,
 		BlockedSyscalls: res.Blocked["syscall"], BlockedCommands: res.Blocked["command"], BlockedAPICalls: res.Blocked["api"], ShimReportsMalformed: res.MalformedReports,
 		BlockedWrites: res.Blocked["write"], WriteCounting: res.Layers.WriteCounting, SocketMediation: res.Layers.SocketMediation,
-		AuditLinesDropped: auditDropped}, o.metrics.o)
+		AuditLinesDropped: auditDropped})
 }
 
 // DeliverLost reports session, another supervisor's that died before it
 // could report (a sweep found its cgroup), to the same destination as this
 // session's counts: a session with result "lost", and nothing else.
 func (o *Outputs) DeliverLost(session string) error {
+	now := time.Now()
+	return o.deliver(metrics.Report{Session: session, Start: now, End: now, Lost: true})
+}
+
+// deliver sends r where the flags said, if anywhere.
+func (o *Outputs) deliver(r metrics.Report) error {
 	if !o.metrics.on {
 		return nil
 	}
 	if o.metrics.err != nil {
 		return o.metrics.err
 	}
-	now := time.Now()
-	return metrics.Deliver(metrics.Report{Session: session, Start: now, End: now, Lost: true}, o.metrics.o)
+	return metrics.Deliver(r, o.metrics.o)
 }
 
 // SessionReport is the --report document of a session of p that started

@@ -127,11 +127,9 @@ func sweepLost(args []string) (code int) {
 		return 0
 	}
 	c := cli.Defaults()
-	if _, ok := flagless(args); !ok {
-		var cl commandLine
-		if flags, ok := parseOnly(&cl, args); ok {
-			c = *flags
-		}
+	var cl commandLine
+	if flags, ok := parseOnly(&cl, args); ok {
+		c = *flags
 	}
 	out := c.OpenMetrics()
 	defer out.Close()
