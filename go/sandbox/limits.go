@@ -42,7 +42,7 @@ func newGroup(lim policy.Limits, name string) (g *cgroup.Group, err error) {
 	sweeping.Add(1)
 	go func() {
 		defer sweeping.Done()
-		lost := cgroup.Sweep()
+		lost := SweepLost()
 		sweptMu.Lock()
 		swept = append(swept, lost...)
 		sweptMu.Unlock()
@@ -57,6 +57,27 @@ var (
 	sweptMu  sync.Mutex
 	swept    []string
 )
+
+// ProbeSessionPrefix begins the name of every session `ronly probe` runs.
+// The probe kills its own supervisors on purpose (Ctrl-C of the probe, a
+// session past its time), and a configuration without every layer may let
+// a hostile operation kill one: such a session's cgroup is swept like any
+// other, but it is not reported lost, so that running the probe does not
+// look like supervisors dying in production (RonlySupervisorsLost).
+const ProbeSessionPrefix = "probe-"
+
+// SweepLost removes dead sessions' cgroups and what runs in them
+// (cgroup.Sweep) and returns the sessions among them to report lost: all
+// but the probe's.
+func SweepLost() []string {
+	var lost []string
+	for _, s := range cgroup.Sweep() {
+		if !strings.HasPrefix(s, ProbeSessionPrefix) {
+			lost = append(lost, s)
+		}
+	}
+	return lost
+}
 
 // takeSwept waits for the sweeps newGroup began and returns the sessions
 // they found dead, once.

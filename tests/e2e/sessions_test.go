@@ -270,3 +270,63 @@ func startSession(t *testing.T, cmd *exec.Cmd) {
 		t.Fatalf("%s: sandbox did not start: %q", strings.Join(cmd.Args[1:], " "), line)
 	}
 }
+
+// TestProbeSweepsAndReportsLost: `ronly probe` sweeps what dead sessions
+// left, as every session's start does, and reports the sessions lost where
+// its flags send metrics; but not its own sessions, whose supervisors it
+// kills on purpose (here: Ctrl-C of a probe mid-session), so that running
+// the probe does not look like supervisors dying.
+func TestProbeSweepsAndReportsLost(t *testing.T) {
+	b := setup(t)
+	cgroups := func(pattern string) []string {
+		m, _ := filepath.Glob("/sys/fs/cgroup/*/ronly/" + pattern)
+		n, _ := filepath.Glob("/sys/fs/cgroup/ronly/" + pattern)
+		return append(m, n...)
+	}
+	// A probe interrupted while one of its sessions runs: the session's
+	// supervisor is SIGKILLed and its cgroup stays until a sweep.
+	for try := 0; try < 5 && len(cgroups("probe-*")) == 0; try++ {
+		probe := exec.Command(b.ronly, "probe")
+		probe.Dir = "/"
+		if err := probe.Start(); err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		for time.Since(began) < 30*time.Second && len(cgroups("probe-*")) == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		probe.Process.Signal(unix.SIGINT)
+		probe.Wait()
+	}
+	if len(cgroups("probe-*")) == 0 {
+		t.Fatal("no interrupted probe left its session's cgroup in 5 tries")
+	}
+	// A user's session whose supervisor was SIGKILLed, with a process
+	// left in it.
+	marker := sleepMarker(t)
+	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c",
+		fmt.Sprintf("setsid sh -c 'sleep 621.%s & exit'; sleep 0.2; echo started; sleep 622.%s", marker, marker))
+	cmd.Dir = "/"
+	startSession(t, cmd)
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(marked(marker)) == 0 || len(cgroups(fmt.Sprintf("*-%d-*", cmd.Process.Pid))) == 0 {
+		t.Fatalf("the killed session left no process or no cgroup to sweep: %v", marked(marker))
+	}
+
+	textfile := filepath.Join(t.TempDir(), "ronly.prom")
+	r := b.run(t, opts{}, "probe", "--metrics-textfile", textfile)
+	if r.code != 0 {
+		t.Fatalf("ronly probe: want exit 0\n%s", r)
+	}
+	if left := marked(marker); len(left) > 0 {
+		t.Errorf("the probe's sessions did not sweep the dead session's processes: %v", left)
+	}
+	if left := append(cgroups("probe-*"), cgroups(fmt.Sprintf("*-%d-*", cmd.Process.Pid))...); len(left) > 0 {
+		t.Errorf("the probe's sessions did not sweep the dead sessions' cgroups: %v", left)
+	}
+	got, _ := os.ReadFile(textfile)
+	if want := `ronly_sessions_total{result="lost"} 1` + "\n"; !bytes.Contains(got, []byte(want)) {
+		t.Errorf("ronly probe's --metrics-textfile should count the user's session lost and not the probe's:\n%s", got)
+	}
+}

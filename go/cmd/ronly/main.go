@@ -22,7 +22,6 @@ import (
 	"github.com/alecthomas/kong"
 
 	"ronly.dev/ronly/bpf"
-	"ronly.dev/ronly/go/cgroup"
 	"ronly.dev/ronly/go/cli"
 	"ronly.dev/ronly/go/sandbox"
 	cinit "ronly.dev/ronly/init"
@@ -117,12 +116,12 @@ func runCLI(args []string) int {
 	return exitRonly
 }
 
-// sweepLost sweeps dead sessions' cgroups (cgroup.Sweep) and reports each
+// sweepLost sweeps dead sessions' cgroups (sandbox.SweepLost) and reports each
 // session it found as lost, where args, the dead supervisor's command
 // line, would have sent its counts. Nothing else args name is touched:
 // not its --report, not its --audit-log.
 func sweepLost(args []string) (code int) {
-	lost := cgroup.Sweep()
+	lost := sandbox.SweepLost()
 	if len(lost) == 0 {
 		return 0
 	}

@@ -77,8 +77,13 @@ func (c *ProbeCmd) Run(flags *cli.CLI, status *int) error {
 	if err != nil {
 		return err
 	}
+	// Dead sessions a probe session's start sweeps are reported lost, as
+	// a session's start reports them: where the flags send metrics.
+	out := flags.OpenMetrics()
+	defer out.Close()
 	pr, err := runner.New(full, runner.Options{CanaryDir: c.CanaryDir, Version: version,
-		Log: func(m string) { fmt.Fprintf(os.Stderr, "ronly: %s\n", m) }})
+		Log:  func(m string) { fmt.Fprintf(os.Stderr, "ronly: %s\n", m) },
+		Lost: func(s string) { warnMetrics(out.DeliverLost(s)) }})
 	if err != nil {
 		return err
 	}

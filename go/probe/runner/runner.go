@@ -60,6 +60,9 @@ type Options struct {
 	Version string
 	// Log gets a line per configuration when the policy is Verbose.
 	Log func(string)
+	// Lost gets each dead session (not the probe's) that a start of the
+	// probe's swept, as the next session's start reports it (nil: none).
+	Lost func(session string)
 }
 
 // config is one cumulative sandbox and what the battery did in it.
@@ -105,6 +108,9 @@ func New(full *policy.Policy, o Options) (*Prober, error) {
 	}
 	own := *full // changed below where no namespace can be made
 	full = &own
+	if o.Lost == nil {
+		o.Lost = func(string) {}
+	}
 	pr := &Prober{ops: probe.All(), full: full, root: os.Geteuid() == 0, opts: o}
 	if full.Mode == policy.ModeAuto {
 		// Where no namespace can be made, ronly runs in landlock-only
@@ -112,7 +118,7 @@ func New(full *policy.Policy, o Options) (*Prober, error) {
 		// then $TMPDIR, and no configuration goes without Landlock (the
 		// host's own tree would be all there is between a hostile
 		// operation and the host).
-		if mode, err := trialMode(full); err == nil && mode == sandbox.LandlockOnly {
+		if mode, err := trialMode(full, o.Lost); err == nil && mode == sandbox.LandlockOnly {
 			full.Mode = policy.ModeLandlockOnly
 			pr.left = "no namespace can be made here: every configuration is landlock-only, and none goes without Landlock"
 		}
@@ -534,6 +540,11 @@ func (pr *Prober) supervise(req []byte, inherit []*os.File, eventsPath string) (
 		var sl sessionLineJSON
 		if json.Unmarshal([]byte(l), &sl) == nil && sl.Session != nil {
 			session = sl.Session
+		}
+	}
+	if session != nil {
+		for _, s := range session.Swept {
+			pr.opts.Lost(s)
 		}
 	}
 	if session == nil && werr == nil {

@@ -15,6 +15,7 @@ import (
 
 	"ronly.dev/ronly/go/policy"
 	"ronly.dev/ronly/go/probe"
+	"ronly.dev/ronly/go/report"
 	"ronly.dev/ronly/go/sandbox"
 )
 
@@ -53,6 +54,9 @@ type sessionLine struct {
 	ExitCode int                          `json:"exit_code"`
 	Error    string                       `json:"error,omitempty"`
 	Warnings []string                     `json:"warnings,omitempty"`
+	// Swept are the dead sessions the start swept (sandbox.Result.Swept):
+	// the probe reports them lost where its flags send metrics.
+	Swept []string `json:"swept,omitempty"`
 }
 
 type sessionLineJSON struct {
@@ -103,8 +107,8 @@ func Supervise(in io.Reader, out io.Writer) error {
 		mu.Lock()
 		warnings = append(warnings, m)
 		mu.Unlock()
-	}, Stdin: stdin, Stdout: stdout})
-	s := sessionLine{Layers: res.Layers, Blocked: res.Blocked, ExitCode: res.ExitCode, Warnings: warnings}
+	}, Stdin: stdin, Stdout: stdout, Session: probeSession()})
+	s := sessionLine{Layers: res.Layers, Blocked: res.Blocked, ExitCode: res.ExitCode, Warnings: warnings, Swept: res.Swept}
 	if err != nil {
 		s.Error = err.Error()
 	}
@@ -118,8 +122,16 @@ func Supervise(in io.Reader, out io.Writer) error {
 
 // modeLine is TrialSession's answer.
 type modeLine struct {
-	Mode  string `json:"mode"`
-	Error string `json:"error,omitempty"`
+	Mode  string   `json:"mode"`
+	Error string   `json:"error,omitempty"`
+	Swept []string `json:"swept,omitempty"` // as in sessionLine
+}
+
+// probeSession is a name for one of the probe's sessions: marked as the
+// probe's (sandbox.ProbeSessionPrefix), so that a sweep does not report it
+// lost when the probe killed its supervisor.
+func probeSession() string {
+	return sandbox.ProbeSessionPrefix + report.NewSessionID()
 }
 
 // TrialSession (`ronly probe-internal mode`) runs `ronly --version` in the
@@ -139,8 +151,8 @@ func TrialSession(in io.Reader, out io.Writer) error {
 		return err
 	}
 	defer null.Close()
-	res, err := sandbox.Run(&p, sandbox.Options{Warn: func(string) {}, Stdin: null, Stdout: null, Stderr: null})
-	line := modeLine{Mode: res.Layers.Mode}
+	res, err := sandbox.Run(&p, sandbox.Options{Warn: func(string) {}, Stdin: null, Stdout: null, Stderr: null, Session: probeSession()})
+	line := modeLine{Mode: res.Layers.Mode, Swept: res.Swept}
 	if err != nil {
 		line.Error = err.Error()
 	}
@@ -148,8 +160,9 @@ func TrialSession(in io.Reader, out io.Writer) error {
 }
 
 // trialMode is the mode auto mode picks here for full: one session of
-// `ronly --version`, in a process of its own (TrialSession).
-func trialMode(full *policy.Policy) (string, error) {
+// `ronly --version`, in a process of its own (TrialSession). lost gets the
+// dead sessions its start swept.
+func trialMode(full *policy.Policy, lost func(string)) (string, error) {
 	p := *full
 	p.NoShims, p.ShimTools, p.NoWriteCounting, p.Limits = true, nil, true, policy.Limits{}
 	req, err := json.Marshal(&p)
@@ -167,6 +180,9 @@ func trialMode(full *policy.Policy) (string, error) {
 	var line modeLine
 	if err := json.Unmarshal(out, &line); err != nil {
 		return "", fmt.Errorf("probe: trial session: %w", err)
+	}
+	for _, s := range line.Swept {
+		lost(s)
 	}
 	if line.Error != "" {
 		return "", errors.New(line.Error)
