@@ -226,7 +226,8 @@ func creatorAlive(name string) bool {
 }
 
 // sweepLocked kills and removes dir, a dead session's cgroup whose lock
-// this process took, and lets go of the lock. It says whether it acted.
+// this process took, and lets go of the lock. It says whether it removed
+// the directory.
 func sweepLocked(dir string, lock *os.File) bool {
 	defer lock.Close()
 	// Kill and remove go by path: the path must still name the directory
@@ -244,8 +245,12 @@ func sweepLocked(dir string, lock *os.File) bool {
 	} else {
 		g.v1["any"] = dir
 	}
-	g.Close()
-	return true
+	g.Kill() // what runs in it: remove fails while anything does
+	// Swept only once removed: a sweeper that may not remove it (a
+	// user's ronly, root's cgroup) or cannot empty it would otherwise
+	// report the same session lost at each start, and the sweeper that
+	// removes it once more.
+	return g.remove() == nil
 }
 
 // lockDir opens dir and takes an exclusive flock on it without waiting:

@@ -223,3 +223,37 @@ func TestSweepSparesLiveCreators(t *testing.T) {
 		t.Errorf("the directory of a dead supervisor that nothing holds was not swept: %v", err)
 	}
 }
+
+// TestSweepCountsOnlyRemoved: a dead session's directory the sweep cannot
+// remove (here a plain directory that is not empty; in production a
+// user's ronly before root's cgroup, or processes it cannot kill) is not
+// reported swept, so that it is reported lost once, by the sweep that
+// does remove it.
+func TestSweepCountsOnlyRemoved(t *testing.T) {
+	parent := t.TempDir()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, "s3-"+strconv.Itoa(dead.Process.Pid)+"-"+lockMark+"-1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stuck := filepath.Join(dir, "in-the-way")
+	if err := os.WriteFile(stuck, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := sweepParent(parent); len(got) != 0 {
+		t.Errorf("a sweep that could not remove the directory reports %q swept", got)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the directory went anyway: %v", err)
+	}
+	os.Remove(stuck)
+	if got := sweepParent(parent); !slices.Equal(got, []string{"s3"}) {
+		t.Errorf("the sweep that removed it reports %q, want [s3]", got)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("not removed: %v", err)
+	}
+}
