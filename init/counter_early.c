@@ -62,7 +62,8 @@ int ronly_asks_counting(int argc, char **argv, int *events)
 			/* Another command's name (main.go's isCommandName): no
 			 * session, so nothing to count. Else the command, or a
 			 * flag's value: the guess ends here. */
-			if (strcmp(a, "probe") == 0 || strcmp(a, "probe-internal") == 0 || strcmp(a, "help") == 0)
+			if (strcmp(a, "probe") == 0 || strcmp(a, "probe-internal") == 0 || strcmp(a, "sweep") == 0 ||
+			    strcmp(a, "help") == 0)
 				return 0;
 			break;
 		}

@@ -330,3 +330,63 @@ func TestProbeSweepsAndReportsLost(t *testing.T) {
 		t.Errorf("ronly probe's --metrics-textfile should count the user's session lost and not the probe's:\n%s", got)
 	}
 }
+
+// TestSweepCommand: `ronly sweep` ends at once what a SIGKILLed
+// supervisor's session without a limit (so without a watchdog) left
+// running, removes its cgroup, names the session and reports it lost
+// where its metrics flags say; run again, it finds nothing.
+func TestSweepCommand(t *testing.T) {
+	b := setup(t)
+	marker := sleepMarker(t)
+	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c",
+		fmt.Sprintf("setsid sh -c 'sleep 631.%s & exit'; sleep 0.2; echo started; sleep 632.%s", marker, marker))
+	cmd.Dir = "/"
+	startSession(t, cmd)
+	pattern := fmt.Sprintf("*-%d-*", cmd.Process.Pid)
+	cgroups := func() []string {
+		m, _ := filepath.Glob("/sys/fs/cgroup/*/ronly/" + pattern)
+		n, _ := filepath.Glob("/sys/fs/cgroup/ronly/" + pattern)
+		return append(m, n...)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	dirs := cgroups()
+	if len(marked(marker)) == 0 || len(dirs) == 0 {
+		t.Fatalf("the killed session left no process or no cgroup to sweep: %v, %v", marked(marker), dirs)
+	}
+	f := strings.Split(filepath.Base(dirs[0]), "-")
+	session := strings.Join(f[:len(f)-3], "-")
+	// Some time later: nothing else ends it meanwhile.
+	time.Sleep(time.Second)
+	if len(marked(marker)) == 0 {
+		t.Fatal("the dead session's processes ended without a sweep")
+	}
+
+	textfile := filepath.Join(t.TempDir(), "ronly.prom")
+	r := b.run(t, opts{}, "sweep", "--metrics-textfile", textfile)
+	if r.code != 0 {
+		t.Fatalf("ronly sweep: want exit 0\n%s", r)
+	}
+	if left := marked(marker); len(left) > 0 {
+		t.Errorf("processes of the dead session outlived ronly sweep: %v", left)
+	}
+	if left := cgroups(); len(left) > 0 {
+		t.Errorf("the dead session's cgroup outlived ronly sweep: %v", left)
+	}
+	if !strings.Contains(r.stdout, "session "+session+":") {
+		t.Errorf("ronly sweep did not name the session %s it swept:\n%s", session, r)
+	}
+	got, _ := os.ReadFile(textfile)
+	const lost = `ronly_sessions_total{result="lost"} 1` + "\n"
+	if !bytes.Contains(got, []byte(lost)) {
+		t.Errorf("ronly sweep's --metrics-textfile lacks the lost session:\n%s", got)
+	}
+
+	r = b.run(t, opts{}, "sweep", "--metrics-textfile", textfile)
+	if r.code != 0 || r.stdout != "" {
+		t.Errorf("a second ronly sweep: want exit 0 and nothing said\n%s", r)
+	}
+	if again, _ := os.ReadFile(textfile); !bytes.Contains(again, []byte(lost)) {
+		t.Errorf("a second ronly sweep counted the session again:\n%s", again)
+	}
+}

@@ -129,7 +129,7 @@ func needTool(t testing.TB, name string) string {
 	if err == nil {
 		return path
 	}
-	msg := name + " not found: install Debian's prometheus package"
+	msg := name + " not found: tools/install-deps installs it"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + " (CI=true, so this fails instead of skipping)")
 	}

@@ -95,6 +95,7 @@ func TestEarlyGuess(t *testing.T) {
 		{[]string{"--", "sh", "--count-writes"}, false, false, false},
 		// No session, or none that counts.
 		{[]string{"--count-writes", "probe"}, false, false, false},
+		{[]string{"--count-writes", "sweep"}, false, false, false},
 		{[]string{"--count-writes", "help"}, false, false, false},
 		{[]string{"--count-writes", "--help"}, false, false, false},
 		{[]string{"--count-writes", "-h"}, false, false, false},

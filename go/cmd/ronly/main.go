@@ -77,6 +77,7 @@ type commandLine struct {
 	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 
 	Probe         ProbeCmd         `cmd:"" help:"Try ~200 operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
+	Sweep         SweepCmd         `cmd:"" help:"End what the sessions of killed supervisors left running and report them lost (for a timer, or a unit's ExecStopPost)."`
 	ProbeInternal ProbeInternalCmd `cmd:"" name:"probe-internal" hidden:"" help:"The parts ronly probe runs itself."`
 }
 
@@ -116,28 +117,66 @@ func runCLI(args []string) int {
 	return exitRonly
 }
 
-// sweepLost sweeps dead sessions' cgroups (sandbox.SweepLost) and reports each
-// session it found as lost, where args, the dead supervisor's command
-// line, would have sent its counts. Nothing else args name is touched:
-// not its --report, not its --audit-log.
+// sweepLost is the watchdog's sweep (init/watchdog.c): as `ronly sweep`,
+// with the metrics destination of args, the dead supervisor's command
+// line. Nothing else args name is touched: not its --report, not its
+// --audit-log.
 func sweepLost(args []string) (code int) {
-	lost := sandbox.SweepLost()
-	if len(lost) == 0 {
-		return 0
-	}
 	c := cli.Defaults()
 	var cl commandLine
 	if flags, ok := parseOnly(&cl, args); ok {
 		c = *flags
 	}
-	out := c.OpenMetrics()
-	defer out.Close()
+	if _, err := sweep(&c); err != nil {
+		return exitRonly
+	}
+	return 0
+}
+
+// SweepCmd ends what dead sessions left.
+type SweepCmd struct{}
+
+// Help is `ronly sweep --help`'s text below the usage line.
+func (SweepCmd) Help() string {
+	return `A session's supervisor that is SIGKILLed (systemctl stop past its timeout,
+the OOM killer) cannot end its session: what the command left running lives on,
+confined, until some ronly removes the session's cgroup. Every session's start
+does, and a session with a limit has a watchdog that does at once; this does it
+now. Run it as root from a timer (tools/deploy/ronly-sweep.timer), or from the
+ExecStopPost= of a unit that runs sessions. It prints the sessions it ended, and
+reports each lost (ronly_sessions_total{result="lost"}) where the metrics flags
+say.`
+}
+
+// Run sweeps and prints each session it swept.
+func (SweepCmd) Run(flags *cli.CLI) error {
+	lost, err := sweep(flags)
 	for _, s := range lost {
-		if err := out.DeliverLost(s); err != nil {
-			code = exitRonly
+		fmt.Printf("session %s: its supervisor was gone; what it left running is killed and its cgroup removed\n", s)
+	}
+	return err
+}
+
+// sweep removes dead sessions' cgroups and what runs in them
+// (sandbox.SweepLost) and reports each session lost where flags send
+// metrics.
+func sweep(flags *cli.CLI) (lost []string, err error) {
+	lost = sandbox.SweepLost()
+	if len(lost) == 0 {
+		return nil, nil
+	}
+	out := flags.OpenMetrics()
+	defer out.Close()
+	failed := 0
+	for _, s := range lost {
+		if derr := out.DeliverLost(s); derr != nil {
+			failed, err = failed+1, derr
 		}
 	}
-	return code
+	if err != nil {
+		err = fmt.Errorf("metrics of %d lost sessions not delivered: %w", failed, err)
+	}
+	return lost, err
 }
 
 // parseOnly parses args into cl as runCLI would, running nothing; ok is
@@ -206,7 +245,7 @@ func newParser(cl *commandLine, plain bool) (*kong.Kong, error) {
 		// a session's command line gets the flags and run only, and
 		// leaves the other commands' fields unread (about 1 ms of the
 		// start on a busy 2-core VM).
-		opts = append(opts, kong.IgnoreFields(`^commandLine\.(Probe|ProbeInternal)$`))
+		opts = append(opts, kong.IgnoreFields(`^commandLine\.(Probe|ProbeInternal|Sweep)$`))
 	}
 	return kong.New(cl, opts...)
 }
@@ -241,7 +280,7 @@ func parseAndRun(parser *kong.Kong, args []string, counter *sandbox.PendingCount
 // isCommandName is true for the names of commandLine's commands (and help).
 func isCommandName(a string) bool {
 	switch a {
-	case "run", "probe", "probe-internal", "help":
+	case "run", "probe", "probe-internal", "sweep", "help":
 		return true
 	}
 	return false

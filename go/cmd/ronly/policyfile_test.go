@@ -46,6 +46,7 @@ func TestPlainRun(t *testing.T) {
 		{[]string{"--workspace", "probe", "--", "ls"}, false},
 		{[]string{"--help"}, false},
 		{[]string{"run", "ls"}, false},
+		{[]string{"sweep"}, false},
 	} {
 		if got := plainRun(tc.args); got != tc.plain {
 			t.Errorf("plainRun(%q) = %v, want %v", tc.args, got, tc.plain)
@@ -60,8 +61,12 @@ func TestPlainRun(t *testing.T) {
 		var cmds []string
 		for _, c := range parser.Model.Children {
 			cmds = append(cmds, c.Name)
+			// Else flagless would run a command of that name.
+			if !isCommandName(c.Name) {
+				t.Errorf("isCommandName(%q) is false for one of kong's commands", c.Name)
+			}
 		}
-		want := "run probe probe-internal"
+		want := "run probe sweep probe-internal"
 		if plain {
 			want = "run"
 		}
