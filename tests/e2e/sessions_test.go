@@ -23,6 +23,36 @@ func (b bins) inPIDNS(args ...string) *exec.Cmd {
 	return exec.Command("unshare", append([]string{"--pid", "--fork", "--mount-proc", b.ronly}, args...)...)
 }
 
+// sessionCgroups lists the session cgroups whose names match pattern, in
+// every hierarchy (cgroup.Name: SESSION-PID-flock-START).
+func sessionCgroups(pattern string) []string {
+	m, _ := filepath.Glob("/sys/fs/cgroup/*/ronly/" + pattern)
+	n, _ := filepath.Glob("/sys/fs/cgroup/ronly/" + pattern)
+	return append(m, n...)
+}
+
+// supervisorCgroups are the cgroups of the sessions supervisor sup made.
+func supervisorCgroups(sup int) []string { return sessionCgroups(fmt.Sprintf("*-%d-*", sup)) }
+
+// killedSession leaves what a sweep must end: a session without a limit
+// (so without a watchdog) whose command left a process in a terminal
+// session of its own, its supervisor then SIGKILLed. It returns the marker
+// in the left process's command line and the dead supervisor's pid.
+func killedSession(t *testing.T, b bins) (marker string, sup int) {
+	t.Helper()
+	marker = sleepMarker(t)
+	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c",
+		fmt.Sprintf("setsid sh -c 'sleep 601.%s & exit'; sleep 0.2; echo started; sleep 602.%s", marker, marker))
+	cmd.Dir = "/"
+	startSession(t, cmd)
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(marked(marker)) == 0 || len(supervisorCgroups(cmd.Process.Pid)) == 0 {
+		t.Fatalf("the killed session left no process or no cgroup to sweep: %v, %v", marked(marker), supervisorCgroups(cmd.Process.Pid))
+	}
+	return marker, cmd.Process.Pid
+}
+
 // TestSessionsAcrossPIDNamespaces runs sessions from two PID namespaces
 // side by side, several of each, starting while the others run (each
 // session sweeps the dead ones' cgroups when it starts): none may take
@@ -94,21 +124,7 @@ func TestSessionsAcrossPIDNamespaces(t *testing.T) {
 func TestKilledSupervisorSweptFromOtherPIDNS(t *testing.T) {
 	b := setup(t)
 	needTool(t, "unshare")
-	marker := sleepMarker(t)
-	script := fmt.Sprintf("setsid sh -c 'sleep 601.%s & exit'; sleep 0.2; echo started; sleep 602.%s", marker, marker)
-	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c", script)
-	cmd.Dir = "/"
-	startSession(t, cmd)
-	cgroups := func() []string {
-		m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d-*", cmd.Process.Pid))
-		n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d-*", cmd.Process.Pid))
-		return append(m, n...)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	if len(marked(marker)) == 0 || len(cgroups()) == 0 {
-		t.Fatalf("expected the killed session's processes and cgroup to outlive it until the next session: %v, %v", marked(marker), cgroups())
-	}
+	marker, sup := killedSession(t, b)
 	textfile := filepath.Join(t.TempDir(), "ronly.prom")
 	next := b.inPIDNS("--metrics-textfile", textfile, "--", "/bin/true")
 	if o, err := next.CombinedOutput(); err != nil {
@@ -124,7 +140,7 @@ func TestKilledSupervisorSweptFromOtherPIDNS(t *testing.T) {
 	if left := marked(marker); len(left) > 0 {
 		t.Errorf("processes of the killed session outlived the next session: %v", left)
 	}
-	if left := cgroups(); len(left) > 0 {
+	if left := supervisorCgroups(sup); len(left) > 0 {
 		t.Errorf("cgroups of the killed session outlived the next session: %v", left)
 	}
 }
@@ -146,11 +162,7 @@ func TestKilledSupervisorWatchdog(t *testing.T) {
 		startSession(t, cmd)
 		return cmd, watchdogOf(cmd.Process.Pid)
 	}
-	cgroups := func(sup int) []string {
-		m, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/*/ronly/*-%d-*", sup))
-		n, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/ronly/*-%d-*", sup))
-		return append(m, n...)
-	}
+	cgroups := supervisorCgroups
 
 	// Without a limit: no watchdog.
 	cmd, wd := start()
@@ -278,11 +290,7 @@ func startSession(t *testing.T, cmd *exec.Cmd) {
 // the probe does not look like supervisors dying.
 func TestProbeSweepsAndReportsLost(t *testing.T) {
 	b := setup(t)
-	cgroups := func(pattern string) []string {
-		m, _ := filepath.Glob("/sys/fs/cgroup/*/ronly/" + pattern)
-		n, _ := filepath.Glob("/sys/fs/cgroup/ronly/" + pattern)
-		return append(m, n...)
-	}
+	cgroups := sessionCgroups
 	// A probe interrupted while one of its sessions runs: the session's
 	// supervisor is SIGKILLed and its cgroup stays until a sweep.
 	for try := 0; try < 5 && len(cgroups("probe-*")) == 0; try++ {
@@ -301,31 +309,13 @@ func TestProbeSweepsAndReportsLost(t *testing.T) {
 	if len(cgroups("probe-*")) == 0 {
 		t.Fatal("no interrupted probe left its session's cgroup in 5 tries")
 	}
-	// A user's session whose supervisor was SIGKILLed, with a process
-	// left in it.
-	marker := sleepMarker(t)
-	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c",
-		fmt.Sprintf("setsid sh -c 'sleep 621.%s & exit'; sleep 0.2; echo started; sleep 622.%s", marker, marker))
-	cmd.Dir = "/"
-	startSession(t, cmd)
-	cmd.Process.Kill()
-	cmd.Wait()
-	if len(marked(marker)) == 0 || len(cgroups(fmt.Sprintf("*-%d-*", cmd.Process.Pid))) == 0 {
-		t.Fatalf("the killed session left no process or no cgroup to sweep: %v", marked(marker))
-	}
+	// A user's session whose supervisor was SIGKILLed.
+	marker, sup := killedSession(t, b)
 
-	textfile := filepath.Join(t.TempDir(), "ronly.prom")
-	r := b.run(t, opts{}, "probe", "--metrics-textfile", textfile)
-	if r.code != 0 {
-		t.Fatalf("ronly probe: want exit 0\n%s", r)
+	_, got := sweepWith(t, b, marker, sup, "probe")
+	if left := cgroups("probe-*"); len(left) > 0 {
+		t.Errorf("the probe's sessions did not sweep the interrupted probe's cgroup: %v", left)
 	}
-	if left := marked(marker); len(left) > 0 {
-		t.Errorf("the probe's sessions did not sweep the dead session's processes: %v", left)
-	}
-	if left := append(cgroups("probe-*"), cgroups(fmt.Sprintf("*-%d-*", cmd.Process.Pid))...); len(left) > 0 {
-		t.Errorf("the probe's sessions did not sweep the dead sessions' cgroups: %v", left)
-	}
-	got, _ := os.ReadFile(textfile)
 	if want := `ronly_sessions_total{result="lost"} 1` + "\n"; !bytes.Contains(got, []byte(want)) {
 		t.Errorf("ronly probe's --metrics-textfile should count the user's session lost and not the probe's:\n%s", got)
 	}
@@ -337,24 +327,8 @@ func TestProbeSweepsAndReportsLost(t *testing.T) {
 // where its metrics flags say; run again, it finds nothing.
 func TestSweepCommand(t *testing.T) {
 	b := setup(t)
-	marker := sleepMarker(t)
-	cmd := exec.Command(b.ronly, "--", "/bin/sh", "-c",
-		fmt.Sprintf("setsid sh -c 'sleep 631.%s & exit'; sleep 0.2; echo started; sleep 632.%s", marker, marker))
-	cmd.Dir = "/"
-	startSession(t, cmd)
-	pattern := fmt.Sprintf("*-%d-*", cmd.Process.Pid)
-	cgroups := func() []string {
-		m, _ := filepath.Glob("/sys/fs/cgroup/*/ronly/" + pattern)
-		n, _ := filepath.Glob("/sys/fs/cgroup/ronly/" + pattern)
-		return append(m, n...)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	dirs := cgroups()
-	if len(marked(marker)) == 0 || len(dirs) == 0 {
-		t.Fatalf("the killed session left no process or no cgroup to sweep: %v, %v", marked(marker), dirs)
-	}
-	f := strings.Split(filepath.Base(dirs[0]), "-")
+	marker, sup := killedSession(t, b)
+	f := strings.Split(filepath.Base(supervisorCgroups(sup)[0]), "-")
 	session := strings.Join(f[:len(f)-3], "-")
 	// Some time later: nothing else ends it meanwhile.
 	time.Sleep(time.Second)
@@ -362,31 +336,41 @@ func TestSweepCommand(t *testing.T) {
 		t.Fatal("the dead session's processes ended without a sweep")
 	}
 
-	textfile := filepath.Join(t.TempDir(), "ronly.prom")
-	r := b.run(t, opts{}, "sweep", "--metrics-textfile", textfile)
-	if r.code != 0 {
-		t.Fatalf("ronly sweep: want exit 0\n%s", r)
-	}
-	if left := marked(marker); len(left) > 0 {
-		t.Errorf("processes of the dead session outlived ronly sweep: %v", left)
-	}
-	if left := cgroups(); len(left) > 0 {
-		t.Errorf("the dead session's cgroup outlived ronly sweep: %v", left)
-	}
+	r, got := sweepWith(t, b, marker, sup, "sweep")
 	if !strings.Contains(r.stdout, "session "+session+":") {
 		t.Errorf("ronly sweep did not name the session %s it swept:\n%s", session, r)
 	}
-	got, _ := os.ReadFile(textfile)
 	const lost = `ronly_sessions_total{result="lost"} 1` + "\n"
 	if !bytes.Contains(got, []byte(lost)) {
 		t.Errorf("ronly sweep's --metrics-textfile lacks the lost session:\n%s", got)
 	}
 
+	textfile := filepath.Join(t.TempDir(), "again.prom")
 	r = b.run(t, opts{}, "sweep", "--metrics-textfile", textfile)
 	if r.code != 0 || r.stdout != "" {
 		t.Errorf("a second ronly sweep: want exit 0 and nothing said\n%s", r)
 	}
-	if again, _ := os.ReadFile(textfile); !bytes.Contains(again, []byte(lost)) {
-		t.Errorf("a second ronly sweep counted the session again:\n%s", again)
+	if again, err := os.ReadFile(textfile); !os.IsNotExist(err) {
+		t.Errorf("a second ronly sweep reported something lost: %v\n%s", err, again)
 	}
+}
+
+// sweepWith runs ronly with args and --metrics-textfile, which must end
+// what the dead session (killedSession's marker and sup) left: it
+// returns the run and the textfile.
+func sweepWith(t *testing.T, b bins, marker string, sup int, args ...string) (result, []byte) {
+	t.Helper()
+	textfile := filepath.Join(t.TempDir(), "ronly.prom")
+	r := b.run(t, opts{}, append(args, "--metrics-textfile", textfile)...)
+	if r.code != 0 {
+		t.Fatalf("ronly %s: want exit 0\n%s", strings.Join(args, " "), r)
+	}
+	if left := marked(marker); len(left) > 0 {
+		t.Errorf("processes of the dead session outlived ronly %s: %v", strings.Join(args, " "), left)
+	}
+	if left := supervisorCgroups(sup); len(left) > 0 {
+		t.Errorf("the dead session's cgroup outlived ronly %s: %v", strings.Join(args, " "), left)
+	}
+	got, _ := os.ReadFile(textfile)
+	return r, got
 }
