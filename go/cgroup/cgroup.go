@@ -55,18 +55,35 @@ type mounts struct {
 	v1 map[string]string // v1 controller -> mount point
 }
 
-// findMounts is the hierarchies' mount points, read once a process: New
+// findMounts is the hierarchies' mount points, found once a process: New
 // and Sweep, both at a session's start, would read and parse the whole
 // mount table each, and the hierarchies are mounted at boot, not moved
 // while a session starts.
-var findMounts = sync.OnceValues(readMounts)
+func findMounts() (mounts, error) {
+	found.once.Do(func() {
+		all, err := mountinfo.Read()
+		found.m, found.err = hierarchies(all), err
+	})
+	return found.m, found.err
+}
 
-func readMounts() (mounts, error) {
+var found struct {
+	once sync.Once
+	m    mounts
+	err  error
+}
+
+// KnowMounts finds the hierarchies in all, a mount table the caller has
+// just read, unless they are found already. A session's start reads the
+// table anyway (for the credentials it hides), and on a host with
+// thousands of mounts, a Kubernetes node's, each read of it costs
+// milliseconds.
+func KnowMounts(all []mountinfo.Mount) {
+	found.once.Do(func() { found.m = hierarchies(all) })
+}
+
+func hierarchies(all []mountinfo.Mount) mounts {
 	m := mounts{v1: map[string]string{}}
-	all, err := mountinfo.Read()
-	if err != nil {
-		return m, err
-	}
 	for _, mt := range all {
 		if mt.Root != "/" {
 			continue // a bind of a sub-cgroup is not a hierarchy's root
@@ -84,7 +101,7 @@ func readMounts() (mounts, error) {
 			}
 		}
 	}
-	return m, nil
+	return m
 }
 
 func v1Controller(opt string) bool {

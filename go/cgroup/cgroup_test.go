@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/mountinfo"
 )
 
 // A session is alive exactly while a process holds its lock: its own, or
@@ -255,5 +257,56 @@ func TestSweepCountsOnlyRemoved(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("not removed: %v", err)
+	}
+}
+
+// The hierarchies are the roots of cgroup mounts: the first cgroup2 one,
+// and for each v1 controller the first mount whose options name it. A
+// bind of a sub-cgroup (a container's view) is no hierarchy's root.
+func TestHierarchies(t *testing.T) {
+	table := []mountinfo.Mount{
+		{Point: "/", Root: "/", FSType: "ext4", SuperOpts: "rw"},
+		{Point: "/ctr/sys/fs/cgroup", Root: "/system.slice/ctr", FSType: "cgroup2", SuperOpts: "rw"},
+		{Point: "/sys/fs/cgroup/unified", Root: "/", FSType: "cgroup2", SuperOpts: "rw,nsdelegate"},
+		{Point: "/other/unified", Root: "/", FSType: "cgroup2", SuperOpts: "rw"},
+		{Point: "/ctr/sys/fs/cgroup/memory", Root: "/docker", FSType: "cgroup", SuperOpts: "rw,memory"},
+		{Point: "/sys/fs/cgroup/memory", Root: "/", FSType: "cgroup", SuperOpts: "rw,memory"},
+		{Point: "/sys/fs/cgroup/cpu,cpuacct", Root: "/", FSType: "cgroup", SuperOpts: "rw,cpu,cpuacct"},
+		{Point: "/sys/fs/cgroup/pids", Root: "/", FSType: "cgroup", SuperOpts: "rw,nosuid,pids"},
+		{Point: "/sys/fs/cgroup/systemd", Root: "/", FSType: "cgroup", SuperOpts: "rw,xattr,name=systemd"},
+		{Point: "/again/memory", Root: "/", FSType: "cgroup", SuperOpts: "rw,memory"},
+	}
+	m := hierarchies(table)
+	if m.v2 != "/sys/fs/cgroup/unified" {
+		t.Errorf("v2 = %q, want /sys/fs/cgroup/unified", m.v2)
+	}
+	// Only the controllers limits use (v1Controller).
+	want := map[string]string{"memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct"}
+	for c, p := range want {
+		if m.v1[c] != p {
+			t.Errorf("v1[%s] = %q, want %q", c, m.v1[c], p)
+		}
+	}
+	for c := range m.v1 {
+		if _, ok := want[c]; !ok {
+			t.Errorf("v1 has %q (%s), which limits do not use", c, m.v1[c])
+		}
+	}
+}
+
+// KnowMounts is a hint: once this process found the hierarchies, a table
+// handed over later changes nothing.
+func TestKnowMountsAfterFound(t *testing.T) {
+	before, err := findMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	KnowMounts([]mountinfo.Mount{{Point: "/elsewhere", Root: "/", FSType: "cgroup2"}})
+	after, err := findMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.v2 != before.v2 || len(after.v1) != len(before.v1) {
+		t.Errorf("after KnowMounts: %+v, before: %+v", after, before)
 	}
 }

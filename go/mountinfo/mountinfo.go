@@ -4,7 +4,6 @@
 package mountinfo
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -47,34 +46,44 @@ func ReadFile(path string) ([]Mount, error) {
 // Parse reads a mount table in mountinfo's format from r. An open
 // /proc/<pid>/mountinfo keeps the mount namespace it was opened in: it
 // still reads after pid has exited.
+//
+// The table is read whole and every field is a substring of it: a
+// Kubernetes node has thousands of mounts, a session reads its table
+// twice (the host's and the sandbox's), and a string and a slice of fields
+// for each line were most of the parse's cost there.
 func Parse(r io.Reader) ([]Mount, error) {
-	var out []Mount
-	sc := bufio.NewScanner(r)
-	// Grown only for a line longer than 4 KiB: a 64 KiB buffer up front
-	// was zeroed and faulted in on every read, and a session reads the
-	// table several times before its command starts.
-	sc.Buffer(make([]byte, 0, 4<<10), 1<<20)
-	for sc.Scan() {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	text := string(b)
+	out := make([]Mount, 0, strings.Count(text, "\n"))
+	for line := range strings.Lines(text) {
 		// id parent maj:min root point options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+		var f [16]string
+		n := 0
+		for field := range strings.FieldsSeq(line) {
+			if n == len(f) {
+				break // optional fields beyond any the kernel writes
+			}
+			f[n] = field
+			n++
+		}
+		if n < 5 {
 			continue
 		}
-		m := Mount{Root: Unescape(fields[3]), Point: Unescape(fields[4])}
-		m.ID, _ = strconv.ParseUint(fields[0], 10, 64)
-		if len(fields) > 5 {
-			m.Opts = fields[5]
+		m := Mount{Root: Unescape(f[3]), Point: Unescape(f[4])}
+		m.ID, _ = strconv.ParseUint(f[0], 10, 64)
+		if n > 5 {
+			m.Opts = f[5]
 		}
-		for i := 5; i < len(fields); i++ {
-			if fields[i] == "-" && i+3 < len(fields) {
-				m.FSType, m.Source, m.SuperOpts = fields[i+1], Unescape(fields[i+2]), fields[i+3]
+		for i := 5; i < n; i++ {
+			if f[i] == "-" && i+3 < n {
+				m.FSType, m.Source, m.SuperOpts = f[i+1], Unescape(f[i+2]), f[i+3]
 				break
 			}
 		}
 		out = append(out, m)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	return out, nil
 }

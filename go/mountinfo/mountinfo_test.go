@@ -87,3 +87,29 @@ func TestReadSeesChanges(t *testing.T) {
 		t.Errorf("the tmpfs unmounted from %s is still in the next Read", dir)
 	}
 }
+
+// Parse takes each line's fields by position, around the optional fields
+// (zero or more, ended by "-"), and undoes the kernel's escapes in paths.
+func TestParse(t *testing.T) {
+	table := `22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+25 22 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:12 master:3 - proc proc rw
+31 22 0:27 /sub /mnt/with\040space ro,relatime - tmpfs my\040tmpfs ro,size=64k
+40 22 0:30 / /no/optional rw - cgroup2 cgroup2 rw,nsdelegate
+short line
+41 22 0:31 / /no/separator rw shared:4
+`
+	ms, err := Parse(strings.NewReader(table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Mount{
+		{ID: 22, Opts: "rw,relatime", Root: "/", Point: "/", FSType: "ext4", Source: "/dev/vda", SuperOpts: "rw"},
+		{ID: 25, Opts: "rw,nosuid,nodev,noexec,relatime", Root: "/", Point: "/proc", FSType: "proc", Source: "proc", SuperOpts: "rw"},
+		{ID: 31, Opts: "ro,relatime", Root: "/sub", Point: "/mnt/with space", FSType: "tmpfs", Source: "my tmpfs", SuperOpts: "ro,size=64k"},
+		{ID: 40, Opts: "rw", Root: "/", Point: "/no/optional", FSType: "cgroup2", Source: "cgroup2", SuperOpts: "rw,nsdelegate"},
+		{ID: 41, Opts: "rw", Root: "/", Point: "/no/separator"},
+	}
+	if !slices.Equal(ms, want) {
+		t.Errorf("Parse:\n got %+v\nwant %+v", ms, want)
+	}
+}

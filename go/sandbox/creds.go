@@ -466,9 +466,9 @@ func coveredBy(p *policy.Policy) func(string) bool {
 	}
 }
 
-// credMounts plans the hiding of the session's credentials.
-func credMounts(p *policy.Policy) (*CredPlan, error) {
-	ms, err := mountinfo.Read()
+// credMounts plans the hiding of the session's credentials; ms is the
+// host's mount table (mountinfo.Read's, with err).
+func credMounts(p *policy.Policy, ms []mountinfo.Mount, err error) (*CredPlan, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"ronly.dev/ronly/bpf"
 	"ronly.dev/ronly/go/cgroup"
+	"ronly.dev/ronly/go/mountinfo"
 	"ronly.dev/ronly/go/policy"
 	cinit "ronly.dev/ronly/init"
 	"ronly.dev/ronly/shims"
@@ -175,9 +176,15 @@ func Run(p *policy.Policy, o Options) (res Result, err error) {
 	gate := &warnGate{out: once(warn)}
 	held := holdSignals()
 	defer held.stop()
+	// Read once for the session's start: on a Kubernetes node's thousands
+	// of mounts each read of the table costs milliseconds.
+	mounts, mountsErr := mountinfo.Read()
+	if mountsErr == nil {
+		cgroup.KnowMounts(mounts)
+	}
 	group := beginGroup(p.Limits, o.Session)
 	defer group.discard(warn)
-	pr, err := prepare(p)
+	pr, err := prepare(p, mounts, mountsErr)
 	if err != nil {
 		return Result{Layers: pr.plan.Layers}, err
 	}
@@ -212,9 +219,11 @@ type prepared struct {
 	creds       *CredPlan // what is hidden, for the result
 }
 
-// prepare reads what the plan needs of the host and plans the session. On
-// an error, plan.Layers holds what is known of the layers by then.
-func prepare(p *policy.Policy) (prepared, error) {
+// prepare reads what the plan needs of the host and plans the session:
+// mounts is the host's mount table, as mountinfo.Read returned it (with
+// mountsErr). On an error, plan.Layers holds what is known of the layers
+// by then.
+func prepare(p *policy.Policy, mounts []mountinfo.Mount, mountsErr error) (prepared, error) {
 	var pr prepared
 	h := Host{LandlockABI: LandlockABI(), Root: os.Geteuid() == 0}
 	// Before anything on the host is touched (gitMounts creates files):
@@ -231,7 +240,7 @@ func prepare(p *policy.Policy) (prepared, error) {
 		return pr, err
 	}
 	h.Git = pr.git.mounts
-	if pr.creds, err = credMounts(p); err != nil {
+	if pr.creds, err = credMounts(p, mounts, mountsErr); err != nil {
 		pr.git.close()
 		return pr, err
 	}
