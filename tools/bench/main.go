@@ -20,6 +20,9 @@
 //	kube        kubectl get pods through the Kubernetes guard vs directly,
 //	            and the events/s one watch carries (a real kube-apiserver:
 //	            tools/kube/build, kube.go)
+//	mounts      startup with 2,000 more mounts on the host, as on a
+//	            Kubernetes node, vs the host's own table: ronly vs bwrap vs
+//	            the Go floor, in private mount namespaces (mounts.go)
 //
 // Each target also gets a floor: the same work under only the layers the
 // issue requires (one Go runtime start; an allow-all seccomp filter;
@@ -112,7 +115,7 @@ func main() {
 	ronly := flag.String("ronly", "", "path of the ronly binary (default: go build it from this checkout, static)")
 	bwrap := flag.String("bwrap", "/usr/bin/bwrap", "path of bubblewrap, the startup baseline")
 	runs := flag.Int("runs", 40, "runs of each variant")
-	only := flag.String("only", "startup,syscall,write-heavy", "run only these targets, comma-separated: startup, syscall, refused, sockets, sockfd, write-heavy, stdio, kube, breakdown; or all")
+	only := flag.String("only", "startup,syscall,write-heavy", "run only these targets, comma-separated: startup, syscall, refused, sockets, sockfd, write-heavy, stdio, kube, mounts, breakdown; or all")
 	flag.Parse()
 	self, err := os.Executable()
 	if err != nil {
@@ -139,6 +142,7 @@ func main() {
 		{"write-heavy", func() { writeHeavy(*ronly, *bwrap, self, work, *runs/4+1) }},
 		{"stdio", func() { stdioCopy(*ronly, work, *runs/8+5) }},
 		{"kube", func() { kubeBench(*ronly, *runs/2+1) }},
+		{"mounts", func() { manyMounts(*ronly, *bwrap, work, *runs/4+1) }},
 		{"breakdown", func() { breakdown(*ronly, *runs) }},
 	}
 	want := strings.Split(*only, ",")

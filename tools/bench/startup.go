@@ -119,12 +119,14 @@ func startup(ronly, bwrap, self, work string, runs int) {
 // row is a variant of the startup table: missing says why it has no
 // numbers; quiet discards its stderr (nsjail and firejail log there even
 // when told to be quiet); privateNS runs it in the bench's private mount
-// namespace; crunID appends a container id new to each run.
+// namespace, in in another one; crunID appends a container id new to each
+// run.
 type row struct {
 	variant
 	missing   string
 	quiet     bool
 	privateNS bool
+	in        *privateNS
 	crunID    bool
 }
 
@@ -171,9 +173,12 @@ func timeRows(rows []row, runs int, ns *privateNS) (wall, cpu [][]time.Duration,
 				err = cmd.Run()
 				d = time.Since(t0)
 			}
-			if v.privateNS {
+			switch {
+			case v.in != nil:
+				v.in.do(run)
+			case v.privateNS:
 				ns.do(run)
-			} else {
+			default:
 				run()
 			}
 			if err != nil {
