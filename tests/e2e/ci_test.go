@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -349,12 +350,16 @@ func TestLimitsRootless(t *testing.T) {
 	})
 	t.Run("memory falls back to RLIMIT_AS", func(t *testing.T) {
 		r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--memory", "64M"},
-			"head -c 512M /dev/zero | tail > /dev/null && echo survived")
+			"grep '^Max address space' /proc/self/limits; head -c 512M /dev/zero | tail > /dev/null && echo survived")
 		if !strings.Contains(r.stderr, "RLIMIT_AS") {
 			t.Errorf("no warning naming the rlimit fallback:\n%s", r)
 		}
-		if strings.Contains(r.stdout, "survived") {
-			t.Errorf("tail buffered 512M under a 64M address-space limit:\n%s", r)
+		// The limit itself, as the kernel holds it for the command.
+		if !regexp.MustCompile(`(?m)^Max address space\s+67108864\s+67108864\s+bytes`).MatchString(r.stdout) {
+			t.Errorf("the command's RLIMIT_AS is not 64M:\n%s", r)
+		}
+		if strings.Contains(r.stdout, "survived") || r.code == 0 || r.code == 125 {
+			t.Errorf("tail buffered 512M under a 64M address-space limit, or the command did not run (exit %d):\n%s", r.code, r)
 		}
 	})
 }

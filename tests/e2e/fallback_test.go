@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -24,22 +25,39 @@ func TestLandlockFloor(t *testing.T) {
 // new user namespaces, as Docker's default profile does: a user falls back
 // to landlock-only mode and says so in one line (--rootless, forced, gets
 // one line with the hint that fixes it), and root falls back to privileged
-// mode (and stays read-only).
+// mode (and stays read-only). The writes go to files the user owns, in a
+// directory it owns: only the sandbox can refuse them, and the host is
+// checked afterwards.
 func TestUserNamespacesRefused(t *testing.T) {
 	b := setup(t)
 	needTool(t, "setpriv")
+	userCanary := filepath.Join(userDir(t, nobody, "ronly-e2e-userns-"), "canary")
+	writeFile(t, nobody, userCanary, "canary\n", 0o644)
 	r := underFilter(t, "deny-userns", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--", "/bin/sh", "-c",
-		"{ echo > /etc/ronly-e2e-must-fail; } 2>/dev/null; echo $?")
+		"{ echo pwned > "+userCanary+"; } 2>/dev/null; echo $?")
 	if r.code != 0 || r.stdout != "2\n" || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "mode landlock-only") ||
 		!strings.Contains(r.stderr, "unshare(CLONE_NEWUSER): operation not permitted") {
 		t.Errorf("want the user in landlock-only mode, said in one line, and the write refused:\n%s", r)
 	}
+	unchanged(t, userCanary, "canary\n")
 	r = underFilter(t, "deny-userns", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", b.ronly, "--rootless", "--", "/bin/true")
 	if r.code != 125 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "user.max_user_namespaces") {
 		t.Errorf("want one line with the hint, exit 125:\n%s", r)
 	}
-	r = underFilter(t, "deny-userns", b.ronly, "-v", "--", "/bin/sh", "-c", "echo > /etc/ronly-e2e-must-fail; echo $?")
+	rootCanary := filepath.Join(userDir(t, 0, "ronly-e2e-userns-"), "canary")
+	writeFile(t, 0, rootCanary, "canary\n", 0o644)
+	r = underFilter(t, "deny-userns", b.ronly, "-v", "--", "/bin/sh", "-c", "{ echo pwned > "+rootCanary+"; } 2>/dev/null; echo $?")
 	if r.code != 0 || !strings.Contains(r.stderr, "mode=privileged") || r.stdout != "2\n" {
 		t.Errorf("want root to fall back to privileged mode, still read-only:\n%s", r)
+	}
+	unchanged(t, rootCanary, "canary\n")
+}
+
+// unchanged fails the test when the host's file path no longer holds
+// want: a write the sandbox should have refused went through.
+func unchanged(t *testing.T, path, want string) {
+	t.Helper()
+	if got, err := os.ReadFile(path); err != nil || string(got) != want {
+		t.Errorf("HOST CHANGED: %s holds %q (%v), want %q", path, got, err, want)
 	}
 }

@@ -72,7 +72,7 @@ func TestCtrlCReachesTheCommand(t *testing.T) {
 	// The shell traps SIGINT before it says ready: a plain "echo ready;
 	// sleep" races dash's fork of sleep against the keystroke under load,
 	// with or without ronly.
-	out, code := onPTY(t, b.ronly, `\x03`, "--", "/bin/sh", "-c", `trap "exit 130" INT; echo ready; sleep 100 & wait; echo not-interrupted`)
+	out, code := onPTY(t, b.ronly, `\x03`, "--", "/bin/sh", "-c", `trap "exit 130" INT; echo ready; sleep 100 & wait; echo not-$((0+1))-interrupted`)
 	if code != "130" || strings.Contains(out, "not-1-interrupted") {
 		t.Fatalf("want exit 130 from an interrupted sleep, got %s:\n%s", code, out)
 	}

@@ -86,8 +86,10 @@ func TestWriteCountingOffByDefault(t *testing.T) {
 	} {
 		t.Run(strings.TrimLeft(c.name, "-"), func(t *testing.T) {
 			rep := filepath.Join(dir, c.name+".json")
+			victim := filepath.Join(dir, c.name+".victim")
+			writeFile(t, 0, victim, "victim\n", 0o644)
 			args := append(append([]string{"--no-metrics", "--report", rep}, c.flags...),
-				"--", "/bin/sh", "-c", "rm -f /etc/hostname 2>/dev/null; echo ready; read x; exit 0")
+				"--", "/bin/sh", "-c", "rm -f "+victim+" 2>/dev/null; echo ready; read x; exit 0")
 			cmd := exec.Command(b.ronly, args...)
 			stdin, stderr := startReady(t, cmd)
 			objs := bpfObjectsWithChildren(t, cmd.Process.Pid)
@@ -95,6 +97,7 @@ func TestWriteCountingOffByDefault(t *testing.T) {
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("ronly: %v\n%s", err, stderr.String())
 			}
+			unchanged(t, victim, "victim\n")
 			got := readReport(t, rep)
 			var links []string
 			for _, o := range objs {

@@ -15,9 +15,10 @@ import (
 // refusedWrites are the commonest writes an agent attempts on the host,
 // each refused by the read-only mounts with EROFS, and the operation each
 // must be counted as; then the same kinds of writes in /tmp, which must
-// not be counted.
+// not be counted. VICTIM is a file of the test's, which the unlink aims at
+// (not a file of the host's, which a regression would delete).
 const refusedWrites = `
-rm -f /etc/hostname
+rm -f VICTIM
 echo x > /etc/ronly-e2e-write
 mkdir /etc/ronly-e2e-dir
 mv /etc/hosts /etc/hosts.moved
@@ -34,8 +35,11 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 	requireRoot(t)
 	dir := userDir(t, 0, "ronly-e2e-writes-")
 	rep, auditLog, textfile := filepath.Join(dir, "r.json"), filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "ronly.prom")
+	victim := filepath.Join(dir, "victim")
+	writeFile(t, 0, victim, "victim\n", 0o644)
 	hosts, _ := os.ReadFile("/etc/hosts")
-	r := b.sh(t, opts{}, []string{"--count-writes", "--report", rep, "--audit-log", auditLog, "--metrics-textfile", textfile}, refusedWrites)
+	r := b.sh(t, opts{}, []string{"--count-writes", "--report", rep, "--audit-log", auditLog, "--metrics-textfile", textfile},
+		strings.Replace(refusedWrites, "VICTIM", victim, 1))
 	if r.code != 0 {
 		t.Fatalf("script failed:\n%s", r)
 	}
@@ -49,7 +53,7 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 	}
 	audited := map[string]uint64{}
 	paths := map[string][]string{}
-	wantPaths := map[string][]string{"unlink": {"/etc/hostname"}, "open": {"/etc/ronly-e2e-write"},
+	wantPaths := map[string][]string{"unlink": {victim}, "open": {"/etc/ronly-e2e-write"},
 		"mkdir": {"/etc/ronly-e2e-dir"}, "rename": {"/etc/hosts"}, "symlink": {"/etc/ronly-e2e-link"}}
 	f, err := os.Open(auditLog)
 	if err != nil {
@@ -95,6 +99,7 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 	if after, _ := os.ReadFile("/etc/hosts"); string(after) != string(hosts) {
 		t.Errorf("/etc/hosts changed")
 	}
+	unchanged(t, victim, "victim\n")
 	for _, p := range []string{"/etc/ronly-e2e-write", "/etc/ronly-e2e-dir", "/etc/hosts.moved", "/etc/ronly-e2e-link"} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("%s exists on the host", p)
@@ -103,15 +108,24 @@ func TestRefusedWritesAreCounted(t *testing.T) {
 }
 
 // TestRefusedWritesRootless: without root there is no eBPF, so refused
-// writes are refused but not counted, and the report says so.
+// writes are refused but not counted, and the report says so. The writes
+// go to the user's own file and directory, where only the sandbox can
+// refuse them.
 func TestRefusedWritesRootless(t *testing.T) {
 	b := setup(t)
 	requireRoot(t)
 	dir := userDir(t, nobody, "ronly-e2e-writes-")
 	rep := filepath.Join(dir, "r.json")
-	r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--count-writes", "--report", rep}, "! touch /etc/ronly-e2e-rootless 2>/dev/null")
+	victim := filepath.Join(dir, "victim")
+	writeFile(t, nobody, victim, "victim\n", 0o644)
+	r := b.sh(t, opts{uid: nobody}, []string{"--rootless", "--count-writes", "--report", rep},
+		"! { echo x > "+victim+"; } 2>/dev/null && ! touch "+dir+"/new 2>/dev/null")
 	if r.code != 0 {
 		t.Fatalf("the write was not refused:\n%s", r)
+	}
+	unchanged(t, victim, "victim\n")
+	if _, err := os.Lstat(filepath.Join(dir, "new")); err == nil {
+		t.Errorf("HOST CHANGED: %s/new was created from inside", dir)
 	}
 	got := readReport(t, rep)
 	if got.Layers.WriteCounting || len(got.Refused["write"]) != 0 {
