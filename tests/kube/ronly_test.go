@@ -196,6 +196,10 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 		kubectl + " proxy --port=18001 >/dev/null 2>&1 & sleep 2; curl -s -X DELETE http://127.0.0.1:18001/api/v1/namespaces/" + kube.Namespace + "/pods/web-1; echo; kill $!",
 		// Raw bytes on the guard's port, past any HTTP client.
 		"/usr/bin/python3 -c " + shellQuote([]string{rawDelete}) + ` "${server#https://}"`,
+		// A port-forward stream asked for straight (kubectl gives up on
+		// the Pending pod before it asks): the guard must refuse it.
+		`curl -sk -X POST -H 'Connection: Upgrade' -H 'Upgrade: SPDY/3.1' -H 'X-Stream-Protocol-Version: portforward.k8s.io' ` +
+			`"$server/api/v1/namespaces/` + kube.Namespace + `/pods/web-0/portforward?ports=80"; echo`,
 	}
 	if hidden {
 		// The credential the kubeconfig outside names reads empty
@@ -237,10 +241,12 @@ func insideRonly(t *testing.T, args []string, hidden bool) {
 	// The refusals the guard counted: the ones only the guard sees.
 	api := s.report.Refused["api"]
 	for _, want := range []string{
-		// delete --all lists, then deletes one by one; port-forward
-		// gives up on a Pending pod before it connects.
+		// delete --all lists, then deletes one by one; kubectl
+		// port-forward gives up on a Pending pod before it connects,
+		// the raw request does not.
 		"kubernetes delete pods", "kubernetes delete configmaps", "kubernetes patch configmaps",
 		"kubernetes create configmaps", "kubernetes patch deployments/scale", "kubernetes connect pods/exec",
+		"kubernetes connect pods/portforward",
 		"kubernetes create serviceaccounts/token", "kubernetes patch pods",
 	} {
 		if api[want] == 0 {
