@@ -22,6 +22,7 @@ const description = `Synopsis:
 
     ronly [OPTIONS] [COMMAND...]
     ronly probe [OPTIONS] [--json]
+    ronly sweep [OPTIONS]
 
 Run COMMAND (default: $SHELL, else /bin/bash) in a read-only sandbox.
 

@@ -76,7 +76,7 @@ type commandLine struct {
 	// (go/cmd/ronly-exporter), so that a session links no client_golang.
 	Run RunCmd `cmd:"" default:"withargs" help:"Run COMMAND in the sandbox (the default; 'run' may be omitted)."`
 
-	Probe         ProbeCmd         `cmd:"" help:"Try ~200 operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
+	Probe         ProbeCmd         `cmd:"" help:"Try hostile and everyday operations inside the sandbox and say, for each, which layer refuses it (--json for a document)."`
 	Sweep         SweepCmd         `cmd:"" help:"End what the sessions of killed supervisors left running and report them lost (for a timer, or a unit's ExecStopPost)."`
 	ProbeInternal ProbeInternalCmd `cmd:"" name:"probe-internal" hidden:"" help:"The parts ronly probe runs itself."`
 }

@@ -28,10 +28,14 @@ type ProbeCmd struct {
 
 // Help is `ronly probe --help`'s text after the synopsis.
 func (c *ProbeCmd) Help() string {
-	return `Runs ronly's battery of ~150 hostile operations (write a canary file, signal a
-canary process, remount the root, reach a hidden socket...) and ~50 everyday
+	kinds := map[probe.Kind]int{}
+	for _, op := range probe.All() {
+		kinds[op.Kind]++
+	}
+	return fmt.Sprintf(`Runs ronly's battery of %d hostile operations (write a canary file, signal a
+canary process, remount the root, reach a hidden socket...) and %d everyday
 ones inside the sandbox your flags describe, first with layers left out:
-
+`, kinds[probe.Hostile], kinds[probe.Everyday]) + `
   mount+caps  namespaces, read-only root, private /dev, capabilities dropped
               (no user namespace: root only; for others it is mount+caps+userns)
   userns      + a user namespace
