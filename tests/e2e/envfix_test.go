@@ -87,9 +87,7 @@ func TestNestedUserNamespace(t *testing.T) {
 	if !strings.Contains(r.stderr, "mode=rootless") || !strings.Contains(r.stderr, "mode rootless: root's id maps cannot be written here") {
 		t.Errorf("-v does not name the rootless fallback and why:\n%s", r)
 	}
-	if got, _ := os.ReadFile(canary); string(got) != "canary\n" {
-		t.Errorf("HOST CHANGED: the canary is now %q", got)
-	}
+	unchanged(t, canary, "canary\n")
 	// Without -v the fallback is silent, as the privileged one is.
 	r = outside(t, "unshare", "--user", "--map-root-user", b.ronly, "--", "/bin/true")
 	if r.code != 0 || strings.Contains(r.stderr, "rootless") {
@@ -186,7 +184,5 @@ func TestPrivilegedWithoutDACReadSearch(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "CapEff:\t0000000000000000") || !strings.Contains(r.stdout, "write=2") {
 		t.Fatalf("want no capability inside and the write refused:\n%s", r)
 	}
-	if got, _ := os.ReadFile(canary); string(got) != "canary\n" {
-		t.Errorf("HOST CHANGED: the canary is now %q", got)
-	}
+	unchanged(t, canary, "canary\n")
 }

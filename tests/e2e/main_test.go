@@ -315,6 +315,15 @@ func writeFile(t *testing.T, uid int, path, content string, mode os.FileMode) {
 	}
 }
 
+// unchanged fails the test when the host's file path no longer holds
+// want: a write the sandbox should have refused went through.
+func unchanged(t *testing.T, path, want string) {
+	t.Helper()
+	if got, err := os.ReadFile(path); err != nil || string(got) != want {
+		t.Errorf("HOST CHANGED: %s holds %q (%v), want %q", path, got, err, want)
+	}
+}
+
 // users are the two ways ronly is run: by root (an identity-mapped user
 // namespace) and by an unprivileged user (--rootless, only its own id
 // mapped).

@@ -62,9 +62,7 @@ sleep 1000 &
 				t.Errorf("-v does not name the mode:\n%s", r.stderr)
 			}
 			// From outside.
-			if got, _ := os.ReadFile(canary); string(got) != "canary\n" {
-				t.Errorf("HOST CHANGED: the canary is now %q", got)
-			}
+			unchanged(t, canary, "canary\n")
 			for _, p := range []string{filepath.Join(dir, "new"), "/tmp/ronly-e2e-nons-" + c.marker} {
 				if _, err := os.Lstat(p); err == nil {
 					os.Remove(p)
@@ -182,9 +180,7 @@ func TestLandlockOnlyAutoFallback(t *testing.T) {
 			if len(lines) != 1 || !strings.Contains(lines[0], "mode landlock-only") {
 				t.Errorf("want one line on stderr naming landlock-only mode:\n%s", r)
 			}
-			if got, _ := os.ReadFile(canary); string(got) != "canary\n" {
-				t.Errorf("HOST CHANGED: the canary is now %q", got)
-			}
+			unchanged(t, canary, "canary\n")
 		})
 	}
 }
