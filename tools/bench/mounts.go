@@ -51,8 +51,7 @@ func manyMounts(ronly, bwrap, work string, runs int) {
 		ns     *privateNS
 	}{{"", plain}, {fmt.Sprintf(", +%d", extraMounts), many}} {
 		rows = append(rows,
-			row{variant: variant{"bwrap" + ns.suffix, []string{bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc",
-				"--unshare-uts", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "/bin/true"}}, in: ns.ns},
+			row{variant: variant{"bwrap" + ns.suffix, bwrapTrue(bwrap)}, in: ns.ns},
 			row{variant: variant{"Go floor" + ns.suffix, append(append([]string{}, floor...), "/bin/true")}, in: ns.ns},
 			row{variant: variant{"ronly" + ns.suffix, []string{ronly, "--", "/bin/true"}}, in: ns.ns},
 		)
@@ -61,7 +60,7 @@ func manyMounts(ronly, bwrap, work string, runs int) {
 		rows[0].missing, rows[3].missing = "not installed", "not installed"
 	}
 	settle(floor[0])
-	t, _, faults := timeRows(rows, runs, nil)
+	t, _, faults := timeRows(rows, runs)
 	fmt.Printf("  %-24s %8s %8s %8s %8s %8s %8s %8s\n", "ms", "median", "p10", "p90", "/bwrap", "/floor", "/before", "faults")
 	for i, r := range rows {
 		if r.missing != "" {

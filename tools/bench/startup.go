@@ -44,11 +44,7 @@ func startup(ronly, bwrap, self, work string, runs int) {
 		{variant: variant{"bare exec", []string{"/bin/true"}}},
 		{variant: variant{"Go hello (one runtime)", []string{self, "hello"}}},
 	}
-	bw := row{variant: variant{"bwrap", []string{bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc",
-		"--unshare-uts", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "/bin/true"}}}
-	// User, PID, IPC and UTS namespaces, / read-only, a private /dev,
-	// /proc and /tmp: what ronly's debug profile gives, and a PID
-	// namespace besides.
+	bw := row{variant: variant{"bwrap", bwrapTrue(bwrap)}}
 	if _, err := os.Stat(bwrap); err != nil {
 		bw.missing = "not installed"
 	}
@@ -87,6 +83,11 @@ func startup(ronly, bwrap, self, work string, runs int) {
 			fatal(err)
 		}
 		defer ns.close()
+		for i := range rows {
+			if rows[i].privateNS {
+				rows[i].in = ns
+			}
+		}
 	}
 	for _, r := range rows {
 		if r.missing == "" {
@@ -95,7 +96,7 @@ func startup(ronly, bwrap, self, work string, runs int) {
 			}
 		}
 	}
-	t, cpu, faults := timeRows(rows, runs, ns)
+	t, cpu, faults := timeRows(rows, runs)
 	col := func(name string) int {
 		i := slices.IndexFunc(rows, func(r row) bool { return r.name == name })
 		if i >= 0 && rows[i].missing != "" {
@@ -118,9 +119,9 @@ func startup(ronly, bwrap, self, work string, runs int) {
 
 // row is a variant of the startup table: missing says why it has no
 // numbers; quiet discards its stderr (nsjail and firejail log there even
-// when told to be quiet); privateNS runs it in the bench's private mount
-// namespace, in in another one; crunID appends a container id new to each
-// run.
+// when told to be quiet); privateNS asks for the startup table's private
+// mount namespace, and in is the namespace it runs in (nil: the bench's
+// own); crunID appends a container id new to each run.
 type row struct {
 	variant
 	missing   string
@@ -147,9 +148,9 @@ func pct(s []time.Duration, p int) time.Duration {
 
 // timeRows runs each row that is installed runs times, interleaved, and
 // keeps each run's wall time, CPU time and minor page faults (sample r of
-// every row is from the same round). Rows marked privateNS start from ns's
+// every row is from the same round). A row with a namespace (in) starts
 // thread; their timing is taken there too.
-func timeRows(rows []row, runs int, ns *privateNS) (wall, cpu [][]time.Duration, faults [][]int64) {
+func timeRows(rows []row, runs int) (wall, cpu [][]time.Duration, faults [][]int64) {
 	wall = make([][]time.Duration, len(rows))
 	cpu = make([][]time.Duration, len(rows))
 	faults = make([][]int64, len(rows))
@@ -173,12 +174,9 @@ func timeRows(rows []row, runs int, ns *privateNS) (wall, cpu [][]time.Duration,
 				err = cmd.Run()
 				d = time.Since(t0)
 			}
-			switch {
-			case v.in != nil:
+			if v.in != nil {
 				v.in.do(run)
-			case v.privateNS:
-				ns.do(run)
-			default:
+			} else {
 				run()
 			}
 			if err != nil {
@@ -280,4 +278,12 @@ func cFloor(goFloor []string, dir string) ([]string, error) {
 		}
 	}
 	return []string{bin, goFloor[0], records}, nil
+}
+
+// bwrapTrue runs /bin/true under bwrap with user, PID, IPC and UTS
+// namespaces, / read-only, a private /dev, /proc and /tmp: what ronly's
+// debug profile gives, and a PID namespace besides.
+func bwrapTrue(bwrap string) []string {
+	return []string{bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+		"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "/bin/true"}
 }
