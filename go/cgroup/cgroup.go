@@ -61,7 +61,7 @@ type mounts struct {
 // while a session starts.
 func findMounts() (mounts, error) {
 	found.once.Do(func() {
-		all, err := mountinfo.Read()
+		all, err := mountinfo.Read(Hierarchy)
 		found.m, found.err = hierarchies(all), err
 	})
 	return found.m, found.err
@@ -74,7 +74,8 @@ var found struct {
 }
 
 // KnowMounts finds the hierarchies in all, a mount table the caller has
-// just read, unless they are found already. A session's start reads the
+// just read (the mounts Hierarchy keeps at least), unless they are found
+// already. A session's start reads the
 // table anyway (for the credentials it hides), and on a host with
 // thousands of mounts, a Kubernetes node's, each read of it costs
 // milliseconds.
@@ -82,11 +83,18 @@ func KnowMounts(all []mountinfo.Mount) {
 	found.once.Do(func() { found.m = hierarchies(all) })
 }
 
+// Hierarchy says whether m is the mount of a cgroup hierarchy's root: what
+// KnowMounts needs of a mount table.
+func Hierarchy(m *mountinfo.Mount) bool {
+	// A bind of a sub-cgroup is not a hierarchy's root.
+	return m.Root == "/" && (m.FSType == "cgroup2" || m.FSType == "cgroup")
+}
+
 func hierarchies(all []mountinfo.Mount) mounts {
 	m := mounts{v1: map[string]string{}}
 	for _, mt := range all {
-		if mt.Root != "/" {
-			continue // a bind of a sub-cgroup is not a hierarchy's root
+		if !Hierarchy(&mt) {
+			continue
 		}
 		switch mt.FSType {
 		case "cgroup2":

@@ -1,11 +1,14 @@
 package mountinfo
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,7 +23,7 @@ func TestUnescape(t *testing.T) {
 
 // The root and /proc are mounted wherever the tests run.
 func TestRead(t *testing.T) {
-	ms, err := Read()
+	ms, err := Read(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +68,7 @@ func TestReadSeesChanges(t *testing.T) {
 	}
 	dir := t.TempDir()
 	has := func() bool {
-		ms, err := Read()
+		ms, err := Read(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +101,7 @@ func TestParse(t *testing.T) {
 short line
 41 22 0:31 / /no/separator rw shared:4
 `
-	ms, err := Parse(strings.NewReader(table))
+	ms, err := Parse(strings.NewReader(table), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,5 +114,48 @@ short line
 	}
 	if !slices.Equal(ms, want) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", ms, want)
+	}
+}
+
+// TestParseInPieces: a table read in pieces of any size, with lines across
+// the pieces, a line longer than the buffer and a last line without its
+// newline, parses as it does read whole, and keep keeps the same mounts in
+// the same order.
+func TestParseInPieces(t *testing.T) {
+	var b strings.Builder
+	for i := range 3000 { // about 250 KB: several of Parse's pieces
+		fmt.Fprintf(&b, "%d 22 0:%d / /var/lib/kubelet/pods/%d/volumes/kubernetes.io~projected/kube-api-access rw,relatime - tmpfs tmpfs rw,size=64k\n", 100+i, i, i)
+		if i == 1500 {
+			fmt.Fprintf(&b, "99999 22 0:1 /%s /long rw - ext4 /dev/vdb rw\n", strings.Repeat("x", 3*chunk))
+		}
+	}
+	b.WriteString("7 22 0:5 / /last rw - cgroup2 cgroup2 rw")
+	table := b.String()
+	whole := parseLines(table, nil, nil)
+	if len(whole) != 3002 || whole[1501].ID != 99999 || len(whole[1501].Root) != 3*chunk+1 || whole[3001].Point != "/last" {
+		t.Fatalf("the table read whole: %d mounts", len(whole))
+	}
+	keep := func(m *Mount) bool { return m.ID%7 == 0 || m.FSType != "tmpfs" }
+	var kept []Mount
+	for _, m := range whole {
+		if keep(&m) {
+			kept = append(kept, m)
+		}
+	}
+	for name, r := range map[string]func() io.Reader{
+		"whole":                   func() io.Reader { return strings.NewReader(table) },
+		"one byte":                func() io.Reader { return iotest.OneByteReader(strings.NewReader(table)) },
+		"halves":                  func() io.Reader { return iotest.HalfReader(strings.NewReader(table)) },
+		"EOF with the last bytes": func() io.Reader { return iotest.DataErrReader(strings.NewReader(table)) },
+	} {
+		if got, err := Parse(r(), nil); err != nil || !slices.Equal(got, whole) {
+			t.Errorf("%s: Parse: %d mounts, %v; want %d", name, len(got), err, len(whole))
+		}
+		if got, err := Parse(r(), keep); err != nil || !slices.Equal(got, kept) {
+			t.Errorf("%s: Parse with keep: %d mounts, %v; want %d", name, len(got), err, len(kept))
+		}
+	}
+	if _, err := Parse(iotest.TimeoutReader(strings.NewReader(table)), nil); err == nil {
+		t.Error("Parse: a read error was not returned")
 	}
 }

@@ -393,27 +393,49 @@ func (s *credScan) dirRecords(d coverDir, budget int) int {
 // wait on an automounter or a dead network file system.
 func tokenDirCandidates(ms []mountinfo.Mount) []string {
 	var out []string
-	below := func(p string) {
-		for _, suf := range tokenDirSuffixes {
-			out = append(out, filepath.Join(p, suf))
-		}
-	}
+	add := func(p string) { out = append(out, p) }
 	for _, d := range wellKnownTokenDirs {
-		below(d)
+		belowMount(d, add)
 	}
 	for _, m := range ms {
-		p := m.Point
-		switch {
-		case filepath.Base(p) == "serviceaccount", filepath.Base(p) == "tokens" && filepath.Base(filepath.Dir(p)) == "azure",
-			strings.Contains(p, "/volumes/kubernetes.io~projected/"), strings.Contains(p, "/volumes/kubernetes.io~secret/"):
-			out = append(out, p)
-		case filepath.Base(p) == "token" && filepath.Base(filepath.Dir(p)) == "serviceaccount":
-			out = append(out, filepath.Dir(p))
-		case filepath.Base(p) == "secrets":
-			below(p)
+		switch dir, secrets := mountTokenDir(m.Point); {
+		case secrets:
+			belowMount(dir, add)
+		case dir != "":
+			add(dir)
 		}
 	}
 	return out
+}
+
+// tokenMount says whether a mount may lead to a token directory: the
+// mounts of the host's table a session's start keeps.
+func tokenMount(m *mountinfo.Mount) bool {
+	dir, _ := mountTokenDir(m.Point)
+	return dir != ""
+}
+
+// mountTokenDir is the directory a mount at p may hold a token in, if any;
+// secrets: p is a mount of secrets, with token directories below it.
+func mountTokenDir(p string) (dir string, secrets bool) {
+	base := filepath.Base(p)
+	switch {
+	case base == "serviceaccount", base == "tokens" && filepath.Base(filepath.Dir(p)) == "azure",
+		strings.Contains(p, "/volumes/kubernetes.io~projected/"), strings.Contains(p, "/volumes/kubernetes.io~secret/"):
+		return p, false
+	case base == "token" && filepath.Base(filepath.Dir(p)) == "serviceaccount":
+		return filepath.Dir(p), false
+	case base == "secrets":
+		return p, true
+	}
+	return "", false
+}
+
+// belowMount adds the token directories below p, a mount of secrets.
+func belowMount(p string, add func(string)) {
+	for _, suf := range tokenDirSuffixes {
+		add(filepath.Join(p, suf))
+	}
 }
 
 // holdsToken says whether dir holds a token: a name "token" or "…-token"
@@ -467,7 +489,8 @@ func coveredBy(p *policy.Policy) func(string) bool {
 }
 
 // credMounts plans the hiding of the session's credentials; ms is the
-// host's mount table (mountinfo.Read's, with err).
+// host's mount table (mountinfo.Read's, with err), of which it needs the
+// mounts tokenMount keeps.
 func credMounts(p *policy.Policy, ms []mountinfo.Mount, err error) (*CredPlan, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -171,6 +172,11 @@ func TestTokenDirCandidates(t *testing.T) {
 		if got[n] {
 			t.Errorf("%s: a candidate", n)
 		}
+	}
+	// A start reads only the mounts tokenMount keeps: the same candidates.
+	kept := slices.DeleteFunc(slices.Clone(ms), func(m mountinfo.Mount) bool { return !tokenMount(&m) })
+	if len(kept) != 5 || !slices.Equal(tokenDirCandidates(kept), tokenDirCandidates(ms)) {
+		t.Errorf("from the mounts tokenMount keeps (%v): %q, want %q", kept, tokenDirCandidates(kept), tokenDirCandidates(ms))
 	}
 }
 

@@ -76,10 +76,14 @@ type sockets struct {
 	// name it can reach is its own.
 	ownNet bool
 	// writablePaths are the session's writable places; writable holds
-	// their mount ids once the sandbox is built (learnMounts).
+	// their mount ids, read from the sandbox's mount table when a call
+	// first asks (onWritable).
 	writablePaths []string
 	writable      map[uint64]bool
-	mountTable    *os.File // the sandbox's, held open (holdMountTable)
+	mountTable    *os.File   // the sandbox's, held open (holdMountTable)
+	learn         *sync.Once // reads writable (learnLater); nil: writable is all there is
+	learnPID      int        // the init, whose table learnMounts reads when none is held
+	learnFailed   func(error)
 	// byPath, in landlock-only mode, are the session's writable
 	// directories, which are no mounts of their own: a socket is the
 	// session's when its path lies beneath one (nons.go).
@@ -151,21 +155,61 @@ func (s *sockets) register(m map[int]mediator) {
 	m[unix.SYS_BIND] = s.bind
 }
 
+// learnLater arranges for the mount ids of the session's writable places
+// to be read from the sandbox's mount table (that of pid, the init) when a
+// mediated call first asks (onWritable), not while the command starts: on
+// a Kubernetes node's 2,000 mounts the read took 6 ms of a start, and a
+// session that never connects to an existing unix socket never needs it.
+// failed says why the table could not be read.
+func (s *sockets) learnLater(pid int, failed func(error)) {
+	if s.mountTable == nil {
+		s.holdMountTable(pid)
+	}
+	s.learn, s.learnPID, s.learnFailed = new(sync.Once), pid, failed
+}
+
+// onWritable says whether the mount with this id is one of the session's
+// writable places. Without its table read, none is (fail closed).
+func (s *sockets) onWritable(id uint64) bool {
+	if s.learn != nil {
+		s.learn.Do(func() {
+			if err := s.learnMounts(s.learnPID); err != nil {
+				s.learnFailed(err)
+			}
+		})
+	}
+	return s.writable[id]
+}
+
+// forget lets go of the sandbox's mount table, read or not, once no call
+// can ask any more: the open table holds the sandbox's mount namespace.
+func (s *sockets) forget() {
+	if s == nil {
+		return
+	}
+	if s.learn != nil {
+		s.learn.Do(func() {})
+	}
+	if s.mountTable != nil {
+		s.mountTable.Close()
+		s.mountTable = nil
+	}
+}
+
 // learnMounts reads which mounts of the finished sandbox are the session's
-// writable places, from the mount table of pid, a process inside: each
-// read-write mount at or below a writable path. It must run before the
-// first mediated call is answered; without it no path socket is the
-// session's (fail closed).
+// writable places, from the mount table held, or else that of pid, a
+// process inside: each read-write mount at or below a writable path.
 func (s *sockets) learnMounts(pid int) error {
 	var ms []mountinfo.Mount
 	var err error
+	keep := func(m *mountinfo.Mount) bool { return writableMount(m, s.writablePaths) }
 	if f := s.mountTable; f != nil {
 		s.mountTable = nil
 		defer f.Close()
-		if ms, err = mountinfo.Parse(f); err != nil {
+		if ms, err = mountinfo.Parse(f, keep); err != nil {
 			return fmt.Errorf("read mount table: %w", err)
 		}
-	} else if ms, err = mountinfo.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid)); err != nil {
+	} else if ms, err = mountinfo.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid), keep); err != nil {
 		return err
 	}
 	s.writable = writableMounts(ms, s.writablePaths)
@@ -174,8 +218,8 @@ func (s *sockets) learnMounts(pid int) error {
 
 // holdMountTable opens the mount table of pid, the init, while it waits
 // for the supervisor with its sandbox built (it hands over the seccomp
-// listener): the init execs the command next, and a command as quick as
-// /bin/true may be gone before learnMounts reads. The open file keeps the
+// listener): the init execs the command next, which may be gone, or have
+// left its children, before learnMounts reads. The open file keeps the
 // mount namespace, so learnMounts reads it later, off the command's path.
 func (s *sockets) holdMountTable(pid int) {
 	if s.mountTable != nil {
@@ -187,21 +231,28 @@ func (s *sockets) holdMountTable(pid int) {
 func writableMounts(ms []mountinfo.Mount, paths []string) map[uint64]bool {
 	out := map[uint64]bool{}
 	for _, m := range ms {
-		if !hasOpt(m.Opts, "rw") {
-			continue
-		}
-		for _, p := range paths {
-			if policy.Within(m.Point, p) {
-				out[m.ID] = true
-				break
-			}
+		if writableMount(&m, paths) {
+			out[m.ID] = true
 		}
 	}
 	return out
 }
 
+// writableMount says whether m is read-write and at or below one of paths.
+func writableMount(m *mountinfo.Mount, paths []string) bool {
+	if !hasOpt(m.Opts, "rw") {
+		return false
+	}
+	for _, p := range paths {
+		if policy.Within(m.Point, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func hasOpt(opts, opt string) bool {
-	for _, o := range strings.Split(opts, ",") {
+	for o := range strings.SplitSeq(opts, ",") {
 		if o == opt {
 			return true
 		}
@@ -220,8 +271,10 @@ func (s *session) socketLayers(pid int, listener bool) {
 		if s.socks.byPath != nil {
 			// landlock-only: judged by path, the host's mounts hold far
 			// more than the session's places.
-		} else if err := s.socks.learnMounts(pid); err != nil {
-			s.warn(fmt.Sprintf("cannot read the sandbox's mount table (%v): unix sockets in its own writable places are refused too", err))
+		} else {
+			s.socks.learnLater(pid, func(err error) {
+				s.warn(fmt.Sprintf("cannot read the sandbox's mount table (%v): unix sockets in its own writable places are refused too", err))
+			})
 		}
 		l.SocketMediation = true
 		l.DockerGuard = s.socks.guard != "" && !s.socks.refused
@@ -578,7 +631,7 @@ func (s *sockets) judgePath(k *caller, path string) target {
 	dev := unix.Mkdev(st.Dev_major, st.Dev_minor)
 	switch {
 	case s.byPath != nil && s.underByPath(fd):
-	case s.byPath == nil && st.Mask&unix.STATX_MNT_ID != 0 && s.writable[st.Mnt_id]:
+	case s.byPath == nil && st.Mask&unix.STATX_MNT_ID != 0 && s.onWritable(st.Mnt_id):
 	case s.guard != "" && isHostFile(s.docker, dev, st.Ino):
 		// The host's Docker socket, under any name: the guard answers.
 		unix.Close(fd)

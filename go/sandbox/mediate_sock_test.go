@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -242,6 +243,49 @@ func TestWritableMounts(t *testing.T) {
 		if !got[id] {
 			t.Errorf("mount %d missing: %v", id, got)
 		}
+	}
+}
+
+// TestLearnLater: the mount ids of the writable places are read when a
+// call first asks, once, from the table held at the start; without a table
+// to read no mount is the session's, and the failure is said once; a table
+// let go of unread is never read.
+func TestLearnLater(t *testing.T) {
+	dir := t.TempDir()
+	id := mountID(t, dir)
+	ms, err := mountinfo.Read(func(m *mountinfo.Mount) bool { return m.ID == id })
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("the mount of %s: %v, %v", dir, ms, err)
+	}
+	failures := 0
+	failed := func(error) { failures++ }
+
+	s := &sockets{writablePaths: []string{ms[0].Point}}
+	s.learnLater(os.Getpid(), failed)
+	if s.writable != nil || s.mountTable == nil {
+		t.Fatal("the table was read before a call asked, or it was not held")
+	}
+	if !s.onWritable(id) || s.onWritable(0) || s.mountTable != nil {
+		t.Errorf("after the first call: writable %v, table still held: %v", s.writable, s.mountTable != nil)
+	}
+	s.forget()
+
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := &sockets{writablePaths: []string{ms[0].Point}}
+	unreadable.learnLater(gone.Process.Pid, failed)
+	first, second := unreadable.onWritable(id), unreadable.onWritable(id) // said once, not twice
+	if first || second || failures != 1 {
+		t.Errorf("a table that cannot be read: writable %v, failures said %d, want 1", unreadable.writable, failures)
+	}
+
+	unread := &sockets{writablePaths: []string{ms[0].Point}}
+	unread.learnLater(os.Getpid(), failed)
+	unread.forget()
+	if unread.mountTable != nil || unread.onWritable(id) {
+		t.Error("a table let go of is still held, or was read")
 	}
 }
 

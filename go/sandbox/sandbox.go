@@ -178,7 +178,7 @@ func Run(p *policy.Policy, o Options) (res Result, err error) {
 	defer held.stop()
 	// Read once for the session's start: on a Kubernetes node's thousands
 	// of mounts each read of the table costs milliseconds.
-	mounts, mountsErr := mountinfo.Read()
+	mounts, mountsErr := mountinfo.Read(startMount)
 	if mountsErr == nil {
 		cgroup.KnowMounts(mounts)
 	}
@@ -209,6 +209,10 @@ func Run(p *policy.Policy, o Options) (res Result, err error) {
 	pr.git.afterSession(o.Session, gate.warn)
 	return s.result(code), err
 }
+
+// startMount says whether a start needs mount m of the host's table: a
+// cgroup hierarchy's, or one that may lead to a service-account token.
+func startMount(m *mountinfo.Mount) bool { return cgroup.Hierarchy(m) || tokenMount(m) }
 
 // prepared is what Run reads and opens on the host before the first start.
 type prepared struct {
@@ -830,6 +834,7 @@ func (s *session) cleanUp(a *attempt, notes *notifier, readDone <-chan struct{},
 		// before the counts are read.
 		notes.stop(time.Second)
 	}
+	s.socks.forget()
 	a.x.finish() // the output drained, the caller's terminal restored
 	// Every holder of the pipe is gone now; a process that escaped the
 	// reaping must not hold the session open.

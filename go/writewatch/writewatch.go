@@ -441,28 +441,22 @@ func openMaps(ids []ebpf.MapID) ([numMaps]*ebpf.Map, bool) {
 	return maps, ok
 }
 
+func cgroup2Root(m *mountinfo.Mount) bool { return m.FSType == "cgroup2" && m.Root == "/" }
+
 // prune forgets the cgroups that no longer exist, with their counts: a
 // Watch whose process was killed could not remove its own, and the
 // program outlives it while other Watches hold it. A cgroup's id is its
 // kernfs file handle: opening it by handle fails once the cgroup is
 // removed (ids are not reused). Best effort: an error leaves the entries.
 func (w *Watch) prune() {
-	mounts, err := mountinfo.Read()
-	if err != nil {
-		return
-	}
 	// The whole hierarchy's mount: opening a handle through a mount of a
 	// subtree fails (ESTALE) for cgroups outside it, alive or not.
-	root := -1
-	for _, m := range mounts {
-		if m.FSType == "cgroup2" && m.Root == "/" {
-			if root, err = unix.Open(m.Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return
-			}
-			break
-		}
+	mounts, err := mountinfo.Read(cgroup2Root)
+	if err != nil || len(mounts) == 0 {
+		return
 	}
-	if root < 0 {
+	root, err := unix.Open(mounts[0].Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return
 	}
 	defer unix.Close(root)
