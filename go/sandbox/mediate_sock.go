@@ -160,7 +160,11 @@ func (s *sockets) register(m map[int]mediator) {
 // mediated call first asks (onWritable), not while the command starts: on
 // a Kubernetes node's 2,000 mounts the read took 6 ms of a start, and a
 // session that never connects to an existing unix socket never needs it.
-// failed says why the table could not be read.
+// Read late, the table is still the one the init built: nothing inside
+// can mount or unmount (no capabilities, and the filter refuses every
+// mount call; ronly probe tries them), and the init made its copy of the
+// host's mounts private, so no host mount propagates in. failed says why
+// the table could not be read.
 func (s *sockets) learnLater(pid int, failed func(error)) {
 	if s.mountTable == nil {
 		s.holdMountTable(pid)
