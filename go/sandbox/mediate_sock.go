@@ -169,6 +169,9 @@ func (s *sockets) learnLater(pid int, failed func(error)) {
 	if s.mountTable == nil {
 		s.holdMountTable(pid)
 	}
+	// A fallback's start learns afresh: ids an earlier attempt's sandbox
+	// had are freed with it, and the kernel hands freed ids out again.
+	s.writable = nil
 	s.learn, s.learnPID, s.learnFailed = new(sync.Once), pid, failed
 }
 

@@ -274,7 +274,8 @@ func TestLearnLater(t *testing.T) {
 	if err := gone.Run(); err != nil {
 		t.Fatal(err)
 	}
-	unreadable := &sockets{writablePaths: []string{ms[0].Point}}
+	// As a fallback's start would: what an earlier sandbox had is gone.
+	unreadable := &sockets{writablePaths: []string{ms[0].Point}, writable: map[uint64]bool{id: true}}
 	unreadable.learnLater(gone.Process.Pid, failed)
 	first, second := unreadable.onWritable(id), unreadable.onWritable(id) // said once, not twice
 	if first || second || failures != 1 {
