@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -82,7 +83,6 @@ type sockets struct {
 	writable      map[uint64]bool
 	mountTable    *os.File   // the sandbox's, held open (holdMountTable)
 	learn         *sync.Once // reads writable (learnLater); nil: writable is all there is
-	learnPID      int        // the init, whose table learnMounts reads when none is held
 	learnFailed   func(error)
 	// byPath, in landlock-only mode, are the session's writable
 	// directories, which are no mounts of their own: a socket is the
@@ -156,23 +156,32 @@ func (s *sockets) register(m map[int]mediator) {
 }
 
 // learnLater arranges for the mount ids of the session's writable places
-// to be read from the sandbox's mount table (that of pid, the init) when a
-// mediated call first asks (onWritable), not while the command starts: on
-// a Kubernetes node's 2,000 mounts the read took 6 ms of a start, and a
-// session that never connects to an existing unix socket never needs it.
-// Read late, the table is still the one the init built: nothing inside
-// can mount or unmount (no capabilities, and the filter refuses every
-// mount call; ronly probe tries them), and the init made its copy of the
-// host's mounts private, so no host mount propagates in. failed says why
-// the table could not be read.
+// to be read from the sandbox's mount table when a mediated call first
+// asks (onWritable), not while the command starts: on a Kubernetes node's
+// 2,000 mounts the read took 6 ms of a start, and a session that never
+// connects to an existing unix socket never needs it. The table is the one
+// held since the init handed over its listener, or else opened now, from
+// pid, the init: later, pid may name another process. Read late, it is
+// still the table the init built: nothing inside can mount or unmount (no
+// capabilities, and the filter refuses every mount call; ronly probe tries
+// them), and the init made its copy of the host's mounts private, so no
+// host mount propagates in (the kernel's own automounts below a writable
+// place take its flags). failed says why the table could not be read.
 func (s *sockets) learnLater(pid int, failed func(error)) {
+	var err error
 	if s.mountTable == nil {
-		s.holdMountTable(pid)
+		s.mountTable, err = os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
 	}
 	// A fallback's start learns afresh: ids an earlier attempt's sandbox
 	// had are freed with it, and the kernel hands freed ids out again.
 	s.writable = nil
-	s.learn, s.learnPID, s.learnFailed = new(sync.Once), pid, failed
+	s.learn = new(sync.Once)
+	s.learnFailed = func(later error) {
+		if err != nil {
+			later = err
+		}
+		failed(later)
+	}
 }
 
 // onWritable says whether the mount with this id is one of the session's
@@ -180,7 +189,7 @@ func (s *sockets) learnLater(pid int, failed func(error)) {
 func (s *sockets) onWritable(id uint64) bool {
 	if s.learn != nil {
 		s.learn.Do(func() {
-			if err := s.learnMounts(s.learnPID); err != nil {
+			if err := s.learnMounts(); err != nil {
 				s.learnFailed(err)
 			}
 		})
@@ -204,20 +213,18 @@ func (s *sockets) forget() {
 }
 
 // learnMounts reads which mounts of the finished sandbox are the session's
-// writable places, from the mount table held, or else that of pid, a
-// process inside: each read-write mount at or below a writable path.
-func (s *sockets) learnMounts(pid int) error {
-	var ms []mountinfo.Mount
-	var err error
-	keep := func(m *mountinfo.Mount) bool { return writableMount(m, s.writablePaths) }
-	if f := s.mountTable; f != nil {
-		s.mountTable = nil
-		defer f.Close()
-		if ms, err = mountinfo.Parse(f, keep); err != nil {
-			return fmt.Errorf("read mount table: %w", err)
-		}
-	} else if ms, err = mountinfo.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid), keep); err != nil {
-		return err
+// writable places from the mount table held, and lets go of it: each
+// read-write mount at or below a writable path.
+func (s *sockets) learnMounts() error {
+	f := s.mountTable
+	if f == nil {
+		return errors.New("it was not held open")
+	}
+	s.mountTable = nil
+	defer f.Close()
+	ms, err := mountinfo.Parse(f, func(m *mountinfo.Mount) bool { return writableMount(m, s.writablePaths) })
+	if err != nil {
+		return fmt.Errorf("read mount table: %w", err)
 	}
 	s.writable = writableMounts(ms, s.writablePaths)
 	return nil
