@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -178,7 +179,7 @@ func Run(p *policy.Policy, o Options) (res Result, err error) {
 	defer held.stop()
 	// Read once for the session's start: on a Kubernetes node's thousands
 	// of mounts each read of the table costs milliseconds.
-	mounts, mountsErr := mountinfo.Read(startMount)
+	mounts, mountsErr := takeMounts()
 	if mountsErr == nil {
 		cgroup.KnowMounts(mounts)
 	}
@@ -208,6 +209,55 @@ func Run(p *policy.Policy, o Options) (res Result, err error) {
 	gate.release()
 	pr.git.afterSession(o.Session, gate.warn)
 	return s.result(code), err
+}
+
+// ReadMountsAhead begins reading the host's mount table for the session
+// this process is about to start, on another goroutine: Run takes it. The
+// caller calls it before parsing its flags, which take milliseconds in a
+// fresh process (kong's model), as does reading the table of a Kubernetes
+// node's thousands of mounts. Read a few milliseconds before Run, the
+// table is as fresh for the session as one Run reads itself.
+func ReadMountsAhead() {
+	ahead.begin(func() ([]mountinfo.Mount, error) { return mountinfo.Read(startMount) })
+}
+
+var ahead mountsAhead
+
+// mountsAhead is a read of the mount table begun before it is needed,
+// for the first taker only.
+type mountsAhead struct {
+	once   sync.Once
+	done   chan struct{} // nil: no read began
+	taken  atomic.Bool
+	mounts []mountinfo.Mount
+	err    error
+}
+
+func (a *mountsAhead) begin(read func() ([]mountinfo.Mount, error)) {
+	a.once.Do(func() {
+		a.done = make(chan struct{})
+		go func() {
+			defer close(a.done)
+			a.mounts, a.err = read()
+		}()
+	})
+}
+
+// take returns what the read begun ahead found, the first time; else, or
+// without one, what read finds now. No read begins ahead after a take.
+func (a *mountsAhead) take(read func() ([]mountinfo.Mount, error)) ([]mountinfo.Mount, error) {
+	a.once.Do(func() {})
+	if a.done != nil && a.taken.CompareAndSwap(false, true) {
+		<-a.done
+		return a.mounts, a.err
+	}
+	return read()
+}
+
+// takeMounts is the host's mounts a start needs: those ReadMountsAhead
+// read, the first time, else read now.
+func takeMounts() ([]mountinfo.Mount, error) {
+	return ahead.take(func() ([]mountinfo.Mount, error) { return mountinfo.Read(startMount) })
 }
 
 // startMount says whether a start needs mount m of the host's table: a

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ronly.dev/ronly/go/mountinfo"
 	"ronly.dev/ronly/go/policy"
 	cinit "ronly.dev/ronly/init"
 )
@@ -189,5 +190,33 @@ func TestModeConfig(t *testing.T) {
 		if !bytes.Equal(s.cfg.BPF, notify) {
 			t.Errorf("%s: a start changed the plan's program for the next one", name)
 		}
+	}
+}
+
+// TestMountsAhead: the read of the mount table begun ahead goes to the
+// first taker only; later takers, and takers without a read ahead, read
+// for themselves, and no read begins after a take.
+func TestMountsAhead(t *testing.T) {
+	reads := uint64(0)
+	read := func() ([]mountinfo.Mount, error) {
+		reads++
+		return []mountinfo.Mount{{ID: reads}}, nil
+	}
+	var a mountsAhead
+	a.begin(read)
+	a.begin(read) // once
+	if ms, err := a.take(read); err != nil || len(ms) != 1 || ms[0].ID != 1 {
+		t.Errorf("first take: %v, %v; want the read begun ahead", ms, err)
+	}
+	if ms, _ := a.take(read); len(ms) != 1 || ms[0].ID != 2 {
+		t.Errorf("second take: %v; want a read of its own", ms)
+	}
+	var b mountsAhead
+	if ms, _ := b.take(read); len(ms) != 1 || ms[0].ID != 3 {
+		t.Errorf("a take without a read ahead: %v; want a read of its own", ms)
+	}
+	b.begin(read)
+	if b.done != nil || reads != 3 {
+		t.Errorf("a read began after a take (%d reads)", reads)
 	}
 }

@@ -100,6 +100,9 @@ func runCLI(args []string) int {
 	}
 	plain := plainRun(args)
 	if plain {
+		// The session reads the host's mount table; on a Kubernetes
+		// node's thousands of mounts that takes as long as kong's model.
+		sandbox.ReadMountsAhead()
 		// The supervisor needs the policy's table (parsed from its
 		// text) and the programs once the sandbox runs: make them on
 		// another core while kong builds its model.
