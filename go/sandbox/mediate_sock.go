@@ -170,7 +170,7 @@ func (s *sockets) register(m map[int]mediator) {
 func (s *sockets) learnLater(pid int, failed func(error)) {
 	var err error
 	if s.mountTable == nil {
-		s.mountTable, err = os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+		err = s.holdMountTable(pid)
 	}
 	// A fallback's start learns afresh: ids an earlier attempt's sandbox
 	// had are freed with it, and the kernel hands freed ids out again.
@@ -235,11 +235,13 @@ func (s *sockets) learnMounts() error {
 // listener): the init execs the command next, which may be gone, or have
 // left its children, before learnMounts reads. The open file keeps the
 // mount namespace, so learnMounts reads it later, off the command's path.
-func (s *sockets) holdMountTable(pid int) {
+// On an error nothing is held, and learnLater tries again and says why.
+func (s *sockets) holdMountTable(pid int) (err error) {
 	if s.mountTable != nil {
 		s.mountTable.Close()
 	}
-	s.mountTable, _ = os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	s.mountTable, err = os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	return err
 }
 
 func writableMounts(ms []mountinfo.Mount, paths []string) map[uint64]bool {

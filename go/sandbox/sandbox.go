@@ -217,9 +217,7 @@ func Run(p *policy.Policy, o Options) (res Result, err error) {
 // fresh process (kong's model), as does reading the table of a Kubernetes
 // node's thousands of mounts. Read a few milliseconds before Run, the
 // table is as fresh for the session as one Run reads itself.
-func ReadMountsAhead() {
-	ahead.begin(func() ([]mountinfo.Mount, error) { return mountinfo.Read(startMount) })
-}
+func ReadMountsAhead() { ahead.begin(readStartMounts) }
 
 var ahead mountsAhead
 
@@ -256,13 +254,13 @@ func (a *mountsAhead) take(read func() ([]mountinfo.Mount, error)) ([]mountinfo.
 
 // takeMounts is the host's mounts a start needs: those ReadMountsAhead
 // read, the first time, else read now.
-func takeMounts() ([]mountinfo.Mount, error) {
-	return ahead.take(func() ([]mountinfo.Mount, error) { return mountinfo.Read(startMount) })
-}
+func takeMounts() ([]mountinfo.Mount, error) { return ahead.take(readStartMounts) }
 
-// startMount says whether a start needs mount m of the host's table: a
-// cgroup hierarchy's, or one that may lead to a service-account token.
-func startMount(m *mountinfo.Mount) bool { return cgroup.Hierarchy(m) || tokenMount(m) }
+// readStartMounts reads the mounts of the host's table a start needs: the
+// cgroup hierarchies' and those that may lead to a service-account token.
+func readStartMounts() ([]mountinfo.Mount, error) {
+	return mountinfo.Read(func(m *mountinfo.Mount) bool { return cgroup.Hierarchy(m) || tokenMount(m) })
+}
 
 // prepared is what Run reads and opens on the host before the first start.
 type prepared struct {
