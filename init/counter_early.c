@@ -14,6 +14,11 @@
  * programs, and ends a helper it cannot use. A wrong guess costs time, never
  * a count: the helper only attaches programs and answers on its pipes.
  *
+ * Where the kernel cannot run fexit programs, a session that only counts
+ * needs no helper: the supervisor holds the shared sys_exit program itself
+ * (go/sandbox's sharedHere). Then only a command line that also asks for
+ * events (--audit-log) starts one here.
+ *
  * Nothing happens in the invited init (it builds a sandbox), in a
  * watchdog's sweep (watchdog.c: it runs with a dead supervisor's
  * arguments), inside a session (no CAP_BPF there), for anyone but root,
@@ -21,13 +26,16 @@
  * side then says so).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/bpf.h>
 #include <stdio.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "counter_early.h"
@@ -104,11 +112,39 @@ static int find_helper(char *buf, size_t size)
 	return -1;
 }
 
+/* fexit_possible answers as rawtp.FexitPossible does (for root): a tracing
+ * program that names no function is refused with EINVAL where the kernel
+ * may load tracing programs, with EPERM where it may not; without the
+ * kernel's BTF there is no fexit. */
+static int fexit_possible(void)
+{
+	if (access("/sys/kernel/btf/vmlinux", F_OK) != 0)
+		return 0;
+	struct bpf_insn insns[2] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof attr);
+	attr.prog_type = BPF_PROG_TYPE_TRACING;
+	attr.expected_attach_type = BPF_TRACE_FEXIT;
+	attr.insns = (unsigned long)insns;
+	attr.insn_cnt = 2;
+	attr.license = (unsigned long)"GPL";
+	memcpy(attr.prog_name, "ronly_probe", sizeof "ronly_probe");
+	int fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+	if (fd >= 0) {
+		close(fd);
+		return 1;
+	}
+	return errno != EPERM;
+}
+
 __attribute__((constructor)) static void ronly_counter_early(int argc, char **argv, char **envp)
 {
 	int events;
 	if (getenv(RONLY_ENV_INIT_FD) || getenv(RONLY_ENV_SHIM_REPORT) || getenv(RONLY_ENV_SWEEP) || geteuid() != 0 ||
-	    !ronly_asks_counting(argc, argv, &events))
+	    !ronly_asks_counting(argc, argv, &events) || (!events && !fexit_possible()))
 		return;
 	/* With a standard descriptor closed, a pipe would take its number and
 	 * ronly would write its output into the helper: leave it to Go. */

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/go/cgroup"
+	"ronly.dev/ronly/go/writewatch/rawtp"
 	"ronly.dev/ronly/go/writewatch/remote"
 	cinit "ronly.dev/ronly/init"
 )
@@ -17,7 +18,7 @@ import (
 type PendingCounter struct {
 	events bool
 	done   chan struct{}
-	w      *remote.Watch
+	w      counter
 	err    error
 
 	mu    sync.Mutex
@@ -37,9 +38,51 @@ const (
 	ownerClosing              // Close is ending it
 )
 
+// counter is a write counter a session points at its cgroup: the helper,
+// ronly-writewatch (remote.Watch), or the shared program held by this
+// process (sharedHere).
+type counter interface {
+	Add(cgroupID uint64) error
+	Events(func(remote.Event))
+	Hook() string
+	Remove() (map[string]uint64, error)
+	Close() error
+	Pid() int // the helper's, 0 for none
+}
+
+// sharedHere is the counting program every counting session shares,
+// joined or attached by this process with bare bpf(2) calls (rawtp): on a
+// kernel that cannot run fexit programs it is the program the helper
+// would attach, and a session that only counts gets it without the
+// helper's start, a second Go runtime's. Events (an audit log) and fexit
+// programs need the helper.
+type sharedHere struct {
+	w  *rawtp.Watch
+	id uint64
+}
+
+func (c *sharedHere) Add(id uint64) error {
+	c.id = id
+	return c.w.Add(id)
+}
+
+// Events is never asked of it: a session that wants events has a helper.
+func (c *sharedHere) Events(func(remote.Event))          {}
+func (c *sharedHere) Hook() string                       { return c.w.Hook() }
+func (c *sharedHere) Remove() (map[string]uint64, error) { return c.w.Remove(c.id) }
+func (c *sharedHere) Close() error                       { return c.w.Close() }
+func (c *sharedHere) Pid() int                           { return 0 }
+
+// countHere says whether a counter counts in this process: without events
+// and where the kernel cannot run fexit programs, whose set (80-odd
+// programs, one per write-class syscall, and the kernel's BTF to find
+// them) stays the helper's.
+func countHere(events bool) bool { return !events && !rawtp.FexitPossible() }
+
 // StartWriteCounter begins attaching a write counter on a goroutine, for a
 // session Run will start: the helper's start (a Go runtime, the eBPF
-// library's init, loading and attaching the programs) then overlaps
+// library's init, loading and attaching the programs), or joining or
+// loading the shared program here (sharedHere), then overlaps
 // whatever the caller does before Run, parsing its flags for one, instead
 // of running after them. events asks for each refusal (an audit log,
 // Options.Refused); without, the counter counts only. Pass the result as
@@ -65,11 +108,24 @@ func StartWriteCounter(events bool) *PendingCounter {
 	go func() {
 		defer close(pc.done)
 		if early != nil && early.Events == events {
-			pc.w, pc.err = remote.Adopt(early.Pid, early.Stdin, early.Stdout, early.Stderr)
+			var w *remote.Watch
+			if w, pc.err = remote.Adopt(early.Pid, early.Stdin, early.Stdout, early.Stderr); pc.err == nil {
+				pc.w = w
+			}
 			return
 		}
 		EndEarlyCounter(early)
-		pc.w, pc.err = remote.Start(events)
+		if countHere(events) {
+			var w *rawtp.Watch
+			if w, pc.err = rawtp.Shared(); pc.err == nil {
+				pc.w = &sharedHere{w: w}
+			}
+			return
+		}
+		var w *remote.Watch
+		if w, pc.err = remote.Start(events); pc.err == nil {
+			pc.w = w
+		}
 	}()
 	return pc
 }
@@ -166,10 +222,13 @@ func (pc *PendingCounter) abandon() {
 // unresolved), read from its memory after the refusal: a record for
 // people, which the process could falsify, and nothing here acts on it.
 //
-// The counter runs in a process of its own, ronly-writewatch (see
-// go/writewatch/remote), so that the session binary links no eBPF library;
-// it is found beside ronly's executable or on PATH, and without it
-// counting is unavailable and the layers and a warning say so.
+// Where the kernel cannot run fexit programs and no events are wanted
+// (the usual case there), the supervisor holds the shared program itself
+// (sharedHere). Else the counter runs in a process of its own,
+// ronly-writewatch (see go/writewatch/remote), so that the session binary
+// links no eBPF library; it is found beside ronly's executable or on PATH,
+// and without it counting is unavailable and the layers and a warning say
+// so.
 //
 // Without an audit log, which is the usual case, the session joins the
 // counting programs every such session on the host shares: the cost is

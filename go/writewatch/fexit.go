@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/writewatch/rawtp"
 )
 
 // Where the kernel has BPF trampolines, a Watch counts with fexit
@@ -67,7 +69,8 @@ var ia32Names = map[string]string{
 // counted under the x86_64 number of the same call (it knows which call it
 // is by the function it is attached to). The tracepoint's i386 calls (abi
 // 1) carry i386 numbers, which name other calls in the x86_64 table.
-const abiI386Named = 2
+// rawtp reads the same keys.
+const abiI386Named = rawtp.ABIi386Named
 
 // vmlinuxBTF is where the kernel describes its own types and functions;
 // an fexit program names the function it attaches to by its id there.

@@ -67,8 +67,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
-	"ronly.dev/ronly/bpf"
 	"ronly.dev/ronly/go/mountinfo"
+	"ronly.dev/ronly/go/writewatch/rawtp"
 )
 
 // Sizes of the maps: cgroups watched at once, (cgroup, syscall) pairs
@@ -574,7 +574,7 @@ func (w *Watch) Remove(cgroupID uint64) (map[string]uint64, error) {
 		if err != nil {
 			return nil, fmt.Errorf("writewatch: read counts: %w", err)
 		}
-		counts[syscallName(k.Nr, k.ABI)] += n
+		counts[rawtp.SyscallName(k.Nr, k.ABI)] += n
 	}
 	return counts, nil
 }
@@ -642,7 +642,7 @@ func (w *Watch) drain() {
 		}
 		ev := Event{
 			CgroupID: r.Key.Cgroup,
-			Syscall:  syscallName(r.Key.Nr, r.Key.ABI),
+			Syscall:  rawtp.SyscallName(r.Key.Nr, r.Key.ABI),
 			PID:      int(r.PID),
 			Comm:     cString(r.Comm[:]),
 			Path:     cString(rec.RawSample[recordLen:]),
@@ -751,15 +751,6 @@ func (w *Watch) release() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// syscallName names a number from the x86_64 table; i386 and x32 calls
-// cannot be named with it and are "other".
-func syscallName(nr, abi uint32) string {
-	if (abi != 0 && abi != abiI386Named) || nr >= 1024 {
-		return "other"
-	}
-	return bpf.SyscallName(int(nr))
 }
 
 func cString(b []byte) string {

@@ -27,6 +27,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/writewatch/rawtp"
 )
 
 // The tests need root (BPF, cgroups, mounts). They run in a copy of the test
@@ -474,10 +476,10 @@ func TestFastPath(t *testing.T) {
 	}
 	for nr, off := range pathArgs {
 		if nr < 0 || nr >= maxNr {
-			t.Errorf("syscall %d (%s) does not fit the paths map", nr, syscallName(uint32(nr), 0))
+			t.Errorf("syscall %d (%s) does not fit the paths map", nr, rawtp.SyscallName(uint32(nr), 0))
 		}
 		if !slices.Contains([]uint32{ptRegsDI, ptRegsSI, ptRegsDX, ptRegsR10}, off) {
-			t.Errorf("syscall %s: offset %d is no argument's", syscallName(uint32(nr), 0), off)
+			t.Errorf("syscall %s: offset %d is no argument's", rawtp.SyscallName(uint32(nr), 0), off)
 		}
 	}
 }

@@ -187,7 +187,9 @@ func TestWriteCountingLeftovers(t *testing.T) {
 ({ echo y >/etc/ronly-e2e-left; } 2>/dev/null; : >/tmp/wrote; exec sleep "600.$RONLY_E2E_LEFTOVER") >/dev/null 2>&1 &
 while [ ! -e /tmp/wrote ]; do sleep 0.01; done
 echo ready; read x; exit 0`
-			cmd := exec.Command(c.b.ronly, "--no-metrics", "--count-writes", "--report", rep, "--", "/bin/sh", "-c", script)
+			// With an audit log, so that a helper counts on every kernel
+			// (without one, a kernel without fexit counts in ronly).
+			cmd := exec.Command(c.b.ronly, "--no-metrics", "--count-writes", "--audit-log", log+".audit", "--report", rep, "--", "/bin/sh", "-c", script)
 			cmd.Env = append(os.Environ(), envMarker, "RONLY_E2E_LEFTOVER="+marker, "RONLY_E2E_HELPER_LOG="+log)
 			stdin, stderr := startReady(t, cmd)
 			defer func() {

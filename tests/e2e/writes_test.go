@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"ronly.dev/ronly/go/writewatch/rawtp"
 )
 
 // refusedWrites are the commonest writes an agent attempts on the host,
@@ -133,10 +135,14 @@ func TestRefusedWritesRootless(t *testing.T) {
 	}
 }
 
-// TestWriteCountingWithoutHelper: ronly without ronly-writewatch beside it
-// or on PATH still refuses the write, and says loudly that it could not
-// count it: a warning naming the helper, write_counter "unavailable", no
-// counts.
+// TestWriteCountingWithoutHelper: ronly installed without ronly-writewatch.
+// Where the kernel cannot run fexit programs (this VM), a session that
+// only counts needs no helper: the supervisor holds the shared sys_exit
+// program itself, and counts the refused writes exactly, by operation. A
+// session that also wants events (an audit log) needs the helper: its
+// writes are refused but not counted, and a warning names the helper.
+// Where fexit programs can run, both need it. Either way nothing on the
+// host changes.
 func TestWriteCountingWithoutHelper(t *testing.T) {
 	b := setup(t)
 	requireRoot(t)
@@ -145,22 +151,55 @@ func TestWriteCountingWithoutHelper(t *testing.T) {
 	if err := copyFile(b.ronly, alone); err != nil {
 		t.Fatal(err)
 	}
-	rep := filepath.Join(dir, "r.json")
+	victim := filepath.Join(dir, "victim")
+	writeFile(t, 0, victim, "victim\n", 0o644)
+	hosts, _ := os.ReadFile("/etc/hosts")
+	here := !rawtp.FexitPossible()
 	alone2 := bins{dir: dir, ronly: alone, probe: b.probe}
-	r := alone2.sh(t, opts{env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, []string{"--count-writes", "--report", rep},
-		"! touch /etc/ronly-e2e-nohelper 2>/dev/null")
-	if r.code != 0 {
-		t.Fatalf("the write was not refused:\n%s", r)
-	}
-	if _, err := os.Lstat("/etc/ronly-e2e-nohelper"); err == nil {
-		t.Errorf("/etc/ronly-e2e-nohelper exists on the host")
-	}
-	got := readReport(t, rep)
-	if got.Layers.WriteCounting || got.Layers.WriteCounter != "unavailable" || len(got.Refused["write"]) != 0 {
-		t.Errorf("report without the helper: write_counting %t, write_counter %q, refused %v; want false, unavailable, none",
-			got.Layers.WriteCounting, got.Layers.WriteCounter, got.Refused["write"])
-	}
-	if !strings.Contains(r.stderr, "not counted") || !strings.Contains(r.stderr, "ronly-writewatch") {
-		t.Errorf("no warning naming ronly-writewatch:\n%s", r)
+	for _, c := range []struct {
+		name    string
+		flags   []string
+		counted bool
+	}{
+		{"counting only", nil, here},
+		{"with an audit log", []string{"--audit-log", filepath.Join(dir, "audit.jsonl")}, false},
+	} {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			rep := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".json")
+			flags := append([]string{"--count-writes", "--report", rep}, c.flags...)
+			r := alone2.sh(t, opts{env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, flags,
+				strings.Replace(refusedWrites, "VICTIM", victim, 1))
+			if r.code != 0 {
+				t.Fatalf("script failed:\n%s", r)
+			}
+			got := readReport(t, rep)
+			if c.counted {
+				want := map[string]uint64{"unlink": 1, "open": 1, "mkdir": 1, "rename": 1, "symlink": 1}
+				if !got.Layers.WriteCounting || got.Layers.WriteCounter != "tracepoint" || !maps.Equal(got.Refused["write"], want) {
+					t.Errorf("report: write_counting %t, write_counter %q, refused %v; want true, tracepoint, %v",
+						got.Layers.WriteCounting, got.Layers.WriteCounter, got.Refused["write"], want)
+				}
+				if strings.Contains(r.stderr, "not counted") {
+					t.Errorf("a warning that nothing was counted:\n%s", r)
+				}
+			} else {
+				if got.Layers.WriteCounting || got.Layers.WriteCounter != "unavailable" || len(got.Refused["write"]) != 0 {
+					t.Errorf("report without the helper: write_counting %t, write_counter %q, refused %v; want false, unavailable, none",
+						got.Layers.WriteCounting, got.Layers.WriteCounter, got.Refused["write"])
+				}
+				if !strings.Contains(r.stderr, "not counted") || !strings.Contains(r.stderr, "ronly-writewatch") {
+					t.Errorf("no warning naming ronly-writewatch:\n%s", r)
+				}
+			}
+			if after, _ := os.ReadFile("/etc/hosts"); string(after) != string(hosts) {
+				t.Errorf("/etc/hosts changed")
+			}
+			unchanged(t, victim, "victim\n")
+			for _, p := range []string{"/etc/ronly-e2e-write", "/etc/ronly-e2e-dir", "/etc/hosts.moved", "/etc/ronly-e2e-link"} {
+				if _, err := os.Lstat(p); err == nil {
+					t.Errorf("%s exists on the host", p)
+				}
+			}
+		})
 	}
 }
