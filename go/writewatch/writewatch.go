@@ -67,7 +67,6 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
-	"ronly.dev/ronly/go/mountinfo"
 	"ronly.dev/ronly/go/writewatch/rawtp"
 )
 
@@ -441,38 +440,16 @@ func openMaps(ids []ebpf.MapID) ([numMaps]*ebpf.Map, bool) {
 	return maps, ok
 }
 
-func cgroup2Root(m *mountinfo.Mount) bool { return m.FSType == "cgroup2" && m.Root == "/" }
-
-// prune forgets the cgroups that no longer exist, with their counts: a
-// Watch whose process was killed could not remove its own, and the
-// program outlives it while other Watches hold it. A cgroup's id is its
-// kernfs file handle: opening it by handle fails once the cgroup is
-// removed (ids are not reused). Best effort: an error leaves the entries.
+// prune forgets the cgroups that no longer exist (rawtp.CgroupGone), with
+// their counts: a Watch whose process was killed could not remove its
+// own, and the program outlives it while other Watches hold it. Best
+// effort: an error leaves the entries.
 func (w *Watch) prune() {
-	// The whole hierarchy's mount: opening a handle through a mount of a
-	// subtree fails (ESTALE) for cgroups outside it, alive or not.
-	mounts, err := mountinfo.Read(cgroup2Root)
-	if err != nil || len(mounts) == 0 {
+	gone, done := rawtp.CgroupGone()
+	if gone == nil {
 		return
 	}
-	root, err := unix.Open(mounts[0].Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(root)
-	seen := map[uint64]bool{} // id -> gone
-	gone := func(id uint64) bool {
-		if g, ok := seen[id]; ok {
-			return g
-		}
-		h := unix.NewFileHandle(fileidKernfs, binary.LittleEndian.AppendUint64(nil, id))
-		fd, err := unix.OpenByHandleAt(root, h, unix.O_RDONLY|unix.O_CLOEXEC)
-		if err == nil {
-			unix.Close(fd)
-		}
-		seen[id] = errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
-		return seen[id]
-	}
+	defer done()
 	var id uint64
 	var one uint32
 	var stale []uint64
@@ -514,10 +491,6 @@ func (w *Watch) countKeys(match func(cgroupID uint64) bool) ([]countKey, error) 
 	}
 	return keys, nil
 }
-
-// fileidKernfs is the type of a kernfs file handle (FILEID_KERNFS), whose
-// eight bytes are a cgroup's id.
-const fileidKernfs = 0xfe
 
 // Add starts counting refused writes of the processes in the cgroup v2 with
 // this id (see CgroupID) and of those in cgroups below it. Adding twice is

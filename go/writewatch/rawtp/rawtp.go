@@ -205,34 +205,13 @@ type countKey struct {
 }
 
 // prune forgets the cgroups that no longer exist, with their counts: a
-// Watch whose process was killed could not remove its own. A cgroup's id
-// is its kernfs file handle, which fails to open once the cgroup is
-// removed (ids are not reused). Best effort.
+// Watch whose process was killed could not remove its own. Best effort.
 func (w *Watch) prune() {
-	// The whole hierarchy's mount: opening a handle through a mount of a
-	// subtree fails (ESTALE) for cgroups outside it, alive or not.
-	mounts, err := mountinfo.Read(func(m *mountinfo.Mount) bool { return m.FSType == "cgroup2" && m.Root == "/" })
-	if err != nil || len(mounts) == 0 {
+	gone, done := CgroupGone()
+	if gone == nil {
 		return
 	}
-	root, err := unix.Open(mounts[0].Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(root)
-	seen := map[uint64]bool{} // id -> gone
-	gone := func(id uint64) bool {
-		if g, ok := seen[id]; ok {
-			return g
-		}
-		h := unix.NewFileHandle(fileidKernfs, binary.LittleEndian.AppendUint64(nil, id))
-		fd, err := unix.OpenByHandleAt(root, h, unix.O_RDONLY|unix.O_CLOEXEC)
-		if err == nil {
-			unix.Close(fd)
-		}
-		seen[id] = errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
-		return seen[id]
-	}
+	defer done()
 	var stale []uint64
 	walk(w.maps[mapSessions], 8, func(k []byte) {
 		if id := binary.LittleEndian.Uint64(k); gone(id) {
@@ -243,6 +222,37 @@ func (w *Watch) prune() {
 		mapDelete(w.maps[mapSessions], unsafe.Pointer(&id))
 	}
 	w.dropCounts(gone)
+}
+
+// CgroupGone returns gone, which says whether a cgroup v2 id names a
+// cgroup that was removed, and done, which frees what gone holds; gone is
+// nil when the hierarchy cannot be opened. A cgroup's id is its kernfs
+// file handle: opening it by handle fails once the cgroup is removed (ids
+// are not reused). Answers are remembered.
+func CgroupGone() (gone func(id uint64) bool, done func()) {
+	// The whole hierarchy's mount: opening a handle through a mount of a
+	// subtree fails (ESTALE) for cgroups outside it, alive or not.
+	mounts, err := mountinfo.Read(func(m *mountinfo.Mount) bool { return m.FSType == "cgroup2" && m.Root == "/" })
+	if err != nil || len(mounts) == 0 {
+		return nil, nil
+	}
+	root, err := unix.Open(mounts[0].Point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil
+	}
+	seen := map[uint64]bool{} // id -> gone
+	return func(id uint64) bool {
+		if g, ok := seen[id]; ok {
+			return g
+		}
+		h := unix.NewFileHandle(fileidKernfs, binary.LittleEndian.AppendUint64(nil, id))
+		fd, err := unix.OpenByHandleAt(root, h, unix.O_RDONLY|unix.O_CLOEXEC)
+		if err == nil {
+			unix.Close(fd)
+		}
+		seen[id] = errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT)
+		return seen[id]
+	}, func() { unix.Close(root) }
 }
 
 // fileidKernfs is the type of a kernfs file handle (FILEID_KERNFS), whose
