@@ -17,6 +17,13 @@
 // and the other way round, and the host pays for one program however many
 // sessions count. Events (an audit log) and fexit programs stay
 // writewatch's, in the helper.
+//
+// Its caller decides by FexitPossible, this process's view of the kernel:
+// where another process could load fexit programs and this one cannot
+// (the kernel's BTF hidden from its mount namespace, a security module
+// that refuses it tracing programs), a helper's fexit set and this
+// package's tracepoint program may both be attached. Each counts its own
+// sessions exactly; the host then pays for both.
 package rawtp
 
 import (
@@ -24,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"unsafe"
 
@@ -65,6 +73,11 @@ func (w *Watch) ProgramFD() int { return w.prog }
 // loads and attaches it. On joining, cgroups that no longer exist are
 // forgotten, with their counts. Needs root (CAP_BPF and CAP_PERFMON).
 func Shared() (*Watch, error) {
+	if runtime.GOARCH != "amd64" {
+		// The program reads x86_64 struct pt_regs; the attributes here
+		// hold 8-byte pointers.
+		return nil, fmt.Errorf("rawtp: %s is not supported", runtime.GOARCH)
+	}
 	w := &Watch{prog: -1, link: -1, added: map[uint64]bool{}}
 	for i := range w.maps {
 		w.maps[i] = -1
@@ -213,7 +226,7 @@ func (w *Watch) prune() {
 	}
 	defer done()
 	var stale []uint64
-	walk(w.maps[mapSessions], 8, func(k []byte) {
+	walk(w.maps[mapSessions], 8, mapSpecs[mapSessions].max, func(k []byte) {
 		if id := binary.LittleEndian.Uint64(k); gone(id) {
 			stale = append(stale, id)
 		}
@@ -263,7 +276,7 @@ const fileidKernfs = 0xfe
 // They are collected first: deleting while walking would restart the walk.
 func (w *Watch) countKeys(match func(cgroupID uint64) bool) ([]countKey, error) {
 	var keys []countKey
-	err := walk(w.maps[mapCounts], int(unsafe.Sizeof(countKey{})), func(b []byte) {
+	err := walk(w.maps[mapCounts], int(unsafe.Sizeof(countKey{})), mapSpecs[mapCounts].max, func(b []byte) {
 		k := countKey{binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint32(b[8:]), binary.LittleEndian.Uint32(b[12:])}
 		if match(k.Cgroup) {
 			keys = append(keys, k)
@@ -325,6 +338,13 @@ func (w *Watch) Remove(cgroupID uint64) (map[string]uint64, error) {
 	for i := range keys {
 		var n uint64
 		err := mapLookupAndDelete(w.maps[mapCounts], unsafe.Pointer(&keys[i]), unsafe.Pointer(&n))
+		if errors.Is(err, errNotSupp) || errors.Is(err, unix.EINVAL) {
+			// Hash maps take the one call since 5.14: look, then delete
+			// (the cgroup is empty, so nothing counts in between).
+			if err = mapLookup(w.maps[mapCounts], unsafe.Pointer(&keys[i]), unsafe.Pointer(&n)); err == nil {
+				mapDelete(w.maps[mapCounts], unsafe.Pointer(&keys[i]))
+			}
+		}
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
@@ -362,7 +382,11 @@ func (w *Watch) Close() error {
 // release closes what w holds, the link first.
 func (w *Watch) release() error {
 	var errs []error
-	for _, fd := range append([]*int{&w.link, &w.prog}, &w.maps[0], &w.maps[1], &w.maps[2]) {
+	fds := []*int{&w.link, &w.prog}
+	for i := range w.maps {
+		fds = append(fds, &w.maps[i])
+	}
+	for _, fd := range fds {
 		if *fd >= 0 {
 			errs = append(errs, unix.Close(*fd))
 			*fd = -1
@@ -387,6 +411,9 @@ func SyscallName(nr, abi uint32) string {
 // with EPERM where they may not. Without kernel BTF there is no fexit.
 // Where it is false, the sys_exit tracepoint is the only place to count.
 func FexitPossible() bool {
+	if runtime.GOARCH != "amd64" {
+		return true // the helper's, which says it cannot count there
+	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return false
 	}

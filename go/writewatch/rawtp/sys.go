@@ -70,19 +70,31 @@ func mapDelete(fd int, key unsafe.Pointer) error {
 	return mapElem(unix.BPF_MAP_DELETE_ELEM, fd, key, nil)
 }
 
+func mapLookup(fd int, key, value unsafe.Pointer) error {
+	return mapElem(unix.BPF_MAP_LOOKUP_ELEM, fd, key, value)
+}
+
+// errNotSupp is the kernel's ENOTSUPP (524), which it returns for a map
+// command the map's type lacks.
+const errNotSupp = unix.Errno(524)
+
 func mapLookupAndDelete(fd int, key, value unsafe.Pointer) error {
 	return mapElem(unix.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key, value)
 }
 
-// walk calls fn with each key of a hash map (keySize bytes), in the
-// kernel's order. A key deleted meanwhile restarts the walk from the
-// beginning (the kernel's answer to a key it no longer has), so callers
-// collect first and delete after.
-func walk(fd, keySize int, fn func(key []byte)) error {
+// walk calls fn with each key of a hash map (keySize bytes, at most
+// entries keys), in the kernel's order. A key deleted meanwhile restarts the
+// walk from the beginning (the kernel's answer to a key it no longer
+// has), so callers collect first and delete after; under other sessions'
+// churn the walk gives up after twice entries keys.
+func walk(fd, keySize int, entries uint32, fn func(key []byte)) error {
 	key := make([]byte, keySize)
 	next := make([]byte, keySize)
 	var cur unsafe.Pointer // nil: the first key
-	for {
+	for n := uint32(0); ; n++ {
+		if n > 2*entries {
+			return fmt.Errorf("walk of %d keys: the map changed all along", n)
+		}
 		err := mapElem(unix.BPF_MAP_GET_NEXT_KEY, fd, cur, unsafe.Pointer(&next[0]))
 		if errors.Is(err, unix.ENOENT) {
 			return nil
