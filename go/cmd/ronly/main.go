@@ -95,6 +95,9 @@ func runCLI(args []string) int {
 	counter := startWriteCounter(args)
 	defer counter.Close()
 	if command, ok := flagless(args); ok {
+		// As for a line with flags, below: the policy, the session's id
+		// and the outputs are made while the host's table is read.
+		sandbox.ReadMountsAhead()
 		go bpf.Warm()
 		return runFlagless(command, counter)
 	}
