@@ -108,26 +108,28 @@ func StartWriteCounter(events bool) *PendingCounter {
 	go func() {
 		defer close(pc.done)
 		if early != nil && early.Events == events {
-			var w *remote.Watch
-			if w, pc.err = remote.Adopt(early.Pid, early.Stdin, early.Stdout, early.Stderr); pc.err == nil {
-				pc.w = w
-			}
+			pc.set(remote.Adopt(early.Pid, early.Stdin, early.Stdout, early.Stderr))
 			return
 		}
 		EndEarlyCounter(early)
 		if countHere(events) {
-			var w *rawtp.Watch
-			if w, pc.err = rawtp.Shared(); pc.err == nil {
-				pc.w = &sharedHere{w: w}
-			}
+			w, err := rawtp.Shared()
+			pc.set(&sharedHere{w: w}, err)
 			return
 		}
-		var w *remote.Watch
-		if w, pc.err = remote.Start(events); pc.err == nil {
-			pc.w = w
-		}
+		pc.set(remote.Start(events))
 	}()
 	return pc
+}
+
+// set records what starting the counter gave: w only without an error
+// (a failed start's w is a nil pointer inside a non-nil interface).
+func (pc *PendingCounter) set(w counter, err error) {
+	if err != nil {
+		pc.err = err
+		return
+	}
+	pc.w = w
 }
 
 // EndEarlyCounter ends a helper the C side started that no session will

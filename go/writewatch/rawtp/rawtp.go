@@ -78,10 +78,7 @@ func Shared() (*Watch, error) {
 		// hold 8-byte pointers.
 		return nil, fmt.Errorf("rawtp: %s is not supported", runtime.GOARCH)
 	}
-	w := &Watch{prog: -1, link: -1, added: map[uint64]bool{}}
-	for i := range w.maps {
-		w.maps[i] = -1
-	}
+	w := &Watch{maps: noMaps(), prog: -1, link: -1, added: map[uint64]bool{}}
 	if w.join() {
 		w.prune()
 		return w, nil
@@ -172,10 +169,7 @@ func (w *Watch) adopt(l int) bool {
 
 // openMaps opens the maps with these ids, each found by its name.
 func openMaps(ids []uint32) (maps [numMaps]int, ok bool) {
-	for i := range maps {
-		maps[i] = -1
-	}
-	ok = true
+	maps, ok = noMaps(), true
 	for _, id := range ids {
 		fd, err := getFDByID(cmdMapGetFDByID, id)
 		if err != nil {
@@ -207,6 +201,14 @@ func openMaps(ids []uint32) (maps [numMaps]int, ok bool) {
 		}
 	}
 	return maps, ok
+}
+
+// noMaps is a Watch's maps before any is open.
+func noMaps() (maps [numMaps]int) {
+	for i := range maps {
+		maps[i] = -1
+	}
+	return maps
 }
 
 // countKey is the key of the counts map (the program's record's first
