@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"ronly.dev/ronly/go/kernelver"
 	cinit "ronly.dev/ronly/init"
 )
 
@@ -44,7 +44,7 @@ var namespaceSysctl = map[string]string{
 // withHint gives an init failure its hint; one nothing can fix by a
 // setting (a path swapped under ronly, a protocol error) may have none.
 func withHint(e *cinit.Error) error {
-	if h := hintFor(e, kernelRelease()); h != "" {
+	if h := hintFor(e, kernelver.Release()); h != "" {
 		return &HintError{e, h}
 	}
 	return e
@@ -57,7 +57,7 @@ func hintFor(e *cinit.Error, rel string) string {
 	// profile written before the call existed (Docker's answers unknown
 	// calls with ENOSYS or EPERM).
 	missing := func(call string, major, minor int) string {
-		if kernelAtLeast(rel, major, minor) {
+		if kernelver.AtLeast(rel, major, minor) {
 			return fmt.Sprintf("this kernel (%s) has %s, so the container's seccomp profile refuses it: "+
 				"run with --security-opt seccomp=unconfined or a newer profile", rel, call)
 		}
@@ -175,36 +175,13 @@ func afterUserNSRefused(first *cinit.Error, err error) error {
 	if errors.As(err, &he) {
 		err, hint = he.Err, he.Hint
 	}
-	userns := hintFor(first, kernelRelease())
+	userns := hintFor(first, kernelver.Release())
 	if hint == "" {
 		hint = userns
 	} else {
 		hint = "either " + strings.TrimSuffix(userns, "; as root, --privileged works without them") + "; or, for privileged mode, " + hint
 	}
 	return &HintError{Err: fmt.Errorf("%v, and privileged mode failed too: %w", first, err), Hint: hint}
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
-// kernelAtLeast says whether release rel ("6.1.0-27-amd64") is major.minor
-// or newer; false when it cannot tell.
-func kernelAtLeast(rel string, major, minor int) bool {
-	f := strings.FieldsFunc(rel, func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(f[0])
-	mi, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
 }
 
 // once passes each distinct message on only the first time.

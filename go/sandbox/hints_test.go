@@ -102,14 +102,6 @@ func TestAfterUserNSRefused(t *testing.T) {
 	}
 }
 
-func TestKernelAtLeast(t *testing.T) {
-	for rel, want := range map[string]bool{"6.1.0-27-amd64": true, "5.12.0": true, "5.11.22": false, "4.19.0-x": false, "": false, "x": false} {
-		if got := kernelAtLeast(rel, 5, 12); got != want {
-			t.Errorf("kernelAtLeast(%q, 5, 12) = %v", rel, got)
-		}
-	}
-}
-
 // TestWarnGate: warnings wait for the sandbox to be built, each is said
 // once, and those of an attempt that failed are forgotten.
 func TestWarnGate(t *testing.T) {

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"encoding/binary"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ronly.dev/ronly/bpf"
+	"ronly.dev/ronly/go/kernelver"
 	cinit "ronly.dev/ronly/init"
 )
 
@@ -148,18 +148,7 @@ func (s *session) mediateSocketFDs(cfg cinit.Config) cinit.Config {
 
 // addfdAvailable says whether the kernel has SECCOMP_IOCTL_NOTIF_ADDFD
 // (5.9), from its release.
-func addfdAvailable() bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	rel := unix.ByteSliceToString(u.Release[:])
-	var major, minor int
-	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 5 || major == 5 && minor >= 9
-}
+func addfdAvailable() bool { return kernelver.AtLeast(kernelver.Release(), 5, 9) }
 
 // sockfdPrefix is the BPF in front of the session's program that sends
 // socket and socketpair to the supervisor; everything else falls through
