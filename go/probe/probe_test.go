@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -182,4 +183,30 @@ func TestInChild(t *testing.T) {
 func validTargets() Targets {
 	return Targets{File: "/var/tmp/x/f", Dir: "/var/tmp/x/d", Pid: 12345, PidFD: 3, Socket: "/run/x.sock",
 		Abstract: "x", FDs: []int{3}, DirFD: 4, Marker: "m"}
+}
+
+// TestNoUserXattrs: a tmpfs that refuses user.* attributes is the
+// kernel's doing before 6.6 (skipped, saying so) and the sandbox's from
+// then on, as is any other error or file system.
+func TestNoUserXattrs(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		fsType int64
+		rel    string
+		skip   bool
+	}{
+		{unix.EOPNOTSUPP, unix.TMPFS_MAGIC, "6.1.0-57-cloud-amd64", true},
+		{&os.PathError{Op: "setxattr", Path: "/tmp/x", Err: unix.EOPNOTSUPP}, unix.TMPFS_MAGIC, "5.15.0", true},
+		{unix.EOPNOTSUPP, unix.TMPFS_MAGIC, "6.6.0", false},
+		{unix.EOPNOTSUPP, unix.TMPFS_MAGIC, "6.12.95+deb12-cloud-amd64", false},
+		{unix.EOPNOTSUPP, unix.TMPFS_MAGIC, "", false},
+		{unix.EOPNOTSUPP, unix.EXT4_SUPER_MAGIC, "6.1.0", false},
+		{unix.EPERM, unix.TMPFS_MAGIC, "6.1.0", false},
+		{unix.EROFS, unix.TMPFS_MAGIC, "6.1.0", false},
+	} {
+		why := noUserXattrs(c.err, c.fsType, c.rel)
+		if (why != "") != c.skip || c.skip && !strings.Contains(why, c.rel) {
+			t.Errorf("noUserXattrs(%v, %#x, %q) = %q, want skipped: %v", c.err, c.fsType, c.rel, why, c.skip)
+		}
+	}
 }

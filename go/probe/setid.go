@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"ronly.dev/ronly/go/kernelver"
 )
 
 // Set-id files: a file made set-user-ID (or set-group-ID, or given file
@@ -230,6 +233,12 @@ func setidEveryday() []Op {
 				return err
 			}
 			if err := unix.Setxattr(p, "user.ronly", []byte("1"), 0); err != nil {
+				var st unix.Statfs_t
+				if unix.Statfs(d, &st) == nil {
+					if why := noUserXattrs(err, st.Type, kernelver.Release()); why != "" {
+						return skip("%s", why)
+					}
+				}
 				return err
 			}
 			b := make([]byte, 8)
@@ -274,4 +283,19 @@ func setidEveryday() []Op {
 			return unix.Chmod(d, 0o1777)
 		}),
 	}
+}
+
+// noUserXattrs says why a setxattr of a user.* attribute that failed with
+// err, on a file system of type fsType (statfs's f_type), does not apply
+// here, where the kernel, not the sandbox, refuses it: tmpfs holds user.*
+// attributes only since Linux 6.6, and /tmp inside is a tmpfs. "" when the
+// failure is the sandbox's to answer for: another error, another file
+// system, or a tmpfs that should take them. rel is the kernel's release.
+func noUserXattrs(err error, fsType int64, rel string) string {
+	// AtLeast(rel, 0, 0) is false only for a release it cannot read:
+	// then the failure stands.
+	if !errors.Is(err, unix.EOPNOTSUPP) || fsType != unix.TMPFS_MAGIC || kernelver.AtLeast(rel, 6, 6) || !kernelver.AtLeast(rel, 0, 0) {
+		return ""
+	}
+	return fmt.Sprintf("tmpfs holds user.* extended attributes from Linux 6.6 on; this is %s", rel)
 }

@@ -23,6 +23,10 @@ type kernel struct {
 	// "through: <probe operation>" → why. A gap that no longer shows
 	// fails the test: remove its line when the fix lands.
 	gaps map[string]string
+	// skipped are the probe's everyday operations (of probeSkips) that do
+	// not apply on it, each → what the probe says why; on every other
+	// kernel they must work.
+	skipped map[string]string
 	// noLandlock: the kernel has no Landlock (before 5.13).
 	noLandlock bool
 	// script and check, when set, replace stage2 and checkGuest: a
@@ -36,11 +40,10 @@ var kernels = []kernel{
 		name: "debian12-6.1",
 		src:  aptSource{name: `^linux-image-6\.1\.0-[0-9]+-cloud-amd64$`},
 		// Measured 2026-12-04 with 6.1.0-57 (6.1.192): Landlock ABI 2.
-		gaps: map[string]string{
-			// (fchmodat2, which 6.1 lacks, is n/a since issue 12 item 7.)
-			// tmpfs has user.* extended attributes from 6.6 on.
-			"everyday: setxattr user.* in /tmp": "ENOTSUP: 6.1's tmpfs has no user.* xattrs; the probe should call it skipped here (issue 12 item 8)",
-		},
+		// (fchmodat2, which 6.1 lacks, is n/a since issue 12 item 7.)
+		gaps: map[string]string{},
+		// tmpfs has user.* extended attributes from 6.6 on.
+		skipped: map[string]string{"setxattr user.* in /tmp": "tmpfs holds user.* extended attributes from Linux 6.6 on"},
 	},
 	{
 		name: "bookworm-backports-6.12",
@@ -399,16 +402,10 @@ func parseGuest(serial string) guest {
 
 // probeReport is the part of `ronly probe --json` this test reads.
 type probeReport struct {
-	OK          bool `json:"ok"`
-	LandlockABI int  `json:"landlock_abi"`
-	Operations  []struct {
-		Name      string `json:"name"`
-		Kind      string `json:"kind"`
-		Result    string `json:"result"`
-		Errno     string `json:"errno"`
-		BlockedBy string `json:"blocked_by"`
-	} `json:"operations"`
-	Summary struct {
+	OK          bool             `json:"ok"`
+	LandlockABI int              `json:"landlock_abi"`
+	Operations  []probeOperation `json:"operations"`
+	Summary     struct {
 		Hostile     int  `json:"hostile"`
 		Everyday    int  `json:"everyday"`
 		EverydayOK  int  `json:"everyday_ok"`
@@ -422,6 +419,17 @@ type probeReport struct {
 	} `json:"configurations"`
 }
 
+type probeOperation struct {
+	Name            string `json:"name"`
+	Kind            string `json:"kind"`
+	Result          string `json:"result"`
+	Errno           string `json:"errno"`
+	BlockedBy       string `json:"blocked_by"`
+	ResultsByConfig map[string]struct {
+		Skipped string `json:"skipped"`
+	} `json:"results_by_config"`
+}
+
 // judgeOperations adds a finding for each hostile operation the probe let
 // through and each everyday one that failed.
 func judgeOperations(rep probeReport, add func(check, detail string)) {
@@ -431,6 +439,35 @@ func judgeOperations(rep probeReport, add func(check, detail string)) {
 			add("through: "+o.Name, fmt.Sprintf("hostile operation got through (result %s %s)", o.Result, o.Errno))
 		case o.Kind == "everyday" && o.Result != "ok" && o.Result != "skipped":
 			add("everyday: "+o.Name, fmt.Sprintf("%s %s", o.Result, o.Errno))
+		}
+	}
+}
+
+// probeSkips are the everyday operations the probe may skip on some
+// kernels for want of what the kernel gives (kernel.skipped): each must be
+// skipped, saying why, exactly where a kernel says so, and work elsewhere.
+var probeSkips = []string{"setxattr user.* in /tmp"}
+
+// judgeSkips adds a finding for each operation of probeSkips whose outcome
+// in the full sandbox is not what the kernel's skipped says.
+func judgeSkips(rep probeReport, skipped map[string]string, add func(check, detail string)) {
+	if len(rep.Configurations) == 0 {
+		return
+	}
+	full := rep.Configurations[len(rep.Configurations)-1].Name
+	for _, name := range probeSkips {
+		i := slices.IndexFunc(rep.Operations, func(o probeOperation) bool { return o.Name == name })
+		if i < 0 {
+			add("skipped: "+name, "not in the probe's report")
+			continue
+		}
+		o := rep.Operations[i]
+		why, skip := skipped[name]
+		switch got := o.ResultsByConfig[full].Skipped; {
+		case skip && (o.Result != "skipped" || !strings.Contains(got, why)):
+			add("skipped: "+name, fmt.Sprintf("%s %s (skipped: %q), want skipped: %q", o.Result, o.Errno, got, why))
+		case !skip && o.Result != "ok":
+			add("skipped: "+name, fmt.Sprintf("%s %s (skipped: %q), want ok", o.Result, o.Errno, got))
 		}
 	}
 }
@@ -465,6 +502,10 @@ func checkGuest(t *testing.T, k kernel, g guest, serial string) {
 		add("probe", fmt.Sprintf("no report (exit %s, %v): %s", g.one("probe-exit"), err, strings.Join(g.results["probe-stderr"], " / ")))
 	} else {
 		judgeOperations(rep, add)
+		judgeSkips(rep, k.skipped, add)
+		if g.one("probe-exit") != "0" || !rep.OK {
+			add("probe verdict", fmt.Sprintf("ronly probe exited %s, ok=%v", g.one("probe-exit"), rep.OK))
+		}
 		if rep.Summary.HostChanged {
 			var changes []string
 			if n := len(rep.Configurations); n > 0 {
