@@ -256,46 +256,17 @@ func TestRawtpCloseDetaches(t *testing.T) {
 // counts (a Watch whose process was killed could not remove its own), and
 // only those.
 func TestRawtpPrunesGoneCgroups(t *testing.T) {
-	needRoot(t)
-	ro := readOnlyDir(t)
-	keep, g := newCgroup(t, ""), newCgroup(t, "")
-	w, err := Shared(TracepointOnly)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	for _, id := range []uint64{keep.id, g.id} {
-		if err := w.Add(id); err != nil {
+	checkJoinPrunes(t, TracepointOnly, func() (close func()) {
+		r, err := rawtp.Shared()
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if b, err := command(&g, "/bin/sh", "-c", writes(ro)).CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, b)
-	}
-	delete(w.added, g.id) // as if killed: it never removes g
-	if err := removeCgroup(g.dir); err != nil {
-		t.Fatal(err)
-	}
-	r, err := rawtp.Shared()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if !r.Joined() {
-		t.Fatal("rawtp loaded a program of its own instead of joining")
-	}
-	var v uint32
-	if err := w.maps[mapSessions].Lookup(g.id, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
-		t.Errorf("the removed cgroup is still watched: %v", err)
-	}
-	if err := w.maps[mapSessions].Lookup(keep.id, &v); err != nil {
-		t.Errorf("a live cgroup is no longer watched: %v", err)
-	}
-	for _, k := range countKeys(t, w) {
-		if k.Cgroup == g.id {
-			t.Errorf("counts of the removed cgroup are left: %+v", k)
+		if !r.Joined() {
+			r.Close()
+			t.Fatal("rawtp loaded a program of its own instead of joining")
 		}
-	}
+		return func() { r.Close() }
+	})
 }
 
 func linkID(t *testing.T, w *Watch) link.ID {

@@ -616,39 +616,50 @@ func TestSharedWatches(t *testing.T) {
 // maps; the next one to join forgets it once the cgroup is gone, and only
 // it.
 func TestSharedPrunesGoneCgroups(t *testing.T) {
+	checkJoinPrunes(t, testHooks, func() (close func()) {
+		w2, err := Shared(testHooks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() { w2.Close() }
+	})
+}
+
+// checkJoinPrunes has a Shared Watch of hooks watch two cgroups, one of
+// which refuses writes and then goes away, forgotten by the Watch as if
+// its process had been killed; then join has another Watch join the shared
+// program, and the shared maps must have lost the gone cgroup, with its
+// counts, and kept the live one. join returns what closes its Watch.
+func checkJoinPrunes(t *testing.T, hooks Hooks, join func() (close func())) {
 	needRoot(t)
 	ro := readOnlyDir(t)
 	keep, g := newCgroup(t, ""), newCgroup(t, "")
-	w1, err := Shared(testHooks)
+	w, err := Shared(hooks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w1.Close()
+	defer w.Close()
 	for _, id := range []uint64{keep.id, g.id} {
-		if err := w1.Add(id); err != nil {
+		if err := w.Add(id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if b, err := command(&g, "/bin/sh", "-c", writes(ro)).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, b)
 	}
-	delete(w1.added, g.id) // as if killed: it never removes g
+	delete(w.added, g.id) // as if killed: it never removes g
 	if err := removeCgroup(g.dir); err != nil {
 		t.Fatal(err)
 	}
-	w2, err := Shared(testHooks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	defer join()()
 	var v uint32
-	if err := w2.maps[mapSessions].Lookup(g.id, &v); !errors.Is(err, unix.ENOENT) {
+	if err := w.maps[mapSessions].Lookup(g.id, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("the removed cgroup is still watched: %v", err)
 	}
-	if err := w2.maps[mapSessions].Lookup(keep.id, &v); err != nil {
+	if err := w.maps[mapSessions].Lookup(keep.id, &v); err != nil {
 		t.Errorf("a live cgroup is no longer watched: %v", err)
 	}
-	for _, k := range countKeys(t, w2) {
+	for _, k := range countKeys(t, w) {
 		if k.Cgroup == g.id {
 			t.Errorf("counts of the removed cgroup are left: %+v", k)
 		}
