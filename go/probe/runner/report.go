@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
-
+	"ronly.dev/ronly/go/kernelver"
 	"ronly.dev/ronly/go/policy"
 	"ronly.dev/ronly/go/probe"
 	"ronly.dev/ronly/go/sandbox"
@@ -13,10 +12,8 @@ import (
 
 // report puts the results together.
 func (pr *Prober) report() *probe.Report {
-	var u unix.Utsname
-	unix.Uname(&u)
 	rep := &probe.Report{
-		Version: probe.ReportVersion, Ronly: pr.opts.Version, Kernel: unix.ByteSliceToString(u.Release[:]),
+		Version: probe.ReportVersion, Ronly: pr.opts.Version, Kernel: kernelver.Release(),
 		LandlockABI: sandbox.LandlockABI(), UID: os.Geteuid(),
 		Configurations: []probe.Configuration{}, Operations: []probe.Operation{},
 	}
